@@ -1,0 +1,249 @@
+//! The conformance suite every [`JobStore`] implementation runs.
+//!
+//! Each case is a `pub async fn(Arc<dyn JobStore>)` that gets a fresh, migrated, empty store.
+//! A store crate runs the whole suite with a few lines:
+//!
+//! ```ignore
+//! macro_rules! conformance_case {
+//!     ($name:ident) => {
+//!         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//!         async fn $name() {
+//!             let store = fresh_store().await; // a new database for this case
+//!             jobs_core::conformance::$name(store).await;
+//!         }
+//!     };
+//! }
+//! jobs_core::conformance_cases!(conformance_case);
+//! ```
+//!
+//! A change to any store adds a case here, not a single-store test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::{
+    Acquire, ClaimParams, Clock, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Job,
+    JobStore, LockService, ManualClock, Progress, RecoveryPolicy, RescueReport, StoreError,
+};
+
+mod acquire;
+mod claim;
+mod errors;
+mod fencing;
+mod finish;
+mod heartbeat;
+mod model;
+mod rescue;
+mod resume;
+
+pub use acquire::*;
+pub use claim::*;
+pub use errors::*;
+pub use fencing::*;
+pub use finish::*;
+pub use heartbeat::*;
+pub use model::*;
+pub use rescue::*;
+pub use resume::*;
+
+/// Calls `$callback!(case_name);` for every case of the suite.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($callback:ident) => {
+        // acquire and Busy
+        $callback!(acquire_creates_a_pending_job_with_its_payload);
+        $callback!(acquire_answers_busy_with_the_active_job);
+        $callback!(acquire_allows_other_job_types_and_resources);
+        $callback!(acquire_creates_a_new_job_once_the_previous_one_ended);
+        $callback!(concurrent_acquires_for_one_key_create_exactly_one_job);
+        $callback!(acquire_rescues_a_stale_running_job_before_answering_busy);
+        $callback!(acquire_fails_an_expired_pending_job_before_answering_busy);
+        // claim
+        $callback!(claim_takes_due_jobs_oldest_first);
+        $callback!(claim_skips_jobs_that_are_not_due_yet);
+        $callback!(claim_takes_only_the_requested_job_types);
+        $callback!(claim_sets_running_fields_and_a_new_lease);
+        $callback!(claim_changes_the_lease_on_every_claim);
+        $callback!(concurrent_claimers_take_every_job_exactly_once);
+        // heartbeat, progress, checkpoint
+        $callback!(heartbeat_renews_heartbeat_at);
+        $callback!(heartbeat_writes_progress_and_checkpoint_together);
+        $callback!(heartbeat_reports_a_cancel_request);
+        $callback!(checkpoint_survives_a_requeue_and_the_next_claim);
+        $callback!(finish_flushes_the_last_progress_and_checkpoint);
+        // fencing
+        $callback!(stale_lease_gets_lease_lost_for_every_worker_write_and_changes_nothing);
+        $callback!(old_lease_is_lost_as_soon_as_the_job_is_requeued);
+        $callback!(batch_finish_fences_each_job_on_its_own);
+        // complete, fail, cancel, requeue
+        $callback!(complete_marks_the_job_completed_and_finished);
+        $callback!(fail_keeps_the_original_error);
+        $callback!(requeue_with_backoff_consumes_an_attempt_and_keeps_the_checkpoint);
+        $callback!(interrupted_requeue_gives_the_attempt_back);
+        $callback!(requeue_of_a_job_with_a_cancel_request_cancels_it);
+        $callback!(cancel_of_a_pending_job_cancels_it_at_once);
+        $callback!(cancel_of_a_running_job_flags_it_until_the_runner_acknowledges);
+        $callback!(cancel_of_a_terminal_job_is_an_illegal_transition);
+        $callback!(terminal_jobs_are_absorbing);
+        // stale recovery
+        $callback!(rescue_requeues_a_stale_job_with_attempts_left);
+        $callback!(rescue_fails_a_stale_job_with_attempts_used_as_lease_expired);
+        $callback!(rescue_leaves_fresh_heartbeats_alone);
+        $callback!(rescue_cancels_a_stale_job_whose_cancel_was_requested);
+        $callback!(pending_timeout_fails_a_job_never_claimed);
+        $callback!(pending_timeout_counts_from_when_the_job_became_due);
+        $callback!(scoped_rescue_touches_only_its_resource);
+        // resume
+        $callback!(resume_copies_payload_and_checkpoint_and_links_the_old_job);
+        $callback!(resume_refuses_completed_and_active_jobs);
+        $callback!(resume_answers_busy_when_another_job_is_active);
+        // errors, listing, schema
+        $callback!(unknown_job_is_not_found_for_every_operation);
+        $callback!(list_returns_newest_first_with_filters);
+        $callback!(job_fields_round_trip_exactly);
+        $callback!(active_index_matches_job_status_active);
+        // model
+        $callback!(random_operations_match_the_reference_model);
+    };
+}
+
+/// The job type the suite uses unless a case needs several.
+pub const TEST_TYPE: &str = "conformance.test";
+/// The worker id the suite claims with.
+pub const WORKER: &str = "conformance-worker";
+
+/// A store with a manual clock and a lock service over both.
+pub struct Fixture {
+    /// The store under test.
+    pub store: Arc<dyn JobStore>,
+    /// The clock every write takes its time from.
+    pub clock: Arc<ManualClock>,
+    /// A lock service with the default policy (stale after 30 s, pending timeout 10 min).
+    pub lock: LockService,
+}
+
+impl Fixture {
+    /// A fixture over a fresh store.
+    pub fn new(store: Arc<dyn JobStore>) -> Self {
+        let start: DateTime<Utc> = Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::new(start));
+        let lock = LockService::new(store.clone(), clock.clone(), RecoveryPolicy::default());
+        Self { store, clock, lock }
+    }
+
+    /// The clock's time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Moves the clock.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Moves the clock past `stale_after`.
+    pub fn advance_past_stale(&self) {
+        self.advance(self.lock.policy().stale_after + Duration::from_secs(1));
+    }
+
+    /// Acquires a job of [`TEST_TYPE`] for `key`, which must be free.
+    pub async fn create(&self, key: &str) -> Job {
+        self.create_typed(key, TEST_TYPE).await
+    }
+
+    /// Acquires a job of `job_type` for `key`, which must be free.
+    pub async fn create_typed(&self, key: &str, job_type: &str) -> Job {
+        let payload = serde_json::json!({ "key": key });
+        match self.lock.acquire(key, job_type, payload).await.unwrap() {
+            Acquire::Created(job) => job,
+            Acquire::Busy(job) => panic!("expected a new job for {key}, got busy with {job:?}"),
+        }
+    }
+
+    /// Claims up to `limit` jobs of [`TEST_TYPE`].
+    pub async fn claim(&self, limit: u32) -> Vec<Job> {
+        self.store
+            .claim(&ClaimParams {
+                worker_id: WORKER.to_owned(),
+                job_types: vec![TEST_TYPE.to_owned()],
+                limit,
+                now: self.now(),
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Claims exactly one job of [`TEST_TYPE`].
+    pub async fn claim_one(&self) -> Job {
+        let mut claimed = self.claim(1).await;
+        assert_eq!(claimed.len(), 1, "expected one claimed job: {claimed:?}");
+        claimed.pop().unwrap()
+    }
+
+    /// Creates and claims a job for `key`.
+    pub async fn running(&self, key: &str) -> Job {
+        let created = self.create(key).await;
+        let claimed = self.claim_one().await;
+        assert_eq!(claimed.id, created.id);
+        claimed
+    }
+
+    /// Reads a job back.
+    pub async fn get(&self, job: &Job) -> Job {
+        self.store.get(job.id).await.unwrap()
+    }
+
+    /// A heartbeat under `job`'s lease.
+    pub async fn heartbeat(
+        &self,
+        job: &Job,
+        progress: Option<Progress>,
+        checkpoint: Option<serde_json::Value>,
+    ) -> Result<HeartbeatAck, StoreError> {
+        self.store
+            .heartbeat(&HeartbeatParams {
+                id: job.id,
+                lease: job.lease,
+                now: self.now(),
+                progress,
+                checkpoint,
+            })
+            .await
+    }
+
+    /// Ends `job`'s claim under its lease.
+    pub async fn finish(&self, job: &Job, outcome: FinishOutcome) -> Result<Job, StoreError> {
+        self.store
+            .finish_one(self.now(), Finish::new(job.id, job.lease, outcome))
+            .await
+    }
+
+    /// Requeues `job` (as a retryable error would) to run after `delay`.
+    pub async fn requeue(&self, job: &Job, delay: Duration) -> Job {
+        let outcome = FinishOutcome::Requeue {
+            error: crate::JobError::new("flaky", "try again", true),
+            run_at: self.now() + chrono::Duration::from_std(delay).unwrap(),
+            consume_attempt: true,
+        };
+        self.finish(job, outcome).await.unwrap()
+    }
+
+    /// Runs the rescue over every job.
+    pub async fn rescue_all(&self) -> RescueReport {
+        self.lock.rescue().await.unwrap()
+    }
+}
+
+/// Panics unless `result` is `LeaseLost` naming `status`.
+#[track_caller]
+pub fn assert_lease_lost<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    status: crate::JobStatus,
+) {
+    match result {
+        Err(StoreError::LeaseLost { status: seen, .. }) => assert_eq!(seen, status),
+        other => panic!("expected LeaseLost ({status}), got {other:?}"),
+    }
+}

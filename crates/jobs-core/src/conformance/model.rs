@@ -1,0 +1,518 @@
+//! A property test: random operations against the store and a reference model, with the
+//! invariants checked after every step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use super::Fixture;
+use crate::{
+    Acquire, ClaimParams, Finish, FinishOutcome, HeartbeatParams, JobError, JobId, JobQuery,
+    JobStatus, JobStore, Lease, LockError, LockService, RecoveryPolicy, StoreError, Transition,
+};
+
+const KEYS: u8 = 2;
+const MAX_ATTEMPTS: u32 = 2;
+
+#[derive(Debug, Clone, Copy)]
+enum FinishKind {
+    Complete,
+    Fail,
+    Cancelled,
+    Retry,
+    Interrupt,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire {
+        key: u8,
+    },
+    Claim {
+        limit: u32,
+    },
+    Heartbeat {
+        job: usize,
+        stale: bool,
+        checkpoint: Option<u8>,
+    },
+    Finish {
+        job: usize,
+        stale: bool,
+        kind: FinishKind,
+    },
+    Cancel {
+        job: usize,
+    },
+    Resume {
+        job: usize,
+    },
+    Advance {
+        seconds: u64,
+    },
+    Rescue,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let kind = prop_oneof![
+        Just(FinishKind::Complete),
+        Just(FinishKind::Fail),
+        Just(FinishKind::Cancelled),
+        Just(FinishKind::Retry),
+        Just(FinishKind::Interrupt),
+    ];
+    prop_oneof![
+        3 => (0..KEYS).prop_map(|key| Op::Acquire { key }),
+        3 => (1..3u32).prop_map(|limit| Op::Claim { limit }),
+        2 => (any::<usize>(), any::<bool>(), proptest::option::of(any::<u8>()))
+            .prop_map(|(job, stale, checkpoint)| Op::Heartbeat { job, stale, checkpoint }),
+        3 => (any::<usize>(), any::<bool>(), kind)
+            .prop_map(|(job, stale, kind)| Op::Finish { job, stale, kind }),
+        1 => any::<usize>().prop_map(|job| Op::Cancel { job }),
+        1 => any::<usize>().prop_map(|job| Op::Resume { job }),
+        2 => prop_oneof![Just(1u64), Just(10), Just(31), Just(700)]
+            .prop_map(|seconds| Op::Advance { seconds }),
+        1 => Just(Op::Rescue),
+    ]
+}
+
+/// The model's view of one job.
+#[derive(Debug, Clone)]
+struct ModelJob {
+    id: JobId,
+    key: String,
+    status: JobStatus,
+    attempt: u32,
+    cancel_requested: bool,
+    checkpoint: Option<serde_json::Value>,
+    run_at: DateTime<Utc>,
+    heartbeat_at: Option<DateTime<Utc>>,
+    lease: Lease,
+    past_leases: Vec<Lease>,
+}
+
+struct Model {
+    jobs: Vec<ModelJob>,
+    policy: RecoveryPolicy,
+}
+
+impl Model {
+    fn to_chrono(duration: Duration) -> chrono::Duration {
+        chrono::Duration::from_std(duration).unwrap()
+    }
+
+    fn active(&self, key: &str) -> Option<usize> {
+        self.jobs
+            .iter()
+            .position(|job| job.key == key && job.status.is_active())
+    }
+
+    /// The rescue rules, applied to the jobs of `key` (or all).
+    fn rescue(&mut self, key: Option<&str>, now: DateTime<Utc>) {
+        let stale_before = now - Self::to_chrono(self.policy.stale_after);
+        let pending_before = now - Self::to_chrono(self.policy.pending_timeout);
+        for job in self
+            .jobs
+            .iter_mut()
+            .filter(|job| key.is_none_or(|key| job.key == key))
+        {
+            match job.status {
+                JobStatus::Running if job.heartbeat_at.unwrap() < stale_before => {
+                    job.status = if job.cancel_requested {
+                        JobStatus::Cancelled
+                    } else if job.attempt < MAX_ATTEMPTS {
+                        job.run_at = now;
+                        JobStatus::Pending
+                    } else {
+                        JobStatus::Failed
+                    };
+                }
+                JobStatus::Pending if job.run_at < pending_before => job.status = JobStatus::Failed,
+                _ => {}
+            }
+        }
+    }
+
+    fn is_stuck(&self, index: usize, now: DateTime<Utc>) -> bool {
+        let job = &self.jobs[index];
+        match job.status {
+            JobStatus::Running => {
+                job.heartbeat_at.unwrap() < now - Self::to_chrono(self.policy.stale_after)
+            }
+            JobStatus::Pending => job.run_at < now - Self::to_chrono(self.policy.pending_timeout),
+            _ => false,
+        }
+    }
+
+    /// What an acquire (or resume) for `key` must answer: `Some(active)` for Busy.
+    fn acquire(&mut self, key: &str, now: DateTime<Utc>) -> Option<JobId> {
+        if let Some(index) = self.active(key)
+            && self.is_stuck(index, now)
+        {
+            self.rescue(Some(key), now);
+        }
+        self.active(key).map(|index| self.jobs[index].id)
+    }
+
+    fn insert(
+        &mut self,
+        id: JobId,
+        key: &str,
+        checkpoint: Option<serde_json::Value>,
+        now: DateTime<Utc>,
+    ) {
+        self.jobs.push(ModelJob {
+            id,
+            key: key.to_owned(),
+            status: JobStatus::Pending,
+            attempt: 0,
+            cancel_requested: false,
+            checkpoint,
+            run_at: now,
+            heartbeat_at: None,
+            lease: Lease(0),
+            past_leases: Vec::new(),
+        });
+    }
+
+    fn due(&self, limit: u32, now: DateTime<Utc>) -> Vec<JobId> {
+        let mut due: Vec<&ModelJob> = self
+            .jobs
+            .iter()
+            .filter(|job| job.status == JobStatus::Pending && job.run_at <= now)
+            .collect();
+        due.sort_by_key(|job| (job.run_at, job.id));
+        due.into_iter()
+            .take(limit as usize)
+            .map(|job| job.id)
+            .collect()
+    }
+}
+
+fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), TestCaseError> {
+    if condition {
+        Ok(())
+    } else {
+        Err(TestCaseError::fail(message()))
+    }
+}
+
+fn lease_lost<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::LeaseLost { .. }))
+}
+
+async fn run_case(
+    store: Arc<dyn JobStore>,
+    case: usize,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let job_type = format!("model.case{case}");
+    let fx = Fixture::new(store.clone());
+    let lock = LockService::new(store.clone(), fx.clock.clone(), RecoveryPolicy::default())
+        .with_max_attempts(MAX_ATTEMPTS);
+    let mut model = Model {
+        jobs: Vec::new(),
+        policy: lock.policy(),
+    };
+    let key_name = |key: u8| format!("case{case}-key{key}");
+
+    for op in ops {
+        let now = fx.now();
+        match op {
+            Op::Acquire { key } => {
+                let key = key_name(key);
+                let expected = model.acquire(&key, now);
+                match lock
+                    .acquire(&key, &job_type, serde_json::json!({}))
+                    .await
+                    .unwrap()
+                {
+                    Acquire::Created(job) => {
+                        check(expected.is_none(), || {
+                            format!("created while {expected:?} active")
+                        })?;
+                        model.insert(job.id, &key, None, now);
+                    }
+                    Acquire::Busy(job) => check(expected == Some(job.id), || {
+                        format!("busy with {} but model expected {expected:?}", job.id)
+                    })?,
+                }
+            }
+            Op::Claim { limit } => {
+                let expected = model.due(limit, now);
+                let params = ClaimParams {
+                    worker_id: "model".into(),
+                    job_types: vec![job_type.clone()],
+                    limit,
+                    now,
+                };
+                let mut claimed = store.claim(&params).await.unwrap();
+                claimed.sort_by_key(|job| (job.run_at, job.id));
+                let ids: Vec<JobId> = claimed.iter().map(|job| job.id).collect();
+                check(ids == expected, || {
+                    format!("claimed {ids:?}, model expected {expected:?}")
+                })?;
+                for job in claimed {
+                    let model_job = model.jobs.iter_mut().find(|m| m.id == job.id).unwrap();
+                    check(
+                        !model_job.past_leases.contains(&job.lease) && job.lease != model_job.lease,
+                        || format!("lease {} reused on job {}", job.lease, job.id),
+                    )?;
+                    model_job.past_leases.push(model_job.lease);
+                    model_job.lease = job.lease;
+                    model_job.status = JobStatus::Running;
+                    model_job.attempt += 1;
+                    model_job.heartbeat_at = Some(now);
+                }
+            }
+            Op::Heartbeat {
+                job,
+                stale,
+                checkpoint,
+            } => {
+                if model.jobs.is_empty() {
+                    continue;
+                }
+                let index = job % model.jobs.len();
+                let model_job = &mut model.jobs[index];
+                let lease = if stale {
+                    Lease(model_job.lease.0 - 1)
+                } else {
+                    model_job.lease
+                };
+                let checkpoint = checkpoint.map(|value| serde_json::json!(value));
+                let params = HeartbeatParams {
+                    id: model_job.id,
+                    lease,
+                    now,
+                    progress: None,
+                    checkpoint: checkpoint.clone(),
+                };
+                let result = store.heartbeat(&params).await;
+                if model_job.status == JobStatus::Running && !stale {
+                    let ack = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+                    check(ack.cancel_requested == model_job.cancel_requested, || {
+                        "cancel flag".into()
+                    })?;
+                    model_job.heartbeat_at = Some(now);
+                    if checkpoint.is_some() {
+                        model_job.checkpoint = checkpoint;
+                    }
+                } else {
+                    check(lease_lost(&result), || {
+                        format!("heartbeat should lose: {result:?}")
+                    })?;
+                }
+            }
+            Op::Finish { job, stale, kind } => {
+                if model.jobs.is_empty() {
+                    continue;
+                }
+                let index = job % model.jobs.len();
+                let model_job = &mut model.jobs[index];
+                let lease = if stale {
+                    Lease(model_job.lease.0 - 1)
+                } else {
+                    model_job.lease
+                };
+                let error = JobError::new("model", "model error", true);
+                let outcome = match kind {
+                    FinishKind::Complete => FinishOutcome::Completed,
+                    FinishKind::Fail => FinishOutcome::Failed(error),
+                    FinishKind::Cancelled => FinishOutcome::Cancelled,
+                    FinishKind::Retry => FinishOutcome::Requeue {
+                        error,
+                        run_at: now + chrono::Duration::seconds(5),
+                        consume_attempt: true,
+                    },
+                    FinishKind::Interrupt => FinishOutcome::Requeue {
+                        error,
+                        run_at: now,
+                        consume_attempt: false,
+                    },
+                };
+                let result = store
+                    .finish_one(now, Finish::new(model_job.id, lease, outcome))
+                    .await;
+                if model_job.status == JobStatus::Running && !stale {
+                    let job = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+                    model_job.status = match kind {
+                        FinishKind::Complete => JobStatus::Completed,
+                        FinishKind::Fail => JobStatus::Failed,
+                        FinishKind::Cancelled => JobStatus::Cancelled,
+                        _ if model_job.cancel_requested => JobStatus::Cancelled,
+                        FinishKind::Retry if model_job.attempt >= MAX_ATTEMPTS => JobStatus::Failed,
+                        FinishKind::Retry => {
+                            model_job.run_at = now + chrono::Duration::seconds(5);
+                            JobStatus::Pending
+                        }
+                        FinishKind::Interrupt => {
+                            model_job.attempt -= 1;
+                            model_job.run_at = now;
+                            JobStatus::Pending
+                        }
+                    };
+                    check(job.status == model_job.status, || {
+                        format!("finish gave {job:?}")
+                    })?;
+                } else {
+                    check(lease_lost(&result), || {
+                        format!("finish should lose: {result:?}")
+                    })?;
+                }
+            }
+            Op::Cancel { job } => {
+                if model.jobs.is_empty() {
+                    continue;
+                }
+                let index = job % model.jobs.len();
+                let model_job = &mut model.jobs[index];
+                let result = store.request_cancel(model_job.id, now).await;
+                match Transition::Cancel.apply(model_job.status) {
+                    Ok(to) => {
+                        let job = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+                        model_job.status = to;
+                        model_job.cancel_requested = true;
+                        check(job.status == to, || format!("cancel gave {job:?}"))?;
+                    }
+                    Err(_) => check(
+                        matches!(result, Err(StoreError::IllegalTransition { .. })),
+                        || format!("cancel should be illegal: {result:?}"),
+                    )?,
+                }
+            }
+            Op::Resume { job } => {
+                if model.jobs.is_empty() {
+                    continue;
+                }
+                let index = job % model.jobs.len();
+                let old = model.jobs[index].clone();
+                let result = lock.resume(old.id).await;
+                if matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
+                    let expected = model.acquire(&old.key, now);
+                    match result.map_err(|error| TestCaseError::fail(error.to_string()))? {
+                        Acquire::Created(job) => {
+                            check(expected.is_none(), || "resume created while busy".into())?;
+                            check(job.checkpoint == old.checkpoint, || {
+                                "checkpoint not copied".into()
+                            })?;
+                            model.insert(job.id, &old.key, old.checkpoint.clone(), now);
+                        }
+                        Acquire::Busy(job) => check(expected == Some(job.id), || {
+                            "resume busy with wrong job".into()
+                        })?,
+                    }
+                } else {
+                    check(
+                        matches!(result, Err(LockError::NotResumable { .. })),
+                        || format!("resume of {} should be refused: {result:?}", old.status),
+                    )?;
+                }
+            }
+            Op::Advance { seconds } => fx.advance(Duration::from_secs(seconds)),
+            Op::Rescue => {
+                model.rescue(None, now);
+                lock.rescue().await.unwrap();
+            }
+        }
+        check_invariants(&store, &job_type, &model).await?;
+    }
+    Ok(())
+}
+
+async fn check_invariants(
+    store: &Arc<dyn JobStore>,
+    job_type: &str,
+    model: &Model,
+) -> Result<(), TestCaseError> {
+    let query = JobQuery {
+        resource_key: None,
+        job_type: Some(job_type.to_owned()),
+        limit: 10_000,
+    };
+    let stored = store.list(&query).await.unwrap();
+    check(stored.len() == model.jobs.len(), || {
+        "job count differs".into()
+    })?;
+    let mut active_per_key: HashMap<&str, usize> = HashMap::new();
+    for job in &stored {
+        let expected = model.jobs.iter().find(|m| m.id == job.id).unwrap();
+        check(job.status == expected.status, || {
+            format!(
+                "job {} is {} in the store, {} in the model",
+                job.id, job.status, expected.status
+            )
+        })?;
+        check(job.attempt == expected.attempt, || {
+            format!("attempt of {job:?}")
+        })?;
+        check(job.attempt <= job.max_attempts, || {
+            format!("attempts exceeded: {job:?}")
+        })?;
+        check(job.checkpoint == expected.checkpoint, || {
+            format!("checkpoint of {job:?}")
+        })?;
+        check(
+            job.status.is_terminal() == job.finished_at.is_some(),
+            || format!("finished_at and status disagree: {job:?}"),
+        )?;
+        if job.status == JobStatus::Running {
+            check(job.lease == expected.lease, || {
+                format!("running lease differs: {job:?}")
+            })?;
+        }
+        if job.status.is_active() {
+            *active_per_key.entry(&expected.key).or_default() += 1;
+        }
+    }
+    check(active_per_key.values().all(|count| *count <= 1), || {
+        "two active jobs for one key".into()
+    })
+}
+
+/// Random sequences of acquire, claim, heartbeat, finish (with live and stale leases),
+/// cancel, resume, time moves and rescues, run against the store and a reference model;
+/// after every step the store must equal the model, keep at most one active job per key,
+/// keep attempts within `max_attempts`, and keep `finished_at` set exactly on terminal jobs.
+/// A failure is shrunk to a minimal sequence of operations.
+pub async fn random_operations_match_the_reference_model(store: Arc<dyn JobStore>) {
+    const CASES: u32 = 24;
+    const MAX_SHRINK_STEPS: u32 = 300;
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let strategy = proptest::collection::vec(op_strategy(), 1..40);
+    let mut case = 0;
+    for _ in 0..CASES {
+        let mut tree = strategy.new_tree(&mut runner).expect("generate operations");
+        case += 1;
+        let Err(mut failure) = run_case(store.clone(), case, tree.current()).await else {
+            continue;
+        };
+        let mut minimal = tree.current();
+        let mut steps = 0;
+        let mut more = tree.simplify();
+        while more && steps < MAX_SHRINK_STEPS {
+            steps += 1;
+            case += 1;
+            let candidate = tree.current();
+            match run_case(store.clone(), case, candidate.clone()).await {
+                Err(error) => {
+                    failure = error;
+                    minimal = candidate;
+                    more = tree.simplify();
+                }
+                Ok(()) => more = tree.complicate(),
+            }
+        }
+        panic!("store and model disagree: {failure}\nminimal operations: {minimal:#?}");
+    }
+}

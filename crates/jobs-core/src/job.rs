@@ -1,0 +1,262 @@
+//! Jobs and their parts: ids, status, progress, errors.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Error codes that jobs-core itself writes into [`JobError::code`].
+pub mod codes {
+    /// A running job's heartbeat was older than `stale_after`.
+    pub const LEASE_EXPIRED: &str = "lease_expired";
+    /// A pending job was not claimed within `pending_timeout`.
+    pub const PENDING_TIMEOUT: &str = "pending_timeout";
+    /// The worker shut down while the job ran; the job was handed back.
+    pub const INTERRUPTED: &str = "interrupted";
+    /// The handler panicked.
+    pub const PANICKED: &str = "panicked";
+}
+
+/// A job's id: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// A fresh UUID v7 id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Wraps an existing UUID.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID inside.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The fencing token of one claim. It changes on every claim of a job; every write by a
+/// worker carries it, and a write with an older lease changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lease(pub i64);
+
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life. See [`crate::state`] for the transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting to be claimed.
+    Pending,
+    /// Claimed by a worker that heartbeats it.
+    Running,
+    /// Finished successfully. Terminal.
+    Completed,
+    /// Finished with an error. Terminal.
+    Failed,
+    /// Cancelled before or while running. Terminal.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The active statuses: at most one job per (resource, job type) is in one of these.
+    /// Both stores' partial unique index must name exactly these; the conformance suite
+    /// reads the index back from each database and compares.
+    pub const ACTIVE: [JobStatus; 2] = [JobStatus::Pending, JobStatus::Running];
+    /// The terminal statuses: no write ever changes a job in one of these.
+    pub const TERMINAL: [JobStatus; 3] = [
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    /// Every status.
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The name stored in databases and shown in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the status is one of [`JobStatus::ACTIVE`].
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+
+    /// Whether the status is one of [`JobStatus::TERMINAL`].
+    pub fn is_terminal(self) -> bool {
+        Self::TERMINAL.contains(&self)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is not one of [`JobStatus::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job status {0:?}")]
+pub struct UnknownJobStatus(pub String);
+
+impl FromStr for JobStatus {
+    type Err = UnknownJobStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownJobStatus(s.to_owned()))
+    }
+}
+
+/// Item-level progress that clients poll. Items are named by strings (a page number, a file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Progress {
+    /// How many items the job has in all; `None` until known.
+    pub total: Option<u64>,
+    /// Items done.
+    pub completed: u64,
+    /// Items that failed (and were not retried into success).
+    pub failed: u64,
+    /// The item being worked on.
+    pub current_item: Option<String>,
+    /// The last item done; resume continues after it.
+    pub last_completed_item: Option<String>,
+    /// A short human message.
+    pub message: Option<String>,
+}
+
+/// Why a job (or one attempt of it) failed. The message is always the original error's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// A stable, machine-readable code such as `lease_expired`.
+    pub code: String,
+    /// The original error message.
+    pub message: String,
+    /// Whether another attempt could succeed.
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// A new error.
+    pub fn new(code: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id.
+    pub id: JobId,
+    /// What the job works on (for book jobs: the book id). One active job per key and type.
+    pub resource_key: String,
+    /// Which handler runs it.
+    pub job_type: String,
+    /// Where it is in its life.
+    pub status: JobStatus,
+    /// The handler's input.
+    pub payload: serde_json::Value,
+    /// Claims so far that counted (an interrupted claim is given back).
+    pub attempt: u32,
+    /// Claims that may end in error or a lost heartbeat.
+    pub max_attempts: u32,
+    /// Item-level progress.
+    pub progress: Progress,
+    /// Handler-owned resume state; survives requeues and is copied on resume.
+    pub checkpoint: Option<serde_json::Value>,
+    /// The last error: the final one for a failed job, the last attempt's for a requeued one.
+    pub error: Option<JobError>,
+    /// The failed or cancelled job this one resumes.
+    pub resumed_from: Option<JobId>,
+    /// Whether a cancel was requested while it ran.
+    pub cancel_requested: bool,
+    /// The worker that holds or last held it.
+    pub worker_id: Option<String>,
+    /// The fencing token of the current claim.
+    pub lease: Lease,
+    /// When it may be claimed.
+    pub run_at: DateTime<Utc>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When the latest claim started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The latest heartbeat of the current claim.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The new job's id.
+    pub id: JobId,
+    /// See [`Job::resource_key`].
+    pub resource_key: String,
+    /// See [`Job::job_type`].
+    pub job_type: String,
+    /// See [`Job::payload`].
+    pub payload: serde_json::Value,
+    /// See [`Job::max_attempts`]; at least 1.
+    pub max_attempts: u32,
+    /// A checkpoint to start from (copied on resume).
+    pub checkpoint: Option<serde_json::Value>,
+    /// See [`Job::resumed_from`].
+    pub resumed_from: Option<JobId>,
+    /// Creation time; also the time it may first run.
+    pub now: DateTime<Utc>,
+}
+
+/// Truncates a time to whole microseconds, the precision both stores keep, so a time
+/// read back compares equal to the time written.
+pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(time.timestamp_micros()).expect("time within range")
+}

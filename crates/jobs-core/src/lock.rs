@@ -1,0 +1,232 @@
+//! The lock service: one active job per (resource, job type), with lazy rescue, resume and
+//! cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::job::{Job, JobError, JobId, JobStatus, NewJob, codes};
+use crate::store::{Insert, JobStore, RescueParams, RescueReport, RescueScope, StoreError};
+
+/// When jobs count as stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    /// A running job whose heartbeat is older than this is requeued or failed.
+    pub stale_after: Duration,
+    /// A job pending (due but unclaimed) for longer than this fails with `pending_timeout`.
+    pub pending_timeout: Duration,
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(30),
+            pending_timeout: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl RecoveryPolicy {
+    /// The rescue parameters for this policy at `now`.
+    pub fn rescue_params(&self, now: DateTime<Utc>, scope: RescueScope) -> RescueParams {
+        let stale_after = humanize(self.stale_after);
+        RescueParams {
+            now,
+            stale_before: now - to_chrono(self.stale_after),
+            pending_before: now - to_chrono(self.pending_timeout),
+            requeue_error: JobError::new(
+                codes::LEASE_EXPIRED,
+                format!("no heartbeat for more than {stale_after}: requeued"),
+                true,
+            ),
+            expired_error: JobError::new(
+                codes::LEASE_EXPIRED,
+                format!("no heartbeat for more than {stale_after} and no attempts left"),
+                false,
+            ),
+            pending_timeout_error: JobError::new(
+                codes::PENDING_TIMEOUT,
+                format!(
+                    "not claimed within {}: is a worker running for this job type?",
+                    humanize(self.pending_timeout)
+                ),
+                false,
+            ),
+            scope,
+        }
+    }
+
+    /// Whether the rescue at `now` would change `job`: the same rule the stores apply.
+    pub fn is_stuck(&self, job: &Job, now: DateTime<Utc>) -> bool {
+        match job.status {
+            JobStatus::Running => job
+                .heartbeat_at
+                .is_some_and(|at| at < now - to_chrono(self.stale_after)),
+            JobStatus::Pending => job.run_at < now - to_chrono(self.pending_timeout),
+            _ => false,
+        }
+    }
+}
+
+fn to_chrono(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).expect("duration fits in chrono::Duration")
+}
+
+fn humanize(duration: Duration) -> String {
+    format!("{:?}", duration)
+}
+
+/// What [`LockService::acquire`] and [`LockService::resume`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acquire {
+    /// A new pending job.
+    Created(Job),
+    /// Another job for the same (resource, job type) is active.
+    Busy(Job),
+}
+
+/// Errors of the lock service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Only failed or cancelled jobs can be resumed.
+    #[error("job {id} is {status}: only failed or cancelled jobs can be resumed")]
+    NotResumable {
+        /// The job.
+        id: JobId,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Acquire, resume and cancel: the operations clients use to start and stop jobs.
+#[derive(Debug, Clone)]
+pub struct LockService {
+    store: Arc<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    policy: RecoveryPolicy,
+    max_attempts: u32,
+}
+
+impl LockService {
+    /// Default `max_attempts` of new jobs.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+    /// A lock service over `store`.
+    pub fn new(store: Arc<dyn JobStore>, clock: Arc<dyn Clock>, policy: RecoveryPolicy) -> Self {
+        Self {
+            store,
+            clock,
+            policy,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets `max_attempts` of the jobs it creates (at least 1).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The recovery policy.
+    pub fn policy(&self) -> RecoveryPolicy {
+        self.policy
+    }
+
+    /// Creates a pending job for (`resource_key`, `job_type`), or answers `Busy` with the
+    /// active one. Before answering `Busy` it rescues a stuck active job (lazy rescue), so a
+    /// resource whose worker died is never locked forever, even with no worker running.
+    pub async fn acquire(
+        &self,
+        resource_key: &str,
+        job_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<Acquire, StoreError> {
+        let now = self.clock.now();
+        let job = NewJob {
+            id: JobId::new(),
+            resource_key: resource_key.to_owned(),
+            job_type: job_type.to_owned(),
+            payload,
+            max_attempts: self.max_attempts,
+            checkpoint: None,
+            resumed_from: None,
+            now,
+        };
+        self.insert_with_rescue(job).await
+    }
+
+    /// Creates a new pending job that continues a failed or cancelled one: same type,
+    /// resource and payload, its checkpoint copied, `resumed_from` set. Busy rules apply.
+    pub async fn resume(&self, id: JobId) -> Result<Acquire, LockError> {
+        let previous = self.store.get(id).await?;
+        if !matches!(previous.status, JobStatus::Failed | JobStatus::Cancelled) {
+            return Err(LockError::NotResumable {
+                id,
+                status: previous.status,
+            });
+        }
+        let job = NewJob {
+            id: JobId::new(),
+            resource_key: previous.resource_key,
+            job_type: previous.job_type,
+            payload: previous.payload,
+            max_attempts: previous.max_attempts,
+            checkpoint: previous.checkpoint,
+            resumed_from: Some(previous.id),
+            now: self.clock.now(),
+        };
+        Ok(self.insert_with_rescue(job).await?)
+    }
+
+    /// Cancels a pending job at once; flags a running one so its handler stops at a safe
+    /// point and the runner marks it cancelled. A terminal job is an illegal transition.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, StoreError> {
+        self.store.request_cancel(id, self.clock.now()).await
+    }
+
+    /// Stale recovery over every job (what each worker runs every heartbeat interval).
+    pub async fn rescue(&self) -> Result<RescueReport, StoreError> {
+        let params = self
+            .policy
+            .rescue_params(self.clock.now(), RescueScope::All);
+        self.store.rescue(&params).await
+    }
+
+    async fn insert_with_rescue(&self, job: NewJob) -> Result<Acquire, StoreError> {
+        match self.store.insert(job.clone()).await? {
+            Insert::Inserted(created) => Ok(Acquire::Created(created)),
+            Insert::Busy(active) if self.policy.is_stuck(&active, job.now) => {
+                let scope = RescueScope::Resource {
+                    resource_key: job.resource_key.clone(),
+                    job_type: job.job_type.clone(),
+                };
+                let report = self
+                    .store
+                    .rescue(&self.policy.rescue_params(job.now, scope))
+                    .await?;
+                tracing::info!(job.id = %active.id, ?report, "lazy rescue before acquire");
+                Ok(match self.store.insert(job).await? {
+                    Insert::Inserted(created) => Acquire::Created(created),
+                    Insert::Busy(active) => Acquire::Busy(active),
+                })
+            }
+            Insert::Busy(active) => Ok(Acquire::Busy(active)),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The `JobStore` trait: the one seam between the job logic and a database.
+//!
+//! Stores are deliberately dumb: each method is one guarded write (or read) that the database
+//! makes atomic. They take every timestamp from the caller, so the injected clock rules time.
+//! Worker writes are fenced: they name the [`Lease`] of their claim, and a write whose lease
+//! is not the job's current one while it runs changes nothing and returns
+//! [`StoreError::LeaseLost`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::job::{Job, JobError, JobId, JobStatus, Lease, NewJob, Progress};
+use crate::state::IllegalTransition;
+
+/// What [`JobStore::insert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Insert {
+    /// The job was inserted.
+    Inserted(Job),
+    /// Another job for the same (resource, job type) is active; nothing was inserted.
+    Busy(Job),
+}
+
+/// Which jobs [`JobStore::claim`] may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimParams {
+    /// The claiming worker.
+    pub worker_id: String,
+    /// Job types the worker handles.
+    pub job_types: Vec<String>,
+    /// At most this many jobs.
+    pub limit: u32,
+    /// Jobs whose `run_at` is not after this are due; also the claim's start time.
+    pub now: DateTime<Utc>,
+}
+
+/// A heartbeat, optionally carrying coalesced progress and a checkpoint: one write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatParams {
+    /// The job.
+    pub id: JobId,
+    /// The lease of the caller's claim.
+    pub lease: Lease,
+    /// The new `heartbeat_at`.
+    pub now: DateTime<Utc>,
+    /// New progress, if it changed since the last write.
+    pub progress: Option<Progress>,
+    /// A new checkpoint, if one was set since the last write.
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+/// What the store tells a heartbeating worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// A cancel was requested: the handler should stop at a safe point.
+    pub cancel_requested: bool,
+}
+
+/// How a claim ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishOutcome {
+    /// Success: the job completes.
+    Completed,
+    /// Failure: the job fails with this error.
+    Failed(JobError),
+    /// The handler stopped on a cancel request: the job is cancelled.
+    Cancelled,
+    /// The job goes back to pending, to run again at `run_at`. With `consume_attempt` false
+    /// (graceful shutdown) the claim does not count against `max_attempts`. A job whose
+    /// cancel was requested is cancelled instead.
+    Requeue {
+        /// Why it is requeued; kept as the job's last error.
+        error: JobError,
+        /// When it may run again.
+        run_at: DateTime<Utc>,
+        /// Whether the claim counts as an attempt.
+        consume_attempt: bool,
+    },
+}
+
+/// One fenced end of a claim, with the last coalesced progress and checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    /// The job.
+    pub id: JobId,
+    /// The lease of the caller's claim.
+    pub lease: Lease,
+    /// How it ends.
+    pub outcome: FinishOutcome,
+    /// Final progress, if it changed since the last write.
+    pub progress: Option<Progress>,
+    /// Final checkpoint, if it changed since the last write.
+    pub checkpoint: Option<serde_json::Value>,
+}
+
+impl Finish {
+    /// A finish with no progress or checkpoint to flush.
+    pub fn new(id: JobId, lease: Lease, outcome: FinishOutcome) -> Self {
+        Self {
+            id,
+            lease,
+            outcome,
+            progress: None,
+            checkpoint: None,
+        }
+    }
+}
+
+/// Which jobs [`JobStore::rescue`] looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RescueScope {
+    /// Every job.
+    All,
+    /// Only the jobs of one (resource, job type): the lazy rescue inside acquire.
+    Resource {
+        /// The resource key.
+        resource_key: String,
+        /// The job type.
+        job_type: String,
+    },
+}
+
+/// Stale recovery, as of `now`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RescueParams {
+    /// The time of the rescue; written as `finished_at` and `run_at`.
+    pub now: DateTime<Utc>,
+    /// Running jobs whose heartbeat is older than this are requeued, or failed with
+    /// `lease_expired` when their attempts are used.
+    pub stale_before: DateTime<Utc>,
+    /// Pending jobs due before this fail with `pending_timeout`.
+    pub pending_before: DateTime<Utc>,
+    /// Error recorded on a requeued stale job.
+    pub requeue_error: JobError,
+    /// Error recorded on a stale job whose attempts are used.
+    pub expired_error: JobError,
+    /// Error recorded on a job that timed out pending.
+    pub pending_timeout_error: JobError,
+    /// Which jobs to look at.
+    pub scope: RescueScope,
+}
+
+/// What a rescue did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Stale running jobs put back to pending.
+    pub requeued: Vec<JobId>,
+    /// Jobs failed: stale with attempts used (`lease_expired`) or pending too long
+    /// (`pending_timeout`).
+    pub failed: Vec<JobId>,
+    /// Stale running jobs whose cancel had been requested: cancelled.
+    pub cancelled: Vec<JobId>,
+}
+
+impl RescueReport {
+    /// Whether the rescue changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.requeued.is_empty() && self.failed.is_empty() && self.cancelled.is_empty()
+    }
+}
+
+/// A listing query, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQuery {
+    /// Only jobs of this resource.
+    pub resource_key: Option<String>,
+    /// Only jobs of this type.
+    pub job_type: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The unique index that keeps one active job per (resource, job type), as the database
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveIndex {
+    /// Whether the index is unique.
+    pub unique: bool,
+    /// Its columns, in order.
+    pub columns: Vec<String>,
+    /// The statuses its predicate admits.
+    pub statuses: Vec<JobStatus>,
+}
+
+/// Errors of a [`JobStore`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No job has this id.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// A fenced write named a lease that is not the running job's current one: the job was
+    /// taken over, requeued or finished. Nothing was written.
+    #[error("lease lost on job {id}: it is {status} now")]
+    LeaseLost {
+        /// The job.
+        id: JobId,
+        /// Its status at the time of the write.
+        status: JobStatus,
+    },
+    /// The state machine does not allow the change.
+    #[error("job {id}: {source}")]
+    IllegalTransition {
+        /// The job.
+        id: JobId,
+        /// What was refused.
+        #[source]
+        source: IllegalTransition,
+    },
+    /// A row or index in the database does not match what this crate expects.
+    #[error("unexpected data in the job store: {0}")]
+    Corrupt(String),
+    /// The database could not be reached or refused the statement.
+    #[error("job store backend error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed (connection loss, pool timeout).
+    pub fn is_backend(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
+}
+
+/// The storage of jobs. Object-safe: used as `Arc<dyn JobStore>`.
+///
+/// Every implementation must pass the suite in `jobs_core::conformance`.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Inserts a pending job unless one for the same (resource, job type) is active, in
+    /// which case it returns that one. Race-free: the database's unique index decides.
+    async fn insert(&self, job: NewJob) -> Result<Insert, StoreError>;
+
+    /// One job.
+    async fn get(&self, id: JobId) -> Result<Job, StoreError>;
+
+    /// Jobs matching `query`, newest first.
+    async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError>;
+
+    /// Claims up to `limit` due pending jobs, oldest `run_at` first, each under a new lease.
+    /// Two concurrent claims never return the same job.
+    async fn claim(&self, params: &ClaimParams) -> Result<Vec<Job>, StoreError>;
+
+    /// Renews a running job's heartbeat and writes coalesced progress and checkpoint, in one
+    /// fenced write.
+    async fn heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatAck, StoreError>;
+
+    /// Ends claims, one fenced write per job (batched where the database allows). The outer
+    /// error is a backend failure; each inner result is that job's.
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        batch: &[Finish],
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+
+    /// Requests a cancel: a pending job is cancelled at once, a running one gets
+    /// `cancel_requested`. A terminal job gives [`StoreError::IllegalTransition`].
+    async fn request_cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job, StoreError>;
+
+    /// Stale recovery: requeues or fails running jobs with stale heartbeats, fails jobs
+    /// pending too long. Each change is guarded, so concurrent rescuers and heartbeats are
+    /// safe.
+    async fn rescue(&self, params: &RescueParams) -> Result<RescueReport, StoreError>;
+
+    /// The definition of the one-active-job index, read back from the database.
+    async fn active_index(&self) -> Result<ActiveIndex, StoreError>;
+}
+
+impl std::fmt::Debug for dyn JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn JobStore")
+    }
+}
+
+impl dyn JobStore {
+    /// Ends one claim; see [`JobStore::finish`].
+    pub async fn finish_one(&self, now: DateTime<Utc>, finish: Finish) -> Result<Job, StoreError> {
+        let mut results = self.finish(now, std::slice::from_ref(&finish)).await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("finish returned no result".into())))
+    }
+}
+
+/// Parses the SQL text of the one-active-job index (`CREATE UNIQUE INDEX name ON table
+/// (col, col) WHERE status IN ('a', 'b')`, in either database's spelling). Both stores read
+/// the definition back from their catalog and hand it here.
+pub fn parse_active_index(definition: &str) -> Result<ActiveIndex, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("unexpected index definition: {definition}"));
+    let definition = definition.split_whitespace().collect::<Vec<_>>().join(" ");
+    let upper = definition.to_ascii_uppercase();
+    let unique = upper.trim_start().starts_with("CREATE UNIQUE INDEX");
+    let where_at = upper.find(" WHERE ").ok_or_else(corrupt)?;
+    let (head, predicate) = definition.split_at(where_at);
+    let open = head.find('(').ok_or_else(corrupt)?;
+    let close = head.rfind(')').ok_or_else(corrupt)?;
+    let columns = head[open + 1..close]
+        .split(',')
+        .map(|column| column.trim().trim_matches('"').to_owned())
+        .collect();
+    let statuses = predicate
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(|name| name.parse::<JobStatus>().map_err(|_| corrupt()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ActiveIndex {
+        unique,
+        columns,
+        statuses,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_postgres_index_definition() {
+        let index = parse_active_index(
+            "CREATE UNIQUE INDEX folio_jobs_one_active ON public.folio_jobs USING btree \
+             (resource_key, job_type) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]))",
+        )
+        .unwrap();
+        assert!(index.unique);
+        assert_eq!(index.columns, ["resource_key", "job_type"]);
+        assert_eq!(index.statuses, [JobStatus::Pending, JobStatus::Running]);
+    }
+
+    #[test]
+    fn parses_sqlite_index_definition() {
+        let index = parse_active_index(
+            "CREATE UNIQUE INDEX folio_jobs_one_active ON folio_jobs (resource_key, job_type)\n    WHERE status IN ('pending', 'running')",
+        )
+        .unwrap();
+        assert!(index.unique);
+        assert_eq!(index.statuses, [JobStatus::Pending, JobStatus::Running]);
+    }
+
+    #[test]
+    fn rejects_index_without_predicate() {
+        assert!(parse_active_index("CREATE INDEX x ON t (a)").is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! [`PgJobStore`]: the [`JobStore`] for many workers on many machines, on Postgres.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` in a CTE, so concurrent claimers never block on or
+//! double-take a row; every other change is one guarded `UPDATE ... WHERE status = ... AND
+//! lease = ...`, and ends of claims are batched into one statement with per-row fencing.
+//! Inserting a job sends `NOTIFY folio_jobs` with the job type so workers wake at once.
+//! The schema lives in `migrations/postgres` at the workspace root.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jobs_core::{
+    ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert, Job,
+    JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress, RescueParams,
+    RescueReport, RescueScope, StoreError, Transition, parse_active_index,
+};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// The channel that job inserts are announced on; the payload is the job type.
+pub const NOTIFY_CHANNEL: &str = "folio_jobs";
+
+/// The table that records which migrations ran (kept apart from the embedding service's).
+const MIGRATIONS_TABLE: &str = "folio_schema_migrations";
+
+/// The migrations of `migrations/postgres`.
+pub fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations/postgres");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// A [`JobStore`] on Postgres.
+#[derive(Debug, Clone)]
+pub struct PgJobStore {
+    pool: PgPool,
+}
+
+impl PgJobStore {
+    /// Connects to `url` with a pool of `max_connections` and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(translate)?;
+        let store = Self::from_pool(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over an existing pool; call [`PgJobStore::migrate`] once before use.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Runs the pending migrations. Safe to call from many processes at once (sqlx takes an
+    /// advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|error| StoreError::Backend(Box::new(error)))
+    }
+
+    /// The pool, for LISTEN connections and health checks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Why a fenced write to each of `ids` changed nothing: `NotFound` or `LeaseLost`.
+    async fn fencing_errors(
+        &self,
+        ids: &[JobId],
+    ) -> Result<HashMap<JobId, StoreError>, StoreError> {
+        let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        let rows = sqlx::query("SELECT id, status FROM folio_jobs WHERE id = ANY($1)")
+            .bind(&uuids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        let mut statuses = HashMap::new();
+        for row in rows {
+            let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
+            statuses.insert(id, parse_status(row.try_get("status").map_err(translate)?)?);
+        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let error = match statuses.get(id) {
+                    Some(status) => StoreError::LeaseLost {
+                        id: *id,
+                        status: *status,
+                    },
+                    None => StoreError::NotFound(*id),
+                };
+                (*id, error)
+            })
+            .collect())
+    }
+}
+
+/// Translates every sqlx error of this store: the one place backend errors are classified.
+fn translate(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(database) if database.kind() != sqlx::error::ErrorKind::Other => {
+            StoreError::Corrupt(format!(
+                "the database rejected a write ({}): {}",
+                database.constraint().unwrap_or("constraint"),
+                database.message()
+            ))
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::Decode(_) => StoreError::Corrupt(error.to_string()),
+        _ => StoreError::Backend(Box::new(error)),
+    }
+}
+
+fn parse_status(status: String) -> Result<JobStatus, StoreError> {
+    status
+        .parse()
+        .map_err(|error: jobs_core::UnknownJobStatus| StoreError::Corrupt(error.to_string()))
+}
+
+fn to_u32(value: i32, column: &str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} is {value}")))
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
+    Ok(Job {
+        id: JobId::from_uuid(row.try_get("id").map_err(translate)?),
+        resource_key: row.try_get("resource_key").map_err(translate)?,
+        job_type: row.try_get("job_type").map_err(translate)?,
+        status: parse_status(row.try_get("status").map_err(translate)?)?,
+        payload: row
+            .try_get::<Json<serde_json::Value>, _>("payload")
+            .map_err(translate)?
+            .0,
+        attempt: to_u32(row.try_get("attempt").map_err(translate)?, "attempt")?,
+        max_attempts: to_u32(
+            row.try_get("max_attempts").map_err(translate)?,
+            "max_attempts",
+        )?,
+        progress: row
+            .try_get::<Json<Progress>, _>("progress")
+            .map_err(translate)?
+            .0,
+        checkpoint: row
+            .try_get::<Option<Json<serde_json::Value>>, _>("checkpoint")
+            .map_err(translate)?
+            .map(|json| json.0),
+        error: row
+            .try_get::<Option<Json<JobError>>, _>("error")
+            .map_err(translate)?
+            .map(|json| json.0),
+        resumed_from: row
+            .try_get::<Option<Uuid>, _>("resumed_from")
+            .map_err(translate)?
+            .map(JobId::from_uuid),
+        cancel_requested: row.try_get("cancel_requested").map_err(translate)?,
+        worker_id: row.try_get("worker_id").map_err(translate)?,
+        lease: Lease(row.try_get("lease").map_err(translate)?),
+        run_at: row.try_get("run_at").map_err(translate)?,
+        created_at: row.try_get("created_at").map_err(translate)?,
+        started_at: row.try_get("started_at").map_err(translate)?,
+        heartbeat_at: row.try_get("heartbeat_at").map_err(translate)?,
+        finished_at: row.try_get("finished_at").map_err(translate)?,
+    })
+}
+
+fn jobs_from_rows(rows: &[PgRow]) -> Result<Vec<Job>, StoreError> {
+    rows.iter().map(job_from_row).collect()
+}
+
+fn json_value<T: serde::Serialize>(value: &T) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(value).expect("job fields serialize to JSON"))
+}
+
+/// The scope of a rescue as two nullable parameters.
+fn scope_params(scope: &RescueScope) -> (Option<&str>, Option<&str>) {
+    match scope {
+        RescueScope::All => (None, None),
+        RescueScope::Resource {
+            resource_key,
+            job_type,
+        } => (Some(resource_key.as_str()), Some(job_type.as_str())),
+    }
+}
+
+const INSERT: &str = "
+WITH inserted AS (
+    INSERT INTO folio_jobs
+        (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
+         run_at, created_at)
+    VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $8)
+    ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
+    RETURNING *
+), notified AS (
+    SELECT pg_notify('folio_jobs', job_type) FROM inserted
+)
+SELECT inserted.* FROM inserted LEFT JOIN notified ON true";
+
+const SELECT_ACTIVE: &str = "
+SELECT * FROM folio_jobs
+WHERE resource_key = $1 AND job_type = $2 AND status IN ('pending', 'running')";
+
+const CLAIM: &str = "
+WITH picked AS (
+    SELECT id FROM folio_jobs
+    WHERE status = 'pending' AND run_at <= $1 AND job_type = ANY($2)
+    ORDER BY run_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE folio_jobs AS job
+SET status = 'running', attempt = job.attempt + 1, lease = job.lease + 1, worker_id = $4,
+    started_at = $1, heartbeat_at = $1
+FROM picked
+WHERE job.id = picked.id
+RETURNING job.*";
+
+const HEARTBEAT: &str = "
+UPDATE folio_jobs
+SET heartbeat_at = $3, progress = COALESCE($4, progress), checkpoint = COALESCE($5, checkpoint)
+WHERE id = $1 AND lease = $2 AND status = 'running'
+RETURNING cancel_requested";
+
+/// Ends many claims in one statement; each row is fenced on its own lease. `requeue`
+/// becomes `cancelled` when a cancel was requested, and `failed` (with the original error)
+/// when it would consume the last attempt. SET expressions see the row before the update.
+const FINISH: &str = "
+UPDATE folio_jobs AS job
+SET status = CASE
+        WHEN batch.kind <> 'requeue' THEN batch.kind
+        WHEN job.cancel_requested THEN 'cancelled'
+        WHEN batch.consume AND job.attempt >= job.max_attempts THEN 'failed'
+        ELSE 'pending' END,
+    attempt = CASE
+        WHEN batch.kind = 'requeue' AND NOT batch.consume AND NOT job.cancel_requested
+        THEN job.attempt - 1 ELSE job.attempt END,
+    error = CASE WHEN batch.kind IN ('failed', 'requeue') THEN batch.error ELSE job.error END,
+    run_at = CASE WHEN batch.kind = 'requeue' THEN batch.run_at ELSE job.run_at END,
+    finished_at = CASE
+        WHEN batch.kind = 'requeue' AND NOT job.cancel_requested
+             AND NOT (batch.consume AND job.attempt >= job.max_attempts)
+        THEN NULL ELSE $1 END,
+    worker_id = CASE
+        WHEN batch.kind = 'requeue' AND NOT job.cancel_requested
+             AND NOT (batch.consume AND job.attempt >= job.max_attempts)
+        THEN NULL ELSE job.worker_id END,
+    progress = COALESCE(batch.progress, job.progress),
+    checkpoint = COALESCE(batch.checkpoint, job.checkpoint)
+FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::bool[],
+            $8::jsonb[], $9::jsonb[])
+     AS batch(id, lease, kind, error, run_at, consume, progress, checkpoint)
+WHERE job.id = batch.id AND job.lease = batch.lease AND job.status = 'running'
+RETURNING job.*";
+
+const REQUEST_CANCEL: &str = "
+UPDATE folio_jobs
+SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+    finished_at = CASE WHEN status = 'pending' THEN $2 ELSE finished_at END,
+    cancel_requested = true
+WHERE id = $1 AND status IN ('pending', 'running')
+RETURNING *";
+
+const RESCUE_STALE: &str = "
+UPDATE folio_jobs
+SET status = CASE
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN attempt < max_attempts THEN 'pending'
+        ELSE 'failed' END,
+    error = CASE
+        WHEN cancel_requested THEN error
+        WHEN attempt < max_attempts THEN $3
+        ELSE $4 END,
+    finished_at = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN NULL ELSE $1 END,
+    run_at = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN $1 ELSE run_at END,
+    worker_id = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN NULL ELSE worker_id END
+WHERE status = 'running' AND heartbeat_at < $2
+  AND ($5::text IS NULL OR (resource_key = $5 AND job_type = $6))
+RETURNING id, status";
+
+const RESCUE_PENDING: &str = "
+UPDATE folio_jobs
+SET status = 'failed', error = $3, finished_at = $1
+WHERE status = 'pending' AND run_at < $2
+  AND ($4::text IS NULL OR (resource_key = $4 AND job_type = $5))
+RETURNING id";
+
+const LIST: &str = "
+SELECT * FROM folio_jobs
+WHERE ($1::text IS NULL OR resource_key = $1) AND ($2::text IS NULL OR job_type = $2)
+ORDER BY created_at DESC, id DESC
+LIMIT $3";
+
+#[async_trait]
+impl JobStore for PgJobStore {
+    async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
+        // The insert loses to an active job; that job may end before we read it, so retry.
+        for _ in 0..16 {
+            let inserted = sqlx::query(INSERT)
+                .bind(job.id.as_uuid())
+                .bind(&job.resource_key)
+                .bind(&job.job_type)
+                .bind(Json(&job.payload))
+                .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
+                .bind(job.checkpoint.as_ref().map(Json))
+                .bind(job.resumed_from.map(|id| *id.as_uuid()))
+                .bind(job.now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(translate)?;
+            if let Some(row) = inserted {
+                return Ok(Insert::Inserted(job_from_row(&row)?));
+            }
+            let active = sqlx::query(SELECT_ACTIVE)
+                .bind(&job.resource_key)
+                .bind(&job.job_type)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(translate)?;
+            if let Some(row) = active {
+                return Ok(Insert::Busy(job_from_row(&row)?));
+            }
+        }
+        Err(StoreError::Backend(
+            "insert kept conflicting with jobs that ended at once".into(),
+        ))
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job, StoreError> {
+        let row = sqlx::query("SELECT * FROM folio_jobs WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(translate)?
+            .ok_or(StoreError::NotFound(id))?;
+        job_from_row(&row)
+    }
+
+    async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(LIST)
+            .bind(query.resource_key.as_deref())
+            .bind(query.job_type.as_deref())
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        jobs_from_rows(&rows)
+    }
+
+    async fn claim(&self, params: &ClaimParams) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(CLAIM)
+            .bind(params.now)
+            .bind(&params.job_types)
+            .bind(i64::from(params.limit))
+            .bind(&params.worker_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        let mut jobs = jobs_from_rows(&rows)?;
+        jobs.sort_by_key(|job| (job.run_at, job.id));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatAck, StoreError> {
+        let row = sqlx::query(HEARTBEAT)
+            .bind(params.id.as_uuid())
+            .bind(params.lease.0)
+            .bind(params.now)
+            .bind(params.progress.as_ref().map(json_value))
+            .bind(params.checkpoint.as_ref().map(Json))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(translate)?;
+        match row {
+            Some(row) => Ok(HeartbeatAck {
+                cancel_requested: row.try_get("cancel_requested").map_err(translate)?,
+            }),
+            None => Err(self
+                .fencing_errors(&[params.id])
+                .await?
+                .remove(&params.id)
+                .expect("one id")),
+        }
+    }
+
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        batch: &[Finish],
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut leases = Vec::with_capacity(batch.len());
+        let mut kinds = Vec::with_capacity(batch.len());
+        let mut errors = Vec::with_capacity(batch.len());
+        let mut run_ats = Vec::with_capacity(batch.len());
+        let mut consumes = Vec::with_capacity(batch.len());
+        let mut progresses = Vec::with_capacity(batch.len());
+        let mut checkpoints = Vec::with_capacity(batch.len());
+        for finish in batch {
+            let (kind, error, run_at, consume) = match &finish.outcome {
+                FinishOutcome::Completed => ("completed", None, now, true),
+                FinishOutcome::Failed(error) => ("failed", Some(json_value(error)), now, true),
+                FinishOutcome::Cancelled => ("cancelled", None, now, true),
+                FinishOutcome::Requeue {
+                    error,
+                    run_at,
+                    consume_attempt,
+                } => (
+                    "requeue",
+                    Some(json_value(error)),
+                    *run_at,
+                    *consume_attempt,
+                ),
+            };
+            ids.push(*finish.id.as_uuid());
+            leases.push(finish.lease.0);
+            kinds.push(kind);
+            errors.push(error);
+            run_ats.push(run_at);
+            consumes.push(consume);
+            progresses.push(finish.progress.as_ref().map(json_value));
+            checkpoints.push(finish.checkpoint.clone().map(Json));
+        }
+        let rows = sqlx::query(FINISH)
+            .bind(now)
+            .bind(&ids)
+            .bind(&leases)
+            .bind(&kinds)
+            .bind(&errors)
+            .bind(&run_ats)
+            .bind(&consumes)
+            .bind(&progresses)
+            .bind(&checkpoints)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        let mut finished: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job = job_from_row(row)?;
+            finished.insert(job.id, job);
+        }
+        let missing: Vec<JobId> = batch
+            .iter()
+            .map(|finish| finish.id)
+            .filter(|id| !finished.contains_key(id))
+            .collect();
+        let mut refused = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            self.fencing_errors(&missing).await?
+        };
+        Ok(batch
+            .iter()
+            .map(|finish| match finished.get(&finish.id) {
+                Some(job) => Ok(job.clone()),
+                None => Err(refused.remove(&finish.id).unwrap_or(StoreError::LeaseLost {
+                    id: finish.id,
+                    status: JobStatus::Running,
+                })),
+            })
+            .collect())
+    }
+
+    async fn request_cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job, StoreError> {
+        let row = sqlx::query(REQUEST_CANCEL)
+            .bind(id.as_uuid())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(translate)?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => {
+                let job = self.get(id).await?;
+                match Transition::Cancel.apply(job.status) {
+                    Err(source) => Err(StoreError::IllegalTransition { id, source }),
+                    Ok(_) => Err(StoreError::Corrupt(format!(
+                        "cancel of {id} matched no row"
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn rescue(&self, params: &RescueParams) -> Result<RescueReport, StoreError> {
+        let (resource_key, job_type) = scope_params(&params.scope);
+        let stale = sqlx::query(RESCUE_STALE)
+            .bind(params.now)
+            .bind(params.stale_before)
+            .bind(json_value(&params.requeue_error))
+            .bind(json_value(&params.expired_error))
+            .bind(resource_key)
+            .bind(job_type)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        let mut report = RescueReport::default();
+        for row in &stale {
+            let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
+            match parse_status(row.try_get("status").map_err(translate)?)? {
+                JobStatus::Pending => report.requeued.push(id),
+                JobStatus::Cancelled => report.cancelled.push(id),
+                _ => report.failed.push(id),
+            }
+        }
+        let expired = sqlx::query(RESCUE_PENDING)
+            .bind(params.now)
+            .bind(params.pending_before)
+            .bind(json_value(&params.pending_timeout_error))
+            .bind(resource_key)
+            .bind(job_type)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        for row in &expired {
+            report
+                .failed
+                .push(JobId::from_uuid(row.try_get("id").map_err(translate)?));
+        }
+        report.requeued.sort();
+        report.failed.sort();
+        report.cancelled.sort();
+        Ok(report)
+    }
+
+    async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
+        let definition: String = sqlx::query_scalar(
+            "SELECT indexdef FROM pg_indexes
+             WHERE indexname = 'folio_jobs_one_active' AND schemaname = current_schema()",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(translate)?
+        .ok_or_else(|| StoreError::Corrupt("index folio_jobs_one_active is missing".into()))?;
+        parse_active_index(&definition)
+    }
+}
