@@ -1,0 +1,81 @@
+//! The one error type of the blob store boundary.
+
+/// A boxed source error from a backend (I/O, SDK).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a [`BlobStore`](crate::BlobStore) operation failed.
+///
+/// Semantic variants come first; callers match on them, never on message text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// No object exists at the key.
+    #[error("object not found: {key}")]
+    NotFound {
+        /// The requested key.
+        key: String,
+    },
+    /// A conditional put lost: the object exists (`Create`) or changed or vanished
+    /// (`Update`). Re-read and retry, or give up.
+    #[error("precondition failed for {key}")]
+    PreconditionFailed {
+        /// The key that was written.
+        key: String,
+    },
+    /// The key (or list prefix) is not a valid relative object path.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The storage URL or configuration is unusable.
+    #[error("invalid storage url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The rejected URL.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A transient failure (timeout, connection reset, throttling, 5xx) that persisted
+    /// through the backend's own retries. Retrying later may succeed.
+    #[error("storage temporarily unavailable during {operation} {key}")]
+    Transient {
+        /// The operation: get, put, head, delete or list.
+        operation: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Any other backend failure (permissions, missing bucket, disk full, ...).
+    #[error("storage error during {operation} {key}")]
+    Backend {
+        /// The operation: get, put, head, delete or list.
+        operation: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl BlobError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// Whether this is [`BlobError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// Whether this is [`BlobError::PreconditionFailed`].
+    pub fn is_precondition_failed(&self) -> bool {
+        matches!(self, Self::PreconditionFailed { .. })
+    }
+}

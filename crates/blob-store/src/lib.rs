@@ -1,0 +1,153 @@
+//! Blob storage behind one object-safe trait, [`BlobStore`], with conditional writes.
+//!
+//! Backends:
+//! - [`FileBlobStore`] (`file://DIR`): atomic writes (temp file + rename), conditional
+//!   modes enforced across threads and processes under an advisory file lock.
+//! - [`S3BlobStore`] (`s3://BUCKET/PREFIX`): aws-sdk-s3 with `If-None-Match: *` and
+//!   `If-Match`, endpoint override and path-style addressing for S3-compatible servers,
+//!   retries of transient errors with backoff.
+//!
+//! [`open`] builds a store from a URL. With the `conformance` feature, the [`conformance`]
+//! module holds the suite every backend runs, and a harness that starts a local
+//! S3-compatible server (moto) for tests.
+//!
+//! Architecture Invariant: this is the only workspace crate (besides the application
+//! assembly) that depends on aws-sdk-s3; domain crates see only `dyn BlobStore`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+mod error;
+mod file;
+mod key;
+mod s3;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::BlobError;
+pub use file::FileBlobStore;
+pub use key::validate_key;
+pub use s3::{S3BlobStore, S3Config, S3Credentials};
+
+/// An opaque version tag of a stored object. It changes whenever the object's content
+/// changes; pass it back in [`PutMode::Update`] to write only if the object is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// Wraps a backend's version tag.
+    pub fn new(tag: impl Into<String>) -> Self {
+        Self(tag.into())
+    }
+
+    /// The tag as the backend spells it (S3 etags keep their quotes).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How [`BlobStore::put`] treats an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Write unconditionally, replacing any existing object.
+    Overwrite,
+    /// Write only if no object exists at the key, else [`BlobError::PreconditionFailed`].
+    Create,
+    /// Write only if the object exists with this etag, else
+    /// [`BlobError::PreconditionFailed`] (also when the object is absent).
+    Update {
+        /// The etag the caller read.
+        etag: ETag,
+    },
+}
+
+/// An object's content and version, as returned by [`BlobStore::get`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// The object's bytes.
+    pub bytes: Bytes,
+    /// The version of these bytes.
+    pub etag: ETag,
+}
+
+/// What [`BlobStore::head`] tells about an object without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMeta {
+    /// The object's key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The current version.
+    pub etag: ETag,
+}
+
+/// One object found by [`BlobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The full key (including the listed prefix).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A key-value object store with conditional writes.
+///
+/// Keys are `/`-separated relative paths (see [`validate_key`]); an invalid key is
+/// rejected with [`BlobError::InvalidKey`] before any I/O. Every backend passes the same
+/// conformance suite, so callers can rely on these semantics:
+/// - `put` is atomic: readers see the old or the new bytes, never a mix.
+/// - `put` with [`PutMode::Create`] or [`PutMode::Update`] is linearizable per key: of
+///   many concurrent conditional writers from the same starting state, exactly one wins.
+/// - `delete` of an absent key succeeds (deletes are idempotent).
+/// - `list(prefix)` returns every object whose key starts with `prefix` (a plain string
+///   prefix, at any depth), sorted by key.
+#[async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug {
+    /// Reads an object and its etag; [`BlobError::NotFound`] if absent.
+    async fn get(&self, key: &str) -> Result<Blob, BlobError>;
+
+    /// Writes an object according to `mode` and returns the new etag.
+    async fn put(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<ETag, BlobError>;
+
+    /// Reads an object's size and etag; [`BlobError::NotFound`] if absent.
+    async fn head(&self, key: &str) -> Result<BlobMeta, BlobError>;
+
+    /// Deletes an object; succeeds if it is already absent.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+
+    /// Lists every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError>;
+}
+
+/// Opens a store from a URL: `file://DIR` (relative or absolute path, created if missing)
+/// or `s3://BUCKET[/PREFIX]` (credentials, region and `AWS_ENDPOINT_URL` from the standard
+/// AWS configuration chain; an endpoint override switches to path-style addressing).
+pub async fn open(url: &str) -> Result<Arc<dyn BlobStore>, BlobError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(BlobError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "file:// needs a directory",
+            });
+        }
+        return Ok(Arc::new(FileBlobStore::open(path).await?));
+    }
+    if url.starts_with("s3://") {
+        let config = S3Config::from_url(url)?;
+        return Ok(Arc::new(S3BlobStore::from_env(config).await?));
+    }
+    Err(BlobError::InvalidUrl {
+        url: url.to_owned(),
+        reason: "expected file://DIR or s3://BUCKET/PREFIX",
+    })
+}

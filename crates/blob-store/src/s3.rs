@@ -1,0 +1,444 @@
+//! The S3 backend (`s3://BUCKET/PREFIX`), for AWS S3 and S3-compatible servers.
+//!
+//! Invariants:
+//! - `Create` sends `If-None-Match: *` and `Update` sends `If-Match: ETAG`; the server
+//!   decides, so conditional writes are atomic across every process sharing the bucket.
+//! - Errors are classified in one place ([`classify`]) by HTTP status and SDK error kind,
+//!   never by message text: 404 is `NotFound` (for a put with `If-Match`, S3's answer to an
+//!   absent key, `PreconditionFailed`; `NoSuchBucket` is a backend error), 412 (and 409, a concurrent conditional
+//!   write in progress) is `PreconditionFailed`, timeouts, I/O, 408, 429 and 5xx are
+//!   `Transient` once the SDK's retries (exponential backoff with jitter) are exhausted.
+//! - One TLS stack: rustls with ring.
+//!
+//! Caveat (inherent to HTTP, documented for callers): if a conditional PUT succeeds on the
+//! server but the response is lost, the SDK's retry of it reports `PreconditionFailed`.
+//! Read-modify-write callers re-read and find their change already applied.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls;
+use bytes::Bytes;
+
+use crate::key::{validate_key, validate_prefix};
+use crate::{Blob, BlobError, BlobMeta, BlobStore, ETag, ListEntry, PutMode};
+
+/// Static S3 credentials, for tests and S3-compatible servers. Production uses the
+/// standard AWS credential chain instead (leave [`S3Config::credentials`] empty).
+#[derive(Clone)]
+pub struct S3Credentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where and how [`S3BlobStore`] connects.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// Prepended to every key: empty, or ends with `/`.
+    pub prefix: String,
+    /// Endpoint override for S3-compatible servers (else `AWS_ENDPOINT_URL` or AWS).
+    pub endpoint: Option<String>,
+    /// Region (else from the AWS configuration chain, else `us-east-1`).
+    pub region: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`); default: on when an endpoint
+    /// override is set, since S3-compatible servers rarely do virtual-hosted buckets.
+    pub force_path_style: Option<bool>,
+    /// Static credentials; `None` uses the standard AWS credential chain.
+    pub credentials: Option<S3Credentials>,
+    /// Attempts per request, including the first (transient errors only).
+    pub max_attempts: u32,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time for one attempt of one request.
+    pub attempt_timeout: Duration,
+}
+
+impl S3Config {
+    /// A config for `bucket` with no prefix and the defaults: 5 attempts, 5 s connect
+    /// timeout, 60 s per attempt.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            force_path_style: None,
+            credentials: None,
+            max_attempts: 5,
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Parses `s3://BUCKET[/PREFIX]`.
+    pub fn from_url(url: &str) -> Result<Self, BlobError> {
+        let invalid = |reason| BlobError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("expected s3://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("bucket name is empty"));
+        }
+        Self::new(bucket)
+            .with_prefix(prefix)
+            .map_err(|_| invalid("prefix is not a valid key path"))
+    }
+
+    /// Sets the key prefix (a trailing `/` is added when missing).
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, BlobError> {
+        let trimmed = prefix.trim_end_matches('/');
+        if trimmed.is_empty() {
+            self.prefix = String::new();
+        } else {
+            validate_key(trimmed)?;
+            self.prefix = format!("{trimmed}/");
+        }
+        Ok(self)
+    }
+
+    /// Sets the endpoint override (path-style addressing then defaults to on).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets the region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets static credentials instead of the standard chain.
+    pub fn with_credentials(mut self, credentials: S3Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Sets the attempts per request (at least 1).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+}
+
+/// A [`BlobStore`] on an S3 bucket (or an S3-compatible server).
+#[derive(Debug, Clone)]
+pub struct S3BlobStore {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3BlobStore {
+    /// Connects with `config`, filling the gaps from the standard AWS configuration chain
+    /// (environment, profile, web identity, container and instance credentials;
+    /// `AWS_ENDPOINT_URL`, `AWS_REGION`). No request is sent here.
+    pub async fn from_env(config: S3Config) -> Result<Self, BlobError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(
+                        tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .operation_attempt_timeout(config.attempt_timeout)
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        if let Some(credentials) = &config.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                credentials.access_key_id.clone(),
+                credentials.secret_access_key.clone(),
+                None,
+                None,
+                "folio-static",
+            ));
+        }
+        let sdk_config = loader.load().await;
+        let endpoint_overridden = config.endpoint.is_some()
+            || sdk_config.endpoint_url().is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let mut s3_config = aws_sdk_s3::config::Builder::from(&sdk_config)
+            .force_path_style(config.force_path_style.unwrap_or(endpoint_overridden));
+        if sdk_config.region().is_none() {
+            s3_config = s3_config.region(Region::new("us-east-1"));
+        }
+        if endpoint_overridden {
+            // S3-compatible servers vary in their support of the newer default checksums.
+            s3_config = s3_config
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        Ok(Self::with_client(
+            Client::from_conf(s3_config.build()),
+            config.bucket,
+            config.prefix,
+        ))
+    }
+
+    /// Wraps an existing client. `prefix` is empty or ends with `/`.
+    pub fn with_client(
+        client: Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The underlying SDK client (for bucket administration in tests and tools).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Attempts of a GET whose body stream fails midway (the SDK retries only the request).
+const GET_BODY_ATTEMPTS: u32 = 3;
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn get(&self, key: &str) -> Result<Blob, BlobError> {
+        validate_key(key)?;
+        let full_key = self.full_key(key);
+        let mut attempt = 1;
+        loop {
+            let output = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full_key)
+                .send()
+                .await
+                .map_err(|error| classify("get", key, error))?;
+            let etag = output.e_tag().map(ETag::new);
+            match output.body.collect().await {
+                Ok(body) => {
+                    let etag = etag.ok_or_else(|| missing_etag("get", key))?;
+                    return Ok(Blob {
+                        bytes: body.into_bytes(),
+                        etag,
+                    });
+                }
+                Err(error) if attempt < GET_BODY_ATTEMPTS => {
+                    tracing::debug!(key, attempt, %error, "s3 body read failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    return Err(BlobError::Transient {
+                        operation: "get",
+                        key: key.to_owned(),
+                        source: error.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<ETag, BlobError> {
+        validate_key(key)?;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+            .body(ByteStream::from(bytes));
+        request = match &mode {
+            PutMode::Overwrite => request,
+            PutMode::Create => request.if_none_match("*"),
+            PutMode::Update { etag } => request.if_match(etag.as_str()),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify("put", key, error))?;
+        output
+            .e_tag()
+            .map(ETag::new)
+            .ok_or_else(|| missing_etag("put", key))
+    }
+
+    async fn head(&self, key: &str) -> Result<BlobMeta, BlobError> {
+        validate_key(key)?;
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|error| classify("head", key, error))?;
+        Ok(BlobMeta {
+            key: key.to_owned(),
+            size: output
+                .content_length()
+                .and_then(|length| u64::try_from(length).ok())
+                .unwrap_or(0),
+            etag: output
+                .e_tag()
+                .map(ETag::new)
+                .ok_or_else(|| missing_etag("head", key))?,
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        validate_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => match classify("delete", key, error) {
+                BlobError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError> {
+        validate_prefix(prefix)?;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut entries = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| classify("list", prefix, error))?;
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|key| key.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                entries.push(ListEntry {
+                    key: key.to_owned(),
+                    size: object
+                        .size()
+                        .and_then(|size| u64::try_from(size).ok())
+                        .unwrap_or(0),
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+}
+
+/// Maps an SDK error to a [`BlobError`], by HTTP status and error kind only.
+fn classify<E>(operation: &'static str, key: &str, error: SdkError<E, HttpResponse>) -> BlobError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let status = error
+        .raw_response()
+        .map(|response| response.status().as_u16());
+    let bucket_missing = error.code() == Some("NoSuchBucket");
+    let key = key.to_owned();
+    match status {
+        Some(404) if bucket_missing => {}
+        // S3 answers `If-Match` on an absent key with 404 NoSuchKey: the precondition
+        // (the object exists with this etag) failed.
+        Some(404) if operation == "put" => return BlobError::PreconditionFailed { key },
+        Some(404) => return BlobError::NotFound { key },
+        // 409 ConditionalRequestConflict: another conditional write to the key is in flight.
+        Some(412) | Some(409) if operation == "put" => {
+            return BlobError::PreconditionFailed { key };
+        }
+        Some(408 | 429 | 500..=599) => {
+            return BlobError::Transient {
+                operation,
+                key,
+                source: error.into(),
+            };
+        }
+        _ => {}
+    }
+    let transient = match &error {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_io() || failure.is_timeout(),
+        SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    if transient {
+        BlobError::Transient {
+            operation,
+            key,
+            source: error.into(),
+        }
+    } else {
+        BlobError::Backend {
+            operation,
+            key,
+            source: error.into(),
+        }
+    }
+}
+
+fn missing_etag(operation: &'static str, key: &str) -> BlobError {
+    BlobError::Backend {
+        operation,
+        key: key.to_owned(),
+        source: "the server sent no etag".into(),
+    }
+}

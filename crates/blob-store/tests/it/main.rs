@@ -1,0 +1,6 @@
+//! Integration tests of blob-store: the conformance suite on both backends, backend
+//! specifics, and the workspace dependency rule for the AWS SDK.
+
+mod file_backend;
+mod s3_backend;
+mod tidy;
