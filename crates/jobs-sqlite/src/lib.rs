@@ -1,0 +1,502 @@
+//! [`SqliteJobStore`]: the embedded default [`JobStore`], on one SQLite file.
+//!
+//! SQLite has one writer at a time, so a claim is one `UPDATE ... WHERE id IN (SELECT ...
+//! LIMIT n) RETURNING *` statement, which the database runs atomically; batches of finishes
+//! run in one `BEGIN IMMEDIATE` transaction. The file runs in WAL mode with a busy timeout,
+//! so readers never block the writer and writers queue instead of failing. Ids are stored
+//! as UUID text, times as integer microseconds (exact comparisons in SQL), JSON as text.
+//! The schema lives in `migrations/sqlite` at the workspace root.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jobs_core::{
+    ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert, Job,
+    JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress, RescueParams,
+    RescueReport, RescueScope, StoreError, Transition, parse_active_index,
+};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+/// The table that records which migrations ran (kept apart from the embedding service's).
+const MIGRATIONS_TABLE: &str = "folio_schema_migrations";
+
+/// The migrations of `migrations/sqlite`.
+pub fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations/sqlite");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// A [`JobStore`] on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteJobStore {
+    pool: SqlitePool,
+}
+
+impl SqliteJobStore {
+    /// Opens (creating it and its folder if missing) the database at `url`, such as
+    /// `sqlite://folio-data/folio.db`, and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url).map_err(translate)?;
+        let path = options.get_filename();
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| StoreError::Backend(Box::new(error)))?;
+        }
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(translate)?;
+        let store = Self { pool };
+        migrator()
+            .run(&store.pool)
+            .await
+            .map_err(|error| StoreError::Backend(Box::new(error)))?;
+        Ok(store)
+    }
+
+    /// The pool, for health checks.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Translates every sqlx error of this store: the one place backend errors are classified.
+fn translate(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(database) if database.kind() != sqlx::error::ErrorKind::Other => {
+            StoreError::Corrupt(format!(
+                "the database rejected a write: {}",
+                database.message()
+            ))
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::Decode(_) => StoreError::Corrupt(error.to_string()),
+        _ => StoreError::Backend(Box::new(error)),
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt(format!("time {micros}")))
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("job fields serialize to JSON")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(corrupt)
+}
+
+fn job_id(text: &str) -> Result<JobId, StoreError> {
+    text.parse()
+        .map_err(|error| corrupt(format!("job id {text:?}: {error}")))
+}
+
+fn to_u32(value: i64, column: &str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| corrupt(format!("{column} is {value}")))
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let get_text = |column: &str| row.try_get::<String, _>(column).map_err(translate);
+    let get_opt_text = |column: &str| row.try_get::<Option<String>, _>(column).map_err(translate);
+    let get_int = |column: &str| row.try_get::<i64, _>(column).map_err(translate);
+    let get_opt_time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)
+            .map_err(translate)?
+            .map(time)
+            .transpose()
+    };
+    Ok(Job {
+        id: job_id(&get_text("id")?)?,
+        resource_key: get_text("resource_key")?,
+        job_type: get_text("job_type")?,
+        status: get_text("status")?.parse().map_err(corrupt)?,
+        payload: from_json(&get_text("payload")?)?,
+        attempt: to_u32(get_int("attempt")?, "attempt")?,
+        max_attempts: to_u32(get_int("max_attempts")?, "max_attempts")?,
+        progress: from_json::<Progress>(&get_text("progress")?)?,
+        checkpoint: get_opt_text("checkpoint")?
+            .map(|text| from_json(&text))
+            .transpose()?,
+        error: get_opt_text("error")?
+            .map(|text| from_json::<JobError>(&text))
+            .transpose()?,
+        resumed_from: get_opt_text("resumed_from")?
+            .map(|text| job_id(&text))
+            .transpose()?,
+        cancel_requested: get_int("cancel_requested")? != 0,
+        worker_id: get_opt_text("worker_id")?,
+        lease: Lease(get_int("lease")?),
+        run_at: time(get_int("run_at")?)?,
+        created_at: time(get_int("created_at")?)?,
+        started_at: get_opt_time("started_at")?,
+        heartbeat_at: get_opt_time("heartbeat_at")?,
+        finished_at: get_opt_time("finished_at")?,
+    })
+}
+
+fn jobs_from_rows(rows: &[SqliteRow]) -> Result<Vec<Job>, StoreError> {
+    rows.iter().map(job_from_row).collect()
+}
+
+/// Why a fenced write to `id` changed nothing: `NotFound` or `LeaseLost`.
+async fn fencing_error(connection: &mut SqliteConnection, id: JobId) -> StoreError {
+    let status = sqlx::query_scalar::<_, String>("SELECT status FROM folio_jobs WHERE id = ?1")
+        .bind(id.to_string())
+        .fetch_optional(connection)
+        .await;
+    match status {
+        Ok(Some(status)) => match status.parse() {
+            Ok(status) => StoreError::LeaseLost { id, status },
+            Err(error) => corrupt(error),
+        },
+        Ok(None) => StoreError::NotFound(id),
+        Err(error) => translate(error),
+    }
+}
+
+fn scope_params(scope: &RescueScope) -> (Option<&str>, Option<&str>) {
+    match scope {
+        RescueScope::All => (None, None),
+        RescueScope::Resource {
+            resource_key,
+            job_type,
+        } => (Some(resource_key.as_str()), Some(job_type.as_str())),
+    }
+}
+
+const INSERT: &str = "
+INSERT INTO folio_jobs
+    (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
+     run_at, created_at)
+VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?8)
+ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
+RETURNING *";
+
+const SELECT_ACTIVE: &str = "
+SELECT * FROM folio_jobs
+WHERE resource_key = ?1 AND job_type = ?2 AND status IN ('pending', 'running')";
+
+const CLAIM: &str = "
+UPDATE folio_jobs
+SET status = 'running', attempt = attempt + 1, lease = lease + 1, worker_id = ?4,
+    started_at = ?1, heartbeat_at = ?1
+WHERE id IN (
+    SELECT id FROM folio_jobs
+    WHERE status = 'pending' AND run_at <= ?1
+      AND job_type IN (SELECT value FROM json_each(?2))
+    ORDER BY run_at, id
+    LIMIT ?3
+)
+RETURNING *";
+
+const HEARTBEAT: &str = "
+UPDATE folio_jobs
+SET heartbeat_at = ?3, progress = COALESCE(?4, progress), checkpoint = COALESCE(?5, checkpoint)
+WHERE id = ?1 AND lease = ?2 AND status = 'running'
+RETURNING cancel_requested";
+
+/// Ends one claim, fenced on its lease. `requeue` becomes `cancelled` when a cancel was
+/// requested, and `failed` (with the original error) when it would consume the last
+/// attempt. SET expressions see the row before the update.
+const FINISH: &str = "
+UPDATE folio_jobs
+SET status = CASE
+        WHEN ?3 <> 'requeue' THEN ?3
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN ?6 AND attempt >= max_attempts THEN 'failed'
+        ELSE 'pending' END,
+    attempt = CASE
+        WHEN ?3 = 'requeue' AND NOT ?6 AND NOT cancel_requested THEN attempt - 1
+        ELSE attempt END,
+    error = CASE WHEN ?3 IN ('failed', 'requeue') THEN ?4 ELSE error END,
+    run_at = CASE WHEN ?3 = 'requeue' THEN ?5 ELSE run_at END,
+    finished_at = CASE
+        WHEN ?3 = 'requeue' AND NOT cancel_requested AND NOT (?6 AND attempt >= max_attempts)
+        THEN NULL ELSE ?9 END,
+    worker_id = CASE
+        WHEN ?3 = 'requeue' AND NOT cancel_requested AND NOT (?6 AND attempt >= max_attempts)
+        THEN NULL ELSE worker_id END,
+    progress = COALESCE(?7, progress),
+    checkpoint = COALESCE(?8, checkpoint)
+WHERE id = ?1 AND lease = ?2 AND status = 'running'
+RETURNING *";
+
+const REQUEST_CANCEL: &str = "
+UPDATE folio_jobs
+SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+    finished_at = CASE WHEN status = 'pending' THEN ?2 ELSE finished_at END,
+    cancel_requested = 1
+WHERE id = ?1 AND status IN ('pending', 'running')
+RETURNING *";
+
+const RESCUE_STALE: &str = "
+UPDATE folio_jobs
+SET status = CASE
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN attempt < max_attempts THEN 'pending'
+        ELSE 'failed' END,
+    error = CASE
+        WHEN cancel_requested THEN error
+        WHEN attempt < max_attempts THEN ?3
+        ELSE ?4 END,
+    finished_at = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN NULL ELSE ?1 END,
+    run_at = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN ?1 ELSE run_at END,
+    worker_id = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN NULL ELSE worker_id END
+WHERE status = 'running' AND heartbeat_at < ?2
+  AND (?5 IS NULL OR (resource_key = ?5 AND job_type = ?6))
+RETURNING id, status";
+
+const RESCUE_PENDING: &str = "
+UPDATE folio_jobs
+SET status = 'failed', error = ?3, finished_at = ?1
+WHERE status = 'pending' AND run_at < ?2
+  AND (?4 IS NULL OR (resource_key = ?4 AND job_type = ?5))
+RETURNING id";
+
+const LIST: &str = "
+SELECT * FROM folio_jobs
+WHERE (?1 IS NULL OR resource_key = ?1) AND (?2 IS NULL OR job_type = ?2)
+ORDER BY created_at DESC, id DESC
+LIMIT ?3";
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
+        // The insert loses to an active job; that job may end before we read it, so retry.
+        for _ in 0..16 {
+            let inserted = sqlx::query(INSERT)
+                .bind(job.id.to_string())
+                .bind(&job.resource_key)
+                .bind(&job.job_type)
+                .bind(json_text(&job.payload))
+                .bind(i64::from(job.max_attempts))
+                .bind(job.checkpoint.as_ref().map(json_text))
+                .bind(job.resumed_from.map(|id| id.to_string()))
+                .bind(micros(job.now))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(translate)?;
+            if let Some(row) = inserted {
+                return Ok(Insert::Inserted(job_from_row(&row)?));
+            }
+            let active = sqlx::query(SELECT_ACTIVE)
+                .bind(&job.resource_key)
+                .bind(&job.job_type)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(translate)?;
+            if let Some(row) = active {
+                return Ok(Insert::Busy(job_from_row(&row)?));
+            }
+        }
+        Err(StoreError::Backend(
+            "insert kept conflicting with jobs that ended at once".into(),
+        ))
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job, StoreError> {
+        let row = sqlx::query("SELECT * FROM folio_jobs WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(translate)?
+            .ok_or(StoreError::NotFound(id))?;
+        job_from_row(&row)
+    }
+
+    async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(LIST)
+            .bind(query.resource_key.as_deref())
+            .bind(query.job_type.as_deref())
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        jobs_from_rows(&rows)
+    }
+
+    async fn claim(&self, params: &ClaimParams) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(CLAIM)
+            .bind(micros(params.now))
+            .bind(json_text(&params.job_types))
+            .bind(i64::from(params.limit))
+            .bind(&params.worker_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
+        let mut jobs = jobs_from_rows(&rows)?;
+        jobs.sort_by_key(|job| (job.run_at, job.id));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatAck, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(translate)?;
+        let cancel_requested = sqlx::query_scalar::<_, i64>(HEARTBEAT)
+            .bind(params.id.to_string())
+            .bind(params.lease.0)
+            .bind(micros(params.now))
+            .bind(params.progress.as_ref().map(json_text))
+            .bind(params.checkpoint.as_ref().map(json_text))
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(translate)?;
+        match cancel_requested {
+            Some(flag) => Ok(HeartbeatAck {
+                cancel_requested: flag != 0,
+            }),
+            None => Err(fencing_error(&mut connection, params.id).await),
+        }
+    }
+
+    async fn finish(
+        &self,
+        now: DateTime<Utc>,
+        batch: &[Finish],
+    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(translate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for finish in batch {
+            let (kind, error, run_at, consume) = match &finish.outcome {
+                FinishOutcome::Completed => ("completed", None, now, true),
+                FinishOutcome::Failed(error) => ("failed", Some(json_text(error)), now, true),
+                FinishOutcome::Cancelled => ("cancelled", None, now, true),
+                FinishOutcome::Requeue {
+                    error,
+                    run_at,
+                    consume_attempt,
+                } => ("requeue", Some(json_text(error)), *run_at, *consume_attempt),
+            };
+            let row = sqlx::query(FINISH)
+                .bind(finish.id.to_string())
+                .bind(finish.lease.0)
+                .bind(kind)
+                .bind(error)
+                .bind(micros(run_at))
+                .bind(consume)
+                .bind(finish.progress.as_ref().map(json_text))
+                .bind(finish.checkpoint.as_ref().map(json_text))
+                .bind(micros(now))
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(translate)?;
+            results.push(match row {
+                Some(row) => job_from_row(&row),
+                None => Err(fencing_error(&mut transaction, finish.id).await),
+            });
+        }
+        transaction.commit().await.map_err(translate)?;
+        Ok(results)
+    }
+
+    async fn request_cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job, StoreError> {
+        let row = sqlx::query(REQUEST_CANCEL)
+            .bind(id.to_string())
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(translate)?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => {
+                let job = self.get(id).await?;
+                match Transition::Cancel.apply(job.status) {
+                    Err(source) => Err(StoreError::IllegalTransition { id, source }),
+                    Ok(_) => Err(corrupt(format!("cancel of {id} matched no row"))),
+                }
+            }
+        }
+    }
+
+    async fn rescue(&self, params: &RescueParams) -> Result<RescueReport, StoreError> {
+        let (resource_key, job_type) = scope_params(&params.scope);
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(translate)?;
+        let stale = sqlx::query(RESCUE_STALE)
+            .bind(micros(params.now))
+            .bind(micros(params.stale_before))
+            .bind(json_text(&params.requeue_error))
+            .bind(json_text(&params.expired_error))
+            .bind(resource_key)
+            .bind(job_type)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(translate)?;
+        let expired = sqlx::query_scalar::<_, String>(RESCUE_PENDING)
+            .bind(micros(params.now))
+            .bind(micros(params.pending_before))
+            .bind(json_text(&params.pending_timeout_error))
+            .bind(resource_key)
+            .bind(job_type)
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(translate)?;
+        transaction.commit().await.map_err(translate)?;
+        let mut report = RescueReport::default();
+        for row in &stale {
+            let id = job_id(&row.try_get::<String, _>("id").map_err(translate)?)?;
+            let status: JobStatus = row
+                .try_get::<String, _>("status")
+                .map_err(translate)?
+                .parse()
+                .map_err(corrupt)?;
+            match status {
+                JobStatus::Pending => report.requeued.push(id),
+                JobStatus::Cancelled => report.cancelled.push(id),
+                _ => report.failed.push(id),
+            }
+        }
+        for id in expired {
+            report.failed.push(job_id(&id)?);
+        }
+        report.requeued.sort();
+        report.failed.sort();
+        report.cancelled.sort();
+        Ok(report)
+    }
+
+    async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
+        let definition: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'folio_jobs_one_active'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(translate)?
+        .ok_or_else(|| corrupt("index folio_jobs_one_active is missing"))?;
+        parse_active_index(&definition)
+    }
+}
