@@ -29,5 +29,6 @@ pub use lock::{Acquire, LockError, LockService, RecoveryPolicy};
 pub use state::{IllegalTransition, Transition};
 pub use store::{
     ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert,
-    JobQuery, JobStore, RescueParams, RescueReport, RescueScope, StoreError, parse_active_index,
+    JobQuery, JobStore, RescueParams, RescueReport, RescueScope, StoreError, WorkerInfo,
+    parse_active_index,
 };

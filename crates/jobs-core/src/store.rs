@@ -6,8 +6,11 @@
 //! is not the job's current one while it runs changes nothing and returns
 //! [`StoreError::LeaseLost`].
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
 use crate::job::{Job, JobError, JobId, JobStatus, Lease, NewJob, Progress};
 use crate::state::IllegalTransition;
@@ -182,6 +185,21 @@ pub struct ActiveIndex {
     pub statuses: Vec<JobStatus>,
 }
 
+/// A worker process, as registered for liveness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// The worker's id, unique among live workers.
+    pub id: String,
+    /// The host it runs on.
+    pub host: String,
+    /// The job types it handles.
+    pub job_types: Vec<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its latest sign of life.
+    pub last_seen: DateTime<Utc>,
+}
+
 /// Errors of a [`JobStore`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -264,6 +282,26 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// The definition of the one-active-job index, read back from the database.
     async fn active_index(&self) -> Result<ActiveIndex, StoreError>;
+
+    /// Registers a worker, or refreshes it if its id is known.
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError>;
+
+    /// Moves a registered worker's `last_seen`; `NotFound`-free: an unknown id is a no-op
+    /// that returns `false`.
+    async fn touch_worker(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Removes a worker that shut down.
+    async fn remove_worker(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Workers seen at or after `seen_since`, most recently seen first.
+    async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError>;
+
+    /// A signal that fires when jobs may have become claimable (a job was inserted or
+    /// requeued), so workers claim at once instead of waiting for their next poll. `None`
+    /// when the store cannot tell; workers then only poll.
+    fn job_signal(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 impl std::fmt::Debug for dyn JobStore {

@@ -7,6 +7,7 @@
 //! The schema lives in `migrations/postgres` at the workspace root.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,12 +15,13 @@ use chrono::{DateTime, Utc};
 use jobs_core::{
     ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert, Job,
     JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress, RescueParams,
-    RescueReport, RescueScope, StoreError, Transition, parse_active_index,
+    RescueReport, RescueScope, StoreError, Transition, WorkerInfo, parse_active_index,
 };
 use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 #[cfg(feature = "testing")]
@@ -42,6 +44,8 @@ pub fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct PgJobStore {
     pool: PgPool,
+    /// Fired on every `NOTIFY folio_jobs`; the listener starts when a worker first asks.
+    signal: Arc<OnceLock<Arc<Notify>>>,
 }
 
 impl PgJobStore {
@@ -60,7 +64,10 @@ impl PgJobStore {
 
     /// A store over an existing pool; call [`PgJobStore::migrate`] once before use.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            signal: Arc::new(OnceLock::new()),
+        }
     }
 
     /// Runs the pending migrations. Safe to call from many processes at once (sqlx takes an
@@ -106,6 +113,48 @@ impl PgJobStore {
                 (*id, error)
             })
             .collect())
+    }
+}
+
+/// Listens on [`NOTIFY_CHANNEL`] and fires `signal` on each notification, reconnecting
+/// with backoff when the connection drops. After every (re)connect it fires once, since
+/// notifications sent while disconnected are lost. Ends when the last worker drops the
+/// signal.
+async fn listen(pool: PgPool, signal: Weak<Notify>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    loop {
+                        let Some(signal) = signal.upgrade() else {
+                            return;
+                        };
+                        signal.notify_waiters();
+                        drop(signal);
+                        match listener.try_recv().await {
+                            Ok(Some(_notification)) => {}
+                            Ok(None) => {
+                                tracing::warn!("job notification connection lost; reconnecting");
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "job notification listener failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "LISTEN {NOTIFY_CHANNEL} failed"),
+            },
+            Err(error) => tracing::warn!(%error, "job notification listener cannot connect"),
+        }
+        if signal.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -298,6 +347,15 @@ WHERE status = 'pending' AND run_at < $2
   AND ($4::text IS NULL OR (resource_key = $4 AND job_type = $5))
 RETURNING id";
 
+const NOTIFY: &str = "SELECT pg_notify('folio_jobs', 'requeued')";
+
+const REGISTER_WORKER: &str = "
+INSERT INTO folio_workers (id, host, job_types, started_at, last_seen)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE
+SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.started_at,
+    last_seen = excluded.last_seen";
+
 const LIST: &str = "
 SELECT * FROM folio_jobs
 WHERE ($1::text IS NULL OR resource_key = $1) AND ($2::text IS NULL OR job_type = $2)
@@ -448,9 +506,17 @@ impl JobStore for PgJobStore {
             .await
             .map_err(translate)?;
         let mut finished: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
+        let mut requeued = false;
         for row in &rows {
             let job = job_from_row(row)?;
+            requeued |= job.status == JobStatus::Pending;
             finished.insert(job.id, job);
+        }
+        if requeued {
+            sqlx::query(NOTIFY)
+                .execute(&self.pool)
+                .await
+                .map_err(translate)?;
         }
         let missing: Vec<JobId> = batch
             .iter()
@@ -533,6 +599,12 @@ impl JobStore for PgJobStore {
         report.requeued.sort();
         report.failed.sort();
         report.cancelled.sort();
+        if !report.requeued.is_empty() {
+            sqlx::query(NOTIFY)
+                .execute(&self.pool)
+                .await
+                .map_err(translate)?;
+        }
         Ok(report)
     }
 
@@ -546,5 +618,70 @@ impl JobStore for PgJobStore {
         .map_err(translate)?
         .ok_or_else(|| StoreError::Corrupt("index folio_jobs_one_active is missing".into()))?;
         parse_active_index(&definition)
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
+        sqlx::query(REGISTER_WORKER)
+            .bind(&worker.id)
+            .bind(&worker.host)
+            .bind(Json(&worker.job_types))
+            .bind(worker.started_at)
+            .bind(worker.last_seen)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn touch_worker(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE folio_workers SET last_seen = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM folio_workers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM folio_workers WHERE last_seen >= $1 ORDER BY last_seen DESC, id",
+        )
+        .bind(seen_since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(translate)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WorkerInfo {
+                    id: row.try_get("id").map_err(translate)?,
+                    host: row.try_get("host").map_err(translate)?,
+                    job_types: row
+                        .try_get::<Json<Vec<String>>, _>("job_types")
+                        .map_err(translate)?
+                        .0,
+                    started_at: row.try_get("started_at").map_err(translate)?,
+                    last_seen: row.try_get("last_seen").map_err(translate)?,
+                })
+            })
+            .collect()
+    }
+
+    fn job_signal(&self) -> Option<Arc<Notify>> {
+        let signal = self.signal.get_or_init(|| {
+            let signal = Arc::new(Notify::new());
+            tokio::spawn(listen(self.pool.clone(), Arc::downgrade(&signal)));
+            signal
+        });
+        Some(signal.clone())
     }
 }

@@ -8,6 +8,7 @@
 //! The schema lives in `migrations/sqlite` at the workspace root.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use chrono::{DateTime, Utc};
 use jobs_core::{
     ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert, Job,
     JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress, RescueParams,
-    RescueReport, RescueScope, StoreError, Transition, parse_active_index,
+    RescueReport, RescueScope, StoreError, Transition, WorkerInfo, parse_active_index,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -23,6 +24,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
+use tokio::sync::Notify;
 
 /// The table that records which migrations ran (kept apart from the embedding service's).
 const MIGRATIONS_TABLE: &str = "folio_schema_migrations";
@@ -38,6 +40,9 @@ pub fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     pool: SqlitePool,
+    /// Fired when this store inserts or requeues a job: workers in the same process wake at
+    /// once; other processes poll.
+    signal: Arc<Notify>,
 }
 
 impl SqliteJobStore {
@@ -64,7 +69,10 @@ impl SqliteJobStore {
             .connect_with(options)
             .await
             .map_err(translate)?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            signal: Arc::new(Notify::new()),
+        };
         migrator()
             .run(&store.pool)
             .await
@@ -281,6 +289,13 @@ WHERE status = 'pending' AND run_at < ?2
   AND (?4 IS NULL OR (resource_key = ?4 AND job_type = ?5))
 RETURNING id";
 
+const REGISTER_WORKER: &str = "
+INSERT INTO folio_workers (id, host, job_types, started_at, last_seen)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (id) DO UPDATE
+SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.started_at,
+    last_seen = excluded.last_seen";
+
 const LIST: &str = "
 SELECT * FROM folio_jobs
 WHERE (?1 IS NULL OR resource_key = ?1) AND (?2 IS NULL OR job_type = ?2)
@@ -305,6 +320,7 @@ impl JobStore for SqliteJobStore {
                 .await
                 .map_err(translate)?;
             if let Some(row) = inserted {
+                self.signal.notify_waiters();
                 return Ok(Insert::Inserted(job_from_row(&row)?));
             }
             let active = sqlx::query(SELECT_ACTIVE)
@@ -417,6 +433,12 @@ impl JobStore for SqliteJobStore {
             });
         }
         transaction.commit().await.map_err(translate)?;
+        if results
+            .iter()
+            .any(|result| matches!(result, Ok(job) if job.status == JobStatus::Pending))
+        {
+            self.signal.notify_waiters();
+        }
         Ok(results)
     }
 
@@ -486,6 +508,9 @@ impl JobStore for SqliteJobStore {
         report.requeued.sort();
         report.failed.sort();
         report.cancelled.sort();
+        if !report.requeued.is_empty() {
+            self.signal.notify_waiters();
+        }
         Ok(report)
     }
 
@@ -498,5 +523,64 @@ impl JobStore for SqliteJobStore {
         .map_err(translate)?
         .ok_or_else(|| corrupt("index folio_jobs_one_active is missing"))?;
         parse_active_index(&definition)
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
+        sqlx::query(REGISTER_WORKER)
+            .bind(&worker.id)
+            .bind(&worker.host)
+            .bind(json_text(&worker.job_types))
+            .bind(micros(worker.started_at))
+            .bind(micros(worker.last_seen))
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn touch_worker(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE folio_workers SET last_seen = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(micros(now))
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM folio_workers WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM folio_workers WHERE last_seen >= ?1 ORDER BY last_seen DESC, id",
+        )
+        .bind(micros(seen_since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(translate)?;
+        rows.iter()
+            .map(|row| {
+                Ok(WorkerInfo {
+                    id: row.try_get("id").map_err(translate)?,
+                    host: row.try_get("host").map_err(translate)?,
+                    job_types: from_json(
+                        &row.try_get::<String, _>("job_types").map_err(translate)?,
+                    )?,
+                    started_at: time(row.try_get("started_at").map_err(translate)?)?,
+                    last_seen: time(row.try_get("last_seen").map_err(translate)?)?,
+                })
+            })
+            .collect()
+    }
+
+    fn job_signal(&self) -> Option<Arc<Notify>> {
+        Some(self.signal.clone())
     }
 }

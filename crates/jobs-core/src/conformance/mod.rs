@@ -35,6 +35,7 @@ mod fencing;
 mod finish;
 mod heartbeat;
 mod model;
+mod registry;
 mod rescue;
 mod resume;
 
@@ -45,6 +46,7 @@ pub use fencing::*;
 pub use finish::*;
 pub use heartbeat::*;
 pub use model::*;
+pub use registry::*;
 pub use rescue::*;
 pub use resume::*;
 
@@ -104,6 +106,9 @@ macro_rules! conformance_cases {
         $callback!(list_returns_newest_first_with_filters);
         $callback!(job_fields_round_trip_exactly);
         $callback!(active_index_matches_job_status_active);
+        // worker registry and job signal
+        $callback!(workers_register_touch_and_leave);
+        $callback!(job_signal_fires_on_insert_and_requeue);
         // model
         $callback!(random_operations_match_the_reference_model);
     };
