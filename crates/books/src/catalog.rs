@@ -1,0 +1,282 @@
+//! [`Books`]: create, read, list and update manifests, losing no concurrent update.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blob_store::{BlobError, BlobStore, ETag, PutMode};
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::manifest::{Manifest, SCHEMA_VERSION};
+use crate::writer::ManifestWriter;
+use crate::{BookId, layout};
+
+/// Why a manifest operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BooksError {
+    /// The book has no manifest.
+    #[error("book not found: {book_id}")]
+    BookNotFound {
+        /// The book.
+        book_id: BookId,
+    },
+    /// A book with this id already exists.
+    #[error("book already exists: {book_id}")]
+    BookExists {
+        /// The book.
+        book_id: BookId,
+    },
+    /// Every attempt of a read-modify-write lost to a concurrent writer.
+    #[error("manifest of {book_id} kept changing: gave up after {attempts} attempts")]
+    UpdateConflict {
+        /// The book.
+        book_id: BookId,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The stored manifest is not valid JSON of the expected shape.
+    #[error("manifest of {book_id} is corrupt")]
+    CorruptManifest {
+        /// The book.
+        book_id: BookId,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stored manifest has a newer schema than this build understands.
+    #[error("manifest of {book_id} has schema version {found}, newer than {SCHEMA_VERSION}")]
+    UnsupportedSchema {
+        /// The book.
+        book_id: BookId,
+        /// The version found.
+        found: u32,
+    },
+    /// Storage failed.
+    #[error("storage failed for book {book_id}")]
+    Storage {
+        /// The book.
+        book_id: BookId,
+        /// The storage error (see [`BlobError::is_transient`]).
+        #[source]
+        source: BlobError,
+    },
+    /// Listing the books failed.
+    #[error("listing books failed")]
+    ListFailed {
+        /// The storage error.
+        #[source]
+        source: BlobError,
+    },
+}
+
+impl BooksError {
+    /// Whether retrying later may succeed (storage transiently down, or contention).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Storage { source, .. } | Self::ListFailed { source } => source.is_transient(),
+            Self::UpdateConflict { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Retry bounds of [`Books::update`]: full-jitter exponential backoff between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdatePolicy {
+    /// Attempts in all, including the first.
+    pub max_attempts: u32,
+    /// The backoff ceiling after the first conflict; doubles per conflict.
+    pub base_delay: Duration,
+    /// The largest backoff ceiling.
+    pub max_delay: Duration,
+}
+
+impl Default for UpdatePolicy {
+    /// 30 attempts, 5 ms doubling up to 250 ms: a few seconds of heavy contention.
+    fn default() -> Self {
+        Self {
+            max_attempts: 30,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+impl UpdatePolicy {
+    /// A random delay in `[0, min(max_delay, base_delay * 2^(conflicts - 1))]`.
+    fn backoff(&self, conflicts: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1_u32 << conflicts.saturating_sub(1).min(20))
+            .min(self.max_delay);
+        let ceiling_micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rand::random_range(0..=ceiling_micros))
+    }
+}
+
+/// The books of one [`BlobStore`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Books {
+    store: Arc<dyn BlobStore>,
+    policy: UpdatePolicy,
+}
+
+impl Books {
+    /// Books stored in `store`, with the default [`UpdatePolicy`].
+    pub fn new(store: Arc<dyn BlobStore>) -> Self {
+        Self {
+            store,
+            policy: UpdatePolicy::default(),
+        }
+    }
+
+    /// Replaces the retry bounds of [`Books::update`].
+    pub fn with_update_policy(mut self, policy: UpdatePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The underlying store (for page images, OCR text and guidelines).
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    /// Creates a book with an empty manifest; [`BooksError::BookExists`] if it exists.
+    pub async fn create(&self, book_id: &BookId, title: &str) -> Result<Manifest, BooksError> {
+        let manifest = Manifest::new(book_id.clone(), title, Utc::now());
+        let key = layout::manifest_key(book_id);
+        match self
+            .store
+            .put(&key, encode(&manifest), PutMode::Create)
+            .await
+        {
+            Ok(_) => Ok(manifest),
+            Err(BlobError::PreconditionFailed { .. }) => Err(BooksError::BookExists {
+                book_id: book_id.clone(),
+            }),
+            Err(source) => Err(storage(book_id, source)),
+        }
+    }
+
+    /// Reads a book's manifest.
+    pub async fn manifest(&self, book_id: &BookId) -> Result<Manifest, BooksError> {
+        Ok(self.manifest_with_etag(book_id).await?.0)
+    }
+
+    /// Reads a book's manifest and the etag to pass to a conditional write.
+    pub async fn manifest_with_etag(
+        &self,
+        book_id: &BookId,
+    ) -> Result<(Manifest, ETag), BooksError> {
+        let blob = match self.store.get(&layout::manifest_key(book_id)).await {
+            Ok(blob) => blob,
+            Err(BlobError::NotFound { .. }) => {
+                return Err(BooksError::BookNotFound {
+                    book_id: book_id.clone(),
+                });
+            }
+            Err(source) => return Err(storage(book_id, source)),
+        };
+        let manifest = decode(book_id, &blob.bytes)?;
+        Ok((manifest, blob.etag))
+    }
+
+    /// The ids of every book, sorted.
+    pub async fn list(&self) -> Result<Vec<BookId>, BooksError> {
+        let entries = self
+            .store
+            .list(layout::BOOKS_PREFIX)
+            .await
+            .map_err(|source| BooksError::ListFailed { source })?;
+        let mut ids: Vec<BookId> = entries
+            .iter()
+            .filter_map(|entry| {
+                let rest = entry.key.strip_prefix(layout::BOOKS_PREFIX)?;
+                let (id, file) = rest.split_once('/')?;
+                (file == "metadata.json").then(|| BookId::parse(id).ok())?
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Applies `change` to the book's manifest: reads it, applies the change, sets
+    /// `updated_at` and writes with `PutMode::Update { etag }`. When another writer got
+    /// there first, it re-reads and re-applies `change` to the fresh manifest, after a
+    /// jittered backoff, up to [`UpdatePolicy::max_attempts`]. So `change` runs once per
+    /// attempt on a fresh copy, and only the last run is stored: concurrent writers never
+    /// lose each other's changes. Returns the manifest as written.
+    pub async fn update<F>(&self, book_id: &BookId, mut change: F) -> Result<Manifest, BooksError>
+    where
+        F: FnMut(&mut Manifest) + Send,
+    {
+        let key = layout::manifest_key(book_id);
+        let max_attempts = self.policy.max_attempts.max(1);
+        for attempt in 1..=max_attempts {
+            let (mut manifest, etag) = self.manifest_with_etag(book_id).await?;
+            change(&mut manifest);
+            manifest.book_id = book_id.clone();
+            manifest.schema_version = SCHEMA_VERSION;
+            manifest.updated_at = Utc::now();
+            match self
+                .store
+                .put(&key, encode(&manifest), PutMode::Update { etag })
+                .await
+            {
+                Ok(_) => return Ok(manifest),
+                Err(BlobError::PreconditionFailed { .. }) => {
+                    tracing::debug!(book.id = %book_id, attempt, "manifest changed concurrently, retrying");
+                    if attempt < max_attempts {
+                        tokio::time::sleep(self.policy.backoff(attempt)).await;
+                    }
+                }
+                Err(source) => return Err(storage(book_id, source)),
+            }
+        }
+        Err(BooksError::UpdateConflict {
+            book_id: book_id.clone(),
+            attempts: max_attempts,
+        })
+    }
+
+    /// A batching writer of page updates for one book, writing the manifest once every
+    /// `flush_every` changes (at least 1); see [`ManifestWriter`].
+    pub fn manifest_writer(&self, book_id: &BookId, flush_every: usize) -> ManifestWriter {
+        ManifestWriter::new(self.clone(), book_id.clone(), flush_every)
+    }
+}
+
+fn encode(manifest: &Manifest) -> Bytes {
+    let mut json = serde_json::to_vec_pretty(manifest)
+        .unwrap_or_else(|error| unreachable!("a manifest always serializes: {error}"));
+    json.push(b'\n');
+    Bytes::from(json)
+}
+
+fn decode(book_id: &BookId, bytes: &[u8]) -> Result<Manifest, BooksError> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        schema_version: u32,
+    }
+    let corrupt = |source| BooksError::CorruptManifest {
+        book_id: book_id.clone(),
+        source,
+    };
+    let version: Version = serde_json::from_slice(bytes).map_err(corrupt)?;
+    if version.schema_version > SCHEMA_VERSION {
+        return Err(BooksError::UnsupportedSchema {
+            book_id: book_id.clone(),
+            found: version.schema_version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(corrupt)
+}
+
+pub(crate) fn storage(book_id: &BookId, source: BlobError) -> BooksError {
+    BooksError::Storage {
+        book_id: book_id.clone(),
+        source,
+    }
+}

@@ -1,0 +1,42 @@
+//! Storage keys of a book (SPEC 3.2). Every key is built from a validated [`BookId`].
+
+use crate::BookId;
+
+/// The prefix under which every book lives.
+pub const BOOKS_PREFIX: &str = "books/";
+
+/// Everything of one book: `books/{book_id}/`.
+pub fn book_prefix(book_id: &BookId) -> String {
+    format!("{BOOKS_PREFIX}{book_id}/")
+}
+
+/// The manifest: `books/{book_id}/metadata.json`.
+pub fn manifest_key(book_id: &BookId) -> String {
+    format!("{BOOKS_PREFIX}{book_id}/metadata.json")
+}
+
+/// A page image, relative to the book: `pages/{page:04}.png` (as stored in the manifest).
+pub fn page_image_path(page: u32) -> String {
+    format!("pages/{page:04}.png")
+}
+
+/// A page's OCR text, relative to the book: `ocr/{page:04}.txt`.
+pub fn ocr_text_path(page: u32) -> String {
+    format!("ocr/{page:04}.txt")
+}
+
+/// A page's guidelines, relative to the book: `guidelines/pages/{page:04}.json`.
+pub fn page_guidelines_path(page: u32) -> String {
+    format!("guidelines/pages/{page:04}.json")
+}
+
+/// The finalized guidelines, relative to the book.
+pub const FINAL_JSON_PATH: &str = "guidelines/final.json";
+
+/// The finalized guidelines for people, relative to the book.
+pub const FINAL_MARKDOWN_PATH: &str = "guidelines/final.md";
+
+/// The full key of a path relative to the book (e.g. a manifest's `image`).
+pub fn book_key(book_id: &BookId, relative_path: &str) -> String {
+    format!("{BOOKS_PREFIX}{book_id}/{relative_path}")
+}

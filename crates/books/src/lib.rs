@@ -1,0 +1,30 @@
+//! Books: the manifest (`books/{book_id}/metadata.json`) and page ingestion.
+//!
+//! - [`BookId`]: the validated id (1-64 chars of `[a-z0-9_-]`, starting with a letter or
+//!   digit); every storage key is built from one, so a bad id never reaches storage.
+//! - [`Manifest`]: the JSON model of SPEC 3.3, versioned by `schema_version`.
+//! - [`Books`]: create, read and list books, and [`Books::update`], the read-modify-write
+//!   with `PutMode::Update { etag }` and a bounded, jittered retry that never loses a
+//!   concurrent writer's change.
+//! - [`ManifestWriter`]: folds many page updates into one manifest write every
+//!   `manifest_flush_every` pages.
+//! - [`Books::ingest_pages`]: validates, decodes (under limits) and converts uploads to
+//!   PNG, all or nothing.
+//!
+//! Architecture Invariant: this crate sees storage only through `dyn BlobStore`; it knows
+//! nothing of S3, the filesystem, HTTP or jobs.
+
+mod book_id;
+mod catalog;
+mod ingest;
+pub mod layout;
+mod manifest;
+mod writer;
+
+pub use book_id::{BookId, InvalidBookId};
+pub use catalog::{Books, BooksError, UpdatePolicy};
+pub use ingest::{FileRejection, IngestError, IngestLimits, RejectedFile, UploadedFile};
+pub use manifest::{
+    GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,
+};
+pub use writer::{ManifestChange, ManifestWriter};
