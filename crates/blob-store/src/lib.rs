@@ -3,7 +3,7 @@
 //! Backends:
 //! - [`FileBlobStore`] (`file://DIR`): atomic writes (temp file + rename), conditional
 //!   modes enforced across threads and processes under an advisory file lock.
-//! - [`S3BlobStore`] (`s3://BUCKET/PREFIX`): aws-sdk-s3 with `If-None-Match: *` and
+//! - `S3BlobStore` (`s3://BUCKET/PREFIX`, feature `s3`): aws-sdk-s3 with `If-None-Match: *` and
 //!   `If-Match`, endpoint override and path-style addressing for S3-compatible servers,
 //!   retries of transient errors with backoff.
 //!
@@ -12,7 +12,8 @@
 //! S3-compatible server (moto) for tests.
 //!
 //! Architecture Invariant: this is the only workspace crate (besides the application
-//! assembly) that depends on aws-sdk-s3; domain crates see only `dyn BlobStore`.
+//! assembly) that depends on aws-sdk-s3, and only with its `s3` feature, which domain
+//! crates never turn on: they see only `dyn BlobStore` and never reach the AWS SDK.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 mod error;
 mod file;
 mod key;
+#[cfg(feature = "s3")]
 mod s3;
 
 #[cfg(feature = "conformance")]
@@ -31,6 +33,7 @@ pub mod conformance;
 pub use error::BlobError;
 pub use file::FileBlobStore;
 pub use key::validate_key;
+#[cfg(feature = "s3")]
 pub use s3::{S3BlobStore, S3Config, S3Credentials};
 
 /// An opaque version tag of a stored object. It changes whenever the object's content
@@ -130,7 +133,7 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 }
 
 /// Opens a store from a URL: `file://DIR` (relative or absolute path, created if missing)
-/// or `s3://BUCKET[/PREFIX]` (credentials, region and `AWS_ENDPOINT_URL` from the standard
+/// or, with the `s3` feature, `s3://BUCKET[/PREFIX]` (credentials, region and `AWS_ENDPOINT_URL` from the standard
 /// AWS configuration chain; an endpoint override switches to path-style addressing).
 pub async fn open(url: &str) -> Result<Arc<dyn BlobStore>, BlobError> {
     if let Some(path) = url.strip_prefix("file://") {
@@ -143,8 +146,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn BlobStore>, BlobError> {
         return Ok(Arc::new(FileBlobStore::open(path).await?));
     }
     if url.starts_with("s3://") {
-        let config = S3Config::from_url(url)?;
-        return Ok(Arc::new(S3BlobStore::from_env(config).await?));
+        #[cfg(feature = "s3")]
+        {
+            let config = S3Config::from_url(url)?;
+            return Ok(Arc::new(S3BlobStore::from_env(config).await?));
+        }
+        #[cfg(not(feature = "s3"))]
+        return Err(BlobError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "this build has no s3 support (blob-store feature `s3`)",
+        });
     }
     Err(BlobError::InvalidUrl {
         url: url.to_owned(),

@@ -140,3 +140,40 @@ async fn open_rejects_unknown_url_schemes() {
         );
     }
 }
+
+/// Runs one S3 case of this test binary in a child process with `env` changes.
+fn run_one_s3_case_with(env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "s3_backend::get_of_a_missing_key_is_not_found",
+            "--test-threads=1",
+        ])
+        .env_remove("FOLIO_TEST_S3_ENDPOINT");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn s3_tests_fail_with_install_instructions_when_moto_server_is_missing() {
+    let (passed, output) =
+        run_one_s3_case_with(&[("FOLIO_MOTO_SERVER", "/nonexistent/bin/moto_server")]);
+    assert!(!passed, "the case must fail, not skip: {output}");
+    assert!(output.contains("1 failed"), "{output}");
+    assert!(output.contains("scripts/install-moto.sh"), "{output}");
+
+    let (passed, output) =
+        run_one_s3_case_with(&[("FOLIO_MOTO_SERVER", ""), ("PATH", "/nonexistent")]);
+    assert!(!passed, "the case must fail, not skip: {output}");
+    assert!(output.contains("found none"), "{output}");
+    assert!(output.contains("scripts/install-moto.sh"), "{output}");
+}
