@@ -5,6 +5,7 @@
 //! - [`Job`], [`JobStatus`] and the pure state machine in [`state`];
 //! - the [`JobStore`] trait that the store crates (`jobs-postgres`, `jobs-sqlite`) implement;
 //! - the [`LockService`]: one active job per (resource, job type), lazy rescue, resume, cancel;
+//! - the worker runtime in [`runtime`]: handlers, heartbeats, retries, graceful shutdown;
 //! - the injectable [`Clock`];
 //! - with the `conformance` feature, the suite every store runs ([`conformance`]).
 //!
@@ -14,6 +15,7 @@
 mod clock;
 mod job;
 mod lock;
+pub mod runtime;
 pub mod state;
 mod store;
 

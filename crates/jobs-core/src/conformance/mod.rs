@@ -38,6 +38,7 @@ mod model;
 mod registry;
 mod rescue;
 mod resume;
+mod runtime;
 
 pub use acquire::*;
 pub use claim::*;
@@ -49,6 +50,7 @@ pub use model::*;
 pub use registry::*;
 pub use rescue::*;
 pub use resume::*;
+pub use runtime::*;
 
 /// Calls `$callback!(case_name);` for every case of the suite.
 #[macro_export]
@@ -109,6 +111,15 @@ macro_rules! conformance_cases {
         // worker registry and job signal
         $callback!(workers_register_touch_and_leave);
         $callback!(job_signal_fires_on_insert_and_requeue);
+        // the worker runtime on the store
+        $callback!(runtime_completes_a_job_with_progress_and_checkpoint);
+        $callback!(runtime_retries_a_retryable_error_then_succeeds);
+        $callback!(runtime_fails_a_terminal_error_at_once_with_its_message);
+        $callback!(runtime_turns_a_panic_into_a_failed_attempt);
+        $callback!(runtime_cancels_a_running_job_on_request);
+        $callback!(runtime_resume_continues_after_the_checkpoint);
+        $callback!(runtime_hands_jobs_back_on_shutdown_without_using_an_attempt);
+        $callback!(runtime_stops_a_handler_whose_lease_was_lost);
         // model
         $callback!(random_operations_match_the_reference_model);
     };

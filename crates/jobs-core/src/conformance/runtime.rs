@@ -1,0 +1,464 @@
+//! The worker runtime end to end on a real store: a real handler, real heartbeats.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{CancelReason, HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
+use crate::{
+    Acquire, ClaimParams, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy,
+    RescueScope, SystemClock, codes,
+};
+
+/// The job type of the suite's runtime handler.
+pub const STEPS: &str = "conformance.steps";
+
+/// How a [`StepsHandler`] job behaves, from its payload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StepsPayload {
+    /// Steps to run.
+    pub steps: u32,
+    /// Fail at this step ...
+    pub fail_at: Option<u32>,
+    /// ... in this way (`retryable`, `terminal`, `panic`) ...
+    pub fail_kind: String,
+    /// ... while the attempt is at most this, and the job is not a resumed one.
+    pub fail_attempts: u32,
+    /// Wait at this step until cancelled.
+    pub block_at: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StepsCheckpoint {
+    done: u32,
+}
+
+/// A handler that runs numbered steps, checkpointing after each, and records what it ran.
+#[derive(Debug, Default)]
+pub struct StepsHandler {
+    /// (job, attempt, step) for every step run.
+    pub ran: Mutex<Vec<(JobId, u32, u32)>>,
+    /// Why each job's token fired, as the handler saw it.
+    pub reasons: Mutex<Vec<(JobId, Option<CancelReason>)>>,
+}
+
+impl StepsHandler {
+    fn steps_of(&self, id: JobId) -> Vec<(u32, u32)> {
+        let ran = self.ran.lock().unwrap();
+        ran.iter()
+            .filter(|(job, ..)| *job == id)
+            .map(|(_, attempt, step)| (*attempt, *step))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl JobHandler for StepsHandler {
+    fn job_type(&self) -> &str {
+        STEPS
+    }
+
+    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
+        let payload: StepsPayload = context.payload()?;
+        let start = context
+            .checkpoint::<StepsCheckpoint>()?
+            .map_or(0, |c| c.done);
+        context.update_progress(|progress| progress.total = Some(u64::from(payload.steps)));
+        for step in start + 1..=payload.steps {
+            if payload.block_at == Some(step) {
+                context.cancelled().await;
+                self.reasons
+                    .lock()
+                    .unwrap()
+                    .push((context.job().id, context.cancel_reason()));
+                return Err(HandlerError::cancelled());
+            }
+            context.check_cancelled()?;
+            self.ran
+                .lock()
+                .unwrap()
+                .push((context.job().id, context.attempt(), step));
+            let fails = payload.fail_at == Some(step)
+                && context.attempt() <= payload.fail_attempts
+                && context.job().resumed_from.is_none();
+            if fails {
+                match payload.fail_kind.as_str() {
+                    "retryable" => {
+                        return Err(HandlerError::retryable(
+                            "flaky",
+                            format!("step {step} timed out"),
+                        ));
+                    }
+                    "panic" => panic!("step {step} exploded"),
+                    _ => {
+                        return Err(HandlerError::terminal(
+                            "bad_step",
+                            format!("step {step} is invalid"),
+                        ));
+                    }
+                }
+            }
+            context.update_progress(|progress| {
+                progress.completed = u64::from(step);
+                progress.last_completed_item = Some(step.to_string());
+            });
+            context.set_checkpoint(&StepsCheckpoint { done: step });
+        }
+        Ok(())
+    }
+}
+
+/// Short timings so the suite runs fast.
+pub fn fast_config() -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 4,
+        heartbeat_interval: Duration::from_millis(100),
+        progress_flush: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(5),
+        retry_backoff: Duration::from_millis(10),
+        max_retry_backoff: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    }
+}
+
+/// A worker with a [`StepsHandler`] running in the background.
+pub struct RunningWorker {
+    /// The handler, to see what ran.
+    pub handler: Arc<StepsHandler>,
+    /// Fires the worker's shutdown.
+    pub shutdown: CancellationToken,
+    /// The worker's task; ends after shutdown.
+    pub task: tokio::task::JoinHandle<()>,
+    /// A lock service over the same store.
+    pub lock: LockService,
+    /// The store.
+    pub store: Arc<dyn JobStore>,
+}
+
+impl RunningWorker {
+    /// Starts a worker with `config` over `store`.
+    pub fn start(store: Arc<dyn JobStore>, config: WorkerConfig) -> Self {
+        let handler = Arc::new(StepsHandler::default());
+        let shutdown = CancellationToken::new();
+        let clock = Arc::new(SystemClock);
+        let lock = LockService::new(store.clone(), clock.clone(), config.recovery_policy());
+        let worker = Worker::new(store.clone(), clock, config).handler(handler.clone());
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
+        Self {
+            handler,
+            shutdown,
+            task,
+            lock,
+            store,
+        }
+    }
+
+    /// Enqueues a steps job for `key`.
+    pub async fn enqueue(&self, key: &str, payload: StepsPayload) -> Job {
+        let payload = serde_json::to_value(payload).unwrap();
+        match self.lock.acquire(key, STEPS, payload).await.unwrap() {
+            Acquire::Created(job) => job,
+            Acquire::Busy(job) => panic!("{key} is busy with {job:?}"),
+        }
+    }
+
+    /// Waits (polling, with a deadline) until the job satisfies `done`.
+    pub async fn wait_for(&self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
+        wait_until(what, || async {
+            self.store.get(id).await.ok().filter(|job| done(job))
+        })
+        .await
+    }
+
+    /// Shuts the worker down and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// Polls `probe` every 20 ms until it yields a value; panics after 20 s.
+pub async fn wait_until<T, F: Future<Output = Option<T>>>(what: &str, probe: impl Fn() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn steps(n: u32) -> StepsPayload {
+    StepsPayload {
+        steps: n,
+        ..StepsPayload::default()
+    }
+}
+
+/// A job runs to completion; its progress and checkpoint are written.
+pub async fn runtime_completes_a_job_with_progress_and_checkpoint(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let job = worker.enqueue("book-1", steps(5)).await;
+    let done = worker
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    assert_eq!(done.attempt, 1);
+    assert_eq!(done.progress.total, Some(5));
+    assert_eq!(done.progress.completed, 5);
+    assert_eq!(done.progress.last_completed_item.as_deref(), Some("5"));
+    assert_eq!(done.checkpoint, Some(serde_json::json!({ "done": 5 })));
+    assert_eq!(done.error, None);
+    assert_eq!(
+        worker.handler.steps_of(job.id),
+        [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]
+    );
+    worker.stop().await;
+}
+
+/// A retryable error requeues the job; the next attempt continues after the checkpoint.
+pub async fn runtime_retries_a_retryable_error_then_succeeds(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let payload = StepsPayload {
+        fail_at: Some(3),
+        fail_kind: "retryable".into(),
+        fail_attempts: 1,
+        ..steps(5)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    let done = worker
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    assert_eq!(done.attempt, 2);
+    assert_eq!(
+        done.error.map(|e| e.message),
+        Some("step 3 timed out".to_owned())
+    );
+    assert_eq!(
+        worker.handler.steps_of(job.id),
+        [(1, 1), (1, 2), (1, 3), (2, 3), (2, 4), (2, 5)],
+        "attempt 2 starts after the checkpoint of attempt 1"
+    );
+    worker.stop().await;
+}
+
+/// A terminal error fails the job at once with the handler's own message.
+pub async fn runtime_fails_a_terminal_error_at_once_with_its_message(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let payload = StepsPayload {
+        fail_at: Some(2),
+        fail_kind: "terminal".into(),
+        fail_attempts: 9,
+        ..steps(5)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    let failed = worker
+        .wait_for(job.id, "failure", |job| job.status == JobStatus::Failed)
+        .await;
+    assert_eq!(failed.attempt, 1);
+    let error = failed.error.unwrap();
+    assert_eq!(
+        (error.code.as_str(), error.message.as_str()),
+        ("bad_step", "step 2 is invalid")
+    );
+    assert!(!error.retryable);
+    assert_eq!(failed.checkpoint, Some(serde_json::json!({ "done": 1 })));
+    worker.stop().await;
+}
+
+/// A panic fails the attempt with the panic message; attempts used, the job fails.
+pub async fn runtime_turns_a_panic_into_a_failed_attempt(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let payload = StepsPayload {
+        fail_at: Some(1),
+        fail_kind: "panic".into(),
+        fail_attempts: 9,
+        ..steps(2)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    let failed = worker
+        .wait_for(job.id, "failure", |job| job.status == JobStatus::Failed)
+        .await;
+    assert_eq!(failed.attempt, failed.max_attempts);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, codes::PANICKED);
+    assert_eq!(error.message, "step 1 exploded");
+    assert_eq!(
+        worker.handler.steps_of(job.id).len(),
+        failed.max_attempts as usize
+    );
+    // The worker survives its handlers' panics.
+    let next = worker.enqueue("book-2", steps(1)).await;
+    worker
+        .wait_for(next.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    worker.stop().await;
+}
+
+/// A cancel request reaches the running handler, which stops; the job ends cancelled.
+pub async fn runtime_cancels_a_running_job_on_request(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let job = worker
+        .enqueue(
+            "book-1",
+            StepsPayload {
+                block_at: Some(3),
+                ..steps(5)
+            },
+        )
+        .await;
+    worker
+        .wait_for(job.id, "progress", |job| job.progress.completed == 2)
+        .await;
+    worker.lock.cancel(job.id).await.unwrap();
+    let cancelled = worker
+        .wait_for(job.id, "cancel", |job| job.status == JobStatus::Cancelled)
+        .await;
+    assert!(cancelled.cancel_requested);
+    assert_eq!(cancelled.checkpoint, Some(serde_json::json!({ "done": 2 })));
+    let reasons = worker.handler.reasons.lock().unwrap().clone();
+    assert_eq!(reasons, [(job.id, Some(CancelReason::CancelRequested))]);
+    worker.stop().await;
+}
+
+/// Resume of a failed job runs only the steps after its checkpoint.
+pub async fn runtime_resume_continues_after_the_checkpoint(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let payload = StepsPayload {
+        fail_at: Some(4),
+        fail_kind: "terminal".into(),
+        fail_attempts: 1,
+        ..steps(6)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    worker
+        .wait_for(job.id, "failure", |job| job.status == JobStatus::Failed)
+        .await;
+    let Acquire::Created(resumed) = worker.lock.resume(job.id).await.unwrap() else {
+        panic!("nothing else is active");
+    };
+    let done = worker
+        .wait_for(resumed.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    assert_eq!(done.resumed_from, Some(job.id));
+    assert_eq!(
+        worker.handler.steps_of(resumed.id),
+        [(1, 4), (1, 5), (1, 6)]
+    );
+    assert_eq!(done.checkpoint, Some(serde_json::json!({ "done": 6 })));
+    worker.stop().await;
+}
+
+/// Shutdown hands a running job back as `interrupted` without using an attempt.
+pub async fn runtime_hands_jobs_back_on_shutdown_without_using_an_attempt(
+    store: Arc<dyn JobStore>,
+) {
+    let worker = RunningWorker::start(store.clone(), fast_config());
+    let job = worker
+        .enqueue(
+            "book-1",
+            StepsPayload {
+                block_at: Some(2),
+                ..steps(3)
+            },
+        )
+        .await;
+    worker
+        .wait_for(job.id, "progress", |job| job.progress.completed == 1)
+        .await;
+    let handler = worker.handler.clone();
+    worker.stop().await;
+    let requeued = store.get(job.id).await.unwrap();
+    assert_eq!(requeued.status, JobStatus::Pending);
+    assert_eq!(requeued.attempt, 0);
+    assert_eq!(requeued.error.unwrap().code, codes::INTERRUPTED);
+    assert_eq!(requeued.checkpoint, Some(serde_json::json!({ "done": 1 })));
+    assert_eq!(
+        handler.reasons.lock().unwrap().clone(),
+        [(job.id, Some(CancelReason::Shutdown))]
+    );
+    assert!(
+        store
+            .list_workers(requeued.created_at)
+            .await
+            .unwrap()
+            .is_empty(),
+        "worker left the registry"
+    );
+}
+
+/// A worker whose job was taken over stops its handler and writes nothing more.
+pub async fn runtime_stops_a_handler_whose_lease_was_lost(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store.clone(), fast_config());
+    let job = worker
+        .enqueue(
+            "book-1",
+            StepsPayload {
+                block_at: Some(2),
+                ..steps(3)
+            },
+        )
+        .await;
+    worker
+        .wait_for(job.id, "progress", |job| job.progress.completed == 1)
+        .await;
+    // Another worker's rescuer decides the heartbeat is stale and another worker claims it.
+    let hasty = RecoveryPolicy {
+        stale_after: Duration::ZERO,
+        pending_timeout: Duration::from_secs(600),
+    };
+    let now = crate::Clock::now(&SystemClock) + chrono::Duration::seconds(1);
+    let scope = RescueScope::Resource {
+        resource_key: "book-1".into(),
+        job_type: STEPS.into(),
+    };
+    store
+        .rescue(&hasty.rescue_params(now, scope))
+        .await
+        .unwrap();
+    let params = ClaimParams {
+        worker_id: "thief".into(),
+        job_types: vec![STEPS.into()],
+        limit: 1,
+        now,
+    };
+    let stolen = store
+        .claim(&params)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the requeued job");
+    let reasons = wait_until("the handler to stop", || async {
+        let reasons = worker.handler.reasons.lock().unwrap().clone();
+        (!reasons.is_empty()).then_some(reasons)
+    })
+    .await;
+    assert_eq!(reasons, [(job.id, Some(CancelReason::LeaseLost))]);
+    worker.stop().await;
+    let after = store.get(job.id).await.unwrap();
+    assert_eq!(after.status, JobStatus::Running);
+    assert_eq!(after.worker_id.as_deref(), Some("thief"));
+    assert_eq!(after.lease, stolen.lease);
+    assert_eq!(
+        after.heartbeat_at, stolen.heartbeat_at,
+        "the old worker wrote nothing"
+    );
+}

@@ -1,0 +1,174 @@
+//! Counters of one worker, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the job duration histogram.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0,
+];
+
+/// What one worker did since it started.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    /// Jobs claimed.
+    pub claimed: AtomicU64,
+    /// Claims that ended completed.
+    pub completed: AtomicU64,
+    /// Claims that ended failed.
+    pub failed: AtomicU64,
+    /// Claims that ended cancelled.
+    pub cancelled: AtomicU64,
+    /// Claims requeued after a retryable error or panic.
+    pub retried: AtomicU64,
+    /// Claims handed back at shutdown.
+    pub interrupted: AtomicU64,
+    /// Heartbeat writes that succeeded.
+    pub heartbeats: AtomicU64,
+    /// Heartbeat writes that failed on a store error.
+    pub heartbeat_errors: AtomicU64,
+    /// Claims whose lease was lost.
+    pub lease_lost: AtomicU64,
+    /// Handler panics.
+    pub panics: AtomicU64,
+    /// Stale jobs requeued by this worker's rescuer.
+    pub rescued_requeued: AtomicU64,
+    /// Jobs failed by this worker's rescuer (stale with attempts used, or pending timeout).
+    pub rescued_failed: AtomicU64,
+    /// Jobs running now.
+    pub running: AtomicU64,
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    duration_count: AtomicU64,
+    duration_micros: AtomicU64,
+}
+
+impl WorkerMetrics {
+    /// Counts one.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long one claim ran.
+    pub fn observe_duration(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        self.duration_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Appends the Prometheus text of every metric to `out`.
+    pub fn render(&self, out: &mut String) {
+        let counters = [
+            (
+                "folio_worker_jobs_claimed_total",
+                "Jobs claimed.",
+                &self.claimed,
+            ),
+            (
+                "folio_worker_heartbeats_total",
+                "Heartbeat writes.",
+                &self.heartbeats,
+            ),
+            (
+                "folio_worker_heartbeat_errors_total",
+                "Failed heartbeat writes.",
+                &self.heartbeat_errors,
+            ),
+            (
+                "folio_worker_lease_lost_total",
+                "Claims whose lease was lost.",
+                &self.lease_lost,
+            ),
+            ("folio_worker_panics_total", "Handler panics.", &self.panics),
+        ];
+        for (name, help, value) in counters {
+            let value = value.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let name = "folio_worker_jobs_finished_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Claims ended, by outcome.\n# TYPE {name} counter"
+        );
+        for (outcome, value) in [
+            ("completed", &self.completed),
+            ("failed", &self.failed),
+            ("cancelled", &self.cancelled),
+            ("retried", &self.retried),
+            ("interrupted", &self.interrupted),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{outcome}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let name = "folio_worker_rescues_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Stuck jobs recovered, by action.\n# TYPE {name} counter"
+        );
+        for (action, value) in [
+            ("requeued", &self.rescued_requeued),
+            ("failed", &self.rescued_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{action=\"{action}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let name = "folio_worker_jobs_running";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Jobs running now.\n# TYPE {name} gauge\n{name} {}",
+            self.running.load(Ordering::Relaxed)
+        );
+        let name = "folio_worker_job_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long claims ran.\n# TYPE {name} histogram"
+        );
+        for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.duration_count.load(Ordering::Relaxed);
+        let sum = self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let metrics = WorkerMetrics::default();
+        WorkerMetrics::inc(&metrics.completed);
+        metrics.observe_duration(Duration::from_millis(30));
+        metrics.observe_duration(Duration::from_secs(2));
+        let mut text = String::new();
+        metrics.render(&mut text);
+        assert!(text.contains("folio_worker_jobs_finished_total{outcome=\"completed\"} 1"));
+        assert!(text.contains("folio_worker_job_duration_seconds_bucket{le=\"0.05\"} 1"));
+        assert!(text.contains("folio_worker_job_duration_seconds_bucket{le=\"5\"} 2"));
+        assert!(text.contains("folio_worker_job_duration_seconds_count 2"));
+    }
+}

@@ -1,0 +1,637 @@
+//! The worker runtime: claims jobs, runs their handlers, heartbeats them, ends them.
+//!
+//! A [`Worker`] is built from a store, a clock, handlers and a [`WorkerConfig`], and runs
+//! until its shutdown token fires:
+//!
+//! - It claims up to its free slots in one statement whenever a slot is free and work may be
+//!   there: at once when the store signals a new or requeued job, else every
+//!   `poll_interval`.
+//! - Each running job has one heartbeat task that renews `heartbeat_at` every
+//!   `heartbeat_interval` and writes coalesced progress and checkpoint at most every
+//!   `progress_flush`, in the same fenced write. A lost lease or a cancel request fires the
+//!   handler's token with its reason.
+//! - The runner alone ends claims: success completes; `Terminal` fails; `Retryable` and
+//!   panics requeue with exponential backoff and jitter until attempts are used; a cancelled
+//!   handler is marked cancelled; ends are batched into one store call, fenced per job.
+//! - Every `heartbeat_interval` it touches its registry row and rescues stuck jobs.
+//! - On shutdown it stops claiming, fires every handler's token with reason `Shutdown`, waits
+//!   up to `shutdown_grace`, and hands back what is left as `interrupted` without using an
+//!   attempt.
+
+mod context;
+mod handler;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use context::{CancelReason, JobContext};
+pub use handler::{ErrorKind, HandlerError, JobHandler, ResultExt, error_chain};
+pub use metrics::WorkerMetrics;
+
+use context::{Flushed, Shared};
+
+use crate::{
+    ClaimParams, Clock, Finish, FinishOutcome, Job, JobError, JobId, JobStore, LockService,
+    RecoveryPolicy, StoreError, WorkerInfo, codes,
+};
+
+/// How a worker runs. The defaults are the ones of the product specification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// This worker's id in the registry and on the jobs it claims.
+    pub worker_id: String,
+    /// The host it runs on, for the registry.
+    pub host: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// How often a running job's heartbeat is renewed (and the rescuer runs).
+    pub heartbeat_interval: Duration,
+    /// A running job whose heartbeat is older is requeued or failed.
+    pub stale_after: Duration,
+    /// A due job not claimed for this long fails with `pending_timeout`.
+    pub pending_timeout: Duration,
+    /// Fallback claim poll when the store sends no signal.
+    pub poll_interval: Duration,
+    /// Progress and checkpoint changes are written at most this often.
+    pub progress_flush: Duration,
+    /// Time handlers get to stop after a shutdown before their jobs are handed back.
+    pub shutdown_grace: Duration,
+    /// First retry delay; doubles per attempt, with ±25 % jitter.
+    pub retry_backoff: Duration,
+    /// Longest retry delay.
+    pub max_retry_backoff: Duration,
+    /// Most jobs claimed in one statement.
+    pub claim_batch: u32,
+    /// Most job ends written in one statement.
+    pub finish_batch: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|host| !host.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        let worker_id = format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        );
+        Self {
+            worker_id,
+            host,
+            concurrency: 2,
+            heartbeat_interval: Duration::from_secs(5),
+            stale_after: Duration::from_secs(30),
+            pending_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(1),
+            progress_flush: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(2),
+            max_retry_backoff: Duration::from_secs(600),
+            claim_batch: 256,
+            finish_batch: 512,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The recovery policy these timings imply.
+    pub fn recovery_policy(&self) -> RecoveryPolicy {
+        RecoveryPolicy {
+            stale_after: self.stale_after,
+            pending_timeout: self.pending_timeout,
+        }
+    }
+
+    /// The delay before retry number `attempt` (1-based), at least `after`.
+    pub fn retry_delay(&self, attempt: u32, after: Option<Duration>) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(20);
+        let base = self
+            .retry_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.max_retry_backoff);
+        let jittered = base.mul_f64(0.75 + rand::random::<f64>() * 0.5);
+        jittered.max(after.unwrap_or_default())
+    }
+}
+
+/// Errors that stop a worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// No handler was added.
+    #[error("the worker has no handlers")]
+    NoHandlers,
+    /// The store refused to register the worker.
+    #[error("registering the worker failed")]
+    Register(#[source] StoreError),
+}
+
+/// Runs jobs from a [`JobStore`] with the handlers it was given.
+pub struct Worker {
+    store: Arc<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("job_types", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A running job, as the shutdown path sees it.
+struct Running {
+    shared: Arc<Shared>,
+    abort: CancellationToken,
+}
+
+/// Everything the per-job tasks share.
+struct Runtime {
+    store: Arc<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+    metrics: Arc<WorkerMetrics>,
+    finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<Job, StoreError>>)>,
+    running: Mutex<HashMap<JobId, Running>>,
+}
+
+impl Worker {
+    /// A worker over `store`, with time from `clock`.
+    pub fn new(store: Arc<dyn JobStore>, clock: Arc<dyn Clock>, config: WorkerConfig) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+            handlers: HashMap::new(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Adds the handler of one job type (replacing an earlier one for the same type).
+    pub fn handler(mut self, handler: Arc<dyn JobHandler>) -> Self {
+        self.handlers.insert(handler.job_type().to_owned(), handler);
+        self
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The worker's configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs until `shutdown` fires, then shuts down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        if self.handlers.is_empty() {
+            return Err(WorkerError::NoHandlers);
+        }
+        let mut job_types: Vec<String> = self.handlers.keys().cloned().collect();
+        job_types.sort();
+        let now = self.clock.now();
+        let info = WorkerInfo {
+            id: self.config.worker_id.clone(),
+            host: self.config.host.clone(),
+            job_types: job_types.clone(),
+            started_at: now,
+            last_seen: now,
+        };
+        self.store
+            .register_worker(&info)
+            .await
+            .map_err(WorkerError::Register)?;
+        tracing::info!(worker.id = %info.id, ?job_types, concurrency = self.config.concurrency, "worker started");
+
+        let (finisher_tx, finisher_rx) = mpsc::channel(self.config.finish_batch.max(1) * 4);
+        let finisher = tokio::spawn(finish_batches(
+            self.store.clone(),
+            self.clock.clone(),
+            finisher_rx,
+            self.config.finish_batch.max(1),
+        ));
+        let runtime = Arc::new(Runtime {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            finisher: finisher_tx,
+            running: Mutex::new(HashMap::new()),
+        });
+        let maintenance_stop = CancellationToken::new();
+        let maintenance = tokio::spawn(maintain(runtime.clone(), maintenance_stop.clone()));
+
+        let tracker = TaskTracker::new();
+        self.claim_loop(&runtime, &job_types, &tracker, &shutdown)
+            .await;
+
+        // Graceful shutdown: stop claiming (done), tell handlers, wait, hand back the rest.
+        let running: Vec<JobId> = runtime
+            .running
+            .lock()
+            .expect("running mutex")
+            .keys()
+            .copied()
+            .collect();
+        tracing::info!(running = running.len(), "worker shutting down");
+        for entry in runtime.running.lock().expect("running mutex").values() {
+            entry.shared.cancel(CancelReason::Shutdown);
+        }
+        tracker.close();
+        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace over; handing back the jobs still running");
+            for entry in runtime.running.lock().expect("running mutex").values() {
+                entry.abort.cancel();
+            }
+            tracker.wait().await;
+        }
+        maintenance_stop.cancel();
+        let _ = maintenance.await;
+        drop(runtime);
+        let _ = finisher.await;
+        if let Err(error) = self.store.remove_worker(&self.config.worker_id).await {
+            tracing::warn!(%error, "could not remove the worker from the registry");
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    async fn claim_loop(
+        &self,
+        runtime: &Arc<Runtime>,
+        job_types: &[String],
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let signal = self.store.job_signal();
+        loop {
+            let mut permits = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                () = shutdown.cancelled() => return,
+            };
+            let extra = slots
+                .available_permits()
+                .min(self.config.claim_batch.max(1) as usize - 1);
+            if extra > 0
+                && let Ok(more) = slots.clone().try_acquire_many_owned(extra as u32)
+            {
+                permits.merge(more);
+            }
+            let wanted = permits.num_permits();
+            let notified = signal.as_ref().map(|signal| signal.notified());
+            tokio::pin!(notified);
+            if let Some(notified) = notified.as_mut().as_pin_mut() {
+                notified.enable();
+            }
+            let params = ClaimParams {
+                worker_id: self.config.worker_id.clone(),
+                job_types: job_types.to_vec(),
+                limit: wanted as u32,
+                now: self.clock.now(),
+            };
+            let claimed = match self.store.claim(&params).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "claim failed; retrying after the poll interval");
+                    drop(permits);
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.poll_interval) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            let got = claimed.len();
+            for job in claimed {
+                WorkerMetrics::inc(&self.metrics.claimed);
+                let permit = permits.split(1).expect("one permit per claimed job");
+                let handler = self.handlers[&job.job_type].clone();
+                let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.job_type, attempt = job.attempt);
+                tracker.spawn(execute(runtime.clone(), handler, job, permit).instrument(span));
+            }
+            drop(permits);
+            if got < wanted {
+                let wake = async {
+                    match notified.as_mut().as_pin_mut() {
+                        Some(notified) => notified.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Every `heartbeat_interval`: refresh the registry row and rescue stuck jobs.
+async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
+    let lock = LockService::new(
+        runtime.store.clone(),
+        runtime.clock.clone(),
+        runtime.config.recovery_policy(),
+    );
+    let mut interval = tokio::time::interval(runtime.config.heartbeat_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let worker_id = &runtime.config.worker_id;
+        if let Err(error) = runtime
+            .store
+            .touch_worker(worker_id, runtime.clock.now())
+            .await
+        {
+            tracing::warn!(error = %error_chain(&error), "worker registry refresh failed");
+        }
+        match lock.rescue().await {
+            Ok(report) if !report.is_empty() => {
+                tracing::info!(?report, "rescued stuck jobs");
+                let metrics = &runtime.metrics;
+                let requeued = report.requeued.len() as u64;
+                metrics
+                    .rescued_requeued
+                    .fetch_add(requeued, std::sync::atomic::Ordering::Relaxed);
+                let failed = (report.failed.len() + report.cancelled.len()) as u64;
+                metrics
+                    .rescued_failed
+                    .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error_chain(&error), "rescue failed"),
+        }
+    }
+}
+
+/// One job's heartbeat: renew every `heartbeat_interval`, write coalesced progress at most
+/// every `progress_flush`, until `done` fires or the lease is lost.
+async fn heartbeat(runtime: Arc<Runtime>, shared: Arc<Shared>, done: CancellationToken) {
+    let config = &runtime.config;
+    let tick = config.progress_flush.min(config.heartbeat_interval);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_heartbeat = Instant::now() + config.heartbeat_interval;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = done.cancelled() => return,
+        }
+        if Instant::now() < next_heartbeat && !shared.is_dirty() {
+            continue;
+        }
+        match shared.flush().await {
+            Flushed::Ok => {
+                WorkerMetrics::inc(&runtime.metrics.heartbeats);
+                next_heartbeat = Instant::now() + config.heartbeat_interval;
+            }
+            Flushed::LeaseLost => {
+                tracing::warn!(job.id = %shared.job().id, "lease lost; stopping the handler");
+                return;
+            }
+            Flushed::Failed(error) => {
+                WorkerMetrics::inc(&runtime.metrics.heartbeat_errors);
+                tracing::warn!(job.id = %shared.job().id, error = %error_chain(&error), "heartbeat failed; retrying");
+            }
+        }
+    }
+}
+
+/// Runs one claimed job to its end and writes the outcome.
+async fn execute(
+    runtime: Arc<Runtime>,
+    handler: Arc<dyn JobHandler>,
+    job: Job,
+    permit: OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    let job_id = job.id;
+    let shared = Shared::new(job, runtime.store.clone(), runtime.clock.clone());
+    let abort = CancellationToken::new();
+    runtime.running.lock().expect("running mutex").insert(
+        job_id,
+        Running {
+            shared: shared.clone(),
+            abort: abort.clone(),
+        },
+    );
+    runtime
+        .metrics
+        .running
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    let heartbeat_done = CancellationToken::new();
+    let heartbeat_task = tokio::spawn(heartbeat(
+        runtime.clone(),
+        shared.clone(),
+        heartbeat_done.clone(),
+    ));
+    let mut handler_task = tokio::spawn({
+        let context = JobContext::new(shared.clone());
+        async move { handler.run(context).await }
+    });
+    let result = tokio::select! {
+        joined = &mut handler_task => match joined {
+            Ok(result) => Ran::Returned(result),
+            Err(error) if error.is_panic() => Ran::Panicked(panic_message(error.into_panic())),
+            Err(_) => Ran::Aborted,
+        },
+        () = abort.cancelled() => {
+            handler_task.abort();
+            Ran::Aborted
+        }
+    };
+    heartbeat_done.cancel();
+    let _ = heartbeat_task.await;
+
+    let outcome = decide(&runtime, &shared, result);
+    if let Some((outcome, counter)) = outcome {
+        let (progress, checkpoint) = shared.take_unwritten();
+        let job = shared.job();
+        let finish = Finish {
+            id: job.id,
+            lease: job.lease,
+            outcome: outcome.clone(),
+            progress,
+            checkpoint,
+        };
+        let (reply, answer) = oneshot::channel();
+        let written = match runtime.finisher.send((finish, reply)).await {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Backend("finisher stopped".into()))),
+            Err(_) => Err(StoreError::Backend("finisher stopped".into())),
+        };
+        match written {
+            Ok(ended) => {
+                WorkerMetrics::inc(counter(&runtime.metrics));
+                tracing::debug!(job.id = %job_id, status = %ended.status, "job claim ended");
+            }
+            Err(StoreError::LeaseLost { status, .. }) => {
+                WorkerMetrics::inc(&runtime.metrics.lease_lost);
+                tracing::warn!(job.id = %job_id, %status, ?outcome, "lease lost before the end was written; outcome discarded");
+            }
+            Err(error) => {
+                tracing::error!(job.id = %job_id, error = %error_chain(&error), ?outcome, "writing the job's end failed; the rescuer will requeue it");
+            }
+        }
+    }
+    runtime
+        .running
+        .lock()
+        .expect("running mutex")
+        .remove(&job_id);
+    runtime
+        .metrics
+        .running
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    runtime.metrics.observe_duration(started.elapsed());
+    drop(permit);
+}
+
+/// How a handler run ended.
+#[derive(Debug)]
+enum Ran {
+    Returned(Result<(), HandlerError>),
+    Panicked(String),
+    Aborted,
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "the handler panicked".to_owned()
+    }
+}
+
+type Counter = fn(&WorkerMetrics) -> &std::sync::atomic::AtomicU64;
+
+/// The end to write for a run, and the counter it adds to; `None` when the lease is lost.
+fn decide(runtime: &Runtime, shared: &Shared, ran: Ran) -> Option<(FinishOutcome, Counter)> {
+    let job = shared.job();
+    let now = runtime.clock.now();
+    let interrupted = || {
+        let error = JobError::new(
+            codes::INTERRUPTED,
+            "the worker shut down while the job ran",
+            true,
+        );
+        Some((
+            FinishOutcome::Requeue {
+                error,
+                run_at: now,
+                consume_attempt: false,
+            },
+            (|m: &WorkerMetrics| &m.interrupted) as Counter,
+        ))
+    };
+    let retry = |error: JobError, after: Option<Duration>| {
+        let delay = runtime.config.retry_delay(job.attempt, after);
+        let run_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        Some((
+            FinishOutcome::Requeue {
+                error,
+                run_at,
+                consume_attempt: true,
+            },
+            (|m: &WorkerMetrics| &m.retried) as Counter,
+        ))
+    };
+    let reason = shared.reason();
+    if reason == Some(CancelReason::LeaseLost) {
+        WorkerMetrics::inc(&runtime.metrics.lease_lost);
+        tracing::warn!(job.id = %job.id, result = ?ran, "lease lost while running; result discarded");
+        return None;
+    }
+    match ran {
+        Ran::Returned(Ok(())) => Some((FinishOutcome::Completed, |m| &m.completed)),
+        Ran::Returned(Err(error)) => {
+            let job_error = JobError::new(&error.code, &error.message, error.is_retryable());
+            match (error.kind, reason) {
+                (ErrorKind::Terminal, _) => {
+                    tracing::warn!(job.id = %job.id, code = %error.code, message = %error.message, "job failed");
+                    Some((FinishOutcome::Failed(job_error), |m| &m.failed))
+                }
+                (
+                    ErrorKind::Cancelled | ErrorKind::Retryable { .. },
+                    Some(CancelReason::Shutdown),
+                ) => interrupted(),
+                (ErrorKind::Cancelled, _) => Some((FinishOutcome::Cancelled, |m| &m.cancelled)),
+                (ErrorKind::Retryable { after }, _) => {
+                    tracing::info!(job.id = %job.id, code = %error.code, message = %error.message, "job attempt failed; retrying");
+                    retry(job_error, after)
+                }
+            }
+        }
+        Ran::Panicked(message) => {
+            WorkerMetrics::inc(&runtime.metrics.panics);
+            tracing::error!(job.id = %job.id, %message, "handler panicked");
+            retry(JobError::new(codes::PANICKED, message, true), None)
+        }
+        Ran::Aborted => interrupted(),
+    }
+}
+
+/// Collects job ends from every job task and writes them in batches: one store call for
+/// whatever arrived while the previous call ran.
+async fn finish_batches(
+    store: Arc<dyn JobStore>,
+    clock: Arc<dyn Clock>,
+    mut requests: mpsc::Receiver<(Finish, oneshot::Sender<Result<Job, StoreError>>)>,
+    batch_size: usize,
+) {
+    let mut batch = Vec::with_capacity(batch_size);
+    while requests.recv_many(&mut batch, batch_size).await > 0 {
+        let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.drain(..).unzip();
+        let mut delay = Duration::from_millis(50);
+        let results = loop {
+            match store.finish(clock.now(), &finishes).await {
+                Ok(results) => break results.into_iter().map(Some).collect::<Vec<_>>(),
+                Err(error) if delay < Duration::from_secs(5) => {
+                    tracing::warn!(error = %error_chain(&error), "writing job ends failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error_chain(&error), "writing job ends failed; giving up");
+                    break finishes.iter().map(|_| None).collect();
+                }
+            }
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            let result =
+                result.unwrap_or_else(|| Err(StoreError::Backend("job store unavailable".into())));
+            let _ = reply.send(result);
+        }
+    }
+}
