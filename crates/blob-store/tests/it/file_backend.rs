@@ -147,3 +147,17 @@ async fn helper_process_for_cross_process_tests() {
     }
     println!("helper done");
 }
+
+#[tokio::test]
+async fn open_builds_a_file_store_from_a_file_url_and_creates_the_directory() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path().join("nested/objects");
+    let store = blob_store::open(&format!("file://{}", root.display()))
+        .await
+        .unwrap();
+    store
+        .put("a/b", Bytes::from_static(b"x"), PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(root.join("a/b")).unwrap(), b"x");
+}

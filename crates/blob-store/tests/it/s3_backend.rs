@@ -177,3 +177,76 @@ fn s3_tests_fail_with_install_instructions_when_moto_server_is_missing() {
     assert!(output.contains("found none"), "{output}");
     assert!(output.contains("scripts/install-moto.sh"), "{output}");
 }
+
+/// A one-trick S3 endpoint on 127.0.0.1: answers the first `failures` requests with
+/// `503 SlowDown`, then any GET with `hello`. Returns its URL and the request counter.
+fn flaky_s3_endpoint(failures: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&requests);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            // The request head; a GET has no body.
+            while reader.read_line(&mut line).is_ok_and(|read| read > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let response = if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                let body = "<Error><Code>SlowDown</Code><Message>slow down</Message></Error>";
+                format!(
+                    "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 200 OK\r\nETag: \"e1\"\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+                    .to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (url, requests)
+}
+
+async fn store_at(url: &str, max_attempts: u32) -> S3BlobStore {
+    let config = S3Config::new("bucket")
+        .with_endpoint(url)
+        .with_region("us-east-1")
+        .with_credentials(moto::test_credentials())
+        .with_max_attempts(max_attempts);
+    S3BlobStore::from_env(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_down_503_is_retried_with_backoff_and_then_succeeds() {
+    let (url, requests) = flaky_s3_endpoint(2);
+    let store = store_at(&url, 3).await;
+    let blob = store.get("k").await.unwrap();
+    assert_eq!(blob.bytes, Bytes::from_static(b"hello"));
+    assert_eq!(blob.etag.as_str(), "\"e1\"");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_persistent_503_is_a_transient_error_after_the_configured_attempts() {
+    let (url, requests) = flaky_s3_endpoint(usize::MAX);
+    let store = store_at(&url, 2).await;
+    let error = store.get("k").await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BlobError::Transient {
+                operation: "get",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

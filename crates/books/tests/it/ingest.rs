@@ -229,6 +229,18 @@ async fn a_truncated_jpeg_is_rejected_as_corrupt_and_nothing_is_written() {
 }
 
 #[tokio::test]
+async fn a_truncated_png_is_rejected_as_corrupt() {
+    let mut png = encoded(ImageFormat::Png, 256, 256);
+    png.truncate(png.len() / 2);
+    let (error, _) = rejected(file("cut.png", png)).await;
+    let (_, _, reason) = only_rejection(error);
+    assert!(
+        matches!(reason, FileRejection::Corrupt { .. }),
+        "{reason:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_20000_by_20000_decompression_bomb_is_rejected_as_too_many_pixels() {
     let (error, _) = rejected(file("bomb.png", png_bomb(20_000, 20_000))).await;
     let (_, _, reason) = only_rejection(error);
