@@ -1,0 +1,74 @@
+//! `worker`: runs Folio's jobs as a separate process until SIGINT or SIGTERM, then hands
+//! back what it could not finish within `--shutdown-grace`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use app::config::{CommonArgs, WorkerArgs};
+use axum::Router;
+use axum::routing::get;
+use clap::Parser;
+use jobs_core::SystemClock;
+use jobs_core::runtime::{Worker, WorkerMetrics};
+
+/// Runs Folio's background jobs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+
+    #[command(flatten)]
+    worker: WorkerArgs,
+
+    /// Serve `/healthz` and `/metrics` (Prometheus) on this address.
+    #[arg(long, env = "FOLIO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    app::telemetry::init_logging(cli.common.log_format);
+    let shutdown = app::shutdown_on_signals();
+    let store = app::stores::open_job_store(&cli.common.database_url).await?;
+    let mut worker = Worker::new(store, Arc::new(SystemClock), cli.worker.worker_config());
+    for handler in app::handlers::select_handlers(&cli.worker.types)? {
+        worker = worker.handler(handler);
+    }
+    if let Some(address) = cli.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let router = metrics_router(worker.metrics());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "metrics server failed");
+            }
+        });
+    }
+    worker.run(shutdown).await.context("running the worker")?;
+    Ok(())
+}
+
+fn metrics_router(metrics: Arc<WorkerMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        app::telemetry::render_worker_metrics(&metrics),
+                    )
+                }
+            }),
+        )
+}

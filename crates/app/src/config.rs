@@ -1,0 +1,158 @@
+//! Flags shared by the binaries. Every flag has an env twin: `FOLIO_` + the flag in upper
+//! snake case, or the standard name where one exists (`DATABASE_URL`). Durations are
+//! written as `500ms`, `5s`, `10m`.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use jobs_core::runtime::WorkerConfig;
+
+/// Where state lives and how logs look.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The job database: `sqlite://PATH` (embedded default) or `postgres://...`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://folio-data/folio.db"
+    )]
+    pub database_url: String,
+
+    /// Object storage: `file://DIR` or `s3://BUCKET/PREFIX` (with `AWS_ENDPOINT_URL` for
+    /// S3-compatible servers).
+    #[arg(
+        long,
+        env = "FOLIO_STORAGE",
+        default_value = "file://folio-data/objects"
+    )]
+    pub storage: String,
+
+    /// Log format.
+    #[arg(long, env = "FOLIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written (to stderr; the level comes from `RUST_LOG`, default `info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 500ms, 5s, 10m)"))
+}
+
+/// How a worker runs; `worker` and `api --with-worker` take the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs run at once.
+    #[arg(long, env = "FOLIO_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+
+    /// Job types this worker runs (comma-separated); all known types when not given.
+    #[arg(long, env = "FOLIO_TYPES", value_delimiter = ',')]
+    pub types: Vec<String>,
+
+    /// How often a running job's heartbeat is renewed; the rescuer runs as often.
+    #[arg(long, env = "FOLIO_HEARTBEAT_INTERVAL", value_parser = duration, default_value = "5s")]
+    pub heartbeat_interval: Duration,
+
+    /// A running job whose heartbeat is older is requeued (or failed when out of attempts).
+    #[arg(long, env = "FOLIO_STALE_AFTER", value_parser = duration, default_value = "30s")]
+    pub stale_after: Duration,
+
+    /// A job never claimed for this long fails with `pending_timeout`.
+    #[arg(long, env = "FOLIO_PENDING_TIMEOUT", value_parser = duration, default_value = "10m")]
+    pub pending_timeout: Duration,
+
+    /// Fallback claim poll (Postgres wakes workers at once with LISTEN/NOTIFY).
+    #[arg(long, env = "FOLIO_POLL_INTERVAL", value_parser = duration, default_value = "1s")]
+    pub poll_interval: Duration,
+
+    /// Progress and checkpoint writes are coalesced to at most one per this interval.
+    #[arg(long, env = "FOLIO_PROGRESS_FLUSH", value_parser = duration, default_value = "1s")]
+    pub progress_flush: Duration,
+
+    /// Time handlers get to checkpoint and stop on SIGTERM before their jobs are handed back.
+    #[arg(long, env = "FOLIO_SHUTDOWN_GRACE", value_parser = duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+
+    /// Attempts of the jobs this process creates (claims that may end in error or a lost
+    /// heartbeat).
+    #[arg(long, env = "FOLIO_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// This worker's id; a unique one (host, pid, random) when not given.
+    #[arg(long, env = "FOLIO_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The runtime configuration these flags describe.
+    pub fn worker_config(&self) -> WorkerConfig {
+        let defaults = WorkerConfig::default();
+        WorkerConfig {
+            worker_id: self.worker_id.clone().unwrap_or(defaults.worker_id.clone()),
+            concurrency: self.concurrency.max(1),
+            heartbeat_interval: self.heartbeat_interval,
+            stale_after: self.stale_after,
+            pending_timeout: self.pending_timeout,
+            poll_interval: self.poll_interval,
+            progress_flush: self.progress_flush,
+            shutdown_grace: self.shutdown_grace,
+            ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let cli = Cli::try_parse_from(["worker"]).unwrap();
+        assert_eq!(cli.common.database_url, "sqlite://folio-data/folio.db");
+        assert_eq!(cli.common.storage, "file://folio-data/objects");
+        let config = cli.worker.worker_config();
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(config.stale_after, Duration::from_secs(30));
+        assert_eq!(config.pending_timeout, Duration::from_secs(600));
+        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.concurrency, 2);
+        assert_eq!(cli.worker.max_attempts, 3);
+    }
+
+    #[test]
+    fn durations_and_lists_parse() {
+        let cli = Cli::try_parse_from([
+            "worker",
+            "--stale-after",
+            "500ms",
+            "--pending-timeout",
+            "2m",
+            "--types",
+            "ocr,finalize",
+        ])
+        .unwrap();
+        assert_eq!(cli.worker.stale_after, Duration::from_millis(500));
+        assert_eq!(cli.worker.pending_timeout, Duration::from_secs(120));
+        assert_eq!(cli.worker.types, ["ocr", "finalize"]);
+        let error = Cli::try_parse_from(["worker", "--stale-after", "soon"]).unwrap_err();
+        assert!(error.to_string().contains("500ms"), "{error}");
+    }
+}
