@@ -297,7 +297,10 @@ SET status = CASE
     attempt = CASE
         WHEN batch.kind = 'requeue' AND NOT batch.consume AND NOT job.cancel_requested
         THEN job.attempt - 1 ELSE job.attempt END,
-    error = CASE WHEN batch.kind IN ('failed', 'requeue') THEN batch.error ELSE job.error END,
+    error = CASE
+        WHEN batch.kind IN ('failed', 'requeue') THEN batch.error
+        WHEN batch.kind = 'completed' THEN NULL
+        ELSE job.error END,
     run_at = CASE WHEN batch.kind = 'requeue' THEN batch.run_at ELSE job.run_at END,
     finished_at = CASE
         WHEN batch.kind = 'requeue' AND NOT job.cancel_requested

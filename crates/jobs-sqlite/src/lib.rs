@@ -244,7 +244,10 @@ SET status = CASE
     attempt = CASE
         WHEN ?3 = 'requeue' AND NOT ?6 AND NOT cancel_requested THEN attempt - 1
         ELSE attempt END,
-    error = CASE WHEN ?3 IN ('failed', 'requeue') THEN ?4 ELSE error END,
+    error = CASE
+        WHEN ?3 IN ('failed', 'requeue') THEN ?4
+        WHEN ?3 = 'completed' THEN NULL
+        ELSE error END,
     run_at = CASE WHEN ?3 = 'requeue' THEN ?5 ELSE run_at END,
     finished_at = CASE
         WHEN ?3 = 'requeue' AND NOT cancel_requested AND NOT (?6 AND attempt >= max_attempts)

@@ -9,16 +9,20 @@ use crate::{
     StoreError, Transition,
 };
 
-/// Complete sets the status and `finished_at`, and keeps who ran it.
+/// Complete sets the status and `finished_at`, clears the last attempt's error, and keeps
+/// who ran it.
 pub async fn complete_marks_the_job_completed_and_finished(store: Arc<dyn JobStore>) {
     let fx = Fixture::new(store);
-    let job = fx.running("a").await;
+    let first = fx.running("a").await;
+    fx.requeue(&first, Duration::ZERO).await;
+    let job = fx.claim_one().await;
+    assert!(job.error.is_some(), "a requeued job keeps its last error");
     fx.advance(Duration::from_secs(2));
     let done = fx.finish(&job, FinishOutcome::Completed).await.unwrap();
     assert_eq!(done.status, JobStatus::Completed);
     assert_eq!(done.finished_at, Some(fx.now()));
-    assert_eq!(done.error, None);
-    assert_eq!(done.attempt, 1);
+    assert_eq!(done.error, None, "a completed job shows no error");
+    assert_eq!(done.attempt, 2);
     assert_eq!(done.worker_id, job.worker_id);
     assert_eq!(fx.get(&job).await, done);
 }

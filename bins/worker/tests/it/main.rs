@@ -1,0 +1,302 @@
+//! Process-level tests of the `worker` binary on Postgres: a worker killed, paused or
+//! stopped mid-job, and a second worker that takes over.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::handlers::{BENCH_STEPS, StepsCheckpoint, StepsPayload, StepsRun};
+use jobs_core::{
+    Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
+};
+use jobs_postgres::testing::TestDatabase;
+
+/// A `worker` process; killed when dropped.
+struct WorkerProcess {
+    id: String,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    fn start(database_url: &str, id: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("{id}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args([
+                "--database-url",
+                database_url,
+                "--types",
+                BENCH_STEPS,
+                "--worker-id",
+                id,
+            ])
+            .args([
+                "--heartbeat-interval",
+                "200ms",
+                "--stale-after",
+                "2s",
+                "--poll-interval",
+                "1s",
+            ])
+            .args([
+                "--progress-flush",
+                "100ms",
+                "--shutdown-grace",
+                "5s",
+                "--concurrency",
+                "2",
+            ])
+            .env("RUST_LOG", "info,jobs_core=debug")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the worker binary");
+        Self {
+            id: id.to_owned(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    database: TestDatabase,
+    store: Arc<dyn JobStore>,
+    lock: LockService,
+}
+
+async fn setup() -> Setup {
+    let database = TestDatabase::create().await;
+    let store: Arc<dyn JobStore> = Arc::new(database.store().await);
+    let lock = LockService::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        RecoveryPolicy::default(),
+    );
+    Setup {
+        database,
+        store,
+        lock,
+    }
+}
+
+impl Setup {
+    async fn enqueue(&self, steps: u32, step_ms: u64) -> Job {
+        let payload = serde_json::to_value(StepsPayload { steps, step_ms }).unwrap();
+        match self
+            .lock
+            .acquire("book-1", BENCH_STEPS, payload)
+            .await
+            .unwrap()
+        {
+            Acquire::Created(job) => job,
+            Acquire::Busy(job) => panic!("busy with {job:?}"),
+        }
+    }
+
+    /// Polls the job every 20 ms until `done` holds; panics after 30 s.
+    async fn wait_for(&self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.store.get(id).await.unwrap();
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {job:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn checkpoint(job: &Job) -> StepsCheckpoint {
+    serde_json::from_value(job.checkpoint.clone().expect("a checkpoint")).unwrap()
+}
+
+fn run(worker: &WorkerProcess, from: u32) -> StepsRun {
+    StepsRun {
+        worker: worker.id.clone(),
+        from,
+    }
+}
+
+async fn wait_for_log(worker: &WorkerProcess, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !worker.log().contains(needle) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never logged {needle:?}:\n{}",
+            worker.id,
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_job_is_finished_by_another_worker_from_its_checkpoint() {
+    let setup = setup().await;
+    let first = WorkerProcess::start(setup.database.url(), "worker-a");
+    let job = setup.enqueue(30, 100).await;
+    setup
+        .wait_for(job.id, "progress", |job| job.progress.completed >= 5)
+        .await;
+    first.signal("-KILL");
+    drop(first);
+    let durable = checkpoint(&setup.store.get(job.id).await.unwrap());
+    assert!(durable.done >= 5);
+
+    let second = WorkerProcess::start(setup.database.url(), "worker-b");
+    let done = setup
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    assert_eq!(done.worker_id.as_deref(), Some("worker-b"));
+    assert_eq!(done.attempt, 2);
+    let first_run = StepsRun {
+        worker: "worker-a".into(),
+        from: 1,
+    };
+    assert_eq!(
+        checkpoint(&done).runs,
+        [first_run, run(&second, durable.done + 1)]
+    );
+    assert_eq!(checkpoint(&done).done, 30);
+    drop(second);
+    setup.database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_is_fenced_out_after_another_takes_its_job_over() {
+    let setup = setup().await;
+    let paused = WorkerProcess::start(setup.database.url(), "worker-a");
+    let job = setup.enqueue(40, 100).await;
+    setup
+        .wait_for(job.id, "progress", |job| job.progress.completed >= 3)
+        .await;
+    paused.signal("-STOP");
+
+    let second = WorkerProcess::start(setup.database.url(), "worker-b");
+    let taken = setup
+        .wait_for(job.id, "takeover", |job| {
+            job.worker_id.as_deref() == Some("worker-b")
+        })
+        .await;
+    assert_eq!(taken.attempt, 2);
+    paused.signal("-CONT");
+    wait_for_log(&paused, "lease lost").await;
+
+    let done = setup
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    assert_eq!(
+        done.worker_id.as_deref(),
+        Some("worker-b"),
+        "completed with the second worker's result"
+    );
+    assert_eq!(done.attempt, 2);
+    let runs = checkpoint(&done).runs;
+    assert_eq!(
+        runs.len(),
+        2,
+        "the paused worker wrote nothing after its takeover: {runs:?}"
+    );
+    assert_eq!(runs[0], run(&paused, 1));
+    assert_eq!(runs[1].worker, second.id);
+    // Nothing the paused worker does later changes the finished job.
+    let later = setup.store.get(job.id).await.unwrap();
+    assert_eq!(later, done);
+    drop((paused, second));
+    setup.database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second() {
+    let setup = setup().await;
+    let mut stopping = WorkerProcess::start(setup.database.url(), "worker-a");
+    let job = setup.enqueue(30, 100).await;
+    setup
+        .wait_for(job.id, "progress", |job| job.progress.completed >= 3)
+        .await;
+    let idle = WorkerProcess::start(setup.database.url(), "worker-b");
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let registered = || async {
+        let workers = setup.store.list_workers(since).await.unwrap();
+        workers.iter().any(|worker| worker.id == "worker-b")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !registered().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker-b never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stopping.signal("-TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = stopping.child.wait().unwrap();
+        (status, stopping)
+    });
+    let taken = setup
+        .wait_for(job.id, "takeover", |job| {
+            job.worker_id.as_deref() == Some("worker-b")
+        })
+        .await;
+    let (status, stopping) = status.await.unwrap();
+    assert!(
+        status.success(),
+        "worker-a exits cleanly on SIGTERM: {status}\n{}",
+        stopping.log()
+    );
+    assert_eq!(
+        taken.attempt, 1,
+        "the interrupted claim did not use an attempt"
+    );
+    let pickup = taken.started_at.unwrap() - taken.run_at;
+    assert!(
+        pickup < chrono::Duration::seconds(1),
+        "picked up after {pickup}"
+    );
+    assert!(stopping.log().contains("worker stopped"));
+
+    let done = setup
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    let durable_before_stop = checkpoint(&done).runs[1].from - 1;
+    assert!(durable_before_stop >= 3);
+    assert_eq!(checkpoint(&done).runs[0], run(&stopping, 1));
+    drop((idle, stopping));
+    setup.database.drop().await;
+}
