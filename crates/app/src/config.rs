@@ -88,6 +88,66 @@ pub struct WorkerArgs {
     /// This worker's id; a unique one (host, pid, random) when not given.
     #[arg(long, env = "FOLIO_WORKER_ID")]
     pub worker_id: Option<String>,
+
+    /// Finished pages a book job records per manifest write (also written at the end, on
+    /// cancel and on shutdown).
+    #[arg(long, env = "FOLIO_MANIFEST_FLUSH_EVERY", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub manifest_flush_every: u32,
+
+    /// How `ocr` jobs recognize pages.
+    #[command(flatten)]
+    pub ocr: OcrArgs,
+}
+
+/// The OCR engine of `ocr` jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OcrEngineKind {
+    /// The `tesseract` CLI (Debian's `tesseract-ocr`), one process per page.
+    Tesseract,
+    /// An OpenAI-compatible chat-completions endpoint (`--openai-base-url`).
+    Openai,
+}
+
+/// How `ocr` jobs run.
+#[derive(Debug, Clone, Args)]
+pub struct OcrArgs {
+    /// The OCR engine.
+    #[arg(long, env = "FOLIO_OCR_ENGINE", value_enum, default_value_t = OcrEngineKind::Tesseract)]
+    pub ocr_engine: OcrEngineKind,
+
+    /// Pages recognized at once within one `ocr` job; the number of CPUs when not given.
+    #[arg(long, env = "FOLIO_OCR_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ocr_concurrency: Option<u32>,
+
+    /// Longest time for one page (one try); a slower page is killed and retried.
+    #[arg(long, env = "FOLIO_OCR_TIMEOUT", value_parser = duration, default_value = "2m")]
+    pub ocr_timeout: Duration,
+
+    /// Tesseract languages, as for `tesseract -l` (`eng`, `eng+deu`).
+    #[arg(long, env = "FOLIO_TESSERACT_LANGUAGES", default_value = "eng")]
+    pub tesseract_languages: String,
+
+    /// The OpenAI-compatible API base, e.g. `https://api.openai.com/v1`.
+    #[arg(long, env = "FOLIO_OPENAI_BASE_URL")]
+    pub openai_base_url: Option<String>,
+
+    /// The API key, sent as a bearer token.
+    #[arg(long, env = "FOLIO_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+
+    /// The model that reads the pages.
+    #[arg(long, env = "FOLIO_OPENAI_MODEL", default_value = "gpt-4o-mini")]
+    pub openai_model: String,
+}
+
+impl OcrArgs {
+    /// Pages at once per job: the flag, else the number of CPUs.
+    pub fn concurrency(&self) -> usize {
+        self.ocr_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(2, usize::from),
+            |pages| pages as usize,
+        )
+    }
 }
 
 impl WorkerArgs {
@@ -135,6 +195,31 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.concurrency, 2);
         assert_eq!(cli.worker.max_attempts, 3);
+        assert_eq!(cli.worker.manifest_flush_every, 5);
+        assert_eq!(cli.worker.ocr.ocr_engine, OcrEngineKind::Tesseract);
+        assert!(cli.worker.ocr.concurrency() >= 1);
+    }
+
+    #[test]
+    fn ocr_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "worker",
+            "--ocr-engine",
+            "openai",
+            "--ocr-concurrency",
+            "3",
+            "--manifest-flush-every",
+            "2",
+            "--openai-base-url",
+            "http://127.0.0.1:9/v1",
+            "--openai-model",
+            "m",
+        ])
+        .unwrap();
+        assert_eq!(cli.worker.ocr.ocr_engine, OcrEngineKind::Openai);
+        assert_eq!(cli.worker.ocr.concurrency(), 3);
+        assert_eq!(cli.worker.manifest_flush_every, 2);
+        assert!(Cli::try_parse_from(["worker", "--ocr-concurrency", "0"]).is_err());
     }
 
     #[test]

@@ -3,10 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
+use blob_store::BlobStore;
+use books::Books;
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler};
+use ocr::{
+    OCR_JOB_TYPE, OcrEngine, OcrHandler, OcrJobConfig, OpenAiConfig, OpenAiEngine, TesseractConfig,
+    TesseractEngine,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::config::{OcrArgs, OcrEngineKind, WorkerArgs};
 
 /// A job that does nothing: measures the runtime's own cost (`cargo xtask bench jobs`).
 pub const BENCH_NOOP: &str = "bench.noop";
@@ -93,50 +101,163 @@ impl JobHandler for StepsHandler {
     }
 }
 
+/// Every job type this application runs.
+pub const KNOWN_TYPES: [&str; 3] = [OCR_JOB_TYPE, BENCH_NOOP, BENCH_STEPS];
+
+/// What the handlers need from the application: storage and their settings.
+#[derive(Debug, Clone)]
+pub struct HandlerDeps {
+    /// Where books live.
+    pub blob_store: Arc<dyn BlobStore>,
+    /// How `ocr` jobs recognize pages.
+    pub ocr: OcrArgs,
+    /// Finished pages per manifest write.
+    pub manifest_flush_every: usize,
+}
+
+impl HandlerDeps {
+    /// The dependencies a worker configured by `worker` needs, over `blob_store`.
+    pub fn new(blob_store: Arc<dyn BlobStore>, worker: &WorkerArgs) -> Self {
+        Self {
+            blob_store,
+            ocr: worker.ocr.clone(),
+            manifest_flush_every: worker.manifest_flush_every as usize,
+        }
+    }
+}
+
+/// The OCR engine `args` select; an error when its settings are missing.
+pub fn ocr_engine(args: &OcrArgs) -> Result<Arc<dyn OcrEngine>> {
+    Ok(match args.ocr_engine {
+        OcrEngineKind::Tesseract => Arc::new(TesseractEngine::new(TesseractConfig {
+            languages: args.tesseract_languages.clone(),
+            timeout: args.ocr_timeout,
+            ..TesseractConfig::default()
+        })),
+        OcrEngineKind::Openai => {
+            let Some(base_url) = args.openai_base_url.clone() else {
+                bail!("--ocr-engine openai needs --openai-base-url (FOLIO_OPENAI_BASE_URL)");
+            };
+            let mut config =
+                OpenAiConfig::new(base_url, args.openai_api_key.clone(), &args.openai_model);
+            config.timeout = args.ocr_timeout;
+            Arc::new(OpenAiEngine::new(config).context("building the openai engine")?)
+        }
+    })
+}
+
+/// The handler of one known job type.
+fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
+    Ok(match job_type {
+        BENCH_NOOP => Arc::new(NoopHandler),
+        BENCH_STEPS => Arc::new(StepsHandler),
+        OCR_JOB_TYPE => Arc::new(OcrHandler::new(
+            Books::new(deps.blob_store.clone()),
+            ocr_engine(&deps.ocr)?,
+            OcrJobConfig {
+                concurrency: deps.ocr.concurrency(),
+                manifest_flush_every: deps.manifest_flush_every.max(1),
+                ..OcrJobConfig::default()
+            },
+        )),
+        other => bail!(
+            "unknown job type {other:?}; known types: {}",
+            KNOWN_TYPES.join(", ")
+        ),
+    })
+}
+
 /// Every handler this application knows.
-pub fn all_handlers() -> Vec<Arc<dyn JobHandler>> {
-    vec![Arc::new(NoopHandler), Arc::new(StepsHandler)]
+pub fn all_handlers(deps: &HandlerDeps) -> Result<Vec<Arc<dyn JobHandler>>> {
+    KNOWN_TYPES
+        .iter()
+        .map(|job_type| handler(job_type, deps))
+        .collect()
 }
 
 /// The handlers for `types`, or all of them when `types` is empty. An unknown type is an
 /// error that names the known ones.
-pub fn select_handlers(types: &[String]) -> Result<Vec<Arc<dyn JobHandler>>> {
-    let all = all_handlers();
+pub fn select_handlers(types: &[String], deps: &HandlerDeps) -> Result<Vec<Arc<dyn JobHandler>>> {
     if types.is_empty() {
-        return Ok(all);
+        return all_handlers(deps);
     }
-    let known: Vec<String> = all
-        .iter()
-        .map(|handler| handler.job_type().to_owned())
-        .collect();
     for wanted in types {
-        if !known.contains(wanted) {
+        if !KNOWN_TYPES.contains(&wanted.as_str()) {
             bail!(
                 "unknown job type {wanted:?}; known types: {}",
-                known.join(", ")
+                KNOWN_TYPES.join(", ")
             );
         }
     }
-    Ok(all
-        .into_iter()
-        .filter(|handler| types.iter().any(|t| t == handler.job_type()))
-        .collect())
+    KNOWN_TYPES
+        .iter()
+        .filter(|known| types.iter().any(|wanted| wanted == *known))
+        .map(|job_type| handler(job_type, deps))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn select_handlers_filters_and_names_unknown_types() {
-        let selected = select_handlers(&[BENCH_NOOP.to_owned()]).unwrap();
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    async fn deps(args: &[&str]) -> HandlerDeps {
+        let cli =
+            Cli::try_parse_from(std::iter::once("worker").chain(args.iter().copied())).unwrap();
+        let store =
+            blob_store::FileBlobStore::open(std::env::temp_dir().join("folio-app-handlers"))
+                .await
+                .unwrap();
+        HandlerDeps::new(Arc::new(store), &cli.worker)
+    }
+
+    #[tokio::test]
+    async fn select_handlers_filters_and_names_unknown_types() {
+        let deps = deps(&[]).await;
+        let selected = select_handlers(&[BENCH_NOOP.to_owned()], &deps).unwrap();
         assert_eq!(selected.len(), 1);
         assert_eq!(selected[0].job_type(), BENCH_NOOP);
-        assert_eq!(select_handlers(&[]).unwrap().len(), all_handlers().len());
-        let error = select_handlers(&["ocr2".to_owned()])
+        let all = select_handlers(&[], &deps).unwrap();
+        assert_eq!(all.len(), all_handlers(&deps).unwrap().len());
+        assert!(all.iter().any(|handler| handler.job_type() == OCR_JOB_TYPE));
+        let error = select_handlers(&["ocr2".to_owned()], &deps)
             .err()
             .unwrap()
             .to_string();
-        assert!(error.contains("bench.noop"), "{error}");
+        assert!(
+            error.contains("bench.noop") && error.contains("ocr"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_openai_engine_needs_a_base_url() {
+        let error = select_handlers(
+            &["ocr".to_owned()],
+            &deps(&["--ocr-engine", "openai"]).await,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("--openai-base-url"), "{error}");
+        let selected = select_handlers(
+            &["ocr".to_owned()],
+            &deps(&[
+                "--ocr-engine",
+                "openai",
+                "--openai-base-url",
+                "http://127.0.0.1:9/v1",
+            ])
+            .await,
+        )
+        .unwrap();
+        assert_eq!(selected[0].job_type(), OCR_JOB_TYPE);
     }
 }

@@ -1,0 +1,198 @@
+//! Test helpers (feature `testing`): the page fixtures with their known text, the character
+//! error rate, a check that tesseract is installed, and a scripted engine.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::{OcrEngine, OcrError, PageImage, TesseractEngine};
+
+/// Number of fixture pages.
+pub const FIXTURE_PAGES: u32 = 12;
+
+/// One fixture page: a PNG rendered from known text.
+#[derive(Debug, Clone)]
+pub struct FixturePage {
+    /// Its number, from 1.
+    pub number: u32,
+    /// The PNG (DejaVu Sans, 26 pt, 1-bit, a few KB).
+    pub png: Bytes,
+    /// The text it shows.
+    pub text: String,
+}
+
+/// The folder of the fixtures (`crates/ocr/tests/fixtures`).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The twelve fixture pages, in order.
+pub fn fixture_pages() -> Vec<FixturePage> {
+    (1..=FIXTURE_PAGES)
+        .map(|number| {
+            let dir = fixtures_dir();
+            let png = std::fs::read(dir.join(format!("page-{number:02}.png")))
+                .expect("fixture png is readable");
+            let text = std::fs::read_to_string(dir.join(format!("page-{number:02}.txt")))
+                .expect("fixture text is readable");
+            FixturePage {
+                number,
+                png: Bytes::from(png),
+                text,
+            }
+        })
+        .collect()
+}
+
+/// Edit distance over characters between `expected` and `actual` divided by the length
+/// of `expected`, after collapsing every run of whitespace into one space.
+pub fn character_error_rate(expected: &str, actual: &str) -> f64 {
+    let normalize = |text: &str| -> Vec<char> {
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .collect()
+    };
+    let expected = normalize(expected);
+    let actual = normalize(actual);
+    if expected.is_empty() {
+        return if actual.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut previous: Vec<usize> = (0..=actual.len()).collect();
+    let mut current = vec![0; actual.len() + 1];
+    for (i, expected_char) in expected.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, actual_char) in actual.iter().enumerate() {
+            let substitution = previous[j] + usize::from(expected_char != actual_char);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[actual.len()] as f64 / expected.len() as f64
+}
+
+/// Panics with an install hint unless `tesseract` runs: tests that need it fail, never
+/// skip.
+pub async fn require_tesseract() {
+    if let Err(error) = TesseractEngine::default().version().await {
+        panic!(
+            "this test needs the tesseract CLI: run scripts/install-tesseract.sh \
+             (apt-get install tesseract-ocr): {error}"
+        );
+    }
+}
+
+/// What the [`ScriptedEngine`] does on one call for a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptStep {
+    /// Fail with a retryable error (HTTP 503).
+    Transient,
+    /// Fail with a terminal error (exit status 1).
+    Terminal,
+}
+
+/// An engine that answers `text of page N`, after failing as scripted per page, and counts
+/// its calls. With a delay, each call takes that long (and stops on cancel).
+#[derive(Debug, Default)]
+pub struct ScriptedEngine {
+    script: Mutex<HashMap<u32, VecDeque<ScriptStep>>>,
+    calls: Mutex<HashMap<u32, u32>>,
+    delay: Duration,
+}
+
+impl ScriptedEngine {
+    /// An engine that never fails.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Each call takes `delay`.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// The next calls for `page` fail as `steps` say, in order; later calls succeed.
+    pub fn fail(self, page: u32, steps: &[ScriptStep]) -> Self {
+        self.script
+            .lock()
+            .expect("script mutex")
+            .entry(page)
+            .or_default()
+            .extend(steps.iter().cloned());
+        self
+    }
+
+    /// The text this engine gives for `page`.
+    pub fn text_for(page: u32) -> String {
+        format!("text of page {page}")
+    }
+
+    /// Calls so far, per page.
+    pub fn calls(&self) -> HashMap<u32, u32> {
+        self.calls.lock().expect("calls mutex").clone()
+    }
+}
+
+#[async_trait]
+impl OcrEngine for ScriptedEngine {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn recognize(
+        &self,
+        page: &PageImage,
+        cancel: &CancellationToken,
+    ) -> Result<String, OcrError> {
+        *self
+            .calls
+            .lock()
+            .expect("calls mutex")
+            .entry(page.page)
+            .or_default() += 1;
+        if !self.delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(self.delay) => {}
+                () = cancel.cancelled() => return Err(OcrError::Cancelled),
+            }
+        }
+        let step = self
+            .script
+            .lock()
+            .expect("script mutex")
+            .get_mut(&page.page)
+            .and_then(VecDeque::pop_front);
+        match step {
+            Some(ScriptStep::Transient) => Err(OcrError::Http {
+                status: 503,
+                retry_after: None,
+                body: "scripted overload".to_owned(),
+            }),
+            Some(ScriptStep::Terminal) => Err(OcrError::ExitStatus {
+                code: 1,
+                stderr: format!("scripted failure of page {}", page.page),
+            }),
+            None => Ok(Self::text_for(page.page)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn character_error_rate_counts_edits_per_expected_character() {
+        assert_eq!(character_error_rate("abcd", "abcd"), 0.0);
+        assert_eq!(character_error_rate("abcd", "abed"), 0.25);
+        assert_eq!(character_error_rate("a  b\nc", "a b c"), 0.0);
+        assert_eq!(character_error_rate("ab", ""), 1.0);
+    }
+}

@@ -1,0 +1,196 @@
+//! The real tesseract engine on the fixture pages.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use ocr::{OcrEngine, OcrError, PageImage, TesseractConfig, TesseractEngine};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn tesseract_reads_every_fixture_page_with_under_three_percent_character_errors() {
+    require_tesseract().await;
+    let engine = TesseractEngine::default();
+    let cancel = CancellationToken::new();
+    for page in fixture_pages() {
+        let image = PageImage {
+            page: page.number,
+            png: page.png.clone(),
+        };
+        let text = engine.recognize(&image, &cancel).await.unwrap();
+        let rate = character_error_rate(&page.text, &text);
+        assert!(
+            rate < 0.03,
+            "page {}: error rate {rate:.3}\nexpected: {}\nactual: {text}",
+            page.number,
+            page.text
+        );
+        assert!(!text.contains('\x0c'), "form feed left in {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_recognition_kills_tesseract_at_once() {
+    require_tesseract().await;
+    // A large blank page keeps tesseract busy long enough to cancel it mid-run.
+    let engine = TesseractEngine::default();
+    let cancel = CancellationToken::new();
+    let page = PageImage {
+        page: 1,
+        png: large_page(),
+    };
+    let started = Instant::now();
+    let canceller = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cancel.cancel();
+        })
+    };
+    let error = engine.recognize(&page, &cancel).await.unwrap_err();
+    canceller.await.unwrap();
+    assert!(matches!(error, OcrError::Cancelled), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_page_over_the_timeout_is_killed_and_retryable() {
+    require_tesseract().await;
+    let engine = TesseractEngine::new(TesseractConfig {
+        timeout: Duration::from_millis(50),
+        ..TesseractConfig::default()
+    });
+    let page = PageImage {
+        page: 1,
+        png: large_page(),
+    };
+    let error = engine
+        .recognize(&page, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OcrError::Timeout { .. }), "{error:?}");
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_png_tesseract_cannot_read_fails_the_page_by_exit_status() {
+    require_tesseract().await;
+    // A PNG signature followed by garbage: tesseract exits non-zero.
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(&[0_u8; 64]);
+    let error = TesseractEngine::default()
+        .recognize(
+            &PageImage {
+                page: 1,
+                png: Bytes::from(bytes),
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OcrError::ExitStatus { .. }), "{error:?}");
+    assert!(!error.is_retryable());
+    assert!(!error.affects_every_page());
+}
+
+#[tokio::test]
+async fn a_process_killed_by_a_signal_is_retryable() {
+    // A stand-in program that kills itself with SIGKILL, as the OOM killer would.
+    let dir = tempfile::tempdir().unwrap();
+    let program: PathBuf = dir.path().join("tesseract");
+    std::fs::write(&program, "#!/bin/sh\nkill -9 $$\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let engine = TesseractEngine::new(TesseractConfig {
+        program,
+        ..TesseractConfig::default()
+    });
+    let error = engine
+        .recognize(
+            &PageImage {
+                page: 1,
+                png: fixture_pages()[0].png.clone(),
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, OcrError::Killed { signal: 9, .. }),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+}
+
+/// A large page of noise: seconds of tesseract work.
+fn large_page() -> Bytes {
+    noisy_png(2400, 3600)
+}
+
+/// An uncompressed (stored deflate blocks) 8-bit grayscale PNG of random noise.
+fn noisy_png(width: u32, height: u32) -> Bytes {
+    let mut raw = Vec::with_capacity(((width + 1) * height) as usize);
+    let mut state: u32 = 0x1234_5678;
+    for _ in 0..height {
+        // Each row starts with its filter type, 0 (none).
+        raw.extend(std::iter::once(0).chain((0..width).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            if state.is_multiple_of(7) { 0 } else { 255 }
+        })));
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = Vec::new();
+    header.extend_from_slice(&width.to_be_bytes());
+    header.extend_from_slice(&height.to_be_bytes());
+    header.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &header);
+    chunk(&mut png, b"IDAT", &zlib_stored(&raw));
+    chunk(&mut png, b"IEND", &[]);
+    Bytes::from(png)
+}
+
+fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    png.extend_from_slice(kind);
+    png.extend_from_slice(data);
+    let mut crc_input = kind.to_vec();
+    crc_input.extend_from_slice(data);
+    png.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+}
+
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = data.chunks(65_535).collect();
+    for (index, block) in blocks.iter().enumerate() {
+        out.push(u8::from(index + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1_u32, 0_u32);
+    for byte in data {
+        a = (a + u32::from(*byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffff_u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
