@@ -1,0 +1,338 @@
+//! Process-level tests of bulk OCR: real `worker` processes with real tesseract, on
+//! Postgres and on SQLite, including a worker SIGKILLed mid-book and a second worker that
+//! takes the book over.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use books::{BookId, Books, IngestLimits, Manifest, OcrStatus, UploadedFile, layout};
+use jobs_core::{
+    Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
+};
+use jobs_postgres::testing::TestDatabase;
+use ocr::OcrCheckpoint;
+use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+
+const OCR_CONCURRENCY: usize = 2;
+const MANIFEST_FLUSH_EVERY: usize = 5;
+
+/// A `worker` process running `ocr` jobs; killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    fn start(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{id}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+            .args(["--database-url", database_url, "--storage", storage_url])
+            .args(["--types", "ocr", "--worker-id", id])
+            .args(["--ocr-engine", "tesseract"])
+            .args(["--ocr-concurrency", &OCR_CONCURRENCY.to_string()])
+            .args(["--manifest-flush-every", &MANIFEST_FLUSH_EVERY.to_string()])
+            .args(["--heartbeat-interval", "200ms", "--stale-after", "2s"])
+            .args(["--poll-interval", "100ms", "--progress-flush", "100ms"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the worker binary");
+        Self { child, log }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A book of the twelve fixture pages in a file store, and a job store.
+struct Book {
+    dir: tempfile::TempDir,
+    storage_url: String,
+    books: Books,
+    book_id: BookId,
+    jobs: Arc<dyn JobStore>,
+    lock: LockService,
+}
+
+impl Book {
+    async fn create(database_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage_url = format!("file://{}/objects", dir.path().display());
+        let books = Books::new(app::storage::open_blob_store(&storage_url).await.unwrap());
+        let book_id = BookId::parse("fractions").unwrap();
+        books.create(&book_id, "Fractions").await.unwrap();
+        let files = fixture_pages()
+            .into_iter()
+            .map(|page| UploadedFile {
+                name: format!("page-{:02}.png", page.number),
+                bytes: page.png,
+            })
+            .collect();
+        books
+            .ingest_pages(&book_id, files, &IngestLimits::default())
+            .await
+            .unwrap();
+        let jobs = app::stores::open_job_store(database_url).await.unwrap();
+        let lock = LockService::new(
+            jobs.clone(),
+            Arc::new(SystemClock),
+            RecoveryPolicy::default(),
+        );
+        Self {
+            dir,
+            storage_url,
+            books,
+            book_id,
+            jobs,
+            lock,
+        }
+    }
+
+    fn worker(&self, database_url: &str, id: &str) -> WorkerProcess {
+        WorkerProcess::start(database_url, &self.storage_url, id, self.dir.path())
+    }
+
+    async fn enqueue(&self) -> Job {
+        match self
+            .lock
+            .acquire(
+                self.book_id.as_str(),
+                ocr::OCR_JOB_TYPE,
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap()
+        {
+            Acquire::Created(job) => job,
+            Acquire::Busy(job) => panic!("busy with {job:?}"),
+        }
+    }
+
+    /// Polls the job every 20 ms until `done` holds; panics after 120 s with the logs.
+    async fn wait_for(
+        &self,
+        id: JobId,
+        what: &str,
+        workers: &[&WorkerProcess],
+        done: impl Fn(&Job) -> bool,
+    ) -> Job {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = self.jobs.get(id).await.unwrap();
+            if done(&job) {
+                return job;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let logs: Vec<String> = workers.iter().map(|worker| worker.log()).collect();
+                panic!(
+                    "timed out waiting for {what}: {job:#?}\nlogs:\n{}",
+                    logs.join("\n---\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn manifest(&self) -> Manifest {
+        self.books.manifest(&self.book_id).await.unwrap()
+    }
+
+    /// The pages whose OCR text exists in storage.
+    async fn pages_with_text(&self) -> BTreeSet<u32> {
+        let prefix = format!("{}ocr/", layout::book_prefix(&self.book_id));
+        self.books
+            .store()
+            .list(&prefix)
+            .await
+            .unwrap()
+            .iter()
+            .map(|entry| {
+                let name = entry.key.strip_prefix(&prefix).unwrap();
+                name.trim_end_matches(".txt").parse().unwrap()
+            })
+            .collect()
+    }
+
+    async fn text(&self, page: u32) -> String {
+        let key = layout::book_key(&self.book_id, &layout::ocr_text_path(page));
+        let blob = self.books.store().get(&key).await.unwrap();
+        String::from_utf8(blob.bytes.to_vec()).unwrap()
+    }
+
+    /// Every page done, its text stored as the manifest says, and close to the fixture.
+    async fn assert_every_page_read(&self) {
+        let manifest = self.manifest().await;
+        assert_eq!(manifest.pages.len(), 12);
+        for (entry, fixture) in manifest.pages.iter().zip(fixture_pages()) {
+            assert_eq!(entry.ocr.status, OcrStatus::Done, "page {}", entry.page);
+            assert_eq!(entry.ocr.engine.as_deref(), Some("tesseract"));
+            assert_eq!(
+                entry.ocr.text.as_deref(),
+                Some(layout::ocr_text_path(entry.page).as_str())
+            );
+            let text = self.text(entry.page).await;
+            assert_eq!(entry.ocr.chars, Some(text.chars().count() as u64));
+            let rate = character_error_rate(&fixture.text, &text);
+            assert!(
+                rate < 0.03,
+                "page {}: error rate {rate:.3}: {text:?}",
+                entry.page
+            );
+        }
+    }
+}
+
+fn checkpoint(job: &Job) -> OcrCheckpoint {
+    serde_json::from_value(job.checkpoint.clone().expect("a checkpoint")).unwrap()
+}
+
+fn done_pages(manifest: &Manifest) -> BTreeSet<u32> {
+    manifest
+        .pages
+        .iter()
+        .filter(|page| page.ocr.status == OcrStatus::Done)
+        .map(|page| page.page)
+        .collect()
+}
+
+async fn a_twelve_page_book_is_read_by_a_worker_process(database_url: &str) {
+    require_tesseract().await;
+    let book = Book::create(database_url).await;
+    let worker = book.worker(database_url, "ocr-worker");
+    let job = book.enqueue().await;
+    let job = book
+        .wait_for(job.id, "the end of the job", &[&worker], |job| {
+            job.status.is_terminal()
+        })
+        .await;
+    assert_eq!(
+        job.status,
+        JobStatus::Completed,
+        "{job:#?}\n{}",
+        worker.log()
+    );
+    assert_eq!(job.progress.total, Some(12));
+    assert_eq!(job.progress.completed, 12);
+    assert_eq!(job.progress.failed, 0);
+    assert_eq!(job.progress.last_completed_item.as_deref(), Some("12"));
+    book.assert_every_page_read().await;
+}
+
+async fn a_worker_killed_mid_book_loses_no_page_and_the_next_redoes_few(database_url: &str) {
+    require_tesseract().await;
+    let book = Book::create(database_url).await;
+    let mut first = book.worker(database_url, "ocr-worker-a");
+    let job = book.enqueue().await;
+    let running = book
+        .wait_for(
+            job.id,
+            "a first manifest batch and more",
+            &[&first],
+            |job| {
+                job.status.is_terminal()
+                    || job.checkpoint.as_ref().is_some_and(|value| {
+                        value["done"]
+                            .as_array()
+                            .is_some_and(|done| done.len() >= MANIFEST_FLUSH_EVERY)
+                    })
+            },
+        )
+        .await;
+    assert_eq!(
+        running.status,
+        JobStatus::Running,
+        "the book finished before the kill"
+    );
+    first.kill();
+
+    // What the killed worker left: a durable checkpoint the manifest agrees with, and
+    // maybe text of pages it never recorded.
+    let killed = book.jobs.get(job.id).await.unwrap();
+    let durable = checkpoint(&killed);
+    let recorded = done_pages(&book.manifest().await);
+    let written = book.pages_with_text().await;
+    for page in &durable.done {
+        assert!(
+            recorded.contains(page),
+            "checkpoint names page {page}, the manifest does not"
+        );
+    }
+    assert!(durable.done.len() < 12);
+
+    let second = book.worker(database_url, "ocr-worker-b");
+    let done = book
+        .wait_for(
+            job.id,
+            "completion by the second worker",
+            &[&second],
+            |job| job.status.is_terminal(),
+        )
+        .await;
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "{done:#?}\n{}",
+        second.log()
+    );
+    assert_eq!(done.worker_id.as_deref(), Some("ocr-worker-b"));
+    assert_eq!(done.attempt, 2);
+
+    // No page lost; pages read twice (text written by the first worker, yet not in its
+    // durable checkpoint) are bounded by one manifest batch plus the pages in flight.
+    book.assert_every_page_read().await;
+    let durable_done: BTreeSet<u32> = durable.done.iter().copied().collect();
+    let redone: Vec<u32> = written.difference(&durable_done).copied().collect();
+    assert!(
+        redone.len() <= MANIFEST_FLUSH_EVERY + OCR_CONCURRENCY,
+        "redone {redone:?} after a checkpoint of {durable_done:?}"
+    );
+    let final_checkpoint = checkpoint(&done);
+    assert_eq!(final_checkpoint.done, (1..=12).collect::<Vec<_>>());
+    assert_eq!(book.pages_with_text().await, (1..=12).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twelve_page_book_is_read_by_a_worker_process_with_tesseract_on_postgres() {
+    let database = TestDatabase::create().await;
+    a_twelve_page_book_is_read_by_a_worker_process(database.url()).await;
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twelve_page_book_is_read_by_a_worker_process_with_tesseract_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/jobs.db", dir.path().display());
+    a_twelve_page_book_is_read_by_a_worker_process(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_book_on_postgres_loses_no_page_and_the_next_redoes_few() {
+    let database = TestDatabase::create().await;
+    a_worker_killed_mid_book_loses_no_page_and_the_next_redoes_few(database.url()).await;
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_book_on_sqlite_loses_no_page_and_the_next_redoes_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/jobs.db", dir.path().display());
+    a_worker_killed_mid_book_loses_no_page_and_the_next_redoes_few(&url).await;
+}
