@@ -2,6 +2,7 @@
 //! `ocr` job on a real worker runtime (SQLite job store, file blob store), and the openai
 //! engine against a local server speaking the chat-completions wire format.
 
+mod bench;
 mod harness;
 mod job;
 mod openai;

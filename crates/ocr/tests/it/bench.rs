@@ -1,0 +1,57 @@
+//! The benchmark library: the full pipeline and bare tesseract on the same pages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blob_store::{BlobStore, FileBlobStore};
+use books::{BookId, Books, OcrStatus};
+use jobs_core::{JobStatus, JobStore};
+use ocr::TesseractConfig;
+use ocr::bench::{PipelineOptions, run_bare_tesseract, run_pipeline};
+use ocr::testing::{fixture_pages, require_tesseract};
+
+#[tokio::test]
+async fn the_pipeline_and_bare_tesseract_read_the_same_pages_and_report_their_timings() {
+    require_tesseract().await;
+    let dir = tempfile::tempdir().unwrap();
+    let blobs: Arc<dyn BlobStore> = Arc::new(
+        FileBlobStore::open(dir.path().join("objects"))
+            .await
+            .unwrap(),
+    );
+    let url = format!("sqlite://{}/jobs.db", dir.path().display());
+    let jobs: Arc<dyn JobStore> =
+        Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await.unwrap());
+    let pages: Vec<_> = fixture_pages()
+        .into_iter()
+        .take(3)
+        .map(|page| page.png)
+        .collect();
+
+    let mut options = PipelineOptions::tesseract(2);
+    options.timeout = Duration::from_secs(120);
+    let report = run_pipeline(blobs.clone(), jobs, pages.clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(report.pages, 3);
+    assert_eq!(report.job.status, JobStatus::Completed);
+    assert_eq!(report.job.progress.completed, 3);
+    assert!(report.total >= report.ocr && report.total >= report.upload);
+    assert!(report.pages_per_s() > 0.0);
+    let manifest = Books::new(blobs)
+        .manifest(&BookId::parse(report.book_id.as_str()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        manifest
+            .pages
+            .iter()
+            .all(|page| page.ocr.status == OcrStatus::Done)
+    );
+
+    let bare = run_bare_tesseract(&pages, 2, &TesseractConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(bare.pages, 3);
+    assert!(bare.pages_per_s() > 0.0);
+}
