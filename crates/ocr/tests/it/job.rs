@@ -168,7 +168,7 @@ async fn the_checkpoint_never_names_a_page_the_manifest_does_not_hold_as_done() 
 #[tokio::test]
 async fn cancel_stops_at_a_page_boundary_and_resume_redoes_only_unrecorded_pages() {
     let harness = Harness::with_pages(12).await;
-    let first = Arc::new(ScriptedEngine::new().with_delay(Duration::from_millis(100)));
+    let first = Arc::new(ScriptedEngine::new().with_delay(Duration::from_millis(250)));
     let worker = harness.start_worker(first.clone(), job_config(2, 3));
     let job = harness.enqueue(json!({})).await;
     harness
@@ -220,7 +220,7 @@ async fn cancel_stops_at_a_page_boundary_and_resume_redoes_only_unrecorded_pages
 #[tokio::test]
 async fn shutdown_hands_the_job_back_with_every_finished_page_recorded() {
     let harness = Harness::with_pages(12).await;
-    let first = Arc::new(ScriptedEngine::new().with_delay(Duration::from_millis(100)));
+    let first = Arc::new(ScriptedEngine::new().with_delay(Duration::from_millis(250)));
     let worker = harness.start_worker(first.clone(), job_config(2, 5));
     let job = harness.enqueue(json!({})).await;
     harness
