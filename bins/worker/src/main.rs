@@ -33,8 +33,7 @@ async fn main() -> Result<()> {
     app::telemetry::init_logging(cli.common.log_format);
     let shutdown = app::shutdown_on_signals();
     let store = app::stores::open_job_store(&cli.common.database_url).await?;
-    let blob_store = app::storage::open_blob_store(&cli.common.storage).await?;
-    let deps = app::handlers::HandlerDeps::new(blob_store, &cli.worker);
+    let deps = app::handlers::HandlerDeps::open(&cli.common.storage, &cli.worker).await?;
     let mut worker = Worker::new(store, Arc::new(SystemClock), cli.worker.worker_config());
     for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {
         worker = worker.handler(handler);

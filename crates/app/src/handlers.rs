@@ -104,11 +104,14 @@ impl JobHandler for StepsHandler {
 /// Every job type this application runs.
 pub const KNOWN_TYPES: [&str; 3] = [OCR_JOB_TYPE, BENCH_NOOP, BENCH_STEPS];
 
+/// Job types whose handlers read and write books in object storage.
+const TYPES_NEEDING_STORAGE: [&str; 1] = [OCR_JOB_TYPE];
+
 /// What the handlers need from the application: storage and their settings.
 #[derive(Debug, Clone)]
 pub struct HandlerDeps {
-    /// Where books live.
-    pub blob_store: Arc<dyn BlobStore>,
+    /// Where books live; `None` when no selected handler needs storage.
+    pub blob_store: Option<Arc<dyn BlobStore>>,
     /// How `ocr` jobs recognize pages.
     pub ocr: OcrArgs,
     /// Finished pages per manifest write.
@@ -119,10 +122,30 @@ impl HandlerDeps {
     /// The dependencies a worker configured by `worker` needs, over `blob_store`.
     pub fn new(blob_store: Arc<dyn BlobStore>, worker: &WorkerArgs) -> Self {
         Self {
-            blob_store,
+            blob_store: Some(blob_store),
             ocr: worker.ocr.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
         }
+    }
+
+    /// The dependencies of the handlers `worker.types` selects, opening the blob store at
+    /// `storage_url` only when one of them needs it.
+    pub async fn open(storage_url: &str, worker: &WorkerArgs) -> Result<Self> {
+        let needs_storage = worker.types.is_empty()
+            || worker
+                .types
+                .iter()
+                .any(|wanted| TYPES_NEEDING_STORAGE.contains(&wanted.as_str()));
+        let blob_store = if needs_storage {
+            Some(crate::storage::open_blob_store(storage_url).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            blob_store,
+            ocr: worker.ocr.clone(),
+            manifest_flush_every: worker.manifest_flush_every as usize,
+        })
     }
 }
 
@@ -152,7 +175,11 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
         BENCH_NOOP => Arc::new(NoopHandler),
         BENCH_STEPS => Arc::new(StepsHandler),
         OCR_JOB_TYPE => Arc::new(OcrHandler::new(
-            Books::new(deps.blob_store.clone()),
+            Books::new(
+                deps.blob_store
+                    .clone()
+                    .context("the ocr job needs object storage (--storage)")?,
+            ),
             ocr_engine(&deps.ocr)?,
             OcrJobConfig {
                 concurrency: deps.ocr.concurrency(),
@@ -235,6 +262,22 @@ mod tests {
             error.contains("bench.noop") && error.contains("ocr"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn storage_is_opened_only_for_handlers_that_need_it() {
+        let cli = Cli::try_parse_from(["worker", "--types", "bench.noop"]).unwrap();
+        let deps = HandlerDeps::open("file:///nonexistent/never-created", &cli.worker)
+            .await
+            .unwrap();
+        assert!(deps.blob_store.is_none());
+        assert_eq!(select_handlers(&cli.worker.types, &deps).unwrap().len(), 1);
+        assert!(!std::path::Path::new("/nonexistent/never-created").exists());
+        let dir = tempfile::tempdir().unwrap();
+        let cli = Cli::try_parse_from(["worker", "--types", "ocr"]).unwrap();
+        let url = format!("file://{}/objects", dir.path().display());
+        let deps = HandlerDeps::open(&url, &cli.worker).await.unwrap();
+        assert!(deps.blob_store.is_some());
     }
 
     #[tokio::test]
