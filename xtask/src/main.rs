@@ -3,20 +3,54 @@
 //! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
 //!   both stores and both blob backends, and the embedding example. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
+//! - `cargo xtask bench jobs --store postgres|sqlite --jobs N --concurrency C`: see `bench.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod tidy;
+
+const USAGE: &str = "usage: cargo xtask ci
+       cargo xtask bench jobs --store postgres|sqlite [--jobs N] [--concurrency C]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci");
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Benchmarks run in release mode: a debug build re-runs itself with `--release`.
+fn bench(args: &[String]) -> Result<()> {
+    if cfg!(debug_assertions) {
+        let mut release = cargo();
+        release
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "xtask",
+                "--",
+                "bench",
+            ])
+            .args(args);
+        return run(release);
+    }
+    let flags = bench::Flags::parse(args.get(1..).unwrap_or_default())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    match args.first().map(String::as_str) {
+        Some("jobs") => runtime.block_on(bench::jobs(&flags)),
+        _ => {
+            eprintln!("{USAGE}");
             std::process::exit(2);
         }
     }
@@ -24,7 +58,10 @@ fn main() -> Result<()> {
 
 /// The workspace root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
 }
 
 fn cargo() -> Command {
@@ -35,7 +72,9 @@ fn cargo() -> Command {
 
 fn run(mut command: Command) -> Result<()> {
     eprintln!("$ {command:?}");
-    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
@@ -49,7 +88,10 @@ fn ci() -> Result<()> {
         .output()
         .context("running scripts/install-moto.sh")?;
     if !moto.status.success() {
-        bail!("installing moto failed:\n{}", String::from_utf8_lossy(&moto.stderr));
+        bail!(
+            "installing moto failed:\n{}",
+            String::from_utf8_lossy(&moto.stderr)
+        );
     }
     let moto_server = String::from_utf8(moto.stdout)?.trim().to_owned();
 
@@ -58,11 +100,31 @@ fn ci() -> Result<()> {
     run(fmt)?;
 
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
 
     let mut test = cargo();
-    test.args(["test", "--workspace", "--all-features"]).env("FOLIO_MOTO_SERVER", &moto_server);
+    test.args(["test", "--workspace", "--all-features"])
+        .env("FOLIO_MOTO_SERVER", &moto_server);
     run(test)?;
+
+    let mut example = cargo();
+    example.args([
+        "run",
+        "--quiet",
+        "--package",
+        "jobs-core",
+        "--example",
+        "embedded",
+    ]);
+    run(example)?;
     Ok(())
 }

@@ -22,13 +22,20 @@ mod tests {
             .args(["metadata", "--format-version", "1", "--no-deps"])
             .output()
             .expect("cargo metadata runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
     /// Heavy backends and which workspace crates may declare them as dependencies.
     const BACKENDS: &[(&str, &[&str])] = &[
-        ("sqlx", &["jobs-postgres", "jobs-sqlite", "app", "api", "worker"]),
+        (
+            "sqlx",
+            &["jobs-postgres", "jobs-sqlite", "app", "api", "worker"],
+        ),
         ("aws-sdk-s3", &["blob-store", "app", "api", "worker"]),
         ("aws-config", &["blob-store", "app", "api", "worker"]),
         ("axum", &["api", "worker"]),
@@ -49,17 +56,26 @@ mod tests {
                 }
             }
         }
-        assert!(violations.is_empty(), "Architecture Invariant broken: {violations:#?}");
+        assert!(
+            violations.is_empty(),
+            "Architecture Invariant broken: {violations:#?}"
+        );
     }
 
     /// The packages `cargo tree -p package -e normal` lists: what the crate pulls in when it
     /// is built on its own (features resolved for it alone).
     fn tree(package: &str) -> Vec<String> {
         let output = cargo()
-            .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+            .args([
+                "tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}",
+            ])
             .output()
             .expect("cargo tree runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout)
             .unwrap()
             .lines()
@@ -78,13 +94,22 @@ mod tests {
             .map(|package| package["name"].as_str().unwrap().to_owned())
             .collect();
         assert!(members.iter().any(|name| name == "jobs-core"));
-        let forbidden = ["sqlx", "sqlx-core", "libsqlite3-sys", "axum", "aws-sdk-s3", "aws-config"];
+        let forbidden = [
+            "sqlx",
+            "sqlx-core",
+            "libsqlite3-sys",
+            "axum",
+            "aws-sdk-s3",
+            "aws-config",
+        ];
         for package in ["jobs-core", "books", "ocr", "extraction"] {
             if !members.iter().any(|name| name == package) {
                 continue;
             }
-            let reached: Vec<String> =
-                tree(package).into_iter().filter(|name| forbidden.contains(&name.as_str())).collect();
+            let reached: Vec<String> = tree(package)
+                .into_iter()
+                .filter(|name| forbidden.contains(&name.as_str()))
+                .collect();
             assert!(reached.is_empty(), "{package} reaches {reached:?}");
         }
     }
@@ -94,7 +119,10 @@ mod tests {
             .unwrap()
             .map(|entry| {
                 let name = entry.unwrap().file_name().into_string().unwrap();
-                assert!(name.ends_with(".sql"), "unexpected file {name} in migrations/{database}");
+                assert!(
+                    name.ends_with(".sql"),
+                    "unexpected file {name} in migrations/{database}"
+                );
                 name.split('_').next().unwrap().to_owned()
             })
             .collect()
@@ -105,14 +133,19 @@ mod tests {
         let postgres = migration_versions("postgres");
         let sqlite = migration_versions("sqlite");
         assert!(!postgres.is_empty());
-        assert_eq!(postgres, sqlite, "migrations/postgres and migrations/sqlite differ");
+        assert_eq!(
+            postgres, sqlite,
+            "migrations/postgres and migrations/sqlite differ"
+        );
     }
 
     #[test]
     fn every_crate_root_has_module_docs() {
         let mut roots = Vec::new();
         for folder in ["crates", "bins"] {
-            let Ok(entries) = fs::read_dir(root().join(folder)) else { continue };
+            let Ok(entries) = fs::read_dir(root().join(folder)) else {
+                continue;
+            };
             for entry in entries {
                 let src = entry.unwrap().path().join("src");
                 for file in ["lib.rs", "main.rs"] {
@@ -125,7 +158,11 @@ mod tests {
         assert!(!roots.is_empty());
         for path in roots {
             let text = fs::read_to_string(&path).unwrap();
-            assert!(text.trim_start().starts_with("//!"), "{} lacks a //! doc", path.display());
+            assert!(
+                text.trim_start().starts_with("//!"),
+                "{} lacks a //! doc",
+                path.display()
+            );
         }
     }
 
@@ -133,7 +170,9 @@ mod tests {
     fn sql_stays_in_the_store_crates() {
         let allowed = ["jobs-postgres", "jobs-sqlite", "app"];
         for folder in ["crates", "bins"] {
-            let Ok(entries) = fs::read_dir(root().join(folder)) else { continue };
+            let Ok(entries) = fs::read_dir(root().join(folder)) else {
+                continue;
+            };
             for entry in entries {
                 let path = entry.unwrap().path();
                 let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -150,7 +189,9 @@ mod tests {
 
     fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let mut files = Vec::new();
-        let Ok(entries) = fs::read_dir(dir) else { return files };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return files;
+        };
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {

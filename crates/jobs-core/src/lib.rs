@@ -22,6 +22,7 @@ mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use job::{
     Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,

@@ -264,12 +264,13 @@ pub trait JobStore: Send + Sync + 'static {
     async fn heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatAck, StoreError>;
 
     /// Ends claims, one fenced write per job (batched where the database allows). The outer
-    /// error is a backend failure; each inner result is that job's.
+    /// error is a backend failure; each inner result is the status that job ended in
+    /// (`pending` for a requeue).
     async fn finish(
         &self,
         now: DateTime<Utc>,
         batch: &[Finish],
-    ) -> Result<Vec<Result<Job, StoreError>>, StoreError>;
+    ) -> Result<Vec<Result<JobStatus, StoreError>>, StoreError>;
 
     /// Requests a cancel: a pending job is cancelled at once, a running one gets
     /// `cancel_requested`. A terminal job gives [`StoreError::IllegalTransition`].
@@ -312,7 +313,11 @@ impl std::fmt::Debug for dyn JobStore {
 
 impl dyn JobStore {
     /// Ends one claim; see [`JobStore::finish`].
-    pub async fn finish_one(&self, now: DateTime<Utc>, finish: Finish) -> Result<Job, StoreError> {
+    pub async fn finish_one(
+        &self,
+        now: DateTime<Utc>,
+        finish: Finish,
+    ) -> Result<JobStatus, StoreError> {
         let mut results = self.finish(now, std::slice::from_ref(&finish)).await?;
         results
             .pop()

@@ -316,7 +316,7 @@ FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::jsonb[], $6::timestamptz[], 
             $8::jsonb[], $9::jsonb[])
      AS batch(id, lease, kind, error, run_at, consume, progress, checkpoint)
 WHERE job.id = batch.id AND job.lease = batch.lease AND job.status = 'running'
-RETURNING job.*";
+RETURNING job.id, job.status";
 
 const REQUEST_CANCEL: &str = "
 UPDATE folio_jobs
@@ -461,7 +461,7 @@ impl JobStore for PgJobStore {
         &self,
         now: DateTime<Utc>,
         batch: &[Finish],
-    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<JobStatus, StoreError>>, StoreError> {
         let mut ids = Vec::with_capacity(batch.len());
         let mut leases = Vec::with_capacity(batch.len());
         let mut kinds = Vec::with_capacity(batch.len());
@@ -508,14 +508,15 @@ impl JobStore for PgJobStore {
             .fetch_all(&self.pool)
             .await
             .map_err(translate)?;
-        let mut finished: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
-        let mut requeued = false;
+        let mut finished: HashMap<JobId, JobStatus> = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let job = job_from_row(row)?;
-            requeued |= job.status == JobStatus::Pending;
-            finished.insert(job.id, job);
+            let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
+            finished.insert(id, parse_status(row.try_get("status").map_err(translate)?)?);
         }
-        if requeued {
+        if finished
+            .values()
+            .any(|status| *status == JobStatus::Pending)
+        {
             sqlx::query(NOTIFY)
                 .execute(&self.pool)
                 .await
@@ -534,7 +535,7 @@ impl JobStore for PgJobStore {
         Ok(batch
             .iter()
             .map(|finish| match finished.get(&finish.id) {
-                Some(job) => Ok(job.clone()),
+                Some(status) => Ok(*status),
                 None => Err(refused.remove(&finish.id).unwrap_or(StoreError::LeaseLost {
                     id: finish.id,
                     status: JobStatus::Running,

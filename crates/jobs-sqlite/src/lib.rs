@@ -258,7 +258,7 @@ SET status = CASE
     progress = COALESCE(?7, progress),
     checkpoint = COALESCE(?8, checkpoint)
 WHERE id = ?1 AND lease = ?2 AND status = 'running'
-RETURNING *";
+RETURNING status";
 
 const REQUEST_CANCEL: &str = "
 UPDATE folio_jobs
@@ -399,7 +399,7 @@ impl JobStore for SqliteJobStore {
         &self,
         now: DateTime<Utc>,
         batch: &[Finish],
-    ) -> Result<Vec<Result<Job, StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<JobStatus, StoreError>>, StoreError> {
         let mut transaction = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -417,7 +417,7 @@ impl JobStore for SqliteJobStore {
                     consume_attempt,
                 } => ("requeue", Some(json_text(error)), *run_at, *consume_attempt),
             };
-            let row = sqlx::query(FINISH)
+            let status = sqlx::query_scalar::<_, String>(FINISH)
                 .bind(finish.id.to_string())
                 .bind(finish.lease.0)
                 .bind(kind)
@@ -430,15 +430,15 @@ impl JobStore for SqliteJobStore {
                 .fetch_optional(&mut *transaction)
                 .await
                 .map_err(translate)?;
-            results.push(match row {
-                Some(row) => job_from_row(&row),
+            results.push(match status {
+                Some(status) => status.parse::<JobStatus>().map_err(corrupt),
                 None => Err(fencing_error(&mut transaction, finish.id).await),
             });
         }
         transaction.commit().await.map_err(translate)?;
         if results
             .iter()
-            .any(|result| matches!(result, Ok(job) if job.status == JobStatus::Pending))
+            .any(|result| matches!(result, Ok(JobStatus::Pending)))
         {
             self.signal.notify_waiters();
         }

@@ -109,11 +109,11 @@ pub async fn batch_finish_fences_each_job_on_its_own(store: Arc<dyn JobStore>) {
     batch[3].outcome = FinishOutcome::Failed(JobError::new("boom", "page 2 unreadable", false));
     let results = fx.store.finish(fx.now(), &batch).await.unwrap();
     assert_eq!(results.len(), 4);
-    assert_eq!(results[0].as_ref().unwrap().status, JobStatus::Completed);
+    assert_eq!(*results[0].as_ref().unwrap(), JobStatus::Completed);
     assert!(
         matches!(results[1], Err(crate::StoreError::LeaseLost { id, .. }) if id == claimed[1].id)
     );
-    assert_eq!(results[2].as_ref().unwrap().status, JobStatus::Completed);
-    assert_eq!(results[3].as_ref().unwrap().status, JobStatus::Failed);
+    assert_eq!(*results[2].as_ref().unwrap(), JobStatus::Completed);
+    assert_eq!(*results[3].as_ref().unwrap(), JobStatus::Failed);
     assert_eq!(fx.get(&claimed[1]).await, claimed[1]);
 }

@@ -3,7 +3,7 @@
 //! Each case is a `pub async fn(Arc<dyn JobStore>)` that gets a fresh, migrated, empty store.
 //! A store crate runs the whole suite with a few lines:
 //!
-//! ```ignore
+//! ```text
 //! macro_rules! conformance_case {
 //!     ($name:ident) => {
 //!         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,11 +229,13 @@ impl Fixture {
             .await
     }
 
-    /// Ends `job`'s claim under its lease.
+    /// Ends `job`'s claim under its lease, and reads it back.
     pub async fn finish(&self, job: &Job, outcome: FinishOutcome) -> Result<Job, StoreError> {
-        self.store
-            .finish_one(self.now(), Finish::new(job.id, job.lease, outcome))
-            .await
+        let finish = Finish::new(job.id, job.lease, outcome);
+        let status = self.store.finish_one(self.now(), finish).await?;
+        let ended = self.get(job).await;
+        assert_eq!(ended.status, status, "finish reports the status it wrote");
+        Ok(ended)
     }
 
     /// Requeues `job` (as a retryable error would) to run after `delay`.

@@ -340,7 +340,7 @@ async fn run_case(
                     .finish_one(now, Finish::new(model_job.id, lease, outcome))
                     .await;
                 if model_job.status == JobStatus::Running && !stale {
-                    let job = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+                    let status = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
                     model_job.status = match kind {
                         FinishKind::Complete => JobStatus::Completed,
                         FinishKind::Fail => JobStatus::Failed,
@@ -357,8 +357,8 @@ async fn run_case(
                             JobStatus::Pending
                         }
                     };
-                    check(job.status == model_job.status, || {
-                        format!("finish gave {job:?}")
+                    check(status == model_job.status, || {
+                        format!("finish gave {status}")
                     })?;
                 } else {
                     check(lease_lost(&result), || {

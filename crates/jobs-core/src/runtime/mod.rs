@@ -38,8 +38,8 @@ pub use metrics::WorkerMetrics;
 use context::{Flushed, Shared};
 
 use crate::{
-    ClaimParams, Clock, Finish, FinishOutcome, Job, JobError, JobId, JobStore, LockService,
-    RecoveryPolicy, StoreError, WorkerInfo, codes,
+    ClaimParams, Clock, Finish, FinishOutcome, Job, JobError, JobId, JobStatus, JobStore,
+    LockService, RecoveryPolicy, StoreError, WorkerInfo, codes,
 };
 
 /// How a worker runs. The defaults are the ones of the product specification.
@@ -170,7 +170,7 @@ struct Runtime {
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
     metrics: Arc<WorkerMetrics>,
-    finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<Job, StoreError>>)>,
+    finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     running: Mutex<HashMap<JobId, Running>>,
 }
 
@@ -293,6 +293,8 @@ impl Worker {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
                 () = shutdown.cancelled() => return,
             };
+            // Jobs that just ended release their slots together: let them, then claim for all.
+            tokio::task::yield_now().await;
             let extra = slots
                 .available_permits()
                 .min(self.config.claim_batch.max(1) as usize - 1);
@@ -482,7 +484,7 @@ async fn execute(
             progress,
             checkpoint,
         };
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel::<Result<JobStatus, StoreError>>();
         let written = match runtime.finisher.send((finish, reply)).await {
             Ok(()) => answer
                 .await
@@ -490,9 +492,9 @@ async fn execute(
             Err(_) => Err(StoreError::Backend("finisher stopped".into())),
         };
         match written {
-            Ok(ended) => {
+            Ok(status) => {
                 WorkerMetrics::inc(counter(&runtime.metrics));
-                tracing::debug!(job.id = %job_id, status = %ended.status, "job claim ended");
+                tracing::debug!(job.id = %job_id, %status, "job claim ended");
             }
             Err(StoreError::LeaseLost { status, .. }) => {
                 WorkerMetrics::inc(&runtime.metrics.lease_lost);
@@ -607,7 +609,7 @@ fn decide(runtime: &Runtime, shared: &Shared, ran: Ran) -> Option<(FinishOutcome
 async fn finish_batches(
     store: Arc<dyn JobStore>,
     clock: Arc<dyn Clock>,
-    mut requests: mpsc::Receiver<(Finish, oneshot::Sender<Result<Job, StoreError>>)>,
+    mut requests: mpsc::Receiver<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     batch_size: usize,
 ) {
     let mut batch = Vec::with_capacity(batch_size);

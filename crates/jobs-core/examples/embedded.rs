@@ -1,0 +1,74 @@
+//! Another service embedding jobs-core with SQLite: one handler, one job, run to the end.
+//!
+//! `cargo run -p jobs-core --example embedded`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs_core::runtime::{HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
+use jobs_core::{Acquire, JobStatus, LockService, RecoveryPolicy, SystemClock, async_trait};
+use jobs_sqlite::SqliteJobStore;
+use tokio_util::sync::CancellationToken;
+
+/// Greets every name in the payload, one item at a time, checkpointing as it goes.
+struct Greeter;
+
+#[async_trait]
+impl JobHandler for Greeter {
+    fn job_type(&self) -> &str {
+        "greet"
+    }
+
+    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
+        let names: Vec<String> = context.payload()?;
+        let done: usize = context.checkpoint()?.unwrap_or(0);
+        context.update_progress(|progress| progress.total = Some(names.len() as u64));
+        for (index, name) in names.iter().enumerate().skip(done) {
+            context.check_cancelled()?; // a safe point: stop here on cancel or shutdown
+            println!("hello, {name}");
+            context.set_checkpoint(&(index + 1));
+            context.update_progress(|progress| progress.completed = index as u64 + 1);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}/jobs.db", dir.path().display());
+    let store = Arc::new(SqliteJobStore::connect(&url).await?);
+    let clock = Arc::new(SystemClock);
+
+    // Run a worker in the background until `shutdown` fires.
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(store.clone(), clock.clone(), WorkerConfig::default())
+        .handler(Arc::new(Greeter));
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+
+    // Start a job: one active "greet" job per resource at a time.
+    let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
+    let names = serde_json::json!(["Ada", "Grace", "Barbara"]);
+    let Acquire::Created(job) = lock.acquire("team-1", "greet", names).await? else {
+        return Err("another greet job is active for team-1".into());
+    };
+
+    // Follow it until it ends.
+    let job = loop {
+        let job = jobs_core::JobStore::get(&*store, job.id).await?;
+        if job.status.is_terminal() {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "job {} is {} after {} greetings",
+        job.id, job.status, job.progress.completed
+    );
+    shutdown.cancel();
+    running.await??;
+    if job.status != JobStatus::Completed {
+        return Err(format!("job ended {}", job.status).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! `cargo xtask bench ...`: benchmarks that print one JSON object per result on stdout and a
+//! Markdown table on stderr. They always run in release mode.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use jobs_core::runtime::{HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
+use jobs_core::{
+    Acquire, JobId, JobStore, LockService, NewJob, RecoveryPolicy, SystemClock, async_trait,
+};
+use jobs_postgres::testing::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+/// Parses `--name value` pairs.
+pub(crate) struct Flags(HashMap<String, String>);
+
+impl Flags {
+    pub(crate) fn parse(args: &[String]) -> Result<Self> {
+        let mut flags = HashMap::new();
+        let mut args = args.iter();
+        while let Some(name) = args.next() {
+            let Some(name) = name.strip_prefix("--") else {
+                bail!("unexpected argument {name}")
+            };
+            let value = args
+                .next()
+                .with_context(|| format!("--{name} needs a value"))?;
+            flags.insert(name.to_owned(), value.clone());
+        }
+        Ok(Self(flags))
+    }
+
+    pub(crate) fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.get(name) {
+            Some(value) => value
+                .parse()
+                .map_err(|error| anyhow::anyhow!("--{name} {value}: {error}")),
+            None => Ok(default),
+        }
+    }
+
+    pub(crate) fn text(&self, name: &str, default: &str) -> String {
+        self.0
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    }
+}
+
+/// Prints one result: a JSON line on stdout, a Markdown table on stderr.
+pub(crate) fn report(result: &serde_json::Value) {
+    println!("{result}");
+    let object = result.as_object().expect("results are objects");
+    let header: Vec<&str> = object.keys().map(String::as_str).collect();
+    let values: Vec<String> = object
+        .values()
+        .map(|value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    eprintln!("| {} |", header.join(" | "));
+    eprintln!(
+        "|{}|",
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    eprintln!("| {} |", values.join(" | "));
+}
+
+/// A no-op handler that records when each job started running.
+#[derive(Default)]
+struct RecordingNoop {
+    started: Mutex<HashMap<JobId, Instant>>,
+    record: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl JobHandler for RecordingNoop {
+    fn job_type(&self) -> &str {
+        app::handlers::BENCH_NOOP
+    }
+
+    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
+        if self.record.load(std::sync::atomic::Ordering::Relaxed) {
+            self.started
+                .lock()
+                .unwrap()
+                .insert(context.job().id, Instant::now());
+        }
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn wait_completed(
+    worker_metrics: &jobs_core::runtime::WorkerMetrics,
+    target: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while worker_metrics
+        .completed
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < target
+    {
+        if Instant::now() > deadline {
+            bail!("jobs did not drain within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(())
+}
+
+/// `bench jobs --store postgres|sqlite --jobs N --concurrency C`: no-op jobs through
+/// enqueue, claim and complete, with heartbeats and fencing on.
+pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
+    let store_kind = flags.text("store", "postgres");
+    let n_jobs: usize = flags.get("jobs", 20_000)?;
+    let concurrency: usize = flags.get("concurrency", 256)?;
+    let n_pickups: usize = flags.get("pickups", 500)?;
+
+    let mut database = None;
+    let _dir = tempfile::tempdir()?;
+    let store: Arc<dyn JobStore> = match store_kind.as_str() {
+        "postgres" => {
+            let created = TestDatabase::create().await;
+            let store = Arc::new(created.store().await);
+            database = Some(created);
+            store
+        }
+        "sqlite" => {
+            let url = format!("sqlite://{}/bench.db", _dir.path().display());
+            Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await?)
+        }
+        other => bail!("--store {other}: use postgres or sqlite"),
+    };
+    let clock = Arc::new(SystemClock);
+
+    // Enqueue everything first, from 8 tasks.
+    let enqueue_started = Instant::now();
+    let now = jobs_core::Clock::now(&SystemClock);
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (task..n_jobs).step_by(8) {
+                let job = NewJob {
+                    id: JobId::new(),
+                    resource_key: format!("bench-{i}"),
+                    job_type: app::handlers::BENCH_NOOP.to_owned(),
+                    payload: serde_json::json!({}),
+                    max_attempts: 3,
+                    checkpoint: None,
+                    resumed_from: None,
+                    now,
+                };
+                store.insert(job).await?;
+            }
+            Ok::<_, jobs_core::StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
+
+    // Drain with one worker.
+    let handler = Arc::new(RecordingNoop::default());
+    let config = WorkerConfig {
+        concurrency,
+        worker_id: "bench".into(),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(store.clone(), clock.clone(), config).handler(handler.clone());
+    let metrics = worker.metrics();
+    let shutdown = CancellationToken::new();
+    let drain_started = Instant::now();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    wait_completed(&metrics, n_jobs as u64).await?;
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+
+    // Pickup latency: an idle worker, jobs enqueued one at a time.
+    handler
+        .record
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
+    let mut enqueued = HashMap::new();
+    for i in 0..n_pickups {
+        let before = Instant::now();
+        let payload = serde_json::json!({});
+        match lock
+            .acquire(&format!("pickup-{i}"), app::handlers::BENCH_NOOP, payload)
+            .await?
+        {
+            Acquire::Created(job) => enqueued.insert(job.id, before),
+            Acquire::Busy(_) => bail!("pickup key {i} busy"),
+        };
+        wait_completed(&metrics, (n_jobs + i + 1) as u64).await?;
+    }
+    shutdown.cancel();
+    running.await??;
+    let mut pickups: Vec<f64> = {
+        let started = handler.started.lock().unwrap();
+        enqueued
+            .iter()
+            .map(|(id, before)| started[id].duration_since(*before).as_secs_f64() * 1000.0)
+            .collect()
+    };
+    pickups.sort_by(f64::total_cmp);
+
+    report(&serde_json::json!({
+        "bench": "jobs",
+        "store": store_kind,
+        "jobs": n_jobs,
+        "concurrency": concurrency,
+        "enqueue_per_s": (n_jobs as f64 / enqueue_seconds).round(),
+        "jobs_per_s": (n_jobs as f64 / drain_seconds).round(),
+        "pickup_p50_ms": (percentile(&pickups, 0.5) * 1000.0).round() / 1000.0,
+        "pickup_p99_ms": (percentile(&pickups, 0.99) * 1000.0).round() / 1000.0,
+    }));
+    if let Some(database) = database {
+        database.drop().await;
+    }
+    Ok(())
+}
