@@ -124,7 +124,7 @@ async fn wait_completed(
 pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     let store_kind = flags.text("store", "postgres");
     let n_jobs: usize = flags.get("jobs", 20_000)?;
-    let concurrency: usize = flags.get("concurrency", 256)?;
+    let concurrency: usize = flags.get("concurrency", 1000)?;
     let n_pickups: usize = flags.get("pickups", 500)?;
 
     let mut database = None;
@@ -172,6 +172,43 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     }
     let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
 
+    if flags.text("raw", "false") == "true" {
+        // The store alone: claim and finish in batches of `concurrency`, no runtime.
+        let started = Instant::now();
+        let mut drained = 0;
+        let mut claims = 0;
+        while drained < n_jobs {
+            let params = jobs_core::ClaimParams {
+                worker_id: "raw".into(),
+                job_types: vec![app::handlers::BENCH_NOOP.to_owned()],
+                limit: concurrency as u32,
+                now: jobs_core::Clock::now(&SystemClock),
+            };
+            let claimed = store.claim(&params).await?;
+            claims += 1;
+            let batch: Vec<jobs_core::Finish> = claimed
+                .iter()
+                .map(|job| {
+                    jobs_core::Finish::new(job.id, job.lease, jobs_core::FinishOutcome::Completed)
+                })
+                .collect();
+            store
+                .finish(jobs_core::Clock::now(&SystemClock), &batch)
+                .await?;
+            drained += claimed.len();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        report(&serde_json::json!({
+            "bench": "jobs-raw-store",
+            "store": store_kind,
+            "jobs": n_jobs,
+            "batch": concurrency,
+            "claims": claims,
+            "jobs_per_s": (n_jobs as f64 / seconds).round(),
+        }));
+        return Ok(());
+    }
+
     // Drain with one worker.
     let handler = Arc::new(RecordingNoop::default());
     let config = WorkerConfig {
@@ -186,6 +223,12 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     let running = tokio::spawn(worker.run(shutdown.clone()));
     wait_completed(&metrics, n_jobs as u64).await?;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
+    let per_batch = |counter: &std::sync::atomic::AtomicU64| {
+        let batches = counter.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        (n_jobs as f64 / batches as f64 * 10.0).round() / 10.0
+    };
+    let claims_per_batch = per_batch(&metrics.claim_batches);
+    let finishes_per_batch = per_batch(&metrics.finish_batches);
 
     // Pickup latency: an idle worker, jobs enqueued one at a time.
     handler
@@ -223,11 +266,59 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
         "concurrency": concurrency,
         "enqueue_per_s": (n_jobs as f64 / enqueue_seconds).round(),
         "jobs_per_s": (n_jobs as f64 / drain_seconds).round(),
+        "jobs_per_claim": claims_per_batch,
+        "jobs_per_finish": finishes_per_batch,
         "pickup_p50_ms": (percentile(&pickups, 0.5) * 1000.0).round() / 1000.0,
         "pickup_p99_ms": (percentile(&pickups, 0.99) * 1000.0).round() / 1000.0,
     }));
     if let Some(database) = database {
         database.drop().await;
     }
+    Ok(())
+}
+
+/// `bench ocr --pages N [--parallelism P]`: the full stack (upload, a worker, the `ocr` job
+/// with real tesseract) against bare `tesseract` on the same pages at the same parallelism.
+pub(crate) async fn ocr(flags: &Flags) -> Result<()> {
+    let n_pages: usize = flags.get("pages", 40)?;
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    let parallelism: usize = flags.get("parallelism", cpus)?;
+    let fixtures = ocr::testing::fixture_pages();
+    let pages: Vec<bytes::Bytes> = fixtures
+        .iter()
+        .cycle()
+        .take(n_pages)
+        .map(|page| page.png.clone())
+        .collect();
+
+    let bare =
+        ocr::bench::run_bare_tesseract(&pages, parallelism, &ocr::TesseractConfig::default())
+            .await
+            .context("bare tesseract (is tesseract-ocr installed? scripts/install-tesseract.sh)")?;
+
+    let dir = tempfile::tempdir()?;
+    let blob_store = blob_store::open(&format!("file://{}/objects", dir.path().display())).await?;
+    let url = format!("sqlite://{}/jobs.db", dir.path().display());
+    let job_store: Arc<dyn JobStore> = Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await?);
+    let options = ocr::bench::PipelineOptions::tesseract(parallelism);
+    let pipeline = ocr::bench::run_pipeline(blob_store, job_store, pages, options).await?;
+
+    let pipeline_pages_per_s = pipeline.pages_per_s();
+    let ocr_pages_per_s = n_pages as f64 / pipeline.ocr.as_secs_f64();
+    let bare_pages_per_s = bare.pages_per_s();
+    let round = |value: f64| (value * 1000.0).round() / 1000.0;
+    report(&serde_json::json!({
+        "bench": "ocr",
+        "pages": n_pages,
+        "parallelism": parallelism,
+        "pages_per_s": round(pipeline_pages_per_s),
+        "ocr_phase_pages_per_s": round(ocr_pages_per_s),
+        "bare_pages_per_s": round(bare_pages_per_s),
+        "overhead_ratio": round(bare_pages_per_s / pipeline_pages_per_s),
+        "relative_throughput": round(pipeline_pages_per_s / bare_pages_per_s),
+        "upload_s": round(pipeline.upload.as_secs_f64()),
+        "ocr_s": round(pipeline.ocr.as_secs_f64()),
+        "bare_s": round(bare.elapsed.as_secs_f64()),
+    }));
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
 //!   both stores and both blob backends, and the embedding example. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
-//! - `cargo xtask bench jobs --store postgres|sqlite --jobs N --concurrency C`: see `bench.rs`.
+//! - `cargo xtask bench jobs|ocr ...`: benchmarks, see `bench.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +14,8 @@ mod bench;
 mod tidy;
 
 const USAGE: &str = "usage: cargo xtask ci
-       cargo xtask bench jobs --store postgres|sqlite [--jobs N] [--concurrency C]";
+       cargo xtask bench jobs --store postgres|sqlite [--jobs N] [--concurrency C]
+       cargo xtask bench ocr [--pages N] [--parallelism P]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +50,7 @@ fn bench(args: &[String]) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match args.first().map(String::as_str) {
         Some("jobs") => runtime.block_on(bench::jobs(&flags)),
+        Some("ocr") => runtime.block_on(bench::ocr(&flags)),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -82,6 +84,11 @@ fn run(mut command: Command) -> Result<()> {
 }
 
 fn ci() -> Result<()> {
+    // The OCR tests run the real tesseract CLI.
+    let mut tesseract = Command::new("bash");
+    tesseract.arg(root().join("scripts/install-tesseract.sh"));
+    run(tesseract)?;
+
     // The S3 tests start moto themselves; make sure it is installed.
     let moto = Command::new("bash")
         .arg(root().join("scripts/install-moto.sh"))

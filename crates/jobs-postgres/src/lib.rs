@@ -274,8 +274,7 @@ WITH picked AS (
 UPDATE folio_jobs AS job
 SET status = 'running', attempt = job.attempt + 1, lease = job.lease + 1, worker_id = $4,
     started_at = $1, heartbeat_at = $1
-FROM picked
-WHERE job.id = picked.id
+WHERE job.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING job.*";
 
 const HEARTBEAT: &str = "

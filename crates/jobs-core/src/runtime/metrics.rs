@@ -14,6 +14,10 @@ const DURATION_BUCKETS: [f64; 12] = [
 pub struct WorkerMetrics {
     /// Jobs claimed.
     pub claimed: AtomicU64,
+    /// Claim statements run (claims are batched: `claimed / claim_batches` per statement).
+    pub claim_batches: AtomicU64,
+    /// Finish statements run (ends are batched too).
+    pub finish_batches: AtomicU64,
     /// Claims that ended completed.
     pub completed: AtomicU64,
     /// Claims that ended failed.

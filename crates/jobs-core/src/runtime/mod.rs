@@ -227,6 +227,7 @@ impl Worker {
         let finisher = tokio::spawn(finish_batches(
             self.store.clone(),
             self.clock.clone(),
+            self.metrics.clone(),
             finisher_rx,
             self.config.finish_batch.max(1),
         ));
@@ -315,6 +316,7 @@ impl Worker {
                 limit: wanted as u32,
                 now: self.clock.now(),
             };
+            WorkerMetrics::inc(&self.metrics.claim_batches);
             let claimed = match self.store.claim(&params).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -609,6 +611,7 @@ fn decide(runtime: &Runtime, shared: &Shared, ran: Ran) -> Option<(FinishOutcome
 async fn finish_batches(
     store: Arc<dyn JobStore>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<WorkerMetrics>,
     mut requests: mpsc::Receiver<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     batch_size: usize,
 ) {
@@ -616,6 +619,7 @@ async fn finish_batches(
     while requests.recv_many(&mut batch, batch_size).await > 0 {
         let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.drain(..).unzip();
         let mut delay = Duration::from_millis(50);
+        WorkerMetrics::inc(&metrics.finish_batches);
         let results = loop {
             match store.finish(clock.now(), &finishes).await {
                 Ok(results) => break results.into_iter().map(Some).collect::<Vec<_>>(),
