@@ -283,7 +283,8 @@ SET heartbeat_at = $3, progress = COALESCE($4, progress), checkpoint = COALESCE(
 WHERE id = $1 AND lease = $2 AND status = 'running'
 RETURNING cancel_requested";
 
-/// Ends many claims in one statement; each row is fenced on its own lease. `requeue`
+/// Ends many claims in one statement; each row is fenced on its own lease. `id = ANY($2)`
+/// lets the planner find the rows by primary key instead of scanning running jobs. `requeue`
 /// becomes `cancelled` when a cancel was requested, and `failed` (with the original error)
 /// when it would consume the last attempt. SET expressions see the row before the update.
 const FINISH: &str = "
@@ -314,7 +315,8 @@ SET status = CASE
 FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::bool[],
             $8::jsonb[], $9::jsonb[])
      AS batch(id, lease, kind, error, run_at, consume, progress, checkpoint)
-WHERE job.id = batch.id AND job.lease = batch.lease AND job.status = 'running'
+WHERE job.id = ANY($2) AND job.id = batch.id AND job.lease = batch.lease
+  AND job.status = 'running'
 RETURNING job.id, job.status";
 
 const REQUEST_CANCEL: &str = "
