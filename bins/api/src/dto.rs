@@ -1,0 +1,469 @@
+//! The JSON the API speaks. Only this module knows the wire format; it is built from the
+//! core types (`jobs_core::Job`, `books::Manifest`) and never the other way round.
+
+use books::{BookId, GuidelinesStatus, Manifest, OcrStatus};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A job (SPEC section 5). `book_id` is the job's resource key, `type` its job type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// The job's id (UUID v7).
+    pub id: Uuid,
+    /// The book it works on.
+    pub book_id: String,
+    /// The job type, e.g. `ocr`.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Where it is in its life.
+    pub status: JobStatus,
+    /// Claims so far that counted.
+    pub attempt: u32,
+    /// Claims that may end in error or a lost heartbeat.
+    pub max_attempts: u32,
+    /// Item-level progress.
+    pub progress: Progress,
+    /// Why it failed (or why its last attempt failed, while it waits to run again).
+    pub error: Option<JobError>,
+    /// The failed or cancelled job this one resumes.
+    pub resumed_from: Option<Uuid>,
+    /// Whether a cancel was requested while it ran.
+    pub cancel_requested: bool,
+    /// The worker that holds or last held it.
+    pub worker_id: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its latest claim started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The latest heartbeat of its current claim.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Status of a job: `pending` and `running` are active; the others are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Pending,
+    /// A worker runs it.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error; can be resumed.
+    Failed,
+    /// Cancelled; can be resumed.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether no change can follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        })
+    }
+}
+
+impl From<jobs_core::JobStatus> for JobStatus {
+    fn from(status: jobs_core::JobStatus) -> Self {
+        match status {
+            jobs_core::JobStatus::Pending => Self::Pending,
+            jobs_core::JobStatus::Running => Self::Running,
+            jobs_core::JobStatus::Completed => Self::Completed,
+            jobs_core::JobStatus::Failed => Self::Failed,
+            jobs_core::JobStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// Item-level progress of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    /// Items in all; null until known.
+    pub total: Option<u64>,
+    /// Items done.
+    pub completed: u64,
+    /// Items that failed.
+    pub failed: u64,
+    /// The item being worked on.
+    pub current_item: Option<String>,
+    /// The last item done.
+    pub last_completed_item: Option<String>,
+    /// A short human message.
+    pub message: Option<String>,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobError {
+    /// A stable code, e.g. `lease_expired`.
+    pub code: String,
+    /// The original error message.
+    pub message: String,
+    /// Whether another attempt could succeed.
+    pub retryable: bool,
+}
+
+impl From<&jobs_core::Job> for Job {
+    fn from(job: &jobs_core::Job) -> Self {
+        let progress = &job.progress;
+        Self {
+            id: *job.id.as_uuid(),
+            book_id: job.resource_key.clone(),
+            job_type: job.job_type.clone(),
+            status: job.status.into(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            progress: Progress {
+                total: progress.total,
+                completed: progress.completed,
+                failed: progress.failed,
+                current_item: progress.current_item.clone(),
+                last_completed_item: progress.last_completed_item.clone(),
+                message: progress.message.clone(),
+            },
+            error: job.error.as_ref().map(|error| JobError {
+                code: error.code.clone(),
+                message: error.message.clone(),
+                retryable: error.retryable,
+            }),
+            resumed_from: job.resumed_from.map(|id| *id.as_uuid()),
+            cancel_requested: job.cancel_requested,
+            worker_id: job.worker_id.clone(),
+            created_at: job.created_at,
+            started_at: job.started_at,
+            heartbeat_at: job.heartbeat_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+/// Jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+}
+
+/// Body of `POST /v1/books/{book_id}/jobs`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// The job type (see `BOOK_JOB_TYPES`; `guidelines` and `finalize` come with their
+    /// handlers).
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Continue the latest failed or cancelled job of this type from its checkpoint
+    /// instead of starting afresh.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+/// Query of `GET /v1/books/{book_id}/jobs`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only jobs of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub job_type: Option<String>,
+    /// At most this many (1-500, default 50).
+    pub limit: Option<u32>,
+}
+
+/// Query of `GET /v1/books/{book_id}/jobs/latest`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LatestJobQuery {
+    /// Only jobs of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub job_type: Option<String>,
+}
+
+/// Query of `POST /v1/books/{book_id}/pages`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// Start an `ocr` job for the book after the upload.
+    #[serde(default)]
+    pub ocr: bool,
+}
+
+/// Body of `POST /v1/books`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBook {
+    /// The book id: 1-64 chars of `[a-z0-9_-]`, starting with a letter or digit. Made
+    /// from the title when absent.
+    pub id: Option<String>,
+    /// The title (1-500 characters).
+    pub title: String,
+}
+
+/// A book's manifest (SPEC 3.3) as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Book {
+    /// Version of the stored manifest schema.
+    pub schema_version: u32,
+    /// The book id.
+    pub book_id: String,
+    /// The title.
+    pub title: String,
+    /// When the book was created.
+    pub created_at: DateTime<Utc>,
+    /// When the manifest last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The pages, by number.
+    pub pages: Vec<Page>,
+    /// Guidelines progress.
+    pub guidelines: Guidelines,
+}
+
+impl From<&Manifest> for Book {
+    fn from(manifest: &Manifest) -> Self {
+        Self {
+            schema_version: manifest.schema_version,
+            book_id: manifest.book_id.to_string(),
+            title: manifest.title.clone(),
+            created_at: manifest.created_at,
+            updated_at: manifest.updated_at,
+            pages: manifest
+                .pages
+                .iter()
+                .map(|page| Page::new(&manifest.book_id, page))
+                .collect(),
+            guidelines: Guidelines {
+                status: match manifest.guidelines.status {
+                    GuidelinesStatus::None => GuidelinesState::None,
+                    GuidelinesStatus::Extracting => GuidelinesState::Extracting,
+                    GuidelinesStatus::Extracted => GuidelinesState::Extracted,
+                    GuidelinesStatus::Final => GuidelinesState::Final,
+                },
+                pages_done: manifest.guidelines.pages_done,
+                final_path: manifest.guidelines.final_path.clone(),
+            },
+        }
+    }
+}
+
+/// Guidelines progress of a book.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Guidelines {
+    /// Where the book is.
+    pub status: GuidelinesState,
+    /// Pages whose guidelines are extracted.
+    pub pages_done: u32,
+    /// The finalized guidelines, relative to the book, once final.
+    #[serde(rename = "final")]
+    pub final_path: Option<String>,
+}
+
+/// Guidelines status of a book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GuidelinesState {
+    /// Nothing extracted.
+    None,
+    /// Extraction running.
+    Extracting,
+    /// Every page extracted.
+    Extracted,
+    /// Finalized.
+    Final,
+}
+
+/// One page with its OCR status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Page {
+    /// The page number, from 1, in upload order.
+    pub page: u32,
+    /// The stored PNG, relative to the book (`pages/0001.png`).
+    pub image: String,
+    /// Where to fetch the PNG.
+    pub image_url: String,
+    /// The uploaded file name.
+    pub source_name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size of the PNG in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the PNG, lowercase hex.
+    pub sha256: String,
+    /// OCR state.
+    pub ocr: PageOcr,
+}
+
+impl Page {
+    /// The API view of a manifest page.
+    pub fn new(book_id: &BookId, page: &books::Page) -> Self {
+        let ocr = &page.ocr;
+        Self {
+            page: page.page,
+            image: page.image.clone(),
+            image_url: format!("/v1/books/{book_id}/pages/{}/image", page.page),
+            source_name: page.source_name.clone(),
+            width: page.width,
+            height: page.height,
+            bytes: page.bytes,
+            sha256: page.sha256.clone(),
+            ocr: PageOcr {
+                status: match ocr.status {
+                    OcrStatus::Pending => PageOcrStatus::Pending,
+                    OcrStatus::Done => PageOcrStatus::Done,
+                    OcrStatus::Failed => PageOcrStatus::Failed,
+                },
+                text_url: (ocr.status == OcrStatus::Done)
+                    .then(|| format!("/v1/books/{book_id}/pages/{}/text", page.page)),
+                engine: ocr.engine.clone(),
+                chars: ocr.chars,
+                attempts: ocr.attempts,
+                error: ocr.error.clone(),
+                updated_at: ocr.updated_at,
+            },
+        }
+    }
+}
+
+/// OCR state of one page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PageOcr {
+    /// Where the page is.
+    pub status: PageOcrStatus,
+    /// Where to fetch the text, once done.
+    pub text_url: Option<String>,
+    /// The engine that produced the text.
+    pub engine: Option<String>,
+    /// Characters recognized.
+    pub chars: Option<u64>,
+    /// Recognition attempts so far.
+    pub attempts: u32,
+    /// The last error, when failed.
+    pub error: Option<String>,
+    /// When this state last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// OCR status of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PageOcrStatus {
+    /// Not recognized yet.
+    Pending,
+    /// Text recognized and stored.
+    Done,
+    /// Recognition failed; see `error`.
+    Failed,
+}
+
+/// A book in the list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BookSummary {
+    /// The book id.
+    pub book_id: String,
+    /// The title.
+    pub title: String,
+    /// Number of pages.
+    pub pages: usize,
+    /// Pages whose OCR is done.
+    pub pages_ocr_done: usize,
+    /// When the book was created.
+    pub created_at: DateTime<Utc>,
+    /// When the manifest last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Manifest> for BookSummary {
+    fn from(manifest: &Manifest) -> Self {
+        Self {
+            book_id: manifest.book_id.to_string(),
+            title: manifest.title.clone(),
+            pages: manifest.pages.len(),
+            pages_ocr_done: manifest
+                .pages
+                .iter()
+                .filter(|page| page.ocr.status == OcrStatus::Done)
+                .count(),
+            created_at: manifest.created_at,
+            updated_at: manifest.updated_at,
+        }
+    }
+}
+
+/// Every book, by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BookList {
+    /// The books.
+    pub books: Vec<BookSummary>,
+}
+
+/// Answer of a page upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadedPages {
+    /// The new pages, in upload order.
+    pub pages: Vec<Page>,
+    /// With `?ocr=true`: the `ocr` job that will recognize them (a new one, or the one
+    /// already active for the book); else null.
+    pub job: Option<Job>,
+    /// With `?ocr=true`: whether `job` was created by this request (false when an `ocr`
+    /// job was already active).
+    pub job_created: bool,
+}
+
+/// One rejected file of an upload (in `error.details.rejected`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RejectedFile {
+    /// Position in the request, from 0.
+    pub index: usize,
+    /// The client's file name.
+    pub name: String,
+    /// `unsupported_format`, `corrupt`, `too_large` or `too_many_pixels`.
+    pub code: String,
+    /// Why, for people.
+    pub message: String,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`: 200 when the database and the storage answer, else 503.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// The job database.
+    pub database: Check,
+    /// The object storage.
+    pub storage: Check,
+    /// Workers seen within `stale_after`; null when the database does not answer.
+    pub live_workers: Option<usize>,
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    /// Whether it answered.
+    pub ok: bool,
+    /// What failed, in general terms.
+    pub error: Option<String>,
+}

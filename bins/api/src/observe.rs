@@ -1,0 +1,135 @@
+//! Observing middleware: request metrics by matched route, the one log line of a 5xx
+//! cause, the JSON body of 405 answers, and request timeouts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{ALLOW, CONTENT_TYPE};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, ErrorCause};
+use crate::state::AppState;
+
+/// Route label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Request counts and durations by method, route and status.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    requests: Mutex<BTreeMap<(String, String, u16), Counts>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    count: u64,
+    seconds: f64,
+}
+
+impl HttpMetrics {
+    fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counts = requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default();
+        counts.count += 1;
+        counts.seconds += elapsed.as_secs_f64();
+    }
+
+    /// Appends the Prometheus text of the counters to `out`.
+    pub(crate) fn render(&self, out: &mut String) {
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        out.push_str(
+            "# HELP folio_http_requests_total HTTP requests answered, by method, route and status.\n\
+             # TYPE folio_http_requests_total counter\n",
+        );
+        for ((method, route, status), counts) in &requests {
+            let _ = writeln!(
+                out,
+                "folio_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
+                counts.count
+            );
+        }
+        out.push_str(
+            "# HELP folio_http_request_duration_seconds Time to produce the response, by method, route and status.\n\
+             # TYPE folio_http_request_duration_seconds summary\n",
+        );
+        for ((method, route, status), counts) in &requests {
+            let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
+            let _ = writeln!(
+                out,
+                "folio_http_request_duration_seconds_sum{{{labels}}} {}\n\
+                 folio_http_request_duration_seconds_count{{{labels}}} {}",
+                counts.seconds, counts.count
+            );
+        }
+    }
+}
+
+/// Records metrics, logs the cause of 5xx answers once, and gives 405 answers the API's
+/// error body.
+pub(crate) async fn observe(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+        .to_owned();
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(CONTENT_TYPE)
+    {
+        let allow = response.headers().get(ALLOW).cloned();
+        response = ApiError::MethodNotAllowed.into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(ALLOW, allow);
+        }
+    }
+    let status = response.status();
+    if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
+        tracing::error!(
+            http.method = %method,
+            http.route = %route,
+            http.status = status.as_u16(),
+            error = format!("{cause:#}"),
+            "request failed"
+        );
+    }
+    state
+        .inner
+        .http_metrics
+        .record(&method, &route, status.as_u16(), started.elapsed());
+    response
+}
+
+/// Answers 503 `internal` when the inner service takes longer than `limit` to respond.
+pub(crate) async fn timeout(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(http.path = %path, ?limit, "request timed out");
+            ApiError::Timeout.into_response()
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Books, pages, page images and text, page uploads and single-page OCR retry.
+
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
+use axum::response::{IntoResponse, Response};
+use blob_store::BlobError;
+use books::{BookId, IngestError, Manifest, OcrStatus, UploadedFile, layout};
+use futures::{StreamExt, TryStreamExt};
+use jobs_core::Acquire;
+use ocr::{OCR_JOB_TYPE, OcrPayload};
+use utoipa::ToSchema;
+
+use crate::dto::{Book, BookList, BookSummary, CreateBook, Job, Page, UploadQuery, UploadedPages};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Json, Path, Query, book_id, page_number};
+use crate::state::AppState;
+
+/// Longest title.
+const MAX_TITLE_CHARS: usize = 500;
+
+/// Manifests read at once when listing books.
+const LIST_CONCURRENCY: usize = 16;
+
+/// The form of a page upload: one `files` field per page, in page order.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct UploadForm {
+    /// The page images (PNG, JPEG, WebP, TIFF, BMP or GIF), in page order.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    files: Vec<Vec<u8>>,
+}
+
+/// Creates a book.
+#[utoipa::path(
+    post, path = "/v1/books", tag = "books",
+    request_body = CreateBook,
+    responses(
+        (status = 201, description = "The new book", body = Book),
+        (status = 409, description = "`book_exists`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad id or title", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_book(
+    State(state): State<AppState>,
+    Json(request): Json<CreateBook>,
+) -> Result<(StatusCode, axum::Json<Book>), ApiError> {
+    let title = request.title.trim();
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ApiError::invalid(format!(
+            "title must have 1 to {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    let book_id = match request.id.as_deref() {
+        Some(id) => book_id(id)?,
+        None => id_from_title(title),
+    };
+    let manifest = state.books().create(&book_id, title).await?;
+    Ok((StatusCode::CREATED, axum::Json(Book::from(&manifest))))
+}
+
+/// A fresh id from a title: its words in lowercase, joined by `-`, and a random suffix.
+fn id_from_title(title: &str) -> BookId {
+    let mut slug = String::new();
+    for character in title.chars().flat_map(char::to_lowercase) {
+        if character.is_ascii_alphanumeric() {
+            slug.push(character);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let id = if slug.is_empty() {
+        format!("book-{suffix}")
+    } else {
+        format!("{slug}-{suffix}")
+    };
+    BookId::parse(&id).unwrap_or_else(|error| unreachable!("a generated id is valid: {error}"))
+}
+
+/// Lists every book.
+#[utoipa::path(
+    get, path = "/v1/books", tag = "books",
+    responses(
+        (status = 200, description = "The books, by id", body = BookList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_books(
+    State(state): State<AppState>,
+) -> Result<axum::Json<BookList>, ApiError> {
+    let books = state.books();
+    let ids = books.list().await?;
+    let manifests: Vec<Option<Manifest>> = futures::stream::iter(ids)
+        .map(|id| async move {
+            match books.manifest(&id).await {
+                Ok(manifest) => Ok(Some(manifest)),
+                Err(books::BooksError::BookNotFound { .. }) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(axum::Json(BookList {
+        books: manifests.iter().flatten().map(BookSummary::from).collect(),
+    }))
+}
+
+/// A book's manifest: its pages with their OCR status, and its guidelines status.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}", tag = "books",
+    params(("book_id" = String, Path, description = "The book id")),
+    responses(
+        (status = 200, description = "The book", body = Book),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_book(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+) -> Result<axum::Json<Book>, ApiError> {
+    let book_id = book_id(&book)?;
+    let manifest = state.books().manifest(&book_id).await?;
+    Ok(axum::Json(Book::from(&manifest)))
+}
+
+/// Uploads pages: every `files` field becomes a page, numbered in upload order after the
+/// book's last page. All or nothing: when any file is invalid nothing is stored and the
+/// error lists each bad file with its reason (`details.rejected`). With `?ocr=true` an
+/// `ocr` job starts for the book.
+#[utoipa::path(
+    post, path = "/v1/books/{book_id}/pages", tag = "books",
+    params(("book_id" = String, Path, description = "The book id"), UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "The new pages, and the ocr job with `?ocr=true`", body = UploadedPages),
+        (status = 404, description = "`not_found`: no such book", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`), no files, bad id", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not multipart, or every rejected file is of an unsupported format", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: too many files or bytes", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed multipart body", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upload_pages(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+    Query(query): Query<UploadQuery>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, axum::Json<UploadedPages>), ApiError> {
+    let book_id = book_id(&book)?;
+    let mut multipart = multipart.map_err(|_| {
+        ApiError::UnsupportedMediaType(
+            "expected a multipart/form-data body with one `files` field per page".to_owned(),
+        )
+    })?;
+    let books = state.books();
+    books.manifest(&book_id).await?;
+    let limits = &state.config().ingest_limits;
+    let mut files = Vec::new();
+    let mut total_bytes: u64 = 0;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let field_name = field.name().unwrap_or_default().to_owned();
+        if field_name != "files" {
+            return Err(ApiError::invalid(format!(
+                "unexpected form field {field_name:?}: send each page as a `files` field"
+            )));
+        }
+        if files.len() >= limits.max_files {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "too many files: at most {} per request",
+                limits.max_files
+            )));
+        }
+        let name = field
+            .file_name()
+            .map_or_else(|| format!("file-{}", files.len() + 1), str::to_owned);
+        let bytes = field.bytes().await.map_err(multipart_error)?;
+        total_bytes += bytes.len() as u64;
+        if total_bytes > limits.max_request_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the files are larger than {} bytes together",
+                limits.max_request_bytes
+            )));
+        }
+        files.push(UploadedFile { name, bytes });
+    }
+    let pages = books
+        .ingest_pages(&book_id, files, limits)
+        .await
+        .map_err(ingest_error)?;
+    let (job, job_created) = if query.ocr {
+        match state
+            .lock()
+            .acquire(book_id.as_str(), OCR_JOB_TYPE, ocr_payload(None))
+            .await?
+        {
+            Acquire::Created(job) => (Some(Job::from(&job)), true),
+            Acquire::Busy(job) => (Some(Job::from(&job)), false),
+        }
+    } else {
+        (None, false)
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(UploadedPages {
+            pages: pages.iter().map(|page| Page::new(&book_id, page)).collect(),
+            job,
+            job_created,
+        }),
+    ))
+}
+
+fn multipart_error(error: MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("the request body is too large".to_owned())
+    } else {
+        ApiError::BadRequest {
+            message: format!("malformed multipart body: {}", error.body_text()),
+        }
+    }
+}
+
+fn ingest_error(error: IngestError) -> ApiError {
+    match error {
+        IngestError::InvalidFiles { rejected } => ApiError::RejectedFiles(
+            rejected
+                .into_iter()
+                .map(|file| crate::dto::RejectedFile {
+                    index: file.index,
+                    name: file.name,
+                    code: file.reason.code().to_owned(),
+                    message: file.reason.to_string(),
+                })
+                .collect(),
+        ),
+        IngestError::NoFiles => {
+            ApiError::invalid("no files were uploaded: send each page as a `files` field")
+        }
+        error @ (IngestError::TooManyFiles { .. } | IngestError::RequestTooLarge { .. }) => {
+            ApiError::PayloadTooLarge(error.to_string())
+        }
+        IngestError::Books(error) => error.into(),
+        error => ApiError::Internal(anyhow::Error::new(error)),
+    }
+}
+
+fn ocr_payload(pages: Option<Vec<u32>>) -> serde_json::Value {
+    serde_json::to_value(OcrPayload { pages })
+        .unwrap_or_else(|error| unreachable!("the ocr payload always serializes: {error}"))
+}
+
+/// The manifest of a book and one of its pages, or 404.
+async fn manifest_page(
+    state: &AppState,
+    book: &str,
+    page: &str,
+) -> Result<(BookId, books::Page), ApiError> {
+    let book_id = book_id(book)?;
+    let number = page_number(page)?;
+    let manifest = state.books().manifest(&book_id).await?;
+    let page = manifest
+        .page(number)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("book {book_id} has no page {number}")))?;
+    Ok((book_id, page))
+}
+
+/// One page with its OCR status.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/pages/{page}", tag = "books",
+    params(
+        ("book_id" = String, Path, description = "The book id"),
+        ("page" = u32, Path, description = "The page number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The page", body = Page),
+        (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_page(
+    State(state): State<AppState>,
+    Path((book, page)): Path<(String, String)>,
+) -> Result<axum::Json<Page>, ApiError> {
+    let (book_id, page) = manifest_page(&state, &book, &page).await?;
+    Ok(axum::Json(Page::new(&book_id, &page)))
+}
+
+/// The page's normalized PNG.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/pages/{page}/image", tag = "books",
+    params(
+        ("book_id" = String, Path, description = "The book id"),
+        ("page" = u32, Path, description = "The page number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The PNG", content_type = "image/png"),
+        (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_page_image(
+    State(state): State<AppState>,
+    Path((book, page)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (book_id, page) = manifest_page(&state, &book, &page).await?;
+    let key = layout::book_key(&book_id, &page.image);
+    let blob = state
+        .books()
+        .store()
+        .get(&key)
+        .await
+        .map_err(|error| missing_blob(error, &book_id, page.page, "image"))?;
+    Ok((
+        [
+            (CONTENT_TYPE, "image/png".to_owned()),
+            (ETAG, format!("\"{}\"", page.sha256)),
+            (CACHE_CONTROL, "private, max-age=60".to_owned()),
+        ],
+        blob.bytes,
+    )
+        .into_response())
+}
+
+fn missing_blob(error: BlobError, book_id: &BookId, page: u32, what: &str) -> ApiError {
+    if error.is_not_found() {
+        ApiError::NotFound(format!(
+            "the {what} of page {page} of book {book_id} is missing"
+        ))
+    } else {
+        error.into()
+    }
+}
+
+/// The page's OCR text; 404 while its OCR is not done.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/pages/{page}/text", tag = "books",
+    params(
+        ("book_id" = String, Path, description = "The book id"),
+        ("page" = u32, Path, description = "The page number, from 1"),
+    ),
+    responses(
+        (status = 200, description = "The recognized text", body = String, content_type = "text/plain"),
+        (status = 404, description = "`not_found`: no such book or page, or OCR not done", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_page_text(
+    State(state): State<AppState>,
+    Path((book, page)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (book_id, page) = manifest_page(&state, &book, &page).await?;
+    let text_path = match (&page.ocr.status, &page.ocr.text) {
+        (OcrStatus::Done, Some(path)) => path.clone(),
+        (status, _) => {
+            let status = match status {
+                OcrStatus::Pending => "pending",
+                OcrStatus::Done => "done without text",
+                OcrStatus::Failed => "failed",
+            };
+            return Err(ApiError::NotFound(format!(
+                "page {} of book {book_id} has no text: its OCR is {status}",
+                page.page
+            )));
+        }
+    };
+    let blob = state
+        .books()
+        .store()
+        .get(&layout::book_key(&book_id, &text_path))
+        .await
+        .map_err(|error| missing_blob(error, &book_id, page.page, "text"))?;
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], blob.bytes).into_response())
+}
+
+/// Runs OCR again for one page (e.g. a failed one): starts an `ocr` job with payload
+/// `{"pages": [page]}`.
+#[utoipa::path(
+    post, path = "/v1/books/{book_id}/pages/{page}/ocr/retry", tag = "books",
+    params(
+        ("book_id" = String, Path, description = "The book id"),
+        ("page" = u32, Path, description = "The page number, from 1"),
+    ),
+    responses(
+        (status = 202, description = "The new ocr job for that page", body = Job),
+        (status = 409, description = "`job_active`: an ocr job is active for the book (in `details.job`)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn retry_page_ocr(
+    State(state): State<AppState>,
+    Path((book, page)): Path<(String, String)>,
+) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    let (book_id, page) = manifest_page(&state, &book, &page).await?;
+    match state
+        .lock()
+        .acquire(
+            book_id.as_str(),
+            OCR_JOB_TYPE,
+            ocr_payload(Some(vec![page.page])),
+        )
+        .await?
+    {
+        Acquire::Created(job) => Ok((StatusCode::ACCEPTED, axum::Json(Job::from(&job)))),
+        Acquire::Busy(job) => Err(ApiError::JobActive(Box::new(Job::from(&job)))),
+    }
+}

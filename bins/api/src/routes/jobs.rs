@@ -1,0 +1,276 @@
+//! Jobs of a book: start (or resume), list, latest; one job: get, events, cancel, resume.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use jobs_core::{Acquire, JobId, JobQuery, JobStatus, LockError, StoreError};
+use serde_json::json;
+
+use crate::dto::{CreateJob, Job, JobList, JobListQuery, LatestJobQuery};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Json, Path, Query, book_id, job_id};
+use crate::routes::BOOK_JOB_TYPES;
+use crate::state::AppState;
+
+/// Default and largest `limit` of a job listing.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+/// How far back `resume: true` looks for a failed or cancelled job.
+const RESUME_LOOKBACK: u32 = 100;
+
+fn accepted(job: &jobs_core::Job) -> (StatusCode, axum::Json<Job>) {
+    (StatusCode::ACCEPTED, axum::Json(Job::from(job)))
+}
+
+fn created_or_active(acquire: Acquire) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    match acquire {
+        Acquire::Created(job) => Ok(accepted(&job)),
+        Acquire::Busy(job) => Err(ApiError::JobActive(Box::new(Job::from(&job)))),
+    }
+}
+
+fn job_type(text: &str) -> Result<&'static str, ApiError> {
+    BOOK_JOB_TYPES
+        .iter()
+        .find(|known| **known == text)
+        .copied()
+        .ok_or_else(|| ApiError::Invalid {
+            message: format!(
+                "unknown job type {:?}: known types are {}",
+                text.chars().take(100).collect::<String>(),
+                BOOK_JOB_TYPES.join(", ")
+            ),
+            details: Some(json!({ "known_types": BOOK_JOB_TYPES })),
+        })
+}
+
+/// Starts a job on a book, or with `resume: true` continues the latest failed or
+/// cancelled job of that type from its checkpoint.
+#[utoipa::path(
+    post, path = "/v1/books/{book_id}/jobs", tag = "jobs",
+    params(("book_id" = String, Path, description = "The book id")),
+    request_body = CreateJob,
+    responses(
+        (status = 202, description = "The new pending job", body = Job),
+        (status = 409, description = "`job_active`: a job of this type is active (in `details.job`); `job_not_resumable`: nothing to resume", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such book", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or unknown type", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_book_job(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+    Json(request): Json<CreateJob>,
+) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    let book_id = book_id(&book)?;
+    let job_type = job_type(&request.job_type)?;
+    state.books().manifest(&book_id).await?;
+    if !request.resume {
+        let acquire = state
+            .lock()
+            .acquire(book_id.as_str(), job_type, json!({}))
+            .await?;
+        return created_or_active(acquire);
+    }
+    let recent = state
+        .job_store()
+        .list(&JobQuery {
+            resource_key: Some(book_id.to_string()),
+            job_type: Some(job_type.to_owned()),
+            limit: RESUME_LOOKBACK,
+        })
+        .await?;
+    if let Some(active) = recent.iter().find(|job| job.status.is_active()) {
+        return Err(ApiError::JobActive(Box::new(Job::from(active))));
+    }
+    let Some(previous) = recent
+        .iter()
+        .find(|job| matches!(job.status, JobStatus::Failed | JobStatus::Cancelled))
+    else {
+        return Err(ApiError::JobNotResumable {
+            message: format!("book {book_id} has no failed or cancelled {job_type} job to resume"),
+            job: None,
+        });
+    };
+    resume(&state, previous.id).await
+}
+
+async fn resume(state: &AppState, id: JobId) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    match state.lock().resume(id).await {
+        Ok(acquire) => created_or_active(acquire),
+        Err(LockError::NotResumable { id, status }) => {
+            let job = state.job_store().get(id).await.ok();
+            Err(ApiError::JobNotResumable {
+                message: format!(
+                    "job {id} is {status}: only failed or cancelled jobs can be resumed"
+                ),
+                job: job.map(|job| Box::new(Job::from(&job))),
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A book's jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/jobs", tag = "jobs",
+    params(("book_id" = String, Path, description = "The book id"), JobListQuery),
+    responses(
+        (status = 200, description = "The jobs, newest first", body = JobList),
+        (status = 404, description = "`not_found`: no such book", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or limit", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_book_jobs(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+    Query(query): Query<JobListQuery>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    let book_id = book_id(&book)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be from 1 to {MAX_LIMIT}"
+        )));
+    }
+    state.books().manifest(&book_id).await?;
+    let jobs = state
+        .job_store()
+        .list(&JobQuery {
+            resource_key: Some(book_id.to_string()),
+            job_type: query.job_type,
+            limit,
+        })
+        .await?;
+    Ok(axum::Json(JobList {
+        jobs: jobs.iter().map(Job::from).collect(),
+    }))
+}
+
+/// The newest job of a book (of one type with `?type=`), or `null` when it has none.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/jobs/latest", tag = "jobs",
+    params(("book_id" = String, Path, description = "The book id"), LatestJobQuery),
+    responses(
+        (status = 200, description = "The newest job, or null", body = Option<Job>),
+        (status = 404, description = "`not_found`: no such book", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn latest_book_job(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+    Query(query): Query<LatestJobQuery>,
+) -> Result<axum::Json<Option<Job>>, ApiError> {
+    let book_id = book_id(&book)?;
+    state.books().manifest(&book_id).await?;
+    let jobs = state
+        .job_store()
+        .list(&JobQuery {
+            resource_key: Some(book_id.to_string()),
+            job_type: query.job_type,
+            limit: 1,
+        })
+        .await?;
+    Ok(axum::Json(jobs.first().map(Job::from)))
+}
+
+/// One job.
+#[utoipa::path(
+    get, path = "/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<axum::Json<Job>, ApiError> {
+    let id = job_id(&job)?;
+    let job = state.job_store().get(id).await?;
+    Ok(axum::Json(Job::from(&job)))
+}
+
+/// Server-sent events: one `job` event (the job's JSON) per change, the first at once;
+/// the stream ends after the event with a terminal status.
+#[utoipa::path(
+    get, path = "/v1/jobs/{job_id}/events", tag = "jobs",
+    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `job` events whose data is the job", body = Job, content_type = "text/event-stream"),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn job_events(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = job_id(&job)?;
+    let first = state.job_store().get(id).await?;
+    let keep_alive = state.config().event_keep_alive;
+    let stream = crate::events::job_events(state, first);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .into_response())
+}
+
+/// Cancels a job: a pending one at once, a running one at its next safe point.
+#[utoipa::path(
+    post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs",
+    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    responses(
+        (status = 202, description = "The job, cancelled or with `cancel_requested`", body = Job),
+        (status = 409, description = "`job_terminal`: it has finished (in `details.job`)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    let id = job_id(&job)?;
+    match state.lock().cancel(id).await {
+        Ok(job) => Ok(accepted(&job)),
+        Err(StoreError::IllegalTransition { id, .. }) => {
+            let job = state.job_store().get(id).await?;
+            Err(ApiError::JobTerminal(Box::new(Job::from(&job))))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Resumes a failed or cancelled job: a new job with the same type, book and payload
+/// that continues from its checkpoint.
+#[utoipa::path(
+    post, path = "/v1/jobs/{job_id}/resume", tag = "jobs",
+    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    responses(
+        (status = 202, description = "The new pending job (`resumed_from` is the old one)", body = Job),
+        (status = 409, description = "`job_not_resumable`: it is not failed or cancelled; `job_active`: another job of its type is active (in `details.job`)", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn resume_job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    let id = job_id(&job)?;
+    resume(&state, id).await
+}

@@ -1,0 +1,177 @@
+//! The routes of SPEC section 5 and the OpenAPI document generated from them.
+//!
+//! Every route is registered with `utoipa_axum::routes!`, which takes the path and the
+//! method from the handler's `#[utoipa::path]`: the router and the document cannot drift.
+
+mod books;
+mod jobs;
+mod system;
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::MatchedPath;
+use axum::http::Request;
+use axum::middleware::from_fn_with_state;
+use ocr::OCR_JOB_TYPE;
+use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDocument, SecurityRequirement};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::state::AppState;
+use crate::{auth, observe};
+
+/// The job types a client may start on a book with `POST /v1/books/{book_id}/jobs`.
+pub const BOOK_JOB_TYPES: [&str; 1] = [OCR_JOB_TYPE];
+
+/// Name of the bearer security scheme in the document.
+const BEARER: &str = "bearer";
+
+/// Extra room in an upload's body limit for the multipart framing around the files.
+const MULTIPART_OVERHEAD: usize = 8 * 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Folio API",
+        description = "Books, bulk page uploads and durable background jobs (OCR) with live \
+                       progress. Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`; \
+                       with a token configured, every `/v1` route needs `Authorization: Bearer TOKEN`."
+    ),
+    components(schemas(ErrorBody, ErrorCode)),
+    tags(
+        (name = "books", description = "Books, pages and page images"),
+        (name = "jobs", description = "Background jobs: start, watch, cancel, resume"),
+        (name = "system", description = "Health, readiness, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Page uploads: a large body limit and a long timeout.
+fn upload_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(books::upload_pages))
+}
+
+/// Every other `/v1` route.
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(books::create_book, books::list_books))
+        .routes(routes!(books::get_book))
+        .routes(routes!(books::get_page))
+        .routes(routes!(books::get_page_image))
+        .routes(routes!(books::get_page_text))
+        .routes(routes!(books::retry_page_ocr))
+        .routes(routes!(jobs::create_book_job, jobs::list_book_jobs))
+        .routes(routes!(jobs::latest_book_job))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::job_events))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::resume_job))
+}
+
+/// Health, readiness, metrics and the document: no auth.
+fn system_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi_json))
+}
+
+/// The OpenAPI 3.1 document of every route, generated from the handlers and their types.
+pub fn openapi() -> OpenApiDocument {
+    let mut document = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .merge(upload_routes())
+        .merge(v1_routes())
+        .merge(system_routes())
+        .into_openapi();
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    for (path, item) in document.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(vec![SecurityRequirement::new::<_, _, &str>(BEARER, [])]);
+        }
+    }
+    document
+}
+
+/// The document as JSON, built once.
+pub(crate) fn openapi_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|error| unreachable!("the document always serializes: {error}"))
+    })
+}
+
+/// The router with every layer.
+pub(crate) fn router(state: AppState) -> Router {
+    let config = state.config().clone();
+    let upload_limit = usize::try_from(config.ingest_limits.max_request_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(MULTIPART_OVERHEAD);
+    let uploads = upload_routes()
+        .layer(DefaultBodyLimit::max(upload_limit))
+        .layer(from_fn_with_state(config.upload_timeout, observe::timeout));
+    let v1 = v1_routes()
+        .layer(DefaultBodyLimit::max(config.json_body_limit))
+        .layer(from_fn_with_state(config.request_timeout, observe::timeout));
+    let v1 = uploads
+        .merge(v1)
+        .route_layer(from_fn_with_state(state.clone(), auth::require_token));
+    let system = system_routes()
+        .layer(DefaultBodyLimit::max(config.json_body_limit))
+        .layer(from_fn_with_state(config.request_timeout, observe::timeout));
+    let (router, _document) = OpenApiRouter::new()
+        .merge(v1)
+        .merge(system)
+        .split_for_parts();
+    router
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!(
+                        "request",
+                        http.method = %request.method(),
+                        http.route = route,
+                        http.path = request.uri().path(),
+                    )
+                })
+                .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                .on_failure(()),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}

@@ -1,0 +1,126 @@
+//! Liveness, readiness, metrics and the OpenAPI document. These routes need no token.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use blob_store::BlobError;
+
+use crate::dto::{Check, Health, Readiness};
+use crate::state::AppState;
+
+/// Longest time one readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A key that never exists; reading its metadata proves the storage answers.
+const STORAGE_PROBE_KEY: &str = "folio/readiness-probe";
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub(crate) async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Readiness: the database and the storage answer; also counts live workers.
+#[utoipa::path(
+    get, path = "/readyz", tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: the database or the storage does not answer", body = Readiness),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let seen_since = state.inner.clock.now()
+        - chrono::Duration::from_std(state.config().recovery.stale_after)
+            .unwrap_or(chrono::Duration::seconds(30));
+    let database =
+        tokio::time::timeout(CHECK_TIMEOUT, state.job_store().list_workers(seen_since)).await;
+    let (database, live_workers) = match database {
+        Ok(Ok(workers)) => (ok(), Some(workers.len())),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the job database failed");
+            (failed("the job database failed"), None)
+        }
+        Err(_) => (failed("the job database did not answer in time"), None),
+    };
+    let storage =
+        match tokio::time::timeout(CHECK_TIMEOUT, state.books().store().head(STORAGE_PROBE_KEY))
+            .await
+        {
+            Ok(Ok(_) | Err(BlobError::NotFound { .. })) => ok(),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: the object storage failed");
+                failed("the object storage failed")
+            }
+            Err(_) => failed("the object storage did not answer in time"),
+        };
+    let ready = database.ok && storage.ok;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" }.to_owned(),
+            database,
+            storage,
+            live_workers,
+        }),
+    )
+        .into_response()
+}
+
+fn ok() -> Check {
+    Check {
+        ok: true,
+        error: None,
+    }
+}
+
+fn failed(message: &str) -> Check {
+    Check {
+        ok: false,
+        error: Some(message.to_owned()),
+    }
+}
+
+/// Prometheus text: HTTP requests by route and status, and the in-process worker's
+/// metrics with `--with-worker`.
+#[utoipa::path(
+    get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    state.inner.http_metrics.render(&mut text);
+    if let Some(worker) = &state.inner.worker_metrics {
+        worker.render(&mut text);
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "system",
+    responses((status = 200, description = "The OpenAPI document", body = Object, content_type = "application/json"))
+)]
+pub(crate) async fn openapi_json() -> Response {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        crate::routes::openapi_json(),
+    )
+        .into_response()
+}

@@ -1,0 +1,159 @@
+//! The `api` process: flags, the refusal of unauthenticated public listeners, stores from
+//! URLs, the optional in-process worker, and serving with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use app::config::{CommonArgs, WorkerArgs};
+use clap::Parser;
+use jobs_core::runtime::Worker;
+use jobs_core::{RecoveryPolicy, SystemClock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ApiConfig, AppState, app};
+
+/// Folio's HTTP API; with `--with-worker` it also runs the jobs (one machine, one command).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "api", version, about)]
+pub struct Cli {
+    /// Stores and logging.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The address to serve on.
+    #[arg(long, env = "FOLIO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Every `/v1` route then needs `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "FOLIO_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Serve on a non-loopback address without a token (anyone who reaches it can use it).
+    #[arg(long, env = "FOLIO_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Run a worker in this process too (the embedded default for one machine); it takes
+    /// the worker flags below.
+    #[arg(long, env = "FOLIO_WITH_WORKER")]
+    pub with_worker: bool,
+
+    /// Longest time a request may take to produce its response.
+    #[arg(long, env = "FOLIO_REQUEST_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub request_timeout: Duration,
+
+    /// Longest time a page upload may take.
+    #[arg(long, env = "FOLIO_UPLOAD_TIMEOUT", value_parser = duration, default_value = "10m")]
+    pub upload_timeout: Duration,
+
+    /// The worker's flags (used with `--with-worker`; `--max-attempts`, `--stale-after` and
+    /// `--pending-timeout` also apply to the jobs the API starts).
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 500ms, 5s, 10m)"))
+}
+
+impl Cli {
+    /// Refuses a non-loopback listen address without a token, unless
+    /// `--allow-unauthenticated` says so.
+    pub fn check_listen(&self) -> Result<()> {
+        let has_token = self
+            .api_token
+            .as_deref()
+            .is_some_and(|token| !token.is_empty());
+        if !has_token && !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+            bail!(
+                "refusing to listen on {} without an API token: anyone who can reach it could \
+                 use the API. Set --api-token (FOLIO_API_TOKEN), listen on a loopback address \
+                 such as 127.0.0.1:8080, or pass --allow-unauthenticated",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+
+    /// The API settings these flags describe.
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            api_token: self.api_token.clone().filter(|token| !token.is_empty()),
+            recovery: RecoveryPolicy {
+                stale_after: self.worker.stale_after,
+                pending_timeout: self.worker.pending_timeout,
+            },
+            max_attempts: self.worker.max_attempts,
+            request_timeout: self.request_timeout,
+            upload_timeout: self.upload_timeout,
+            ..ApiConfig::default()
+        }
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` fires, then finishes the requests in
+/// flight (open event streams end at once).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Runs the `api` process until SIGINT or SIGTERM.
+pub async fn run(cli: Cli) -> Result<()> {
+    cli.check_listen()?;
+    let shutdown = app::shutdown_on_signals();
+    let job_store = app::stores::open_job_store(&cli.common.database_url).await?;
+    let blob_store = app::storage::open_blob_store(&cli.common.storage).await?;
+    let mut state = AppState::builder(job_store.clone(), blob_store.clone(), cli.api_config())
+        .shutdown(shutdown.clone());
+    let worker = if cli.with_worker {
+        let deps = app::handlers::HandlerDeps::new(blob_store, &cli.worker);
+        let mut worker = Worker::new(job_store, Arc::new(SystemClock), cli.worker.worker_config());
+        for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {
+            worker = worker.handler(handler);
+        }
+        state = state.worker_metrics(worker.metrics());
+        Some(worker)
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        with_worker = cli.with_worker,
+        auth = cli.api_token.is_some(),
+        "api listening"
+    );
+    let worker = worker.map(|worker| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let result = worker.run(shutdown.clone()).await;
+            if !shutdown.is_cancelled() {
+                // The worker stopped on its own: take the API down with it rather than
+                // accept jobs nobody runs.
+                shutdown.cancel();
+            }
+            result
+        })
+    });
+    let served = serve(listener, state.build(), shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(worker) = worker {
+        worker
+            .await
+            .context("the worker task panicked")?
+            .context("running the worker")?;
+    }
+    served.context("serving HTTP")?;
+    tracing::info!("api stopped");
+    Ok(())
+}

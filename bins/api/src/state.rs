@@ -1,0 +1,170 @@
+//! The state every handler shares: stores, the lock service and the API's settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blob_store::BlobStore;
+use books::{Books, IngestLimits};
+use jobs_core::runtime::WorkerMetrics;
+use jobs_core::{Clock, JobStore, LockService, RecoveryPolicy, SystemClock};
+use tokio_util::sync::CancellationToken;
+
+use crate::observe::HttpMetrics;
+
+/// Settings of the HTTP API. The defaults follow SPEC sections 4.1 and 5.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// With a token, every `/v1` route needs `Authorization: Bearer TOKEN`.
+    pub api_token: Option<String>,
+    /// Stale detection of the lock service (lazy rescue before `job_active`); also the
+    /// window in which a worker counts as live for `/readyz`.
+    pub recovery: RecoveryPolicy,
+    /// `max_attempts` of the jobs the API creates.
+    pub max_attempts: u32,
+    /// Limits of one page upload.
+    pub ingest_limits: IngestLimits,
+    /// Longest time a request may take to produce its response (not the event stream).
+    pub request_timeout: Duration,
+    /// Longest time a page upload may take (reading, converting and storing the files).
+    pub upload_timeout: Duration,
+    /// Largest JSON body.
+    pub json_body_limit: usize,
+    /// How often an event stream looks for a change of its job.
+    pub event_poll_interval: Duration,
+    /// Comment lines sent this often keep idle event streams open through proxies.
+    pub event_keep_alive: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            api_token: None,
+            recovery: RecoveryPolicy::default(),
+            max_attempts: LockService::DEFAULT_MAX_ATTEMPTS,
+            ingest_limits: IngestLimits::default(),
+            request_timeout: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(600),
+            json_body_limit: 64 * 1024,
+            event_poll_interval: Duration::from_millis(500),
+            event_keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) job_store: Arc<dyn JobStore>,
+    pub(crate) books: Books,
+    pub(crate) lock: LockService,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: ApiConfig,
+    pub(crate) worker_metrics: Option<Arc<WorkerMetrics>>,
+    pub(crate) http_metrics: HttpMetrics,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// The state over a job store and a blob store, with the system clock.
+    pub fn new(
+        job_store: Arc<dyn JobStore>,
+        blob_store: Arc<dyn BlobStore>,
+        config: ApiConfig,
+    ) -> Self {
+        Self::builder(job_store, blob_store, config).build()
+    }
+
+    /// A builder for the optional parts (clock, worker metrics, shutdown token).
+    pub fn builder(
+        job_store: Arc<dyn JobStore>,
+        blob_store: Arc<dyn BlobStore>,
+        config: ApiConfig,
+    ) -> AppStateBuilder {
+        AppStateBuilder {
+            job_store,
+            blob_store,
+            config,
+            clock: Arc::new(SystemClock),
+            worker_metrics: None,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    /// The job store.
+    pub fn job_store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.job_store
+    }
+
+    /// The books.
+    pub fn books(&self) -> &Books {
+        &self.inner.books
+    }
+
+    /// The lock service the API starts, cancels and resumes jobs with.
+    pub fn lock(&self) -> &LockService {
+        &self.inner.lock
+    }
+}
+
+/// Builds an [`AppState`].
+#[derive(Debug)]
+pub struct AppStateBuilder {
+    job_store: Arc<dyn JobStore>,
+    blob_store: Arc<dyn BlobStore>,
+    config: ApiConfig,
+    clock: Arc<dyn Clock>,
+    worker_metrics: Option<Arc<WorkerMetrics>>,
+    shutdown: CancellationToken,
+}
+
+impl AppStateBuilder {
+    /// The clock of the lock service (tests move time by hand).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The metrics of the in-process worker, served on `/metrics` with the API's own.
+    pub fn worker_metrics(mut self, metrics: Arc<WorkerMetrics>) -> Self {
+        self.worker_metrics = Some(metrics);
+        self
+    }
+
+    /// A token that ends every open event stream when it fires (graceful shutdown).
+    pub fn shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// The state.
+    pub fn build(self) -> AppState {
+        let lock = LockService::new(
+            self.job_store.clone(),
+            self.clock.clone(),
+            self.config.recovery,
+        )
+        .with_max_attempts(self.config.max_attempts);
+        AppState {
+            inner: Arc::new(Inner {
+                job_store: self.job_store,
+                books: Books::new(self.blob_store),
+                lock,
+                clock: self.clock,
+                config: self.config,
+                worker_metrics: self.worker_metrics,
+                http_metrics: HttpMetrics::default(),
+                shutdown: self.shutdown,
+            }),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! End to end on Postgres and S3 (moto): the API served over TCP with a worker running
+//! real tesseract; upload with `?ocr=true`, follow the job's events to `completed`, read
+//! the text, retry one page, and 50 racing starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{ApiConfig, AppState};
+use app::config::WorkerArgs;
+use clap::Parser;
+use jobs_core::runtime::Worker;
+use jobs_core::{JobStore, SystemClock};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::parse_job_events;
+use crate::support::multipart;
+
+#[derive(Debug, Parser)]
+struct WorkerCli {
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// Follows a job's event stream to its end over HTTP.
+async fn follow(client: &reqwest::Client, base: &str, job_id: &str) -> Vec<Value> {
+    let mut response = client
+        .get(format!("{base}/v1/jobs/{job_id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    parse_job_events(&text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocr_runs_end_to_end_on_postgres_and_s3() {
+    ocr::testing::require_tesseract().await;
+    let database = jobs_postgres::testing::TestDatabase::create().await;
+    let job_store: Arc<dyn JobStore> = Arc::new(database.store().await);
+    let s3 = blob_store::conformance::s3_test_store().await;
+    let blob_store = s3.store();
+
+    let shutdown = CancellationToken::new();
+    let args = WorkerCli::try_parse_from([
+        "worker",
+        "--types",
+        "ocr",
+        "--heartbeat-interval",
+        "500ms",
+        "--progress-flush",
+        "100ms",
+        "--manifest-flush-every",
+        "1",
+    ])
+    .unwrap()
+    .worker;
+    let deps = app::handlers::HandlerDeps::new(blob_store.clone(), &args);
+    let mut worker = Worker::new(
+        job_store.clone(),
+        Arc::new(SystemClock),
+        args.worker_config(),
+    );
+    for handler in app::handlers::select_handlers(&args.types, &deps).unwrap() {
+        worker = worker.handler(handler);
+    }
+    let state = AppState::builder(
+        job_store.clone(),
+        blob_store.clone(),
+        ApiConfig {
+            api_token: Some("e2e-token".into()),
+            event_poll_interval: Duration::from_millis(50),
+            ..ApiConfig::default()
+        },
+    )
+    .shutdown(shutdown.clone())
+    .worker_metrics(worker.metrics())
+    .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(api::server::serve(listener, state, shutdown.clone()));
+    let worker = tokio::spawn(worker.run(shutdown.clone()));
+
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", "Bearer e2e-token".parse().unwrap());
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+
+    let response = client
+        .post(format!("{base}/v1/books"))
+        .json(&json!({"id": "e2e", "title": "End to end"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    let fixtures = ocr::testing::fixture_pages();
+    let files: Vec<(String, Vec<u8>)> = fixtures
+        .iter()
+        .take(3)
+        .map(|page| (format!("page-{}.png", page.number), page.png.to_vec()))
+        .collect();
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let (content_type, body) = multipart(&files);
+    let response = client
+        .post(format!("{base}/v1/books/e2e/pages?ocr=true"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded["pages"].as_array().unwrap().len(), 3);
+    assert_eq!(uploaded["job_created"], true);
+    let job_id = uploaded["job"]["id"].as_str().unwrap().to_owned();
+
+    let events = tokio::time::timeout(Duration::from_secs(120), follow(&client, &base, &job_id))
+        .await
+        .expect("the ocr job finishes");
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:#?}");
+    assert_eq!(events.last().unwrap()["progress"]["completed"], 3);
+
+    for page in &fixtures[..3] {
+        let response = client
+            .get(format!("{base}/v1/books/e2e/pages/{}/text", page.number))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        let error_rate = ocr::testing::character_error_rate(&page.text, &text);
+        assert!(
+            error_rate < 0.1,
+            "page {}: error rate {error_rate}: {text}",
+            page.number
+        );
+    }
+
+    let response = client
+        .post(format!("{base}/v1/books/e2e/pages/2/ocr/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let retry: Value = response.json().await.unwrap();
+    let events = tokio::time::timeout(
+        Duration::from_secs(60),
+        follow(&client, &base, retry["id"].as_str().unwrap()),
+    )
+    .await
+    .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last["status"], "completed", "{events:#?}");
+    assert_eq!(last["progress"]["completed"], 1);
+
+    let ready: Value = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["live_workers"], 1, "{ready}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("folio_http_requests_total"), "{metrics}");
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    worker.await.unwrap().unwrap();
+    database.drop().await;
+}

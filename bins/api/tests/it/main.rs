@@ -1,0 +1,15 @@
+//! Route tests of the `api` router (driven with `tower::ServiceExt::oneshot` on SQLite and
+//! `file://`), the same on Postgres where the store matters, an end-to-end run on Postgres
+//! and S3 with a real worker, and process tests of the binary.
+
+mod auth;
+mod books;
+mod cli;
+mod concurrency;
+mod e2e;
+mod events;
+mod jobs;
+mod openapi;
+mod pages;
+mod support;
+mod system;

@@ -1,0 +1,372 @@
+//! Page uploads (all or nothing), page, image and text, and single-page OCR retry.
+
+use api::ApiConfig;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use blob_store::PutMode;
+use books::{BookId, IngestLimits, OcrStatus, layout};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, assert_error, into_bytes, into_json};
+
+fn fixture(number: usize) -> Vec<u8> {
+    ocr::testing::fixture_pages()[number - 1].png.to_vec()
+}
+
+async fn storage_keys(app: &TestApp, book: &str) -> Vec<String> {
+    app.blob_store
+        .list(&format!("books/{book}/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect()
+}
+
+#[tokio::test]
+async fn uploading_pages_numbers_them_in_order_after_the_last_page() {
+    let app = TestApp::sqlite().await;
+    app.create_book("up").await;
+    let (one, two, three) = (fixture(1), fixture(2), fixture(3));
+    let (status, body) = app
+        .upload("up", "", &[("a.png", &one), ("b.png", &two)])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["job"], Value::Null);
+    assert_eq!(body["job_created"], false);
+    let pages = body["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[0]["page"], 1);
+    assert_eq!(pages[0]["source_name"], "a.png");
+    assert_eq!(pages[1]["page"], 2);
+    assert_eq!(pages[1]["ocr"]["status"], "pending");
+    let (status, body) = app.upload("up", "", &[("c.png", &three)]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["pages"][0]["page"], 3);
+}
+
+#[tokio::test]
+async fn uploading_with_ocr_true_starts_an_ocr_job() {
+    let app = TestApp::sqlite().await;
+    app.create_book("ocr-up").await;
+    let one = fixture(1);
+    let (status, body) = app.upload("ocr-up", "?ocr=true", &[("a.png", &one)]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["job_created"], true);
+    assert_eq!(body["job"]["type"], "ocr");
+    assert_eq!(body["job"]["book_id"], "ocr-up");
+    assert_eq!(body["job"]["status"], "pending");
+    let job = app.stored_job(&body["job"]["id"]).await;
+    assert_eq!(job.payload, json!({}));
+
+    let (status, again) = app.upload("ocr-up", "?ocr=true", &[("b.png", &one)]).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["job_created"], false);
+    assert_eq!(again["job"]["id"], body["job"]["id"]);
+}
+
+#[tokio::test]
+async fn a_rejected_upload_lists_the_bad_file_and_changes_nothing() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("strict", 1).await;
+    let manifest_before = app.get("/v1/books/strict").await.1;
+    let keys_before = storage_keys(&app, "strict").await;
+    let (one, two) = (fixture(1), fixture(2));
+    let (status, body) = app
+        .upload(
+            "strict",
+            "?ocr=true",
+            &[
+                ("good-1.png", &one),
+                ("notes.txt", b"this is not an image"),
+                ("good-2.png", &two),
+            ],
+        )
+        .await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let rejected = body["error"]["details"]["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{body}");
+    assert_eq!(rejected[0]["name"], "notes.txt");
+    assert_eq!(rejected[0]["index"], 1);
+    assert_eq!(rejected[0]["code"], "unsupported_format");
+
+    assert_eq!(app.get("/v1/books/strict").await.1, manifest_before);
+    assert_eq!(storage_keys(&app, "strict").await, keys_before);
+    let (_, latest) = app.get("/v1/books/strict/jobs/latest").await;
+    assert_eq!(latest, Value::Null, "no job was started");
+}
+
+#[tokio::test]
+async fn a_corrupt_image_among_good_ones_is_422_listing_it() {
+    let app = TestApp::sqlite().await;
+    app.create_book("corrupt").await;
+    let one = fixture(1);
+    let truncated = &one[..one.len() / 2];
+    let (status, body) = app
+        .upload("corrupt", "", &[("ok.png", &one), ("cut.png", truncated)])
+        .await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    let rejected = body["error"]["details"]["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{body}");
+    assert_eq!(rejected[0]["name"], "cut.png");
+    assert_eq!(rejected[0]["code"], "corrupt");
+    assert_eq!(app.get("/v1/books/corrupt").await.1["pages"], json!([]));
+    assert_eq!(
+        storage_keys(&app, "corrupt").await,
+        ["books/corrupt/metadata.json"]
+    );
+}
+
+#[tokio::test]
+async fn uploads_that_are_not_multipart_or_empty_or_odd_are_refused() {
+    let app = TestApp::sqlite().await;
+    app.create_book("odd").await;
+    let request = Request::post("/v1/books/odd/pages")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = into_json(app.send(request).await).await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+
+    let (status, body) = app.upload("odd", "", &[]).await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+
+    let boundary = "b0";
+    let request = Request::post("/v1/books/odd/pages")
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+        .body(Body::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"picture\"; filename=\"a.png\"\r\n\r\nxx\r\n--{boundary}--\r\n"
+        )))
+        .unwrap();
+    let (status, body) = into_json(app.send(request).await).await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+
+    let request = Request::post("/v1/books/odd/pages")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from("--b0\r\nbroken"))
+        .unwrap();
+    let (status, body) = into_json(app.send(request).await).await;
+    assert_error((status, &body), StatusCode::BAD_REQUEST, "invalid_request");
+
+    let (status, body) = app.upload("ghost", "", &[("a.png", &fixture(1))]).await;
+    assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = app.upload("Ghost!", "", &[("a.png", &fixture(1))]).await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    let (status, body) = app
+        .upload("odd", "?ocr=maybe", &[("a.png", &fixture(1))])
+        .await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn uploads_over_the_file_count_or_byte_limits_are_413() {
+    let app = TestApp::sqlite_with(ApiConfig {
+        ingest_limits: IngestLimits {
+            max_files: 2,
+            max_request_bytes: 30_000,
+            ..IngestLimits::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await;
+    app.create_book("limits").await;
+    let one = fixture(1);
+    let (status, body) = app
+        .upload(
+            "limits",
+            "",
+            &[("a.png", &one), ("b.png", &one), ("c.png", &one)],
+        )
+        .await;
+    assert_error(
+        (status, &body),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let big = vec![0_u8; 40_000];
+    let (status, body) = app.upload("limits", "", &[("big.png", &big)]).await;
+    assert_error(
+        (status, &body),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert_eq!(
+        storage_keys(&app, "limits").await,
+        ["books/limits/metadata.json"]
+    );
+}
+
+#[tokio::test]
+async fn a_page_answers_with_its_ocr_status_and_its_png() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("pg", 2).await;
+    let (status, body) = app.get("/v1/books/pg/pages/2").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["page"], 2);
+    assert_eq!(body["ocr"]["status"], "pending");
+    assert_eq!(body["ocr"]["text_url"], Value::Null);
+
+    let response = app
+        .send(
+            Request::get("/v1/books/pg/pages/2/image")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+    let (status, bytes) = into_bytes(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    for uri in [
+        "/v1/books/pg/pages/3",
+        "/v1/books/pg/pages/3/image",
+        "/v1/books/nope/pages/1",
+    ] {
+        let (status, body) = app.get(uri).await;
+        assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
+    }
+    for uri in [
+        "/v1/books/pg/pages/0",
+        "/v1/books/pg/pages/x/image",
+        "/v1/books/PG/pages/1/text",
+    ] {
+        let (status, body) = app.get(uri).await;
+        assert_error(
+            (status, &body),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        );
+    }
+}
+
+#[tokio::test]
+async fn page_text_is_404_until_ocr_is_done_then_plain_text() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("txt", 1).await;
+    let (status, body) = app.get("/v1/books/txt/pages/1/text").await;
+    assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
+
+    let book = BookId::parse("txt").unwrap();
+    let text_path = layout::ocr_text_path(1);
+    app.blob_store
+        .put(
+            &layout::book_key(&book, &text_path),
+            Bytes::from_static(b"Adding fractions\n"),
+            PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    app.state
+        .books()
+        .update(&book, |manifest| {
+            let page = manifest.page_mut(1).unwrap();
+            page.ocr.status = OcrStatus::Done;
+            page.ocr.text = Some(text_path.clone());
+        })
+        .await
+        .unwrap();
+    let response = app
+        .send(
+            Request::get("/v1/books/txt/pages/1/text")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
+    let (status, bytes) = into_bytes(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, b"Adding fractions\n");
+    let (_, page) = app.get("/v1/books/txt/pages/1").await;
+    assert_eq!(page["ocr"]["text_url"], "/v1/books/txt/pages/1/text");
+}
+
+#[tokio::test]
+async fn retrying_one_page_starts_an_ocr_job_for_that_page_only() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("retry", 3).await;
+    let (status, job) = app
+        .post("/v1/books/retry/pages/2/ocr/retry", json!(null))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["type"], "ocr");
+    assert_eq!(job["book_id"], "retry");
+    assert_eq!(job["status"], "pending");
+    assert_eq!(
+        app.stored_job(&job["id"]).await.payload,
+        json!({"pages": [2]})
+    );
+}
+
+#[tokio::test]
+async fn retrying_a_page_while_an_ocr_job_is_active_is_409_job_active_with_that_job() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("busy", 2).await;
+    let (_, active) = app
+        .post("/v1/books/busy/jobs", json!({"type": "ocr"}))
+        .await;
+    let (status, body) = app
+        .post("/v1/books/busy/pages/1/ocr/retry", json!(null))
+        .await;
+    assert_error((status, &body), StatusCode::CONFLICT, "job_active");
+    assert_eq!(body["error"]["details"]["job"]["id"], active["id"]);
+}
+
+#[tokio::test]
+async fn retrying_an_unknown_page_or_book_is_404_and_a_bad_page_422() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("few", 1).await;
+    let (status, body) = app
+        .post("/v1/books/few/pages/9/ocr/retry", json!(null))
+        .await;
+    assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = app
+        .post("/v1/books/none/pages/1/ocr/retry", json!(null))
+        .await;
+    assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = app
+        .post("/v1/books/few/pages/-1/ocr/retry", json!(null))
+        .await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    let (_, latest) = app.get("/v1/books/few/jobs/latest").await;
+    assert_eq!(latest, Value::Null);
+}

@@ -1,0 +1,235 @@
+//! A router over fresh stores, and request helpers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::{ApiConfig, AppState};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode, header};
+use blob_store::BlobStore;
+use http_body_util::BodyExt;
+use jobs_core::JobStore;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A router over its own stores.
+pub(crate) struct TestApp {
+    pub(crate) state: AppState,
+    pub(crate) job_store: Arc<dyn JobStore>,
+    pub(crate) blob_store: Arc<dyn BlobStore>,
+    pub(crate) token: Option<String>,
+    _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl TestApp {
+    /// SQLite in a temp dir and a `file://` store, default settings.
+    pub(crate) async fn sqlite() -> Self {
+        Self::sqlite_with(ApiConfig::default()).await
+    }
+
+    /// SQLite in a temp dir and a `file://` store.
+    pub(crate) async fn sqlite_with(config: ApiConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/jobs.db", dir.path().display());
+        let job_store: Arc<dyn JobStore> =
+            Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await.unwrap());
+        let blob_store: Arc<dyn BlobStore> = Arc::new(
+            blob_store::FileBlobStore::open(dir.path().join("objects"))
+                .await
+                .unwrap(),
+        );
+        Self::over(job_store, blob_store, config, vec![Box::new(dir)])
+    }
+
+    /// A fresh Postgres database and a `file://` store.
+    pub(crate) async fn postgres() -> (Self, jobs_postgres::testing::TestDatabase) {
+        let database = jobs_postgres::testing::TestDatabase::create().await;
+        let job_store: Arc<dyn JobStore> = Arc::new(database.store().await);
+        let dir = tempfile::tempdir().unwrap();
+        let blob_store: Arc<dyn BlobStore> = Arc::new(
+            blob_store::FileBlobStore::open(dir.path().join("objects"))
+                .await
+                .unwrap(),
+        );
+        let app = Self::over(
+            job_store,
+            blob_store,
+            ApiConfig::default(),
+            vec![Box::new(dir)],
+        );
+        (app, database)
+    }
+
+    pub(crate) fn over(
+        job_store: Arc<dyn JobStore>,
+        blob_store: Arc<dyn BlobStore>,
+        config: ApiConfig,
+        guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Self {
+        let token = config.api_token.clone();
+        let state = AppState::new(job_store.clone(), blob_store.clone(), config);
+        Self {
+            state,
+            job_store,
+            blob_store,
+            token,
+            _guards: guards,
+        }
+    }
+
+    pub(crate) fn router(&self) -> Router {
+        api::app(self.state.clone())
+    }
+
+    /// Sends a request (with the token, if the app has one).
+    pub(crate) async fn send(&self, mut request: Request<Body>) -> Response<Body> {
+        if let Some(token) = &self.token
+            && !request.headers().contains_key(header::AUTHORIZATION)
+        {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        self.router().oneshot(request).await.unwrap()
+    }
+
+    /// Sends a request with an optional JSON body; returns the status and the JSON body
+    /// (`Value::Null` for an empty or non-JSON body).
+    pub(crate) async fn json(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut builder = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(body) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self.send(builder.body(body).unwrap()).await;
+        into_json(response).await
+    }
+
+    pub(crate) async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.json("GET", uri, None).await
+    }
+
+    pub(crate) async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.json("POST", uri, Some(body)).await
+    }
+
+    /// Creates a book with this id.
+    pub(crate) async fn create_book(&self, id: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/v1/books",
+                serde_json::json!({"id": id, "title": format!("Book {id}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Uploads files to a book's pages.
+    pub(crate) async fn upload(
+        &self,
+        book: &str,
+        query: &str,
+        files: &[(&str, &[u8])],
+    ) -> (StatusCode, Value) {
+        let (content_type, body) = multipart(files);
+        let request = Request::builder()
+            .method("POST")
+            .uri(format!("/v1/books/{book}/pages{query}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        into_json(self.send(request).await).await
+    }
+
+    /// A book with `pages` fixture pages.
+    pub(crate) async fn book_with_pages(&self, id: &str, pages: usize) {
+        self.create_book(id).await;
+        let fixtures = ocr::testing::fixture_pages();
+        let files: Vec<(String, Vec<u8>)> = fixtures
+            .iter()
+            .take(pages)
+            .map(|page| (format!("page-{}.png", page.number), page.png.to_vec()))
+            .collect();
+        let files: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+            .collect();
+        let (status, body) = self.upload(id, "", &files).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// The job with this id from the store.
+    pub(crate) async fn stored_job(&self, id: &Value) -> jobs_core::Job {
+        let id: jobs_core::JobId = id.as_str().unwrap().parse().unwrap();
+        self.job_store.get(id).await.unwrap()
+    }
+}
+
+pub(crate) async fn into_json(response: Response<Body>) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+pub(crate) async fn into_bytes(response: Response<Body>) -> (StatusCode, Vec<u8>) {
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, bytes.to_vec())
+}
+
+/// A multipart/form-data body with one `files` field per file.
+pub(crate) fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "folio-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Asserts an error answer: status, code, and the error shape.
+#[track_caller]
+pub(crate) fn assert_error(actual: (StatusCode, &Value), status: StatusCode, code: &str) {
+    let (actual_status, body) = actual;
+    assert_eq!(actual_status, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"]["details"].is_object(), "{body}");
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline`.
+pub(crate) async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
