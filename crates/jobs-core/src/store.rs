@@ -156,6 +156,27 @@ pub struct RescueReport {
 }
 
 impl RescueReport {
+    /// Sorts what a rescue changed: `stale` are the running jobs it ended or requeued, with
+    /// the status each got; `expired` are the pending jobs it failed. Ids come out sorted.
+    pub fn from_changes(
+        stale: impl IntoIterator<Item = (JobId, JobStatus)>,
+        expired: impl IntoIterator<Item = JobId>,
+    ) -> Self {
+        let mut report = Self::default();
+        for (id, status) in stale {
+            match status {
+                JobStatus::Pending => report.requeued.push(id),
+                JobStatus::Cancelled => report.cancelled.push(id),
+                _ => report.failed.push(id),
+            }
+        }
+        report.failed.extend(expired);
+        report.requeued.sort();
+        report.failed.sort();
+        report.cancelled.sort();
+        report
+    }
+
     /// Whether the rescue changed nothing.
     pub fn is_empty(&self) -> bool {
         self.requeued.is_empty() && self.failed.is_empty() && self.cancelled.is_empty()

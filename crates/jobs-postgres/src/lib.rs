@@ -578,16 +578,14 @@ impl JobStore for PgJobStore {
             .fetch_all(&self.pool)
             .await
             .map_err(translate)?;
-        let mut report = RescueReport::default();
-        for row in &stale {
-            let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
-            match parse_status(row.try_get("status").map_err(translate)?)? {
-                JobStatus::Pending => report.requeued.push(id),
-                JobStatus::Cancelled => report.cancelled.push(id),
-                _ => report.failed.push(id),
-            }
-        }
-        let expired = sqlx::query(RESCUE_PENDING)
+        let stale = stale
+            .iter()
+            .map(|row| {
+                let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
+                Ok((id, parse_status(row.try_get("status").map_err(translate)?)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let expired = sqlx::query_scalar::<_, Uuid>(RESCUE_PENDING)
             .bind(params.now)
             .bind(params.pending_before)
             .bind(json_value(&params.pending_timeout_error))
@@ -596,14 +594,7 @@ impl JobStore for PgJobStore {
             .fetch_all(&self.pool)
             .await
             .map_err(translate)?;
-        for row in &expired {
-            report
-                .failed
-                .push(JobId::from_uuid(row.try_get("id").map_err(translate)?));
-        }
-        report.requeued.sort();
-        report.failed.sort();
-        report.cancelled.sort();
+        let report = RescueReport::from_changes(stale, expired.into_iter().map(JobId::from_uuid));
         if !report.requeued.is_empty() {
             sqlx::query(NOTIFY)
                 .execute(&self.pool)

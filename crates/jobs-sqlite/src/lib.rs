@@ -491,26 +491,19 @@ impl JobStore for SqliteJobStore {
             .await
             .map_err(translate)?;
         transaction.commit().await.map_err(translate)?;
-        let mut report = RescueReport::default();
-        for row in &stale {
-            let id = job_id(&row.try_get::<String, _>("id").map_err(translate)?)?;
-            let status: JobStatus = row
-                .try_get::<String, _>("status")
-                .map_err(translate)?
-                .parse()
-                .map_err(corrupt)?;
-            match status {
-                JobStatus::Pending => report.requeued.push(id),
-                JobStatus::Cancelled => report.cancelled.push(id),
-                _ => report.failed.push(id),
-            }
-        }
-        for id in expired {
-            report.failed.push(job_id(&id)?);
-        }
-        report.requeued.sort();
-        report.failed.sort();
-        report.cancelled.sort();
+        let stale = stale
+            .iter()
+            .map(|row| {
+                let id = job_id(&row.try_get::<String, _>("id").map_err(translate)?)?;
+                let status = row.try_get::<String, _>("status").map_err(translate)?;
+                Ok((id, status.parse::<JobStatus>().map_err(corrupt)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let expired = expired
+            .iter()
+            .map(|id| job_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let report = RescueReport::from_changes(stale, expired);
         if !report.requeued.is_empty() {
             self.signal.notify_waiters();
         }
