@@ -11,6 +11,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod bench_api;
+mod demo;
 mod tidy;
 
 const USAGE: &str = "usage: cargo xtask ci
@@ -22,6 +24,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -51,6 +54,7 @@ fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("jobs") => runtime.block_on(bench::jobs(&flags)),
         Some("ocr") => runtime.block_on(bench::ocr(&flags)),
+        Some("api") => runtime.block_on(bench_api::run(&flags)),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
