@@ -3,7 +3,8 @@
 //! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
 //!   both stores and both blob backends, and the embedding example. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
-//! - `cargo xtask bench jobs|ocr ...`: benchmarks, see `bench.rs`.
+//! - `cargo xtask bench jobs|ocr|api ...`: benchmarks (`bench.rs`, `bench_api.rs`).
+//! - `cargo xtask demo`: a book from the sample pages through OCR against a running API.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,9 @@ mod tidy;
 
 const USAGE: &str = "usage: cargo xtask ci
        cargo xtask bench jobs --store postgres|sqlite [--jobs N] [--concurrency C]
-       cargo xtask bench ocr [--pages N] [--parallelism P]";
+       cargo xtask bench ocr [--pages N] [--parallelism P]
+       cargo xtask bench api [--connections C] [--seconds S] [--max-requests N]
+       cargo xtask demo [--url URL] [--pages N]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -87,24 +90,27 @@ fn run(mut command: Command) -> Result<()> {
     Ok(())
 }
 
-fn ci() -> Result<()> {
-    // The OCR tests run the real tesseract CLI.
-    let mut tesseract = Command::new("bash");
-    tesseract.arg(root().join("scripts/install-tesseract.sh"));
-    run(tesseract)?;
-
-    // The S3 tests start moto themselves; make sure it is installed.
-    let moto = Command::new("bash")
-        .arg(root().join("scripts/install-moto.sh"))
+/// Runs an install script from `scripts/` and returns what it printed (a tool's path).
+fn install(script: &str) -> Result<String> {
+    let output = Command::new("bash")
+        .arg(root().join("scripts").join(script))
         .output()
-        .context("running scripts/install-moto.sh")?;
-    if !moto.status.success() {
+        .with_context(|| format!("running scripts/{script}"))?;
+    if !output.status.success() {
         bail!(
-            "installing moto failed:\n{}",
-            String::from_utf8_lossy(&moto.stderr)
+            "scripts/{script} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
         );
     }
-    let moto_server = String::from_utf8(moto.stdout)?.trim().to_owned();
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+fn ci() -> Result<()> {
+    // Tools the tests run for real, installed when missing: the tesseract CLI (OCR tests),
+    // moto (the S3 tests start their own server), an OpenAPI validator (API tests).
+    eprintln!("{}", install("install-tesseract.sh")?);
+    let moto_server = install("install-moto.sh")?;
+    let openapi_validator = install("install-openapi-validator.sh")?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -124,7 +130,8 @@ fn ci() -> Result<()> {
 
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-features"])
-        .env("FOLIO_MOTO_SERVER", &moto_server);
+        .env("FOLIO_MOTO_SERVER", &moto_server)
+        .env("FOLIO_OPENAPI_VALIDATOR", &openapi_validator);
     run(test)?;
 
     let mut example = cargo();
