@@ -13,21 +13,4 @@
 set -euo pipefail
 
 venv="${FOLIO_OPENAPI_VALIDATOR_VENV:-${HOME:-/root}/.cache/folio/openapi-validator-venv}"
-validator="$venv/bin/openapi-spec-validator"
-
-if [[ -x "$validator" ]] && "$venv/bin/python" -c 'import openapi_spec_validator' >/dev/null 2>&1; then
-    echo "$validator"
-    exit 0
-fi
-
-python="${PYTHON:-python3}"
-if ! command -v "$python" >/dev/null 2>&1; then
-    echo "install-openapi-validator.sh: $python not found; install Python 3 (Debian: apt-get install python3 python3-venv)" >&2
-    exit 1
-fi
-
-mkdir -p "$(dirname "$venv")"
-"$python" -m venv "$venv" >&2
-"$venv/bin/pip" install --quiet --disable-pip-version-check "openapi-spec-validator>=0.7,<0.8" >&2
-"$venv/bin/python" -c 'import openapi_spec_validator' >&2
-echo "$validator"
+exec bash "$(dirname "$0")/install-python-tool.sh" "$venv" "openapi-spec-validator>=0.7,<0.8" "openapi_spec_validator" openapi-spec-validator
