@@ -124,7 +124,7 @@ async fn wait_completed(
 pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     let store_kind = flags.text("store", "postgres");
     let n_jobs: usize = flags.get("jobs", 20_000)?;
-    let concurrency: usize = flags.get("concurrency", 1000)?;
+    let concurrency: usize = flags.get("concurrency", 2000)?;
     let n_pickups: usize = flags.get("pickups", 500)?;
 
     let mut database = None;
@@ -177,6 +177,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
         let started = Instant::now();
         let mut drained = 0;
         let mut claims = 0;
+        let (mut claim_time, mut finish_time) = (Duration::ZERO, Duration::ZERO);
         while drained < n_jobs {
             let params = jobs_core::ClaimParams {
                 worker_id: "raw".into(),
@@ -184,7 +185,9 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
                 limit: concurrency as u32,
                 now: jobs_core::Clock::now(&SystemClock),
             };
+            let claim_started = Instant::now();
             let claimed = store.claim(&params).await?;
+            claim_time += claim_started.elapsed();
             claims += 1;
             let batch: Vec<jobs_core::Finish> = claimed
                 .iter()
@@ -192,9 +195,11 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
                     jobs_core::Finish::new(job.id, job.lease, jobs_core::FinishOutcome::Completed)
                 })
                 .collect();
+            let finish_started = Instant::now();
             store
                 .finish(jobs_core::Clock::now(&SystemClock), &batch)
                 .await?;
+            finish_time += finish_started.elapsed();
             drained += claimed.len();
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -204,6 +209,8 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
             "jobs": n_jobs,
             "batch": concurrency,
             "claims": claims,
+            "claim_ms": claim_time.as_millis() as u64,
+            "finish_ms": finish_time.as_millis() as u64,
             "jobs_per_s": (n_jobs as f64 / seconds).round(),
         }));
         return Ok(());

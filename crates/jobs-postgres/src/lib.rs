@@ -263,13 +263,21 @@ const SELECT_ACTIVE: &str = "
 SELECT * FROM folio_jobs
 WHERE resource_key = $1 AND job_type = $2 AND status IN ('pending', 'running')";
 
+/// Each requested type's due jobs come from its own ordered index range (locked with SKIP
+/// LOCKED), then the oldest `limit` of them are claimed under new leases.
 const CLAIM: &str = "
 WITH picked AS (
-    SELECT id FROM folio_jobs
-    WHERE status = 'pending' AND run_at <= $1 AND job_type = ANY($2)
-    ORDER BY run_at, id
+    SELECT due.id
+    FROM unnest($2::text[]) AS wanted(job_type)
+    CROSS JOIN LATERAL (
+        SELECT id, run_at FROM folio_jobs
+        WHERE status = 'pending' AND job_type = wanted.job_type AND run_at <= $1
+        ORDER BY run_at, id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    ORDER BY due.run_at, due.id
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE folio_jobs AS job
 SET status = 'running', attempt = job.attempt + 1, lease = job.lease + 1, worker_id = $4,
