@@ -218,10 +218,12 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
 
     // Drain with one worker.
     let handler = Arc::new(RecordingNoop::default());
+    let defaults = WorkerConfig::default();
     let config = WorkerConfig {
         concurrency,
+        claim_batch: flags.get("claim-batch", defaults.claim_batch)?,
         worker_id: "bench".into(),
-        ..WorkerConfig::default()
+        ..defaults
     };
     let worker = Worker::new(store.clone(), clock.clone(), config).handler(handler.clone());
     let metrics = worker.metrics();
