@@ -467,19 +467,30 @@ pub async fn exactly_one_of_sixteen_concurrent_creates_wins(store: &dyn BlobStor
         )
     }))
     .await;
+    assert_one_writer_won(store, "race/create", &results).await;
+}
+
+/// Exactly one of the racing writers (writer `n` wrote `"writer n"`) succeeded, every other
+/// one got `PreconditionFailed`, and the stored object is the winner's, with its etag.
+async fn assert_one_writer_won(
+    store: &dyn BlobStore,
+    key: &str,
+    results: &[Result<ETag, BlobError>],
+) {
     let winners: Vec<usize> = results
         .iter()
         .enumerate()
         .filter_map(|(writer, result)| result.is_ok().then_some(writer))
         .collect();
     assert_eq!(winners.len(), 1, "results: {results:?}");
-    for result in &results {
+    for result in results {
         if let Err(error) = result {
             assert!(error.is_precondition_failed(), "{error:?}");
         }
     }
-    let blob = store.get("race/create").await.unwrap();
+    let blob = store.get(key).await.unwrap();
     assert_eq!(blob.bytes, bytes(&format!("writer {}", winners[0])));
+    assert_eq!(Some(&blob.etag), results[winners[0]].as_ref().ok());
 }
 
 /// Of 16 simultaneous `Update`s from the same etag, exactly one wins.
@@ -496,20 +507,7 @@ pub async fn exactly_one_of_sixteen_concurrent_updates_from_one_etag_wins(store:
         )
     }))
     .await;
-    let winners: Vec<usize> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(writer, result)| result.is_ok().then_some(writer))
-        .collect();
-    assert_eq!(winners.len(), 1, "results: {results:?}");
-    for result in &results {
-        if let Err(error) = result {
-            assert!(error.is_precondition_failed(), "{error:?}");
-        }
-    }
-    let blob = store.get("race/update").await.unwrap();
-    assert_eq!(blob.bytes, bytes(&format!("writer {}", winners[0])));
-    assert_eq!(Some(&blob.etag), results[winners[0]].as_ref().ok());
+    assert_one_writer_won(store, "race/update", &results).await;
 }
 
 /// Eight concurrent read-modify-write loops, each adding 10 increments to one counter
