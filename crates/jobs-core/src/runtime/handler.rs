@@ -11,6 +11,10 @@ use super::JobContext;
 /// A handler returns `Ok(())` or a classified [`HandlerError`]; it never writes the job's
 /// status itself: the runner alone ends claims. It should stop at a safe point when
 /// [`JobContext::cancelled`] fires, returning [`HandlerError::cancelled`].
+///
+/// The handler runs in the same task as its job's heartbeat, so it must not block its
+/// thread: CPU-bound or blocking work belongs in `tokio::task::spawn_blocking` or a child
+/// process, or the heartbeat stalls with it and the lease is lost after `stale_after`.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     /// The job type this handler runs.

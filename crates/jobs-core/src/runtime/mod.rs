@@ -6,7 +6,7 @@
 //! - It claims up to its free slots in one statement whenever a slot is free and work may be
 //!   there: at once when the store signals a new or requeued job, else every
 //!   `poll_interval`.
-//! - Each running job has one heartbeat task that renews `heartbeat_at` every
+//! - Each running job is one task: its handler, and a heartbeat that renews `heartbeat_at` every
 //!   `heartbeat_interval` and writes coalesced progress and checkpoint at most every
 //!   `progress_flush`, in the same fenced write. A lost lease or a cancel request fires the
 //!   handler's token with its reason.
@@ -23,9 +23,11 @@ mod handler;
 mod metrics;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -396,8 +398,12 @@ async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
 }
 
 /// One job's heartbeat: renew every `heartbeat_interval`, write coalesced progress at most
-/// every `progress_flush`, until `done` fires or the lease is lost.
-async fn heartbeat(runtime: Arc<Runtime>, shared: Arc<Shared>, done: CancellationToken) {
+/// every `progress_flush`, until `done` fires (a write in flight still lands) or the lease is
+/// lost.
+async fn heartbeat(runtime: &Runtime, shared: &Shared, done: &CancellationToken) {
+    if done.is_cancelled() {
+        return;
+    }
     let config = &runtime.config;
     let tick = config.progress_flush.min(config.heartbeat_interval);
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
@@ -405,8 +411,9 @@ async fn heartbeat(runtime: Arc<Runtime>, shared: Arc<Shared>, done: Cancellatio
     let mut next_heartbeat = Instant::now() + config.heartbeat_interval;
     loop {
         tokio::select! {
-            _ = interval.tick() => {}
+            biased;
             () = done.cancelled() => return,
+            _ = interval.tick() => {}
         }
         if Instant::now() < next_heartbeat && !shared.is_dirty() {
             continue;
@@ -451,29 +458,29 @@ async fn execute(
         .running
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-    let heartbeat_done = CancellationToken::new();
-    let heartbeat_task = tokio::spawn(heartbeat(
-        runtime.clone(),
-        shared.clone(),
-        heartbeat_done.clone(),
-    ));
-    let mut handler_task = tokio::spawn({
-        let context = JobContext::new(shared.clone());
-        async move { handler.run(context).await }
-    });
-    let result = tokio::select! {
-        joined = &mut handler_task => match joined {
-            Ok(result) => Ran::Returned(result),
-            Err(error) if error.is_panic() => Ran::Panicked(panic_message(error.into_panic())),
-            Err(_) => Ran::Aborted,
-        },
-        () = abort.cancelled() => {
-            handler_task.abort();
-            Ran::Aborted
+    // The handler and the heartbeat run in this one task, the handler polled first: a
+    // handler that ends at once never arms a timer. A panic ends the attempt, not the worker.
+    // (So a handler must not block its thread: that would stall its heartbeat too.)
+    let run = AssertUnwindSafe(handler.run(JobContext::new(shared.clone()))).catch_unwind();
+    let done = CancellationToken::new();
+    let beat = heartbeat(&runtime, &shared, &done);
+    tokio::pin!(run, beat);
+    let mut beating = true;
+    let result = loop {
+        tokio::select! {
+            biased;
+            result = &mut run => break match result {
+                Ok(result) => Ran::Returned(result),
+                Err(panic) => Ran::Panicked(panic_message(panic)),
+            },
+            () = abort.cancelled() => break Ran::Aborted,
+            () = &mut beat, if beating => beating = false,
         }
     };
-    heartbeat_done.cancel();
-    let _ = heartbeat_task.await;
+    done.cancel();
+    if beating {
+        beat.await;
+    }
 
     let outcome = decide(&runtime, &shared, result);
     if let Some((outcome, counter)) = outcome {
