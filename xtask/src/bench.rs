@@ -96,6 +96,55 @@ impl JobHandler for RecordingNoop {
     }
 }
 
+/// CPU time in clock ticks (Linux `/proc`): this process's, and the whole machine's busy time.
+#[derive(Clone, Copy, Default)]
+struct CpuTicks {
+    process: u64,
+    machine: u64,
+}
+
+impl CpuTicks {
+    fn now() -> Self {
+        let process = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name (which may hold spaces): utime is the 12th.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| {
+                let line = stat.lines().next()?;
+                let ticks: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|field| field.parse().ok())
+                    .collect();
+                // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+                Some(ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?)
+            })
+            .unwrap_or(0);
+        Self { process, machine }
+    }
+
+    /// CPU milliseconds per 1,000 jobs since `self`: (this process, everything else).
+    fn per_thousand_jobs(self, jobs: usize) -> (f64, f64) {
+        let after = Self::now();
+        // Linux reports /proc times in USER_HZ, 100 ticks per second.
+        let ms = |ticks: u64| ticks as f64 * 10.0 * 1000.0 / jobs as f64;
+        let process = after.process.saturating_sub(self.process);
+        let machine = after.machine.saturating_sub(self.machine);
+        let round = |value: f64| (value * 10.0).round() / 10.0;
+        (
+            round(ms(process)),
+            round(ms(machine.saturating_sub(process))),
+        )
+    }
+}
+
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -175,6 +224,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     if flags.text("raw", "false") == "true" {
         // The store alone: claim and finish in batches of `concurrency`, no runtime.
         let started = Instant::now();
+        let cpu = CpuTicks::now();
         let mut drained = 0;
         let mut claims = 0;
         let (mut claim_time, mut finish_time) = (Duration::ZERO, Duration::ZERO);
@@ -203,8 +253,11 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
             drained += claimed.len();
         }
         let seconds = started.elapsed().as_secs_f64();
+        let (worker_cpu, other_cpu) = cpu.per_thousand_jobs(n_jobs);
         report(&serde_json::json!({
             "bench": "jobs-raw-store",
+            "worker_cpu_ms_per_1k": worker_cpu,
+            "db_cpu_ms_per_1k": other_cpu,
             "store": store_kind,
             "jobs": n_jobs,
             "batch": concurrency,
@@ -229,9 +282,11 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     let metrics = worker.metrics();
     let shutdown = CancellationToken::new();
     let drain_started = Instant::now();
+    let cpu = CpuTicks::now();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     wait_completed(&metrics, n_jobs as u64).await?;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
+    let (worker_cpu, other_cpu) = cpu.per_thousand_jobs(n_jobs);
     let per_batch = |counter: &std::sync::atomic::AtomicU64| {
         let batches = counter.load(std::sync::atomic::Ordering::Relaxed).max(1);
         (n_jobs as f64 / batches as f64 * 10.0).round() / 10.0
@@ -245,6 +300,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
     let mut enqueued = HashMap::new();
+    let mut inserts = Vec::with_capacity(n_pickups);
     for i in 0..n_pickups {
         let before = Instant::now();
         let payload = serde_json::json!({});
@@ -255,6 +311,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
             Acquire::Created(job) => enqueued.insert(job.id, before),
             Acquire::Busy(_) => bail!("pickup key {i} busy"),
         };
+        inserts.push(before.elapsed().as_secs_f64() * 1000.0);
         wait_completed(&metrics, (n_jobs + i + 1) as u64).await?;
     }
     shutdown.cancel();
@@ -267,6 +324,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
             .collect()
     };
     pickups.sort_by(f64::total_cmp);
+    inserts.sort_by(f64::total_cmp);
 
     report(&serde_json::json!({
         "bench": "jobs",
@@ -277,8 +335,11 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
         "jobs_per_s": (n_jobs as f64 / drain_seconds).round(),
         "jobs_per_claim": claims_per_batch,
         "jobs_per_finish": finishes_per_batch,
+        "worker_cpu_ms_per_1k": worker_cpu,
+        "db_cpu_ms_per_1k": other_cpu,
         "pickup_p50_ms": (percentile(&pickups, 0.5) * 1000.0).round() / 1000.0,
         "pickup_p99_ms": (percentile(&pickups, 0.99) * 1000.0).round() / 1000.0,
+        "pickup_insert_p50_ms": (percentile(&inserts, 0.5) * 1000.0).round() / 1000.0,
     }));
     if let Some(database) = database {
         database.drop().await;
