@@ -461,26 +461,30 @@ async fn execute(
     // The handler and the heartbeat run in this one task, the handler polled first: a
     // handler that ends at once never arms a timer. A panic ends the attempt, not the worker.
     // (So a handler must not block its thread: that would stall its heartbeat too.)
-    let run = AssertUnwindSafe(handler.run(JobContext::new(shared.clone()))).catch_unwind();
-    let done = CancellationToken::new();
-    let beat = heartbeat(&runtime, &shared, &done);
-    tokio::pin!(run, beat);
-    let mut beating = true;
-    let result = loop {
-        tokio::select! {
-            biased;
-            result = &mut run => break match result {
-                Ok(result) => Ran::Returned(result),
-                Err(panic) => Ran::Panicked(panic_message(panic)),
-            },
-            () = abort.cancelled() => break Ran::Aborted,
-            () = &mut beat, if beating => beating = false,
+    // The block drops an aborted handler's future before the job's end is written.
+    let result = {
+        let run = AssertUnwindSafe(handler.run(JobContext::new(shared.clone()))).catch_unwind();
+        let done = CancellationToken::new();
+        let beat = heartbeat(&runtime, &shared, &done);
+        tokio::pin!(run, beat);
+        let mut beating = true;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut run => break match result {
+                    Ok(result) => Ran::Returned(result),
+                    Err(panic) => Ran::Panicked(panic_message(panic)),
+                },
+                () = abort.cancelled() => break Ran::Aborted,
+                () = &mut beat, if beating => beating = false,
+            }
+        };
+        done.cancel();
+        if beating {
+            beat.await;
         }
+        result
     };
-    done.cancel();
-    if beating {
-        beat.await;
-    }
 
     let outcome = decide(&runtime, &shared, result);
     if let Some((outcome, counter)) = outcome {
