@@ -174,7 +174,6 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     let store_kind = flags.text("store", "postgres");
     let n_jobs: usize = flags.get("jobs", 20_000)?;
     let concurrency: usize = flags.get("concurrency", 2000)?;
-    let n_pickups: usize = flags.get("pickups", 500)?;
 
     let mut database = None;
     let _dir = tempfile::tempdir()?;
@@ -191,7 +190,6 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
         }
         other => bail!("--store {other}: use postgres or sqlite"),
     };
-    let clock = Arc::new(SystemClock);
 
     // Enqueue everything first, from 8 tasks.
     let enqueue_started = Instant::now();
@@ -221,54 +219,89 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     }
     let enqueue_seconds = enqueue_started.elapsed().as_secs_f64();
 
-    if flags.text("raw", "false") == "true" {
-        // The store alone: claim and finish in batches of `concurrency`, no runtime.
-        let started = Instant::now();
-        let cpu = CpuTicks::now();
-        let mut drained = 0;
-        let mut claims = 0;
-        let (mut claim_time, mut finish_time) = (Duration::ZERO, Duration::ZERO);
-        while drained < n_jobs {
-            let params = jobs_core::ClaimParams {
-                worker_id: "raw".into(),
-                job_types: vec![app::handlers::BENCH_NOOP.to_owned()],
-                limit: concurrency as u32,
-                now: jobs_core::Clock::now(&SystemClock),
-            };
-            let claim_started = Instant::now();
-            let claimed = store.claim(&params).await?;
-            claim_time += claim_started.elapsed();
-            claims += 1;
-            let batch: Vec<jobs_core::Finish> = claimed
-                .iter()
-                .map(|job| {
-                    jobs_core::Finish::new(job.id, job.lease, jobs_core::FinishOutcome::Completed)
-                })
-                .collect();
-            let finish_started = Instant::now();
-            store
-                .finish(jobs_core::Clock::now(&SystemClock), &batch)
-                .await?;
-            finish_time += finish_started.elapsed();
-            drained += claimed.len();
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let (worker_cpu, other_cpu) = cpu.per_thousand_jobs(n_jobs);
-        report(&serde_json::json!({
-            "bench": "jobs-raw-store",
-            "worker_cpu_ms_per_1k": worker_cpu,
-            "db_cpu_ms_per_1k": other_cpu,
-            "store": store_kind,
-            "jobs": n_jobs,
-            "batch": concurrency,
-            "claims": claims,
-            "claim_ms": claim_time.as_millis() as u64,
-            "finish_ms": finish_time.as_millis() as u64,
-            "jobs_per_s": (n_jobs as f64 / seconds).round(),
-        }));
-        return Ok(());
+    let result = if flags.text("raw", "false") == "true" {
+        drain_raw(&store, &store_kind, n_jobs, concurrency).await?
+    } else {
+        drain_with_worker(
+            flags,
+            &store,
+            &store_kind,
+            n_jobs,
+            concurrency,
+            enqueue_seconds,
+        )
+        .await?
+    };
+    report(&result);
+    if let Some(database) = database {
+        database.drop().await;
     }
+    Ok(())
+}
 
+/// The store alone: claim and finish in batches of `concurrency`, no runtime.
+async fn drain_raw(
+    store: &Arc<dyn JobStore>,
+    store_kind: &str,
+    n_jobs: usize,
+    concurrency: usize,
+) -> Result<serde_json::Value> {
+    let started = Instant::now();
+    let cpu = CpuTicks::now();
+    let mut drained = 0;
+    let mut claims = 0;
+    let (mut claim_time, mut finish_time) = (Duration::ZERO, Duration::ZERO);
+    while drained < n_jobs {
+        let params = jobs_core::ClaimParams {
+            worker_id: "raw".into(),
+            job_types: vec![app::handlers::BENCH_NOOP.to_owned()],
+            limit: concurrency as u32,
+            now: jobs_core::Clock::now(&SystemClock),
+        };
+        let claim_started = Instant::now();
+        let claimed = store.claim(&params).await?;
+        claim_time += claim_started.elapsed();
+        claims += 1;
+        let batch: Vec<jobs_core::Finish> = claimed
+            .iter()
+            .map(|job| {
+                jobs_core::Finish::new(job.id, job.lease, jobs_core::FinishOutcome::Completed)
+            })
+            .collect();
+        let finish_started = Instant::now();
+        store
+            .finish(jobs_core::Clock::now(&SystemClock), &batch)
+            .await?;
+        finish_time += finish_started.elapsed();
+        drained += claimed.len();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (worker_cpu, other_cpu) = cpu.per_thousand_jobs(n_jobs);
+    Ok(serde_json::json!({
+        "bench": "jobs-raw-store",
+        "worker_cpu_ms_per_1k": worker_cpu,
+        "db_cpu_ms_per_1k": other_cpu,
+        "store": store_kind,
+        "jobs": n_jobs,
+        "batch": concurrency,
+        "claims": claims,
+        "claim_ms": claim_time.as_millis() as u64,
+        "finish_ms": finish_time.as_millis() as u64,
+        "jobs_per_s": (n_jobs as f64 / seconds).round(),
+    }))
+}
+
+/// One worker drains the jobs, then single jobs measure pickup latency.
+async fn drain_with_worker(
+    flags: &Flags,
+    store: &Arc<dyn JobStore>,
+    store_kind: &str,
+    n_jobs: usize,
+    concurrency: usize,
+    enqueue_seconds: f64,
+) -> Result<serde_json::Value> {
+    let n_pickups: usize = flags.get("pickups", 500)?;
+    let clock = Arc::new(SystemClock);
     // Drain with one worker.
     let handler = Arc::new(RecordingNoop::default());
     let defaults = WorkerConfig::default();
@@ -326,7 +359,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
     pickups.sort_by(f64::total_cmp);
     inserts.sort_by(f64::total_cmp);
 
-    report(&serde_json::json!({
+    Ok(serde_json::json!({
         "bench": "jobs",
         "store": store_kind,
         "jobs": n_jobs,
@@ -340,11 +373,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
         "pickup_p50_ms": (percentile(&pickups, 0.5) * 1000.0).round() / 1000.0,
         "pickup_p99_ms": (percentile(&pickups, 0.99) * 1000.0).round() / 1000.0,
         "pickup_insert_p50_ms": (percentile(&inserts, 0.5) * 1000.0).round() / 1000.0,
-    }));
-    if let Some(database) = database {
-        database.drop().await;
-    }
-    Ok(())
+    }))
 }
 
 /// `bench ocr --pages N [--parallelism P]`: the full stack (upload, a worker, the `ocr` job
