@@ -308,6 +308,11 @@ async fn drain_with_worker(
     let config = WorkerConfig {
         concurrency,
         claim_batch: flags.get("claim-batch", defaults.claim_batch)?,
+        finish_batch: flags.get("finish-batch", defaults.finish_batch)?,
+        claimers: match flags.get("claimers", 0)? {
+            0 => None,
+            claimers => Some(claimers),
+        },
         worker_id: "bench".into(),
         ..defaults
     };

@@ -318,6 +318,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Workers seen at or after `seen_since`, most recently seen first.
     async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError>;
 
+    /// How many claims a worker should keep in flight at once. Stores whose claims run side
+    /// by side (Postgres, with `SKIP LOCKED`) gain from a second claim while the first one's
+    /// jobs start; a store with one writer (SQLite) only queues it. 1 unless overridden.
+    fn parallel_claims(&self) -> usize {
+        1
+    }
+
     /// A signal that fires when jobs may have become claimable (a job was inserted or
     /// requeued), so workers claim at once instead of waiting for their next poll. `None`
     /// when the store cannot tell; workers then only poll.

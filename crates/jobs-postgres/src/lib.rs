@@ -725,6 +725,10 @@ impl JobStore for PgJobStore {
             .collect()
     }
 
+    fn parallel_claims(&self) -> usize {
+        2
+    }
+
     fn job_signal(&self) -> Option<Arc<Notify>> {
         let signal = self.signal.get_or_init(|| {
             let signal = Arc::new(Notify::new());

@@ -5,7 +5,7 @@
 //!
 //! - It claims up to its free slots in one statement whenever a slot is free and work may be
 //!   there: at once when the store signals a new or requeued job, else every
-//!   `poll_interval`.
+//!   `poll_interval`; as many claim loops as the store runs side by side share the slots.
 //! - Each running job is one task: its handler, and a heartbeat that renews `heartbeat_at` every
 //!   `heartbeat_interval` and writes coalesced progress and checkpoint at most every
 //!   `progress_flush`, in the same fenced write. A lost lease or a cancel request fires the
@@ -71,6 +71,9 @@ pub struct WorkerConfig {
     pub max_retry_backoff: Duration,
     /// Most jobs claimed in one statement.
     pub claim_batch: u32,
+    /// Claim statements in flight at once; `None` takes the store's
+    /// [`JobStore::parallel_claims`] (2 on Postgres, 1 on SQLite).
+    pub claimers: Option<usize>,
     /// Most job ends written in one statement.
     pub finish_batch: usize,
 }
@@ -104,6 +107,7 @@ impl Default for WorkerConfig {
             retry_backoff: Duration::from_secs(2),
             max_retry_backoff: Duration::from_secs(600),
             claim_batch: 256,
+            claimers: None,
             finish_batch: 512,
         }
     }
@@ -245,8 +249,18 @@ impl Worker {
         let maintenance = tokio::spawn(maintain(runtime.clone(), maintenance_stop.clone()));
 
         let tracker = TaskTracker::new();
-        self.claim_loop(&runtime, &job_types, &tracker, &shutdown)
-            .await;
+        // Claim loops share the slots: while one claim's jobs start, the next claim runs.
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let claimers = self
+            .config
+            .claimers
+            .unwrap_or_else(|| self.store.parallel_claims())
+            .max(1);
+        futures::future::join_all(
+            (0..claimers)
+                .map(|_| self.claim_loop(&runtime, &job_types, &tracker, &shutdown, &slots)),
+        )
+        .await;
 
         // Graceful shutdown: stop claiming (done), tell handlers, wait, hand back the rest.
         let running: Vec<JobId> = runtime
@@ -288,8 +302,8 @@ impl Worker {
         job_types: &[String],
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
+        slots: &Arc<Semaphore>,
     ) {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.job_signal();
         loop {
             let mut permits = tokio::select! {
