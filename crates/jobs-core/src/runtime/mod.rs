@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -249,18 +249,32 @@ impl Worker {
         let maintenance = tokio::spawn(maintain(runtime.clone(), maintenance_stop.clone()));
 
         let tracker = TaskTracker::new();
-        // Claim loops share the slots: while one claim's jobs start, the next claim runs.
+        // Claim loops share the slots: while one claim's jobs start, the next claim runs. Only
+        // the first loop wakes on the store's signal (one claim picks up a new job); the others
+        // join in when a claim comes back full, a sign of a backlog.
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let claimers = self
             .config
             .claimers
             .unwrap_or_else(|| self.store.parallel_claims())
             .max(1);
-        futures::future::join_all(
-            (0..claimers)
-                .map(|_| self.claim_loop(&runtime, &job_types, &tracker, &shutdown, &slots)),
-        )
-        .await;
+        let backlog = Arc::new(Notify::new());
+        let loops = (0..claimers).map(|index| {
+            let wake = match index {
+                0 => self.store.job_signal(),
+                _ => Some(backlog.clone()),
+            };
+            let context = ClaimLoop {
+                runtime: &runtime,
+                job_types: &job_types,
+                tracker: &tracker,
+                shutdown: &shutdown,
+                slots: &slots,
+                backlog: &backlog,
+            };
+            self.claim_loop(context, wake)
+        });
+        futures::future::join_all(loops).await;
 
         // Graceful shutdown: stop claiming (done), tell handlers, wait, hand back the rest.
         let running: Vec<JobId> = runtime
@@ -296,15 +310,15 @@ impl Worker {
         Ok(())
     }
 
-    async fn claim_loop(
-        &self,
-        runtime: &Arc<Runtime>,
-        job_types: &[String],
-        tracker: &TaskTracker,
-        shutdown: &CancellationToken,
-        slots: &Arc<Semaphore>,
-    ) {
-        let signal = self.store.job_signal();
+    async fn claim_loop(&self, context: ClaimLoop<'_>, signal: Option<Arc<Notify>>) {
+        let ClaimLoop {
+            runtime,
+            job_types,
+            tracker,
+            shutdown,
+            slots,
+            backlog,
+        } = context;
         loop {
             let mut permits = tokio::select! {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
@@ -353,7 +367,9 @@ impl Worker {
                 tracker.spawn(execute(runtime.clone(), handler, job, permit).instrument(span));
             }
             drop(permits);
-            if got < wanted {
+            if got == wanted {
+                backlog.notify_waiters();
+            } else {
                 let wake = async {
                     match notified.as_mut().as_pin_mut() {
                         Some(notified) => notified.await,
@@ -368,6 +384,18 @@ impl Worker {
             }
         }
     }
+}
+
+/// What the claim loops of one worker share.
+#[derive(Clone, Copy)]
+struct ClaimLoop<'a> {
+    runtime: &'a Arc<Runtime>,
+    job_types: &'a [String],
+    tracker: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+    slots: &'a Arc<Semaphore>,
+    /// Fired when a claim comes back full: the other loops claim too.
+    backlog: &'a Notify,
 }
 
 /// Every `heartbeat_interval`: refresh the registry row and rescue stuck jobs.
