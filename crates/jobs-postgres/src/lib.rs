@@ -71,7 +71,9 @@ impl PgJobStore {
         Ok(store)
     }
 
-    /// A store over an existing pool; call [`PgJobStore::migrate`] once before use.
+    /// A store over an existing pool; call [`PgJobStore::migrate`] once before use. The
+    /// pool's own settings apply: to plan statements once, as [`PgJobStore::connect`] does,
+    /// give its connections `plan_cache_mode = force_generic_plan`.
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             pool,
