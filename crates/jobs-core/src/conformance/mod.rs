@@ -120,6 +120,8 @@ macro_rules! conformance_cases {
         $callback!(runtime_resume_continues_after_the_checkpoint);
         $callback!(runtime_hands_jobs_back_on_shutdown_without_using_an_attempt);
         $callback!(runtime_stops_a_handler_whose_lease_was_lost);
+        $callback!(runtime_drops_a_handler_that_ignores_its_lost_lease);
+        $callback!(runtime_heartbeats_while_a_handler_holds_its_thread);
         // model
         $callback!(random_operations_match_the_reference_model);
     };

@@ -1,6 +1,7 @@
 //! The worker runtime end to end on a real store: a real handler, real heartbeats.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +9,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{CancelReason, HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
+use crate::runtime::{
+    CancelReason, HandlerError, JobContext, JobHandler, Worker, WorkerConfig, WorkerMetrics,
+};
 use crate::{
     Acquire, ClaimParams, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy,
     RescueScope, SystemClock, codes,
@@ -29,8 +32,12 @@ pub struct StepsPayload {
     pub fail_kind: String,
     /// ... while the attempt is at most this, and the job is not a resumed one.
     pub fail_attempts: u32,
-    /// Wait at this step until cancelled.
+    /// Wait at this step until cancelled ...
     pub block_at: Option<u32>,
+    /// ... or, when set, forever: a handler that ignores its token.
+    pub deaf: bool,
+    /// Hold the thread (a blocking sleep) this many milliseconds before the first step.
+    pub hog_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,6 +52,8 @@ pub struct StepsHandler {
     pub ran: Mutex<Vec<(JobId, u32, u32)>>,
     /// Why each job's token fired, as the handler saw it.
     pub reasons: Mutex<Vec<(JobId, Option<CancelReason>)>>,
+    /// Set while a handler holds its thread (`hog_ms`).
+    pub hogging: AtomicBool,
 }
 
 impl StepsHandler {
@@ -69,8 +78,16 @@ impl JobHandler for StepsHandler {
             .checkpoint::<StepsCheckpoint>()?
             .map_or(0, |c| c.done);
         context.update_progress(|progress| progress.total = Some(u64::from(payload.steps)));
+        if payload.hog_ms > 0 {
+            self.hogging.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(payload.hog_ms));
+            self.hogging.store(false, Ordering::SeqCst);
+        }
         for step in start + 1..=payload.steps {
             if payload.block_at == Some(step) {
+                if payload.deaf {
+                    std::future::pending::<()>().await;
+                }
                 context.cancelled().await;
                 self.reasons
                     .lock()
@@ -139,6 +156,8 @@ pub struct RunningWorker {
     pub lock: LockService,
     /// The store.
     pub store: Arc<dyn JobStore>,
+    /// The worker's counters.
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 impl RunningWorker {
@@ -149,6 +168,7 @@ impl RunningWorker {
         let clock = Arc::new(SystemClock);
         let lock = LockService::new(store.clone(), clock.clone(), config.recovery_policy());
         let worker = Worker::new(store.clone(), clock, config).handler(handler.clone());
+        let metrics = worker.metrics();
         let token = shutdown.clone();
         let task = tokio::spawn(async move { worker.run(token).await.expect("worker runs") });
         Self {
@@ -157,6 +177,7 @@ impl RunningWorker {
             task,
             lock,
             store,
+            metrics,
         }
     }
 
@@ -298,6 +319,17 @@ pub async fn runtime_turns_a_panic_into_a_failed_attempt(store: Arc<dyn JobStore
         worker.handler.steps_of(job.id).len(),
         failed.max_attempts as usize
     );
+    // Counted by what was written: the last attempt's panic failed the job.
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::SeqCst);
+    let metrics = &worker.metrics;
+    wait_until("the failure to be counted", || async {
+        (count(&metrics.failed) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&metrics.retried),
+        u64::from(failed.max_attempts) - 1
+    );
     // The worker survives its handlers' panics.
     let next = worker.enqueue("book-2", steps(1)).await;
     worker
@@ -417,32 +449,7 @@ pub async fn runtime_stops_a_handler_whose_lease_was_lost(store: Arc<dyn JobStor
     worker
         .wait_for(job.id, "progress", |job| job.progress.completed == 1)
         .await;
-    // Another worker's rescuer decides the heartbeat is stale and another worker claims it.
-    let hasty = RecoveryPolicy {
-        stale_after: Duration::ZERO,
-        pending_timeout: Duration::from_secs(600),
-    };
-    let now = crate::Clock::now(&SystemClock) + chrono::Duration::seconds(1);
-    let scope = RescueScope::Resource {
-        resource_key: "book-1".into(),
-        job_type: STEPS.into(),
-    };
-    store
-        .rescue(&hasty.rescue_params(now, scope))
-        .await
-        .unwrap();
-    let params = ClaimParams {
-        worker_id: "thief".into(),
-        job_types: vec![STEPS.into()],
-        limit: 1,
-        now,
-    };
-    let stolen = store
-        .claim(&params)
-        .await
-        .unwrap()
-        .pop()
-        .expect("the requeued job");
+    let stolen = take_over(&store, "book-1").await;
     let reasons = wait_until("the handler to stop", || async {
         let reasons = worker.handler.reasons.lock().unwrap().clone();
         (!reasons.is_empty()).then_some(reasons)
@@ -458,4 +465,93 @@ pub async fn runtime_stops_a_handler_whose_lease_was_lost(store: Arc<dyn JobStor
         after.heartbeat_at, stolen.heartbeat_at,
         "the old worker wrote nothing"
     );
+}
+
+/// Another worker's rescuer decides the heartbeat of `key`'s running job is stale, and
+/// another worker ("thief") claims it.
+async fn take_over(store: &Arc<dyn JobStore>, key: &str) -> Job {
+    let hasty = RecoveryPolicy {
+        stale_after: Duration::ZERO,
+        pending_timeout: Duration::from_secs(600),
+    };
+    let now = crate::Clock::now(&SystemClock) + chrono::Duration::seconds(1);
+    let scope = RescueScope::Resource {
+        resource_key: key.into(),
+        job_type: STEPS.into(),
+    };
+    store
+        .rescue(&hasty.rescue_params(now, scope))
+        .await
+        .unwrap();
+    let params = ClaimParams {
+        worker_id: "thief".into(),
+        job_types: vec![STEPS.into()],
+        limit: 1,
+        now,
+    };
+    store
+        .claim(&params)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the requeued job")
+}
+
+/// A handler that ignores its lost lease is dropped `shutdown_grace` later: its slot frees.
+pub async fn runtime_drops_a_handler_that_ignores_its_lost_lease(store: Arc<dyn JobStore>) {
+    let config = WorkerConfig {
+        shutdown_grace: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let worker = RunningWorker::start(store.clone(), config);
+    let payload = StepsPayload {
+        block_at: Some(2),
+        deaf: true,
+        ..steps(3)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    worker
+        .wait_for(job.id, "progress", |job| job.progress.completed == 1)
+        .await;
+    let stolen = take_over(&store, "book-1").await;
+    let metrics = worker.metrics.clone();
+    wait_until("the deaf handler to be dropped", || async {
+        (metrics.running.load(Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(metrics.lease_lost.load(Ordering::SeqCst), 1);
+    worker.stop().await;
+    let after = store.get(job.id).await.unwrap();
+    assert_eq!((after.lease, after.heartbeat_at), (stolen.lease, stolen.heartbeat_at));
+}
+
+/// The heartbeat is a task of its own: it goes on while the handler holds its thread.
+pub async fn runtime_heartbeats_while_a_handler_holds_its_thread(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store.clone(), fast_config());
+    let payload = StepsPayload {
+        hog_ms: 2000,
+        ..steps(1)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    let handler = worker.handler.clone();
+    wait_until("the handler to hold its thread", || async {
+        handler.hogging.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    let before = store.get(job.id).await.unwrap().heartbeat_at;
+    wait_until("a heartbeat while the handler holds its thread", || async {
+        let now = store.get(job.id).await.unwrap().heartbeat_at;
+        assert!(
+            handler.hogging.load(Ordering::SeqCst),
+            "no heartbeat was written while the handler held its thread"
+        );
+        (now > before).then_some(())
+    })
+    .await;
+    worker
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+    worker.stop().await;
 }

@@ -86,6 +86,10 @@ impl Shared {
         self.token.cancel();
     }
 
+    pub(crate) fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
     pub(crate) fn reason(&self) -> Option<CancelReason> {
         self.reason.get().copied()
     }

@@ -12,9 +12,10 @@ use super::JobContext;
 /// status itself: the runner alone ends claims. It should stop at a safe point when
 /// [`JobContext::cancelled`] fires, returning [`HandlerError::cancelled`].
 ///
-/// The handler runs in the same task as its job's heartbeat, so it must not block its
-/// thread: CPU-bound or blocking work belongs in `tokio::task::spawn_blocking` or a child
-/// process, or the heartbeat stalls with it and the lease is lost after `stale_after`.
+/// The job's heartbeat is a task of its own, so a handler that holds its thread for a while
+/// (decoding an image, say) keeps its lease on a multi-threaded runtime. Long CPU-bound or
+/// blocking work still belongs in `tokio::task::spawn_blocking` or a child process: it
+/// stalls every other task of its thread.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
     /// The job type this handler runs.

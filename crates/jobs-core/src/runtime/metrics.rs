@@ -53,6 +53,16 @@ impl WorkerMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counter of claims that ended with `status`; `None` for a requeue.
+    pub(crate) fn ended(&self, status: crate::JobStatus) -> Option<&AtomicU64> {
+        match status {
+            crate::JobStatus::Completed => Some(&self.completed),
+            crate::JobStatus::Failed => Some(&self.failed),
+            crate::JobStatus::Cancelled => Some(&self.cancelled),
+            crate::JobStatus::Pending | crate::JobStatus::Running => None,
+        }
+    }
+
     /// Records how long one claim ran.
     pub fn observe_duration(&self, duration: Duration) {
         let seconds = duration.as_secs_f64();

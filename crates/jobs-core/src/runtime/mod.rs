@@ -6,10 +6,12 @@
 //! - It claims up to its free slots in one statement whenever a slot is free and work may be
 //!   there: at once when the store signals a new or requeued job, else every
 //!   `poll_interval`; as many claim loops as the store runs side by side share the slots.
-//! - Each running job is one task: its handler, and a heartbeat that renews `heartbeat_at` every
-//!   `heartbeat_interval` and writes coalesced progress and checkpoint at most every
-//!   `progress_flush`, in the same fenced write. A lost lease or a cancel request fires the
-//!   handler's token with its reason.
+//! - Each running job is a task that polls its handler, beside a heartbeat task that renews
+//!   `heartbeat_at` every `heartbeat_interval` and writes coalesced progress and checkpoint at
+//!   most every `progress_flush`, in the same fenced write: a handler that holds its thread
+//!   for a while does not stall its heartbeat. A lost lease or a cancel request fires the
+//!   handler's token with its reason; a handler still running `shutdown_grace` after losing
+//!   its lease is dropped.
 //! - The runner alone ends claims: success completes; `Terminal` fails; `Retryable` and
 //!   panics requeue with exponential backoff and jitter until attempts are used; a cancelled
 //!   handler is marked cancelled; ends are batched into one store call, fenced per job.
@@ -63,7 +65,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Progress and checkpoint changes are written at most this often.
     pub progress_flush: Duration,
-    /// Time handlers get to stop after a shutdown before their jobs are handed back.
+    /// Time handlers get to stop after a shutdown before their jobs are handed back, and
+    /// after losing their lease before they are dropped.
     pub shutdown_grace: Duration,
     /// First retry delay; doubles per attempt, with ±25 % jitter.
     pub retry_backoff: Duration,
@@ -165,8 +168,10 @@ impl std::fmt::Debug for Worker {
 }
 
 /// A running job, as the shutdown path sees it.
+#[derive(Clone)]
 struct Running {
     shared: Arc<Shared>,
+    /// Drops the handler: shutdown grace is over.
     abort: CancellationToken,
 }
 
@@ -178,6 +183,25 @@ struct Runtime {
     metrics: Arc<WorkerMetrics>,
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     running: Mutex<HashMap<JobId, Running>>,
+}
+
+impl Runtime {
+    /// Adds a claimed job to the running set.
+    fn register(&self, job: Job) -> Running {
+        let running = Running {
+            shared: Shared::new(job, self.store.clone(), self.clock.clone()),
+            abort: CancellationToken::new(),
+        };
+        let id = running.shared.job().id;
+        self.running
+            .lock()
+            .expect("running mutex")
+            .insert(id, running.clone());
+        self.metrics
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running
+    }
 }
 
 impl Worker {
@@ -364,7 +388,9 @@ impl Worker {
                 let permit = permits.split(1).expect("one permit per claimed job");
                 let handler = self.handlers[&job.job_type].clone();
                 let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.job_type, attempt = job.attempt);
-                tracker.spawn(execute(runtime.clone(), handler, job, permit).instrument(span));
+                // Registered before its task starts, so a shutdown right now still reaches it.
+                let running = runtime.register(job);
+                tracker.spawn(execute(runtime.clone(), handler, running, permit).instrument(span));
             }
             drop(permits);
             if got == wanted {
@@ -442,7 +468,7 @@ async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
 /// One job's heartbeat: renew every `heartbeat_interval`, write coalesced progress at most
 /// every `progress_flush`, until `done` fires (a write in flight still lands) or the lease is
 /// lost.
-async fn heartbeat(runtime: &Runtime, shared: &Shared, done: &CancellationToken) {
+async fn heartbeat(runtime: Arc<Runtime>, shared: Arc<Shared>, done: CancellationToken) {
     if done.is_cancelled() {
         return;
     }
@@ -481,52 +507,13 @@ async fn heartbeat(runtime: &Runtime, shared: &Shared, done: &CancellationToken)
 async fn execute(
     runtime: Arc<Runtime>,
     handler: Arc<dyn JobHandler>,
-    job: Job,
+    running: Running,
     permit: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
-    let job_id = job.id;
-    let shared = Shared::new(job, runtime.store.clone(), runtime.clock.clone());
-    let abort = CancellationToken::new();
-    runtime.running.lock().expect("running mutex").insert(
-        job_id,
-        Running {
-            shared: shared.clone(),
-            abort: abort.clone(),
-        },
-    );
-    runtime
-        .metrics
-        .running
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-
-    // The handler and the heartbeat run in this one task, the handler polled first: a
-    // handler that ends at once never arms a timer. A panic ends the attempt, not the worker.
-    // (So a handler must not block its thread: that would stall its heartbeat too.)
-    // The block drops an aborted handler's future before the job's end is written.
-    let result = {
-        let run = AssertUnwindSafe(handler.run(JobContext::new(shared.clone()))).catch_unwind();
-        let done = CancellationToken::new();
-        let beat = heartbeat(&runtime, &shared, &done);
-        tokio::pin!(run, beat);
-        let mut beating = true;
-        let result = loop {
-            tokio::select! {
-                biased;
-                result = &mut run => break match result {
-                    Ok(result) => Ran::Returned(result),
-                    Err(panic) => Ran::Panicked(panic_message(panic)),
-                },
-                () = abort.cancelled() => break Ran::Aborted,
-                () = &mut beat, if beating => beating = false,
-            }
-        };
-        done.cancel();
-        if beating {
-            beat.await;
-        }
-        result
-    };
+    let Running { shared, abort } = running;
+    let job_id = shared.job().id;
+    let result = run_handler(&runtime, handler, &shared, &abort).await;
 
     let outcome = decide(&runtime, &shared, result);
     if let Some((outcome, counter)) = outcome {
@@ -548,7 +535,9 @@ async fn execute(
         };
         match written {
             Ok(status) => {
-                WorkerMetrics::inc(counter(&runtime.metrics));
+                // Counted by what was written: a retry on the last attempt ends failed.
+                let metrics = &runtime.metrics;
+                WorkerMetrics::inc(metrics.ended(status).unwrap_or_else(|| counter(metrics)));
                 tracing::debug!(job.id = %job_id, %status, "job claim ended");
             }
             Err(StoreError::LeaseLost { status, .. }) => {
@@ -573,12 +562,61 @@ async fn execute(
     drop(permit);
 }
 
+/// Polls the handler to its end, with its heartbeat in a task of its own. The handler's
+/// future is dropped before this returns: at shutdown once `abort` fires, and
+/// `shutdown_grace` after a lost lease.
+async fn run_handler(
+    runtime: &Arc<Runtime>,
+    handler: Arc<dyn JobHandler>,
+    shared: &Arc<Shared>,
+    abort: &CancellationToken,
+) -> Ran {
+    let done = CancellationToken::new();
+    let beat = tokio::spawn(heartbeat(runtime.clone(), shared.clone(), done.clone()));
+    // A task spawned last waits in a slot of this thread that no other thread takes over:
+    // let the heartbeat start (and arm its timer) before the handler may hold the thread.
+    tokio::task::yield_now().await;
+    let run = AssertUnwindSafe(handler.run(JobContext::new(shared.clone()))).catch_unwind();
+    tokio::pin!(run);
+    let abandoned = async {
+        shared.cancelled().await;
+        if shared.reason() != Some(CancelReason::LeaseLost) {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(runtime.config.shutdown_grace).await;
+    };
+    let ran = tokio::select! {
+        biased;
+        result = &mut run => Ran::from(result),
+        () = abort.cancelled() => Ran::Aborted,
+        () = abandoned => {
+            tracing::warn!(job.id = %shared.job().id, "the handler ignored its lost lease; dropped");
+            Ran::Aborted
+        }
+    };
+    done.cancel();
+    // A heartbeat write in flight lands before the job's end is written.
+    if let Err(error) = beat.await {
+        tracing::error!(job.id = %shared.job().id, %error, "heartbeat task failed");
+    }
+    ran
+}
+
 /// How a handler run ended.
 #[derive(Debug)]
 enum Ran {
     Returned(Result<(), HandlerError>),
     Panicked(String),
     Aborted,
+}
+
+impl From<std::thread::Result<Result<(), HandlerError>>> for Ran {
+    fn from(result: std::thread::Result<Result<(), HandlerError>>) -> Self {
+        match result {
+            Ok(result) => Self::Returned(result),
+            Err(panic) => Self::Panicked(panic_message(panic)),
+        }
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
