@@ -326,10 +326,7 @@ pub async fn runtime_turns_a_panic_into_a_failed_attempt(store: Arc<dyn JobStore
         (count(&metrics.failed) == 1).then_some(())
     })
     .await;
-    assert_eq!(
-        count(&metrics.retried),
-        u64::from(failed.max_attempts) - 1
-    );
+    assert_eq!(count(&metrics.retried), u64::from(failed.max_attempts) - 1);
     // The worker survives its handlers' panics.
     let next = worker.enqueue("book-2", steps(1)).await;
     worker
@@ -522,7 +519,10 @@ pub async fn runtime_drops_a_handler_that_ignores_its_lost_lease(store: Arc<dyn 
     assert_eq!(metrics.lease_lost.load(Ordering::SeqCst), 1);
     worker.stop().await;
     let after = store.get(job.id).await.unwrap();
-    assert_eq!((after.lease, after.heartbeat_at), (stolen.lease, stolen.heartbeat_at));
+    assert_eq!(
+        (after.lease, after.heartbeat_at),
+        (stolen.lease, stolen.heartbeat_at)
+    );
 }
 
 /// The heartbeat is a task of its own: it goes on while the handler holds its thread.

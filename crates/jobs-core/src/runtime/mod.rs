@@ -732,3 +732,47 @@ async fn finish_batches(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::WorkerConfig;
+
+    #[test]
+    fn retry_delay_doubles_per_attempt_with_jitter_up_to_the_cap_and_at_least_after() {
+        let config = WorkerConfig {
+            retry_backoff: Duration::from_secs(2),
+            max_retry_backoff: Duration::from_secs(600),
+            ..WorkerConfig::default()
+        };
+        for (attempt, base) in [
+            (1, 2.0),
+            (2, 4.0),
+            (3, 8.0),
+            (9, 512.0),
+            (10, 600.0),
+            (64, 600.0),
+        ] {
+            let delays: Vec<f64> = (0..200)
+                .map(|_| config.retry_delay(attempt, None).as_secs_f64())
+                .collect();
+            for delay in &delays {
+                assert!(
+                    (base * 0.75..=base * 1.25).contains(delay),
+                    "attempt {attempt}: {delay} s is not within 25 % of {base} s"
+                );
+            }
+            let distinct: HashSet<u64> = delays.iter().map(|delay| delay.to_bits()).collect();
+            assert!(distinct.len() > 100, "attempt {attempt}: no jitter");
+        }
+        let asked = Duration::from_secs(60);
+        assert_eq!(
+            config.retry_delay(1, Some(asked)),
+            asked,
+            "a Retry-After is kept"
+        );
+        assert!(config.retry_delay(9, Some(asked)) > asked);
+    }
+}
