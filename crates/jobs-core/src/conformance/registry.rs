@@ -63,7 +63,8 @@ pub async fn workers_register_touch_and_leave(store: Arc<dyn JobStore>) {
     );
 }
 
-async fn signalled(
+/// Whether `signal` fires within 5 s of `action` (listening from before it starts).
+pub async fn signalled(
     signal: &tokio::sync::Notify,
     action: impl std::future::Future<Output = ()>,
 ) -> bool {
