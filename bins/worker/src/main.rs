@@ -38,23 +38,32 @@ async fn main() -> Result<()> {
     for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {
         worker = worker.handler(handler);
     }
+    // Metrics stay up until the worker has stopped: through the shutdown grace too.
+    let stopped = tokio_util::sync::CancellationToken::new();
+    let mut metrics_server = None;
     if let Some(address) = cli.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding the metrics address {address}"))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "serving /healthz and /metrics");
         let router = metrics_router(worker.metrics());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
+        let stop = stopped.clone();
+        metrics_server = Some(tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
             if let Err(error) = served {
                 tracing::error!(%error, "metrics server failed");
             }
-        });
+        }));
     }
-    worker.run(shutdown).await.context("running the worker")?;
-    Ok(())
+    let ran = worker.run(shutdown).await.context("running the worker");
+    stopped.cancel();
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
+    ran
 }
 
 fn metrics_router(metrics: Arc<WorkerMetrics>) -> Router {

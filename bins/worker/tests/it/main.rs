@@ -23,6 +23,11 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(database_url: &str, id: &str) -> Self {
+        Self::start_with(database_url, id, &["--poll-interval", "1s"])
+    }
+
+    /// Starts a worker with the suite's timings and `extra` flags (a poll interval among them).
+    fn start_with(database_url: &str, id: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{id}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_worker"))
@@ -34,14 +39,8 @@ impl WorkerProcess {
                 "--worker-id",
                 id,
             ])
-            .args([
-                "--heartbeat-interval",
-                "200ms",
-                "--stale-after",
-                "2s",
-                "--poll-interval",
-                "1s",
-            ])
+            .args(["--heartbeat-interval", "200ms", "--stale-after", "2s"])
+            .args(extra)
             .args([
                 "--progress-flush",
                 "100ms",
@@ -247,7 +246,12 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
     setup
         .wait_for(job.id, "progress", |job| job.progress.completed >= 3)
         .await;
-    let idle = WorkerProcess::start(setup.database.url(), "worker-b");
+    // Its poll is far away: only the requeue's notification can wake it within a second.
+    let idle = WorkerProcess::start_with(
+        setup.database.url(),
+        "worker-b",
+        &["--poll-interval", "60s"],
+    );
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
     let registered = || async {
         let workers = setup.store.list_workers(since).await.unwrap();
@@ -282,6 +286,11 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
         taken.attempt, 1,
         "the interrupted claim did not use an attempt"
     );
+    assert_eq!(
+        taken.error.as_ref().map(|error| error.code.as_str()),
+        Some("interrupted"),
+        "the job shows why it was handed back"
+    );
     let pickup = taken.started_at.unwrap() - taken.run_at;
     assert!(
         pickup < chrono::Duration::seconds(1),
@@ -298,5 +307,74 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
     assert!(durable_before_stop >= 3);
     assert_eq!(checkpoint(&done).runs[0], run(&stopping, 1));
     drop((idle, stopping));
+    setup.database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_serves_health_and_metrics_over_http() {
+    let setup = setup().await;
+    // Port 0: the worker logs the address it bound.
+    let worker = WorkerProcess::start_with(
+        setup.database.url(),
+        "worker-a",
+        &[
+            "--poll-interval",
+            "1s",
+            "--log-format",
+            "json",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    wait_for_log(&worker, "serving /healthz and /metrics").await;
+    let address = worker
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|line| Some(line["fields"]["address"].as_str()?.to_owned()))
+        .expect("the metrics address in the log");
+    let job = setup.enqueue(3, 10).await;
+    setup
+        .wait_for(job.id, "completion", |job| {
+            job.status == JobStatus::Completed
+        })
+        .await;
+
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = client.get(format!("http://{address}{path}")).send();
+        async move {
+            let response = request.await.expect("the metrics server answers");
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let (status, text) = get("/metrics").await;
+        assert_eq!(status, 200);
+        if text.contains("folio_worker_jobs_finished_total{outcome=\"completed\"} 1") {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the completion was never counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for line in [
+        "folio_worker_jobs_claimed_total 1",
+        "folio_worker_lease_lost_total 0",
+        "folio_worker_job_duration_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    for name in [
+        "folio_worker_heartbeats_total",
+        "folio_worker_rescues_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    drop(worker);
     setup.database.drop().await;
 }

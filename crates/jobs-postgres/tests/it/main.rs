@@ -44,7 +44,10 @@ mod listener {
     async fn wait_for_listener(pool: &sqlx::PgPool, other_than: Option<i32>) -> i32 {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(pid) = listener_pid(pool).await.filter(|pid| Some(*pid) != other_than) {
+            if let Some(pid) = listener_pid(pool)
+                .await
+                .filter(|pid| Some(*pid) != other_than)
+            {
                 return pid;
             }
             assert!(
