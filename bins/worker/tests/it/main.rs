@@ -2,6 +2,7 @@
 //! stopped mid-job, and a second worker that takes over.
 
 use std::fs;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -117,20 +118,35 @@ impl Setup {
         }
     }
 
-    /// Polls the job every 20 ms until `done` holds; panics after 30 s.
+    /// Polls the job until `done` holds.
     async fn wait_for(&self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(what, || async {
             let job = self.store.get(id).await.unwrap();
             if done(&job) {
-                return job;
+                Ok(job)
+            } else {
+                Err(format!("{job:#?}"))
             }
-            assert!(
+        })
+        .await
+    }
+}
+
+/// Polls `probe` every 20 ms until it is `Ok`; after 30 s panics with what it last saw.
+async fn eventually<T, F: Future<Output = Result<T, String>>>(
+    what: &str,
+    probe: impl Fn() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {job:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+                "timed out waiting for {what}; last seen:\n{seen}"
+            ),
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -146,16 +162,16 @@ fn run(worker: &WorkerProcess, from: u32) -> StepsRun {
 }
 
 async fn wait_for_log(worker: &WorkerProcess, needle: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !worker.log().contains(needle) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never logged {needle:?}:\n{}",
-            worker.id,
-            worker.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{} to log {needle:?}", worker.id);
+    eventually(&what, || async {
+        let log = worker.log();
+        if log.contains(needle) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,18 +269,15 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
         &["--poll-interval", "60s"],
     );
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
-    let registered = || async {
+    eventually("worker-b to register", || async {
         let workers = setup.store.list_workers(since).await.unwrap();
-        workers.iter().any(|worker| worker.id == "worker-b")
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !registered().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "worker-b never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if workers.iter().any(|worker| worker.id == "worker-b") {
+            Ok(())
+        } else {
+            Err(format!("{workers:?}"))
+        }
+    })
+    .await;
 
     stopping.signal("-TERM");
     let status = tokio::task::spawn_blocking(move || {
@@ -349,19 +362,16 @@ async fn the_worker_serves_health_and_metrics_over_http() {
         }
     };
     assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let metrics = loop {
+    let metrics = eventually("the completion to be counted", || async {
         let (status, text) = get("/metrics").await;
         assert_eq!(status, 200);
         if text.contains("folio_worker_jobs_finished_total{outcome=\"completed\"} 1") {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the completion was never counted:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     for line in [
         "folio_worker_jobs_claimed_total 1",
         "folio_worker_lease_lost_total 0",

@@ -23,10 +23,8 @@ mod conformance {
 }
 
 mod listener {
-    use std::time::Duration;
-
     use jobs_core::JobStore;
-    use jobs_core::conformance::{Fixture, signalled};
+    use jobs_core::conformance::{Fixture, signalled, wait_until};
 
     use super::*;
 
@@ -42,20 +40,12 @@ mod listener {
     }
 
     async fn wait_for_listener(pool: &sqlx::PgPool, other_than: Option<i32>) -> i32 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(pid) = listener_pid(pool)
+        wait_until("a listener connection", || async {
+            listener_pid(pool)
                 .await
                 .filter(|pid| Some(*pid) != other_than)
-            {
-                return pid;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no listener connection (other than {other_than:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// A dropped LISTEN connection reconnects, and new jobs wake workers again.
