@@ -163,8 +163,7 @@ pub struct JobList {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// The job type (see `BOOK_JOB_TYPES`; `guidelines` and `finalize` come with their
-    /// handlers).
+    /// The job type: `ocr`, `guidelines` or `finalize`.
     #[serde(rename = "type")]
     pub job_type: String,
     /// Continue the latest failed or cancelled job of this type from its checkpoint
@@ -466,4 +465,138 @@ pub struct Check {
     pub ok: bool,
     /// What failed, in general terms.
     pub error: Option<String>,
+}
+
+/// What a guideline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GuidelineKind {
+    /// Something to always or never do.
+    Rule,
+    /// One step of a procedure.
+    Step,
+    /// Advice, a note.
+    Tip,
+    /// What a term means.
+    Definition,
+    /// A worked example.
+    Example,
+}
+
+impl From<extraction::GuidelineKind> for GuidelineKind {
+    fn from(kind: extraction::GuidelineKind) -> Self {
+        match kind {
+            extraction::GuidelineKind::Rule => Self::Rule,
+            extraction::GuidelineKind::Step => Self::Step,
+            extraction::GuidelineKind::Tip => Self::Tip,
+            extraction::GuidelineKind::Definition => Self::Definition,
+            extraction::GuidelineKind::Example => Self::Example,
+        }
+    }
+}
+
+/// The guidelines extracted from one page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PageGuidelines {
+    /// The page number.
+    pub page: u32,
+    /// The page's topics, in page order.
+    pub topics: Vec<PageTopic>,
+}
+
+/// A topic of one page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PageTopic {
+    /// The heading as written.
+    pub title: String,
+    /// Its guidelines, in page order.
+    pub guidelines: Vec<PageGuideline>,
+}
+
+/// One guideline of a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PageGuideline {
+    /// Its kind.
+    pub kind: GuidelineKind,
+    /// Its text.
+    pub text: String,
+}
+
+impl From<&extraction::PageGuidelines> for PageGuidelines {
+    fn from(page: &extraction::PageGuidelines) -> Self {
+        Self {
+            page: page.page,
+            topics: page
+                .topics
+                .iter()
+                .map(|topic| PageTopic {
+                    title: topic.title.clone(),
+                    guidelines: topic
+                        .guidelines
+                        .iter()
+                        .map(|guideline| PageGuideline {
+                            kind: guideline.kind.into(),
+                            text: guideline.text.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The finalized guidelines of a book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FinalGuidelines {
+    /// The book.
+    pub book_id: String,
+    /// Topics merged by normalized title, in order of first appearance.
+    pub topics: Vec<FinalTopic>,
+}
+
+/// One topic of the finalized guidelines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FinalTopic {
+    /// The title as first seen.
+    pub title: String,
+    /// The pages it appears on, ascending.
+    pub pages: Vec<u32>,
+    /// Its guidelines, near-duplicates merged, in order of first appearance.
+    pub guidelines: Vec<FinalGuideline>,
+}
+
+/// One guideline of the finalized guidelines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FinalGuideline {
+    /// Its kind.
+    pub kind: GuidelineKind,
+    /// Its text.
+    pub text: String,
+    /// Every page it (or a near-duplicate) came from, ascending.
+    pub pages: Vec<u32>,
+}
+
+impl From<&extraction::FinalGuidelines> for FinalGuidelines {
+    fn from(document: &extraction::FinalGuidelines) -> Self {
+        Self {
+            book_id: document.book_id.clone(),
+            topics: document
+                .topics
+                .iter()
+                .map(|topic| FinalTopic {
+                    title: topic.title.clone(),
+                    pages: topic.pages.clone(),
+                    guidelines: topic
+                        .guidelines
+                        .iter()
+                        .map(|guideline| FinalGuideline {
+                            kind: guideline.kind.into(),
+                            text: guideline.text.clone(),
+                            pages: guideline.pages.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }

@@ -114,10 +114,10 @@ pub enum ApiError {
     #[error("job {} is {}: it has finished and cannot be cancelled", .0.id, .0.status)]
     JobTerminal(Box<Job>),
     /// 409 `ocr_incomplete`, with the pages not done.
-    #[error("OCR is not done for {} pages", .0.len())]
+    #[error("{}", incomplete("OCR is not done for", .0))]
     OcrIncomplete(Vec<u32>),
     /// 409 `guidelines_incomplete`, with the pages missing guidelines.
-    #[error("guidelines are missing for {} pages", .0.len())]
+    #[error("{}", incomplete("guidelines are not extracted for", .0))]
     GuidelinesIncomplete(Vec<u32>),
     /// Uploaded files the API refuses: 422 `invalid_request`, or 415
     /// `unsupported_media_type` when every one is of an unsupported format.
@@ -141,6 +141,21 @@ pub enum ApiError {
     /// A bug or an unexpected backend answer: 500 `internal`.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// "`what` page 3, 4" (at most 20 pages named), or that the book has no pages.
+fn incomplete(what: &str, pages: &[u32]) -> String {
+    if pages.is_empty() {
+        return "the book has no pages yet".to_owned();
+    }
+    let named: Vec<String> = pages.iter().take(20).map(u32::to_string).collect();
+    let more = pages.len().saturating_sub(named.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{what} page {}{more}", named.join(", "))
 }
 
 impl ApiError {

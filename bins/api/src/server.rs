@@ -48,8 +48,13 @@ pub struct Cli {
     #[arg(long, env = "FOLIO_UPLOAD_TIMEOUT", value_parser = duration, default_value = "10m")]
     pub upload_timeout: Duration,
 
-    /// The worker's flags (used with `--with-worker`; `--max-attempts`, `--stale-after` and
-    /// `--pending-timeout` also apply to the jobs the API starts).
+    /// Attempts of the jobs the API starts (claims that may end in a retryable error or a
+    /// lost heartbeat).
+    #[arg(long, env = "FOLIO_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// The worker's flags (used with `--with-worker`; `--stale-after` and
+    /// `--pending-timeout` also apply to the lazy rescue of the API's lock service).
     #[command(flatten)]
     pub worker: WorkerArgs,
 }
@@ -85,7 +90,7 @@ impl Cli {
                 stale_after: self.worker.stale_after,
                 pending_timeout: self.worker.pending_timeout,
             },
-            max_attempts: self.worker.max_attempts,
+            max_attempts: self.max_attempts,
             request_timeout: self.request_timeout,
             upload_timeout: self.upload_timeout,
             ..ApiConfig::default()

@@ -52,7 +52,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_CONCURRENCY", default_value_t = 2)]
     pub concurrency: usize,
 
-    /// Job types this worker runs (comma-separated); all known types when not given.
+    /// Job types this worker runs (comma-separated); the product's types (`ocr`,
+    /// `guidelines`, `finalize`) when not given. Benchmark types run only when named here.
     #[arg(long, env = "FOLIO_TYPES", value_delimiter = ',')]
     pub types: Vec<String>,
 
@@ -80,11 +81,6 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_SHUTDOWN_GRACE", value_parser = duration, default_value = "30s")]
     pub shutdown_grace: Duration,
 
-    /// Attempts of the jobs this process creates (claims that may end in error or a lost
-    /// heartbeat).
-    #[arg(long, env = "FOLIO_MAX_ATTEMPTS", default_value_t = 3)]
-    pub max_attempts: u32,
-
     /// This worker's id; a unique one (host, pid, random) when not given.
     #[arg(long, env = "FOLIO_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -97,6 +93,37 @@ pub struct WorkerArgs {
     /// How `ocr` jobs recognize pages.
     #[command(flatten)]
     pub ocr: OcrArgs,
+
+    /// How `guidelines` jobs extract guidelines.
+    #[command(flatten)]
+    pub extraction: ExtractionArgs,
+}
+
+/// The extractor of `guidelines` jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExtractorKind {
+    /// Offline, deterministic heuristics over headings, labels and sentence shapes.
+    Rules,
+    /// An OpenAI-compatible chat-completions endpoint (`--openai-base-url`) with a strict
+    /// JSON schema.
+    Openai,
+}
+
+/// How `guidelines` jobs run. The `openai` extractor uses `--openai-base-url` and
+/// `--openai-api-key`, as the OCR engine does.
+#[derive(Debug, Clone, Args)]
+pub struct ExtractionArgs {
+    /// The guidelines extractor.
+    #[arg(long, env = "FOLIO_EXTRACTOR", value_enum, default_value_t = ExtractorKind::Rules)]
+    pub extractor: ExtractorKind,
+
+    /// The model of the `openai` extractor.
+    #[arg(long, env = "FOLIO_EXTRACTOR_MODEL", default_value = "gpt-4o-mini")]
+    pub extractor_model: String,
+
+    /// Longest time for one page's extraction request (one try).
+    #[arg(long, env = "FOLIO_EXTRACTOR_TIMEOUT", value_parser = duration, default_value = "2m")]
+    pub extractor_timeout: Duration,
 }
 
 /// The OCR engine of `ocr` jobs.
@@ -194,7 +221,7 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_secs(1));
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.concurrency, 2);
-        assert_eq!(cli.worker.max_attempts, 3);
+        assert_eq!(cli.worker.extraction.extractor, ExtractorKind::Rules);
         assert_eq!(cli.worker.manifest_flush_every, 5);
         assert_eq!(cli.worker.ocr.ocr_engine, OcrEngineKind::Tesseract);
         assert!(cli.worker.ocr.concurrency() >= 1);
@@ -220,6 +247,12 @@ mod tests {
         assert_eq!(cli.worker.ocr.concurrency(), 3);
         assert_eq!(cli.worker.manifest_flush_every, 2);
         assert!(Cli::try_parse_from(["worker", "--ocr-concurrency", "0"]).is_err());
+        let cli =
+            Cli::try_parse_from(["worker", "--extractor", "openai", "--extractor-model", "x"])
+                .unwrap();
+        assert_eq!(cli.worker.extraction.extractor, ExtractorKind::Openai);
+        assert_eq!(cli.worker.extraction.extractor_model, "x");
+        assert!(Cli::try_parse_from(["worker", "--extractor", "magic"]).is_err());
     }
 
     #[test]

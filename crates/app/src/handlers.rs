@@ -1,4 +1,5 @@
-//! The job handlers this application runs, by job type.
+//! The job handlers this application runs, by job type: the one registry of job types that
+//! the api and the worker both read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,10 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use blob_store::BlobStore;
 use books::Books;
+use extraction::{
+    Extractor, FINALIZE_JOB_TYPE, FinalizeHandler, GUIDELINES_JOB_TYPE, GuidelinesConfig,
+    GuidelinesHandler, OpenAiExtractor, OpenAiExtractorConfig, RulesExtractor,
+};
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler};
 use ocr::{
     OCR_JOB_TYPE, OcrEngine, OcrHandler, OcrJobConfig, OpenAiConfig, OpenAiEngine, TesseractConfig,
@@ -14,7 +19,7 @@ use ocr::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OcrArgs, OcrEngineKind, WorkerArgs};
+use crate::config::{ExtractionArgs, ExtractorKind, OcrArgs, OcrEngineKind, WorkerArgs};
 
 /// A job that does nothing: measures the runtime's own cost (`cargo xtask bench jobs`).
 pub const BENCH_NOOP: &str = "bench.noop";
@@ -101,11 +106,25 @@ impl JobHandler for StepsHandler {
     }
 }
 
-/// Every job type this application runs.
-pub const KNOWN_TYPES: [&str; 3] = [OCR_JOB_TYPE, BENCH_NOOP, BENCH_STEPS];
+/// The product's job types, in pipeline order: what a worker runs by default and what
+/// clients may start on a book.
+pub const PRODUCT_TYPES: [&str; 3] = [OCR_JOB_TYPE, GUIDELINES_JOB_TYPE, FINALIZE_JOB_TYPE];
+
+/// Job types that exist for benchmarks and process tests. A worker runs them only when
+/// `--types` names them; no default registers them.
+pub const BENCH_TYPES: [&str; 2] = [BENCH_NOOP, BENCH_STEPS];
+
+/// Every job type this application can run.
+pub const KNOWN_TYPES: [&str; 5] = [
+    OCR_JOB_TYPE,
+    GUIDELINES_JOB_TYPE,
+    FINALIZE_JOB_TYPE,
+    BENCH_NOOP,
+    BENCH_STEPS,
+];
 
 /// Job types whose handlers read and write books in object storage.
-const TYPES_NEEDING_STORAGE: [&str; 1] = [OCR_JOB_TYPE];
+const TYPES_NEEDING_STORAGE: [&str; 3] = PRODUCT_TYPES;
 
 /// What the handlers need from the application: storage and their settings.
 #[derive(Debug, Clone)]
@@ -114,6 +133,8 @@ pub struct HandlerDeps {
     pub blob_store: Option<Arc<dyn BlobStore>>,
     /// How `ocr` jobs recognize pages.
     pub ocr: OcrArgs,
+    /// How `guidelines` jobs extract.
+    pub extraction: ExtractionArgs,
     /// Finished pages per manifest write.
     pub manifest_flush_every: usize,
 }
@@ -124,6 +145,7 @@ impl HandlerDeps {
         Self {
             blob_store: Some(blob_store),
             ocr: worker.ocr.clone(),
+            extraction: worker.extraction.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
         }
     }
@@ -131,11 +153,9 @@ impl HandlerDeps {
     /// The dependencies of the handlers `worker.types` selects, opening the blob store at
     /// `storage_url` only when one of them needs it.
     pub async fn open(storage_url: &str, worker: &WorkerArgs) -> Result<Self> {
-        let needs_storage = worker.types.is_empty()
-            || worker
-                .types
-                .iter()
-                .any(|wanted| TYPES_NEEDING_STORAGE.contains(&wanted.as_str()));
+        let needs_storage = selected_types(&worker.types)?
+            .iter()
+            .any(|wanted| TYPES_NEEDING_STORAGE.contains(wanted));
         let blob_store = if needs_storage {
             Some(crate::storage::open_blob_store(storage_url).await?)
         } else {
@@ -144,6 +164,7 @@ impl HandlerDeps {
         Ok(Self {
             blob_store,
             ocr: worker.ocr.clone(),
+            extraction: worker.extraction.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
         })
     }
@@ -169,17 +190,47 @@ pub fn ocr_engine(args: &OcrArgs) -> Result<Arc<dyn OcrEngine>> {
     })
 }
 
+/// The guidelines extractor `args` select (with the OpenAI settings of `ocr`); an error
+/// when its settings are missing.
+pub fn extractor(args: &ExtractionArgs, ocr: &OcrArgs) -> Result<Arc<dyn Extractor>> {
+    Ok(match args.extractor {
+        ExtractorKind::Rules => Arc::new(RulesExtractor::new()),
+        ExtractorKind::Openai => {
+            let Some(base_url) = ocr.openai_base_url.clone() else {
+                bail!("--extractor openai needs --openai-base-url (FOLIO_OPENAI_BASE_URL)");
+            };
+            let mut config = OpenAiExtractorConfig::new(
+                base_url,
+                ocr.openai_api_key.clone(),
+                &args.extractor_model,
+            );
+            config.timeout = args.extractor_timeout;
+            Arc::new(OpenAiExtractor::new(config).context("building the openai extractor")?)
+        }
+    })
+}
+
 /// The handler of one known job type.
 fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
+    let books = || -> Result<Books> {
+        Ok(Books::new(deps.blob_store.clone().with_context(|| {
+            format!("the {job_type} job needs object storage (--storage)")
+        })?))
+    };
     Ok(match job_type {
         BENCH_NOOP => Arc::new(NoopHandler),
         BENCH_STEPS => Arc::new(StepsHandler),
+        GUIDELINES_JOB_TYPE => Arc::new(GuidelinesHandler::new(
+            books()?,
+            extractor(&deps.extraction, &deps.ocr)?,
+            GuidelinesConfig {
+                manifest_flush_every: deps.manifest_flush_every.max(1),
+                ..GuidelinesConfig::default()
+            },
+        )),
+        FINALIZE_JOB_TYPE => Arc::new(FinalizeHandler::new(books()?)),
         OCR_JOB_TYPE => Arc::new(OcrHandler::new(
-            Books::new(
-                deps.blob_store
-                    .clone()
-                    .context("the ocr job needs object storage (--storage)")?,
-            ),
+            books()?,
             ocr_engine(&deps.ocr)?,
             OcrJobConfig {
                 concurrency: deps.ocr.concurrency(),
@@ -194,19 +245,11 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
     })
 }
 
-/// Every handler this application knows.
-pub fn all_handlers(deps: &HandlerDeps) -> Result<Vec<Arc<dyn JobHandler>>> {
-    KNOWN_TYPES
-        .iter()
-        .map(|job_type| handler(job_type, deps))
-        .collect()
-}
-
-/// The handlers for `types`, or all of them when `types` is empty. An unknown type is an
-/// error that names the known ones.
-pub fn select_handlers(types: &[String], deps: &HandlerDeps) -> Result<Vec<Arc<dyn JobHandler>>> {
+/// The types `types` selects: the product's types when empty, else `types` in the order
+/// of [`KNOWN_TYPES`]. An unknown type is an error that names the known ones.
+pub fn selected_types(types: &[String]) -> Result<Vec<&'static str>> {
     if types.is_empty() {
-        return all_handlers(deps);
+        return Ok(PRODUCT_TYPES.to_vec());
     }
     for wanted in types {
         if !KNOWN_TYPES.contains(&wanted.as_str()) {
@@ -216,9 +259,17 @@ pub fn select_handlers(types: &[String], deps: &HandlerDeps) -> Result<Vec<Arc<d
             );
         }
     }
-    KNOWN_TYPES
+    Ok(KNOWN_TYPES
         .iter()
-        .filter(|known| types.iter().any(|wanted| wanted == *known))
+        .copied()
+        .filter(|known| types.iter().any(|wanted| wanted == known))
+        .collect())
+}
+
+/// The handlers for `types` (see [`selected_types`]).
+pub fn select_handlers(types: &[String], deps: &HandlerDeps) -> Result<Vec<Arc<dyn JobHandler>>> {
+    selected_types(types)?
+        .into_iter()
         .map(|job_type| handler(job_type, deps))
         .collect()
 }
@@ -251,9 +302,18 @@ mod tests {
         let selected = select_handlers(&[BENCH_NOOP.to_owned()], &deps).unwrap();
         assert_eq!(selected.len(), 1);
         assert_eq!(selected[0].job_type(), BENCH_NOOP);
-        let all = select_handlers(&[], &deps).unwrap();
-        assert_eq!(all.len(), all_handlers(&deps).unwrap().len());
-        assert!(all.iter().any(|handler| handler.job_type() == OCR_JOB_TYPE));
+        let default: Vec<String> = select_handlers(&[], &deps)
+            .unwrap()
+            .iter()
+            .map(|handler| handler.job_type().to_owned())
+            .collect();
+        assert_eq!(
+            default, PRODUCT_TYPES,
+            "the default is the product's types only"
+        );
+        for bench in BENCH_TYPES {
+            assert!(!default.iter().any(|job_type| job_type == bench));
+        }
         let error = select_handlers(&["ocr2".to_owned()], &deps)
             .err()
             .unwrap()
@@ -278,6 +338,31 @@ mod tests {
         let url = format!("file://{}/objects", dir.path().display());
         let deps = HandlerDeps::open(&url, &cli.worker).await.unwrap();
         assert!(deps.blob_store.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_openai_extractor_needs_a_base_url() {
+        let error = select_handlers(
+            &["guidelines".to_owned()],
+            &deps(&["--extractor", "openai"]).await,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("--openai-base-url"), "{error}");
+        let selected = select_handlers(
+            &["guidelines".to_owned(), "finalize".to_owned()],
+            &deps(&[
+                "--extractor",
+                "openai",
+                "--openai-base-url",
+                "http://127.0.0.1:9/v1",
+            ])
+            .await,
+        )
+        .unwrap();
+        assert_eq!(selected[0].job_type(), GUIDELINES_JOB_TYPE);
+        assert_eq!(selected[1].job_type(), FINALIZE_JOB_TYPE);
     }
 
     #[tokio::test]

@@ -25,9 +25,12 @@ pub fn ocr_text_path(page: u32) -> String {
     format!("ocr/{page:04}.txt")
 }
 
+/// The folder of the per-page guidelines, relative to the book.
+pub const PAGE_GUIDELINES_DIR: &str = "guidelines/pages/";
+
 /// A page's guidelines, relative to the book: `guidelines/pages/{page:04}.json`.
 pub fn page_guidelines_path(page: u32) -> String {
-    format!("guidelines/pages/{page:04}.json")
+    format!("{PAGE_GUIDELINES_DIR}{page:04}.json")
 }
 
 /// The finalized guidelines, relative to the book.

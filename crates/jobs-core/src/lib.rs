@@ -12,6 +12,7 @@
 //! Architecture Invariant: this crate knows nothing of sqlx, Postgres, SQLite, axum or S3.
 //! Stores receive every timestamp from the caller, so time is always the injected clock's.
 
+mod backoff;
 mod clock;
 mod job;
 mod lock;
@@ -23,6 +24,7 @@ mod store;
 pub mod conformance;
 
 pub use async_trait::async_trait;
+pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use job::{
     Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,

@@ -29,8 +29,7 @@ pub mod testing;
 
 pub use engine::{OcrEngine, PageImage};
 pub use error::OcrError;
-pub use handler::{
-    OCR_JOB_TYPE, OcrCheckpoint, OcrHandler, OcrJobConfig, OcrPayload, PageRetryPolicy,
-};
+pub use handler::{OCR_JOB_TYPE, OcrCheckpoint, OcrHandler, OcrJobConfig, OcrPayload};
 pub use openai::{DEFAULT_PROMPT as OPENAI_DEFAULT_PROMPT, OpenAiConfig, OpenAiEngine};
+pub use page_jobs::PageRetryPolicy;
 pub use tesseract::{TesseractConfig, TesseractEngine};

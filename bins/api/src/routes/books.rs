@@ -263,7 +263,7 @@ fn ocr_payload(pages: Option<Vec<u32>>) -> serde_json::Value {
 }
 
 /// The manifest of a book and one of its pages, or 404.
-async fn manifest_page(
+pub(crate) async fn manifest_page(
     state: &AppState,
     book: &str,
     page: &str,

@@ -4,6 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use books::{BookId, Manifest};
+use extraction::{FINALIZE_JOB_TYPE, GUIDELINES_JOB_TYPE};
 use jobs_core::{Acquire, JobId, JobQuery, JobStatus, LockError, StoreError};
 use serde_json::json;
 
@@ -54,7 +56,7 @@ fn job_type(text: &str) -> Result<&'static str, ApiError> {
     request_body = CreateJob,
     responses(
         (status = 202, description = "The new pending job", body = Job),
-        (status = 409, description = "`job_active`: a job of this type is active (in `details.job`); `job_not_resumable`: nothing to resume", body = ErrorBody),
+        (status = 409, description = "`job_active`: a job of this type is active (in `details.job`); `job_not_resumable`: nothing to resume; `ocr_incomplete` (guidelines) or `guidelines_incomplete` (finalize): the book is not ready, `details.pages` lists the pages that are not", body = ErrorBody),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id or unknown type", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
@@ -69,7 +71,8 @@ pub(crate) async fn create_book_job(
 ) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
     let book_id = book_id(&book)?;
     let job_type = job_type(&request.job_type)?;
-    state.books().manifest(&book_id).await?;
+    let manifest = state.books().manifest(&book_id).await?;
+    check_preconditions(&state, &manifest, job_type).await?;
     if !request.resume {
         let acquire = state
             .lock()
@@ -100,7 +103,40 @@ pub(crate) async fn create_book_job(
     resume(&state, previous.id).await
 }
 
+/// What a job type needs of its book before it can start: `guidelines` every page's OCR
+/// done (else `ocr_incomplete`), `finalize` every page's guidelines (else
+/// `guidelines_incomplete`), each with the pages in `details.pages`. The job checks the
+/// same again when it runs.
+async fn check_preconditions(
+    state: &AppState,
+    manifest: &Manifest,
+    job_type: &str,
+) -> Result<(), ApiError> {
+    match job_type {
+        GUIDELINES_JOB_TYPE => {
+            let pages = extraction::pages_without_ocr(manifest);
+            if !pages.is_empty() || manifest.pages.is_empty() {
+                return Err(ApiError::OcrIncomplete(pages));
+            }
+        }
+        FINALIZE_JOB_TYPE => {
+            let pages = extraction::pages_without_guidelines(state.books(), manifest).await?;
+            if !pages.is_empty() || manifest.pages.is_empty() {
+                return Err(ApiError::GuidelinesIncomplete(pages));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 async fn resume(state: &AppState, id: JobId) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+    if let Ok(job) = state.job_store().get(id).await
+        && let Ok(book_id) = BookId::parse(&job.resource_key)
+        && let Ok(manifest) = state.books().manifest(&book_id).await
+    {
+        check_preconditions(state, &manifest, &job.job_type).await?;
+    }
     match state.lock().resume(id).await {
         Ok(acquire) => created_or_active(acquire),
         Err(LockError::NotResumable { id, status }) => {
@@ -261,7 +297,7 @@ pub(crate) async fn cancel_job(
     params(("job_id" = uuid::Uuid, Path, description = "The job id")),
     responses(
         (status = 202, description = "The new pending job (`resumed_from` is the old one)", body = Job),
-        (status = 409, description = "`job_not_resumable`: it is not failed or cancelled; `job_active`: another job of its type is active (in `details.job`)", body = ErrorBody),
+        (status = 409, description = "`job_not_resumable`: it is not failed or cancelled; `job_active`: another job of its type is active (in `details.job`); `ocr_incomplete` or `guidelines_incomplete`: the book is not ready (`details.pages`)", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),

@@ -4,6 +4,7 @@
 //! method from the handler's `#[utoipa::path]`: the router and the document cannot drift.
 
 mod books;
+mod guidelines;
 mod jobs;
 mod system;
 
@@ -14,7 +15,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::MatchedPath;
 use axum::http::Request;
 use axum::middleware::from_fn_with_state;
-use ocr::OCR_JOB_TYPE;
 use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -27,8 +27,9 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
 use crate::{auth, observe};
 
-/// The job types a client may start on a book with `POST /v1/books/{book_id}/jobs`.
-pub const BOOK_JOB_TYPES: [&str; 1] = [OCR_JOB_TYPE];
+/// The job types a client may start on a book with `POST /v1/books/{book_id}/jobs`: the
+/// product's types of the one registry in `app`.
+pub const BOOK_JOB_TYPES: [&str; 3] = app::handlers::PRODUCT_TYPES;
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -40,13 +41,15 @@ const MULTIPART_OVERHEAD: usize = 8 * 1024 * 1024;
 #[openapi(
     info(
         title = "Folio API",
-        description = "Books, bulk page uploads and durable background jobs (OCR) with live \
+        description = "Books, bulk page uploads and durable background jobs (OCR, guidelines \
+                       extraction, finalization) with live \
                        progress. Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`; \
                        with a token configured, every `/v1` route needs `Authorization: Bearer TOKEN`."
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
         (name = "books", description = "Books, pages and page images"),
+        (name = "guidelines", description = "Extracted and finalized teaching guidelines"),
         (name = "jobs", description = "Background jobs: start, watch, cancel, resume"),
         (name = "system", description = "Health, readiness, metrics, this document"),
     )
@@ -67,6 +70,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(books::get_page_image))
         .routes(routes!(books::get_page_text))
         .routes(routes!(books::retry_page_ocr))
+        .routes(routes!(guidelines::get_guidelines))
+        .routes(routes!(guidelines::get_page_guidelines))
         .routes(routes!(jobs::create_book_job, jobs::list_book_jobs))
         .routes(routes!(jobs::latest_book_job))
         .routes(routes!(jobs::get_job))

@@ -42,7 +42,7 @@ pub use metrics::WorkerMetrics;
 use context::{Flushed, Shared};
 
 use crate::{
-    ClaimParams, Clock, Finish, FinishOutcome, Job, JobError, JobId, JobStatus, JobStore,
+    Backoff, ClaimParams, Clock, Finish, FinishOutcome, Job, JobError, JobId, JobStatus, JobStore,
     LockService, RecoveryPolicy, StoreError, WorkerInfo, codes,
 };
 
@@ -125,15 +125,10 @@ impl WorkerConfig {
         }
     }
 
-    /// The delay before retry number `attempt` (1-based), at least `after`.
+    /// The delay before retry number `attempt` (1-based), at least `after` (see
+    /// [`Backoff`]).
     pub fn retry_delay(&self, attempt: u32, after: Option<Duration>) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let base = self
-            .retry_backoff
-            .saturating_mul(1 << exponent)
-            .min(self.max_retry_backoff);
-        let jittered = base.mul_f64(0.75 + rand::random::<f64>() * 0.5);
-        jittered.max(after.unwrap_or_default())
+        Backoff::new(self.retry_backoff, self.max_retry_backoff).delay(attempt, after)
     }
 }
 
@@ -730,49 +725,5 @@ async fn finish_batches(
                 result.unwrap_or_else(|| Err(StoreError::Backend("job store unavailable".into())));
             let _ = reply.send(result);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-    use std::time::Duration;
-
-    use super::WorkerConfig;
-
-    #[test]
-    fn retry_delay_doubles_per_attempt_with_jitter_up_to_the_cap_and_at_least_after() {
-        let config = WorkerConfig {
-            retry_backoff: Duration::from_secs(2),
-            max_retry_backoff: Duration::from_secs(600),
-            ..WorkerConfig::default()
-        };
-        for (attempt, base) in [
-            (1, 2.0),
-            (2, 4.0),
-            (3, 8.0),
-            (9, 512.0),
-            (10, 600.0),
-            (64, 600.0),
-        ] {
-            let delays: Vec<f64> = (0..200)
-                .map(|_| config.retry_delay(attempt, None).as_secs_f64())
-                .collect();
-            for delay in &delays {
-                assert!(
-                    (base * 0.75..=base * 1.25).contains(delay),
-                    "attempt {attempt}: {delay} s is not within 25 % of {base} s"
-                );
-            }
-            let distinct: HashSet<u64> = delays.iter().map(|delay| delay.to_bits()).collect();
-            assert!(distinct.len() > 100, "attempt {attempt}: no jitter");
-        }
-        let asked = Duration::from_secs(60);
-        assert_eq!(
-            config.retry_delay(1, Some(asked)),
-            asked,
-            "a Retry-After is kept"
-        );
-        assert!(config.retry_delay(9, Some(asked)) > asked);
     }
 }

@@ -39,8 +39,7 @@ pub(crate) fn job_config(concurrency: usize, flush_every: usize) -> OcrJobConfig
         manifest_flush_every: flush_every,
         retry: PageRetryPolicy {
             max_tries: 3,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
+            backoff: jobs_core::Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
         },
     }
 }

@@ -1,0 +1,100 @@
+//! [`ExtractError`]: why extracting a page failed, classified by type.
+
+use std::time::Duration;
+
+use jobs_core::runtime::ErrorKind;
+
+/// Why an [`Extractor`](crate::Extractor) failed on a page.
+///
+/// [`ExtractError::kind`] says whether another try may succeed; it is decided from the
+/// error's type (HTTP status, transport error kind), never from message text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// The endpoint answered with an HTTP error status. 408, 429 and 5xx are retryable
+    /// (after `retry_after` when the server said so); other statuses are terminal.
+    #[error("extractor endpoint answered HTTP {status}: {body}")]
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's `Retry-After`, when given in seconds.
+        retry_after: Option<Duration>,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The request did not get an answer (connect, timeout, reset). Retryable, except for
+    /// requests that could not even be built.
+    #[error("request to the extractor endpoint failed")]
+    Transport {
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer does not fit the page schema (after the one retry it gets). Terminal.
+    #[error("invalid answer from the extractor: {reason}")]
+    InvalidAnswer {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A scripted or otherwise deliberate failure (test extractors). Terminal unless
+    /// `retryable`.
+    #[error("{message}")]
+    Failed {
+        /// Whether another try may succeed.
+        retryable: bool,
+        /// What happened.
+        message: String,
+    },
+    /// The cancellation token fired; the extractor stopped.
+    #[error("extraction cancelled")]
+    Cancelled,
+}
+
+impl ExtractError {
+    /// Whether another try may succeed, and not before when.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Http {
+                status,
+                retry_after,
+                ..
+            } => {
+                if *status == 408 || *status == 429 || (500..=599).contains(status) {
+                    ErrorKind::Retryable {
+                        after: *retry_after,
+                    }
+                } else {
+                    ErrorKind::Terminal
+                }
+            }
+            Self::Transport { source } => {
+                if source.is_builder() || source.is_redirect() || source.is_decode() {
+                    ErrorKind::Terminal
+                } else {
+                    ErrorKind::Retryable { after: None }
+                }
+            }
+            Self::InvalidAnswer { .. } => ErrorKind::Terminal,
+            Self::Failed { retryable, .. } => {
+                if *retryable {
+                    ErrorKind::Retryable { after: None }
+                } else {
+                    ErrorKind::Terminal
+                }
+            }
+            Self::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
+    /// A stable code for the page's failure: `extractor_http`, `extractor_unreachable`,
+    /// `extractor_invalid_answer`, `extractor_failed`, `cancelled`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Http { .. } => "extractor_http",
+            Self::Transport { .. } => "extractor_unreachable",
+            Self::InvalidAnswer { .. } => "extractor_invalid_answer",
+            Self::Failed { .. } => "extractor_failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! [`OpenAiExtractor`]: guidelines through any OpenAI-compatible chat-completions endpoint
+//! with a strict JSON schema of the page (SPEC 4.3).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ExtractError, Extractor, GuidelineKind, PageInput, Topic, normalize_line};
+
+/// The most of an error body kept in [`ExtractError::Http`].
+const BODY_HEAD_CHARS: usize = 500;
+
+/// Where and how to call the endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenAiExtractorConfig {
+    /// The API base, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer KEY` when given.
+    pub api_key: Option<String>,
+    /// The model.
+    pub model: String,
+    /// Time for one request, connect to last byte; longer is a retryable transport error.
+    pub timeout: Duration,
+    /// The system prompt sent with each page.
+    pub prompt: String,
+}
+
+impl std::fmt::Debug for OpenAiExtractorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiExtractorConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiExtractorConfig {
+    /// The system prompt: the task, the kinds, and what to leave out.
+    pub const DEFAULT_PROMPT: &str = "You extract teaching guidelines from the OCR text of one \
+page of a book. Answer with JSON only, as the schema says: {\"topics\": [{\"title\": ..., \
+\"guidelines\": [{\"kind\": ..., \"text\": ...}]}]}.\n\
+- A topic is a heading of the page (a chapter, a section, a short title line) with the \
+guidelines under it. Keep titles as printed and topics and guidelines in page order.\n\
+- Kinds: \"rule\" for what to always or never do (imperatives, must, should, always, never, \
+Remember); \"step\" for one step of a numbered procedure; \"tip\" for advice and notes (Tip:, \
+Note:); \"definition\" for what a term means (Definition:, \"X is ...\", \"X means ...\"); \
+\"example\" for a worked example (Example:).\n\
+- Strip labels (Tip:, Note:, Example:, Definition:, Remember:) and list markers (1., 2), a., \
+-, *, bullets) from the text. Otherwise keep the book's wording: do not invent, merge or \
+summarize guidelines.\n\
+- Ignore page numbers, running headers and footers.\n\
+- Guidelines before the page's first heading continue the topic the previous page ended in \
+when the user names it; otherwise put them under a short title saying what they are about.\n\
+- A page without guidelines has no topics: {\"topics\": []}.";
+
+    /// A configuration with the default timeout (2 minutes) and prompt.
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: Option<String>,
+        model: impl Into<String>,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key,
+            model: model.into(),
+            timeout: Duration::from_secs(120),
+            prompt: Self::DEFAULT_PROMPT.to_owned(),
+        }
+    }
+}
+
+/// An OpenAI-compatible chat-completions endpoint as an [`Extractor`].
+///
+/// Each page is one `POST {base_url}/chat/completions` with the system prompt, the page's
+/// text and `response_format` `json_schema` ([`OpenAiExtractor::page_schema`], strict).
+/// An answer that does not fit the schema (or a refusal, or no content) is asked for once
+/// more, then fails the page with [`ExtractError::InvalidAnswer`]. HTTP and transport
+/// failures are returned at once, classified by [`ExtractError::kind`]: retrying them with
+/// backoff is the job's work, not the extractor's. A page with no text (once the book's
+/// running headers are left out) has no topics and costs no request.
+#[derive(Debug, Clone)]
+pub struct OpenAiExtractor {
+    config: OpenAiExtractorConfig,
+    name: String,
+    endpoint: String,
+    client: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+/// The answer as the schema allows it, and nothing more.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageAnswer {
+    topics: Vec<TopicAnswer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicAnswer {
+    title: String,
+    guidelines: Vec<GuidelineAnswer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuidelineAnswer {
+    kind: GuidelineKind,
+    text: String,
+}
+
+impl OpenAiExtractor {
+    /// An extractor for `config`; fails only if the HTTP client cannot be built.
+    pub fn new(config: OpenAiExtractorConfig) -> Result<Self, ExtractError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|source| ExtractError::Transport { source })?;
+        let endpoint = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        Ok(Self {
+            name: format!("openai:{}", config.model),
+            endpoint,
+            config,
+            client,
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &OpenAiExtractorConfig {
+        &self.config
+    }
+
+    /// The JSON schema of an answer:
+    /// `{"topics": [{"title", "guidelines": [{"kind", "text"}]}]}`.
+    ///
+    /// Strict mode needs `additionalProperties: false` and every property `required` on each
+    /// object. There is no page number: that is Folio's, never the model's.
+    pub fn page_schema() -> Value {
+        let kinds: Vec<&str> = GuidelineKind::ALL
+            .iter()
+            .map(|kind| kind.as_str())
+            .collect();
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["topics"],
+            "properties": {
+                "topics": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["title", "guidelines"],
+                        "properties": {
+                            "title": {
+                                "type": "string",
+                                "description": "The heading as printed."
+                            },
+                            "guidelines": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": false,
+                                    "required": ["kind", "text"],
+                                    "properties": {
+                                        "kind": {"type": "string", "enum": kinds},
+                                        "text": {
+                                            "type": "string",
+                                            "description": "Without labels or list markers."
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn extract_page(&self, page: &PageInput) -> Result<Vec<Topic>, ExtractError> {
+        let text = page_text(page);
+        if text.trim().is_empty() {
+            // Nothing to extract; not worth a request.
+            return Ok(Vec::new());
+        }
+        let user = user_message(&text, page.previous_topic.as_deref());
+        let mut messages = vec![
+            json!({"role": "system", "content": self.config.prompt}),
+            json!({"role": "user", "content": user}),
+        ];
+        let first_reason = match self.call(&messages).await? {
+            Ok(topics) => return Ok(topics),
+            Err(reason) => reason,
+        };
+        tracing::warn!(
+            page = page.page,
+            reason = %first_reason,
+            "invalid answer from the extractor, asking once more"
+        );
+        // Same temperature-0 request plus what was wrong, so the second answer may differ.
+        messages.push(json!({
+            "role": "user",
+            "content": format!(
+                "Your previous answer was not valid: {first_reason}. Answer again with JSON \
+                 that fits the schema exactly."
+            ),
+        }));
+        match self.call(&messages).await? {
+            Ok(topics) => Ok(topics),
+            Err(reason) => Err(ExtractError::InvalidAnswer {
+                reason: format!("{reason} (first answer: {first_reason})"),
+            }),
+        }
+    }
+
+    /// One request: `Err` for HTTP and transport failures, `Ok(Err(reason))` for a 2xx
+    /// answer that does not fit the schema.
+    async fn call(&self, messages: &[Value]) -> Result<Result<Vec<Topic>, String>, ExtractError> {
+        let body = json!({
+            "model": self.config.model,
+            "temperature": 0,
+            "messages": messages,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "page_guidelines",
+                    "strict": true,
+                    "schema": Self::page_schema(),
+                },
+            },
+        });
+        let mut request = self.client.post(&self.endpoint).json(&body);
+        if let Some(key) = &self.config.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ExtractError::Transport { source })?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.text().await.unwrap_or_default();
+            return Err(ExtractError::Http {
+                status: status.as_u16(),
+                retry_after,
+                body: head(&body, BODY_HEAD_CHARS),
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ExtractError::Transport { source })?;
+        Ok(topics_of_completion(&bytes))
+    }
+}
+
+/// The page's text without the book's running headers and footers.
+fn page_text(page: &PageInput) -> String {
+    page.text
+        .lines()
+        .filter(|line| {
+            let normalized = normalize_line(line);
+            normalized.is_empty() || !page.running_lines.contains(&normalized)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn user_message(text: &str, previous_topic: Option<&str>) -> String {
+    let mut message = String::new();
+    if let Some(topic) = previous_topic {
+        message.push_str(&format!(
+            "The previous page ended in the topic \"{topic}\". If this page starts without a \
+             heading, the guidelines before its first heading continue that topic: put them \
+             under a topic titled exactly \"{topic}\".\n\n"
+        ));
+    }
+    message.push_str("The page's OCR text:\n\"\"\"\n");
+    message.push_str(text.trim());
+    message.push_str("\n\"\"\"");
+    message
+}
+
+/// The topics of a 2xx body, or why it has none.
+fn topics_of_completion(body: &[u8]) -> Result<Vec<Topic>, String> {
+    let completion: Completion = serde_json::from_slice(body).map_err(|error| {
+        format!(
+            "not a chat completion ({error}): {}",
+            head(&String::from_utf8_lossy(body), 200)
+        )
+    })?;
+    let choice = completion
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| "the completion has no choices".to_owned())?;
+    if let Some(refusal) = choice.message.refusal.filter(|r| !r.trim().is_empty()) {
+        return Err(format!("the model refused: {}", head(&refusal, 200)));
+    }
+    let content = match choice.message.content {
+        None | Some(Value::Null) => String::new(),
+        Some(content) => text_of(content)?,
+    };
+    if content.trim().is_empty() {
+        return Err(match choice.finish_reason.as_deref() {
+            Some(reason) if reason != "stop" => {
+                format!("the message has no content (finish_reason {reason})")
+            }
+            _ => "the message has no content".to_owned(),
+        });
+    }
+    parse_topics(&content).map_err(|reason| match choice.finish_reason.as_deref() {
+        // A cut-off answer is invalid JSON; say why it was cut.
+        Some("length") => format!("{reason} (the answer was cut off: finish_reason length)"),
+        _ => reason,
+    })
+}
+
+/// The text of a message content: a string, or an array of `{"type": "text", "text"}`
+/// parts (some compatible servers answer so).
+fn text_of(content: Value) -> Result<String, String> {
+    match content {
+        Value::String(text) => Ok(text),
+        Value::Array(parts) => Ok(parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("")),
+        other => Err(format!(
+            "the message content is neither text nor parts: {}",
+            head(&other.to_string(), 200)
+        )),
+    }
+}
+
+/// The topics of an answer's content, validated: the schema's fields only, known kinds,
+/// non-empty titles and texts (trimmed).
+fn parse_topics(content: &str) -> Result<Vec<Topic>, String> {
+    let answer: PageAnswer = serde_json::from_str(strip_code_fence(content)).map_err(|error| {
+        format!(
+            "the content does not fit the page schema ({error}): {}",
+            head(content, 200)
+        )
+    })?;
+    answer
+        .topics
+        .into_iter()
+        .enumerate()
+        .map(|(topic_index, topic)| {
+            let title = topic.title.trim();
+            if title.is_empty() {
+                return Err(format!("topic {} has an empty title", topic_index + 1));
+            }
+            let guidelines = topic
+                .guidelines
+                .into_iter()
+                .enumerate()
+                .map(|(index, guideline)| {
+                    let text = guideline.text.trim();
+                    if text.is_empty() {
+                        return Err(format!(
+                            "guideline {} of topic {} has an empty text",
+                            index + 1,
+                            topic_index + 1
+                        ));
+                    }
+                    Ok(crate::Guideline {
+                        kind: guideline.kind,
+                        text: text.to_owned(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Topic {
+                title: title.to_owned(),
+                guidelines,
+            })
+        })
+        .collect()
+}
+
+/// The JSON inside a Markdown code fence, for servers that ignore `response_format` and
+/// wrap their answer in one; other content as it is.
+fn strip_code_fence(content: &str) -> &str {
+    let trimmed = content.trim();
+    let Some(rest) = trimmed.strip_prefix("```") else {
+        return trimmed;
+    };
+    let Some(inner) = rest.strip_suffix("```") else {
+        return trimmed;
+    };
+    // Drop the info string (`json`) up to the first line break.
+    match inner.split_once('\n') {
+        Some((_info, body)) => body.trim(),
+        None => inner.trim(),
+    }
+}
+
+/// The first `max` characters of `text` (trimmed): the useful start of an HTTP body.
+fn head(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let head: String = text.chars().take(max).collect();
+        format!("{head}...")
+    }
+}
+
+#[async_trait]
+impl Extractor for OpenAiExtractor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn extract(
+        &self,
+        page: &PageInput,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Topic>, ExtractError> {
+        tokio::select! {
+            // A token that already fired wins over a request that could still start.
+            biased;
+            () = cancel.cancelled() => Err(ExtractError::Cancelled),
+            result = self.extract_page(page) => result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let config = OpenAiExtractorConfig::new("http://x/v1", Some("sk-secret".into()), "m");
+        assert!(!format!("{config:?}").contains("sk-secret"));
+        let extractor = OpenAiExtractor::new(config).unwrap();
+        assert!(!format!("{extractor:?}").contains("sk-secret"));
+    }
+
+    #[test]
+    fn every_object_of_the_schema_is_closed_and_requires_all_its_properties() {
+        fn check(schema: &Value, objects: &mut usize) {
+            if schema["type"] == "object" {
+                *objects += 1;
+                assert_eq!(schema["additionalProperties"], false, "{schema}");
+                let mut properties: Vec<&str> = schema["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                let mut required: Vec<&str> = schema["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|name| name.as_str().unwrap())
+                    .collect();
+                properties.sort_unstable();
+                required.sort_unstable();
+                assert_eq!(properties, required, "{schema}");
+                for property in schema["properties"].as_object().unwrap().values() {
+                    check(property, objects);
+                }
+            } else if schema["type"] == "array" {
+                check(&schema["items"], objects);
+            }
+        }
+        let mut objects = 0;
+        check(&OpenAiExtractor::page_schema(), &mut objects);
+        assert_eq!(objects, 3);
+        assert!(
+            !OpenAiExtractor::page_schema()
+                .to_string()
+                .contains("\"page\"")
+        );
+    }
+
+    #[test]
+    fn answers_with_unknown_kinds_extra_fields_or_blank_texts_are_invalid() {
+        let valid = r#"{"topics": [{"title": " Adding ", "guidelines": [
+            {"kind": "rule", "text": " Add. "}]}]}"#;
+        let topics = parse_topics(valid).unwrap();
+        assert_eq!(topics[0].title, "Adding");
+        assert_eq!(topics[0].guidelines[0].text, "Add.");
+        let unknown_kind =
+            r#"{"topics": [{"title": "A", "guidelines": [{"kind": "warning", "text": "x"}]}]}"#;
+        assert!(parse_topics(unknown_kind).unwrap_err().contains("warning"));
+        let extra_field = r#"{"page": 3, "topics": []}"#;
+        assert!(parse_topics(extra_field).unwrap_err().contains("page"));
+        let blank_title = r#"{"topics": [{"title": "  ", "guidelines": []}]}"#;
+        assert!(
+            parse_topics(blank_title)
+                .unwrap_err()
+                .contains("empty title")
+        );
+        let blank_text =
+            r#"{"topics": [{"title": "A", "guidelines": [{"kind": "tip", "text": ""}]}]}"#;
+        assert!(parse_topics(blank_text).unwrap_err().contains("empty text"));
+        assert!(parse_topics("not json").is_err());
+        assert!(parse_topics(r#"{"topics": [{"title": "A"}]}"#).is_err());
+    }
+
+    #[test]
+    fn a_json_answer_in_a_code_fence_is_read() {
+        let fenced = "```json\n{\"topics\": []}\n```";
+        assert_eq!(parse_topics(fenced).unwrap(), Vec::<Topic>::new());
+        assert_eq!(strip_code_fence("```{}```"), "{}");
+        assert_eq!(strip_code_fence(" {} "), "{}");
+    }
+
+    #[test]
+    fn running_headers_are_left_out_of_the_text_sent() {
+        let page = PageInput {
+            page: 12,
+            text: "Fractions - 12\n\nAlways simplify.\n12".to_owned(),
+            previous_topic: None,
+            running_lines: Arc::new(HashSet::from([normalize_line("Fractions - 13")])),
+        };
+        assert_eq!(page_text(&page), "\nAlways simplify.\n12");
+    }
+
+    #[test]
+    fn an_empty_or_refused_completion_says_why() {
+        let refused = json!({"choices": [{"message": {"content": null, "refusal": "I can't"}}]});
+        let reason = topics_of_completion(refused.to_string().as_bytes()).unwrap_err();
+        assert!(reason.contains("refused: I can't"), "{reason}");
+        let cut = json!({"choices": [{"finish_reason": "length",
+                                       "message": {"content": "{\"topics\": [{\"ti"}}]});
+        let reason = topics_of_completion(cut.to_string().as_bytes()).unwrap_err();
+        assert!(reason.contains("cut off"), "{reason}");
+        let reason = topics_of_completion(br#"{"choices": []}"#).unwrap_err();
+        assert!(reason.contains("no choices"), "{reason}");
+        let reason = topics_of_completion(b"<html>").unwrap_err();
+        assert!(reason.contains("not a chat completion"), "{reason}");
+    }
+}
