@@ -25,7 +25,7 @@ pub mod server;
 mod state;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorObject};
-pub use routes::{BOOK_JOB_TYPES, openapi};
+pub use routes::{BOOK_JOB_TYPES, openapi, operations};
 pub use state::{ApiConfig, AppState};
 
 use axum::Router;
@@ -33,5 +33,11 @@ use axum::Router;
 /// The whole HTTP service over `state`: every route of SPEC section 5 with its layers
 /// (auth on `/v1`, body limits, timeouts, request tracing, metrics).
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    routes::router(state).0
+}
+
+/// The `(method, path)` of every operation the router of [`app`] serves, taken from the
+/// router as it is built (tests compare it with the OpenAPI document both ways).
+pub fn routed_operations(state: AppState) -> Vec<(String, String)> {
+    routes::router(state).1
 }

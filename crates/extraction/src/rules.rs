@@ -65,9 +65,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    ExtractError, Extractor, Guideline, GuidelineKind, PageInput, Topic, normalize_line,
-};
+use crate::{ExtractError, Extractor, Guideline, GuidelineKind, PageInput, Topic, normalize_line};
 
 /// The topic of content that comes before any heading when the page before ended in none.
 const UNTITLED_TOPIC: &str = "Untitled";
@@ -225,8 +223,8 @@ const CLAUSE_OPENERS: &[&str] = &[
 
 /// Words that follow a verb-looking first word when it is a noun ("Work is ...").
 const NOT_AFTER_VERB: &[&str] = &[
-    "are", "can", "could", "gives", "had", "has", "have", "helps", "is", "makes", "may",
-    "means", "might", "shows", "was", "were", "will", "would",
+    "are", "can", "could", "gives", "had", "has", "have", "helps", "is", "makes", "may", "means",
+    "might", "shows", "was", "were", "will", "would",
 ];
 
 /// Words that make a sentence an instruction wherever they are.
@@ -246,16 +244,15 @@ const MODAL_PAIRS: &[(&str, &str)] = &[
 /// Words a definition's subject never contains ("It is ...", "Two ratios that are ...").
 const NOT_IN_SUBJECT: &[&str] = &[
     "after", "all", "any", "at", "because", "before", "both", "but", "each", "every", "for",
-    "from", "he", "here", "how", "i", "if", "in", "it", "many", "most", "no", "not", "of",
-    "on", "or", "she", "so", "some", "that", "then", "there", "these", "they", "this",
-    "those", "to", "we", "what", "when", "where", "which", "who", "whom", "whose", "why",
-    "with", "you",
+    "from", "he", "here", "how", "i", "if", "in", "it", "many", "most", "no", "not", "of", "on",
+    "or", "she", "so", "some", "that", "then", "there", "these", "they", "this", "those", "to",
+    "we", "what", "when", "where", "which", "who", "whom", "whose", "why", "with", "you",
 ];
 
 /// First words of the predicate that make "X is ..." a definition.
 const DEFINING_AFTER_IS: &[&str] = &[
-    "a", "an", "another", "any", "called", "defined", "how", "known", "like", "one", "the",
-    "what", "when", "where",
+    "a", "an", "another", "any", "called", "defined", "how", "known", "like", "one", "the", "what",
+    "when", "where",
 ];
 
 /// First words of the predicate that make "X are ..." a definition (besides plural nouns).
@@ -263,27 +260,74 @@ const DEFINING_AFTER_ARE: &[&str] = &["called", "defined", "known", "like", "the
 
 /// Words ending in "s" that are no plural nouns after "are".
 const NOT_PLURAL_NOUNS: &[&str] = &[
-    "always", "as", "its", "less", "perhaps", "sometimes", "thus", "various", "was", "yes",
+    "always",
+    "as",
+    "its",
+    "less",
+    "perhaps",
+    "sometimes",
+    "thus",
+    "various",
+    "was",
+    "yes",
 ];
 
 /// Words of a title that Title Case leaves in lowercase.
 const MINOR_WORDS: &[&str] = &[
-    "a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "nor", "of", "on",
-    "or", "over", "per", "the", "to", "under", "via", "vs", "with",
+    "a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "nor", "of", "on", "or",
+    "over", "per", "the", "to", "under", "via", "vs", "with",
 ];
 
 /// First words of a line that continues or connects, never of a title.
 const CONNECTIVES: &[&str] = &[
-    "also", "although", "and", "because", "but", "finally", "hence", "however", "if", "or",
-    "so", "then", "therefore", "thus", "when", "while",
+    "also",
+    "although",
+    "and",
+    "because",
+    "but",
+    "finally",
+    "hence",
+    "however",
+    "if",
+    "or",
+    "so",
+    "then",
+    "therefore",
+    "thus",
+    "when",
+    "while",
 ];
 
 /// First words of a short line that is a caption or a box label, not a topic.
 const LABEL_WORDS: &[&str] = &[
-    "activity", "answer", "answers", "definition", "diagram", "example", "examples",
-    "exercise", "exercises", "fig", "figure", "hint", "image", "key", "note", "notes",
-    "photo", "question", "questions", "remember", "solution", "solutions", "source", "step",
-    "table", "tip", "tips", "try",
+    "activity",
+    "answer",
+    "answers",
+    "definition",
+    "diagram",
+    "example",
+    "examples",
+    "exercise",
+    "exercises",
+    "fig",
+    "figure",
+    "hint",
+    "image",
+    "key",
+    "note",
+    "notes",
+    "photo",
+    "question",
+    "questions",
+    "remember",
+    "solution",
+    "solutions",
+    "source",
+    "step",
+    "table",
+    "tip",
+    "tips",
+    "try",
 ];
 
 /// Words that, capitalized and followed by a number, start a heading.
@@ -317,8 +361,8 @@ const NUMBER_WORDS: &[&str] = &[
 
 /// Words before a period that does not end a sentence.
 const ABBREVIATIONS: &[&str] = &[
-    "approx", "cf", "dr", "e.g", "eg", "etc", "fig", "i.e", "ie", "mr", "mrs", "ms", "no",
-    "p", "pp", "st", "vs",
+    "approx", "cf", "dr", "e.g", "eg", "etc", "fig", "i.e", "ie", "mr", "mrs", "ms", "no", "p",
+    "pp", "st", "vs",
 ];
 
 /// Labels at the start of a line or sentence, their kinds, and whether a number may follow
@@ -345,7 +389,9 @@ const LABELS: &[(&str, GuidelineKind)] = &[
 ];
 
 /// Bullet characters a list item may start with.
-const BULLETS: &[char] = &['-', '*', '•', '–', '—', '·', '‣', '▪', '◦', '●', '■', '○', '►'];
+const BULLETS: &[char] = &[
+    '-', '*', '•', '–', '—', '·', '‣', '▪', '◦', '●', '■', '○', '►',
+];
 
 /// The `rules` extractor.
 #[derive(Debug, Clone, Default)]
@@ -450,8 +496,7 @@ fn content_lines(text: &str, running: &HashSet<String>) -> Vec<String> {
 /// "12 / 200", "12 of 200", "xii".
 fn is_page_number(line: &str) -> bool {
     const DECORATION: &[char] = &[
-        '-', '–', '—', '_', '|', '[', ']', '(', ')', '{', '}', '<', '>', '·', '•', '*', '~',
-        '.', ' ',
+        '-', '–', '—', '_', '|', '[', ']', '(', ')', '{', '}', '<', '>', '·', '•', '*', '~', ' ',
     ];
     let core = line.trim_matches(DECORATION).to_lowercase();
     let core = ["page ", "page", "pg. ", "pg.", "pg ", "p. ", "p.", "p "]
@@ -460,9 +505,8 @@ fn is_page_number(line: &str) -> bool {
         .unwrap_or(&core)
         .trim();
     let number_then_total = |separator: &str| {
-        core.split_once(separator).is_some_and(|(page, total)| {
-            is_digits(page.trim()) && is_digits(total.trim())
-        })
+        core.split_once(separator)
+            .is_some_and(|(page, total)| is_digits(page.trim()) && is_digits(total.trim()))
     };
     is_digits(core)
         || number_then_total("/")
@@ -500,15 +544,16 @@ fn roman_value(text: &str) -> Option<u32> {
         _ => None,
     };
     let digits: Vec<u32> = text.chars().map(digit).collect::<Option<_>>()?;
-    let mut value = 0_u32;
+    let mut value = 0_i64;
     for (index, current) in digits.iter().enumerate() {
         match digits.get(index + 1) {
-            Some(next) if next > current => value = value.checked_sub(*current)?,
-            _ => value += current,
+            Some(next) if next > current => value -= i64::from(*current),
+            _ => value += i64::from(*current),
         }
     }
+    let value = u32::try_from(value).ok()?;
     // Only the canonical spelling counts ("IIII", "VX" and "IL" are words or noise).
-    (to_roman(value).eq_ignore_ascii_case(text)).then_some(value)
+    to_roman(value).eq_ignore_ascii_case(text).then_some(value)
 }
 
 /// The canonical roman numeral of `value`.
@@ -624,9 +669,7 @@ fn heading_at(lines: &[&str], index: usize) -> Option<(String, usize)> {
 /// title must start in uppercase ("Section 3 explains ..." is a sentence).
 fn keyword_heading_rest(line: &str) -> Option<&str> {
     let (keyword, after_keyword) = line.split_once(' ')?;
-    if !starts_uppercase(keyword)
-        || !HEADING_KEYWORDS.contains(&keyword.to_lowercase().as_str())
-    {
+    if !starts_uppercase(keyword) || !HEADING_KEYWORDS.contains(&keyword.to_lowercase().as_str()) {
         return None;
     }
     let after_keyword = after_keyword.trim_start();
@@ -638,7 +681,9 @@ fn keyword_heading_rest(line: &str) -> Option<&str> {
     let single_case = number.chars().all(|c| c.is_ascii_uppercase())
         || number.chars().all(|c| c.is_ascii_lowercase());
     let arabic = number.starts_with(|c: char| c.is_ascii_digit())
-        && number.split('.').all(|part| part.is_empty() || is_digits(part));
+        && number
+            .split('.')
+            .all(|part| part.is_empty() || is_digits(part));
     let roman = single_case && roman_value(number).is_some();
     let spelled = NUMBER_WORDS.contains(&number.to_lowercase().as_str());
     let letter = number.len() == 1 && number.chars().all(|c| c.is_ascii_uppercase());
@@ -703,8 +748,7 @@ fn title_shape(line: &str) -> bool {
     }
     let first = pairs[0].1.as_str();
     let last = pairs[pairs.len() - 1].1.as_str();
-    if CONNECTIVES.contains(&first) || LABEL_WORDS.contains(&first) || MINOR_WORDS.contains(&last)
-    {
+    if CONNECTIVES.contains(&first) || LABEL_WORDS.contains(&first) || MINOR_WORDS.contains(&last) {
         return false;
     }
     let significant: Vec<&str> = pairs
@@ -712,7 +756,10 @@ fn title_shape(line: &str) -> bool {
         .filter(|(_, word)| !MINOR_WORDS.contains(&word.as_str()))
         .map(|(raw, _)| *raw)
         .collect();
-    let capitalized = significant.iter().filter(|raw| starts_uppercase(raw)).count();
+    let capitalized = significant
+        .iter()
+        .filter(|raw| starts_uppercase(raw))
+        .count();
     let title_case = pairs.len() >= 2 && capitalized * 3 >= significant.len() * 2;
     if pairs.len() >= 2 && !title_case && INSTRUCTION_VERBS.contains(&first) {
         return false;
@@ -746,7 +793,9 @@ fn list_marker(line: &str) -> Option<(Marker, &str)> {
     let closes = closer == ")" || (closer == "." && !first.starts_with('('));
     let numbered = closes
         && (is_digits(label) && label.len() <= 3
-            || (label.len() == 1 && label.chars().all(|c| c.is_ascii_lowercase()) && closer == ")")
+            || (label.len() == 1
+                && label.chars().all(|c| c.is_ascii_lowercase())
+                && closer == ")")
             || (label.chars().all(|c| c.is_ascii_lowercase())
                 && closer == ")"
                 && roman_value(label).is_some_and(|value| value <= 20)));
@@ -968,9 +1017,11 @@ fn split_sentences(text: &str) -> Vec<&str> {
                 .rsplit(char::is_whitespace)
                 .next()
                 .unwrap_or("");
-            let bare = word_before.trim_start_matches(['(', '"', '“']).to_lowercase();
-            let initial = word_before.chars().count() == 1
-                && word_before.chars().all(char::is_uppercase);
+            let bare = word_before
+                .trim_start_matches(['(', '"', '“'])
+                .to_lowercase();
+            let initial =
+                word_before.chars().count() == 1 && word_before.chars().all(char::is_uppercase);
             if ABBREVIATIONS.contains(&bare.as_str()) || initial {
                 continue;
             }
@@ -1134,18 +1185,33 @@ mod tests {
         use GuidelineKind::{Definition, Example, Rule, Step, Tip};
         let table: &[(&str, Option<(GuidelineKind, &str)>)] = &[
             // Numbered items are steps.
-            ("1. Find a common denominator.", Some((Step, "Find a common denominator."))),
+            (
+                "1. Find a common denominator.",
+                Some((Step, "Find a common denominator.")),
+            ),
             ("2) Add the numerators", Some((Step, "Add the numerators"))),
-            ("(3) Simplify the result.", Some((Step, "Simplify the result."))),
+            (
+                "(3) Simplify the result.",
+                Some((Step, "Simplify the result.")),
+            ),
             ("a) Write the ratio.", Some((Step, "Write the ratio."))),
-            ("Step 3: Add the numerators.", Some((Step, "Add the numerators."))),
-            ("Step 4. Check the answer.", Some((Step, "Check the answer."))),
+            (
+                "Step 3: Add the numerators.",
+                Some((Step, "Add the numerators.")),
+            ),
+            (
+                "Step 4. Check the answer.",
+                Some((Step, "Check the answer.")),
+            ),
             // Labels.
             (
                 "Example: one half plus one third equals five sixths.",
                 Some((Example, "one half plus one third equals five sixths.")),
             ),
-            ("Example 2: 1/2 + 1/4 = 3/4", Some((Example, "1/2 + 1/4 = 3/4"))),
+            (
+                "Example 2: 1/2 + 1/4 = 3/4",
+                Some((Example, "1/2 + 1/4 = 3/4")),
+            ),
             (
                 "For example, 3/6 simplifies to 1/2.",
                 Some((Example, "3/6 simplifies to 1/2.")),
@@ -1176,25 +1242,43 @@ mod tests {
                 Some((Rule, "Remember that the denominator stays the same.")),
             ),
             // Bullets are rules, or their label's kind.
-            ("- Keep the denominator.", Some((Rule, "Keep the denominator."))),
+            (
+                "- Keep the denominator.",
+                Some((Rule, "Keep the denominator.")),
+            ),
             ("• the bottom number", Some((Rule, "the bottom number"))),
-            ("* Tip: check with an estimate.", Some((Tip, "check with an estimate."))),
+            (
+                "* Tip: check with an estimate.",
+                Some((Tip, "check with an estimate.")),
+            ),
             // Imperatives.
-            ("Turn the second fraction upside down.", Some((Rule, "Turn the second fraction upside down."))),
+            (
+                "Turn the second fraction upside down.",
+                Some((Rule, "Turn the second fraction upside down.")),
+            ),
             (
                 "To add two fractions, first find a common denominator.",
-                Some((Rule, "To add two fractions, first find a common denominator.")),
+                Some((
+                    Rule,
+                    "To add two fractions, first find a common denominator.",
+                )),
             ),
-            ("Then evaluate powers and roots.", Some((Rule, "Then evaluate powers and roots."))),
+            (
+                "Then evaluate powers and roots.",
+                Some((Rule, "Then evaluate powers and roots.")),
+            ),
             (
                 "Line up the decimal points when you add or subtract.",
                 Some((Rule, "Line up the decimal points when you add or subtract.")),
             ),
             (
                 "If the signs differ, subtract the smaller number.",
-                Some((Rule, "If the signs differ, subtract the smaller number."))
+                Some((Rule, "If the signs differ, subtract the smaller number.")),
             ),
-            ("Practise a little every day.", Some((Rule, "Practise a little every day."))),
+            (
+                "Practise a little every day.",
+                Some((Rule, "Practise a little every day.")),
+            ),
             // Modal sentences.
             (
                 "Always simplify the result before you write it down.",
@@ -1202,13 +1286,19 @@ mod tests {
             ),
             (
                 "Students should check their answers with an estimate.",
-                Some((Rule, "Students should check their answers with an estimate.")),
+                Some((
+                    Rule,
+                    "Students should check their answers with an estimate.",
+                )),
             ),
             (
                 "You do not need a common denominator here.",
                 Some((Rule, "You do not need a common denominator here.")),
             ),
-            ("A fraction must never have zero below the line.", Some((Rule, "A fraction must never have zero below the line."))),
+            (
+                "A fraction must never have zero below the line.",
+                Some((Rule, "A fraction must never have zero below the line.")),
+            ),
             // Definitions.
             (
                 "A decimal is another way to write a fraction.",
@@ -1220,7 +1310,10 @@ mod tests {
             ),
             (
                 "Numbers below zero are called negative numbers.",
-                Some((Definition, "Numbers below zero are called negative numbers.")),
+                Some((
+                    Definition,
+                    "Numbers below zero are called negative numbers.",
+                )),
             ),
             (
                 "Perimeter means the distance around a shape.",
@@ -1228,7 +1321,10 @@ mod tests {
             ),
             (
                 "Like fractions are fractions with the same denominator.",
-                Some((Definition, "Like fractions are fractions with the same denominator.")),
+                Some((
+                    Definition,
+                    "Like fractions are fractions with the same denominator.",
+                )),
             ),
             ("Work is force times distance.", None),
             // Narrative: dropped.
@@ -1261,7 +1357,10 @@ mod tests {
             (
                 "Rewrite each fraction so that it uses this denomi-\nnator. Then add.",
                 &[
-                    (Rule, "Rewrite each fraction so that it uses this denominator."),
+                    (
+                        Rule,
+                        "Rewrite each fraction so that it uses this denominator.",
+                    ),
                     (Rule, "Then add."),
                 ],
             ),
@@ -1301,10 +1400,19 @@ mod tests {
     fn headings_become_topics_and_sentences_do_not() {
         let body = "Add the numerators.";
         let headings: &[(&str, Option<&str>)] = &[
-            ("Chapter 2. Adding Fractions", Some("Chapter 2. Adding Fractions")),
-            ("Chapter 1: Adding fractions", Some("Chapter 1: Adding fractions")),
+            (
+                "Chapter 2. Adding Fractions",
+                Some("Chapter 2. Adding Fractions"),
+            ),
+            (
+                "Chapter 1: Adding fractions",
+                Some("Chapter 1: Adding fractions"),
+            ),
             ("CHAPTER 3 - Ratios", Some("CHAPTER 3 - Ratios")),
-            ("Section 3 Ratios and Rates", Some("Section 3 Ratios and Rates")),
+            (
+                "Section 3 Ratios and Rates",
+                Some("Section 3 Ratios and Rates"),
+            ),
             ("Unit IV: Decimals", Some("Unit IV: Decimals")),
             ("Lesson 5", Some("Lesson 5")),
             ("Chapter Two: Decimals", Some("Chapter Two: Decimals")),
@@ -1314,7 +1422,10 @@ mod tests {
             ("Adding fractions", Some("Adding fractions")),
             ("Order of Operations", Some("Order of Operations")),
             ("Review", Some("Review")),
-            ("Adding and Subtracting Mixed Numbers", Some("Adding and Subtracting Mixed Numbers")),
+            (
+                "Adding and Subtracting Mixed Numbers",
+                Some("Adding and Subtracting Mixed Numbers"),
+            ),
             // Not headings.
             ("Turn the second fraction upside down.", None),
             ("Section 3 explains how to add fractions.", None),
@@ -1381,15 +1492,34 @@ mod tests {
     #[test]
     fn bare_page_numbers_are_not_content() {
         for line in [
-            "12", "- 12 -", "— 12 —", "[12]", "Page 12", "page 12 of 200", "p. 12", "12 / 200",
-            "12/200", "xii", "IV",
+            "12",
+            "- 12 -",
+            "— 12 —",
+            "[12]",
+            "Page 12",
+            "page 12 of 200",
+            "p. 12",
+            "12 / 200",
+            "12/200",
+            "xii",
+            "IV",
         ] {
             assert!(is_page_number(line), "{line:?}");
-            let topics = extract(&format!("{line}\nChapter 1: Fractions\nAdd the numerators.\n{line}"));
+            let topics = extract(&format!(
+                "{line}\nChapter 1: Fractions\nAdd the numerators.\n{line}"
+            ));
             assert_eq!(topics.len(), 1, "{line:?}: {topics:?}");
             assert_eq!(topics[0].guidelines.len(), 1, "{line:?}: {topics:?}");
         }
-        for line in ["12 apples", "Page 12 shows a picture.", "Mix", "mix", "Li", "1.5", "2025 -- 2026 x"] {
+        for line in [
+            "12 apples",
+            "Page 12 shows a picture.",
+            "Mix",
+            "mix",
+            "Li",
+            "1.5",
+            "2025 -- 2026 x",
+        ] {
             assert!(!is_page_number(line), "{line:?}");
         }
     }
@@ -1398,12 +1528,16 @@ mod tests {
     fn a_page_without_a_heading_continues_the_previous_topic() {
         let extractor = RulesExtractor::new();
         let topics = extractor.extract_page(&input(
-            "then subtract the numerators.\nAlways simplify.\nChapter 3: Ratios\nWrite the ratio.",
+            "the denominators stay the same.\nAlways simplify.\nChapter 3: Ratios\nWrite the ratio.",
             Some("Chapter 2: Subtracting fractions"),
             &[],
         ));
         let titles: Vec<&str> = topics.iter().map(|topic| topic.title.as_str()).collect();
-        assert_eq!(titles, ["Chapter 2: Subtracting fractions", "Chapter 3: Ratios"]);
+        assert_eq!(
+            titles,
+            ["Chapter 2: Subtracting fractions", "Chapter 3: Ratios"]
+        );
+        // The first line ends the previous page's sentence: narrative, dropped.
         assert_eq!(topics[0].guidelines.len(), 1, "{topics:?}");
         assert_eq!(topics[0].guidelines[0].text, "Always simplify.");
     }
@@ -1421,47 +1555,83 @@ mod tests {
     fn running_headers_and_footers_are_ignored_at_the_edges_only() {
         let extractor = RulesExtractor::new();
         let text = "Fractions for Everyone\n14\nAdd the numerators.\nFractions for Everyone\nWrite the ratio.\nAlways simplify.\nMaths Press 2024";
-        let topics = extractor.extract_page(&input(
-            text,
-            Some("Adding"),
-            &["Fractions for Everyone", "Maths Press 2025"],
-        ));
-        assert_eq!(topics.len(), 1);
-        let texts: Vec<&str> = topics[0]
-            .guidelines
+        let running = ["Fractions for Everyone", "Maths Press 2025"];
+        let topics = extractor.extract_page(&input(text, Some("Adding"), &running));
+        let summary: Vec<(&str, Vec<&str>)> = topics
             .iter()
-            .map(|guideline| guideline.text.as_str())
+            .map(|topic| {
+                let texts = topic
+                    .guidelines
+                    .iter()
+                    .map(|guideline| guideline.text.as_str());
+                (topic.title.as_str(), texts.collect())
+            })
             .collect();
-        // The header on line 4 is in the middle of the page: it is kept, and as a short
-        // title line after a sentence it is a heading.
-        assert_eq!(texts, ["Add the numerators."]);
-        assert_eq!(topics.len(), 1);
-        let topics_all = extractor.extract_page(&input(text, Some("Adding"), &[]));
-        assert!(topics_all.len() >= 2, "{topics_all:?}");
+        // The header on the page's fourth line is no edge line: kept, and as a short title
+        // line between sentences it is a heading.
+        assert_eq!(
+            summary,
+            [
+                ("Adding", vec!["Add the numerators."]),
+                (
+                    "Fractions for Everyone",
+                    vec!["Write the ratio.", "Always simplify."]
+                ),
+            ]
+        );
+        let without_running = extractor.extract_page(&input(text, Some("Adding"), &[]));
+        assert_eq!(without_running[0].title, "Fractions for Everyone");
     }
 
     #[test]
     fn running_lines_are_edge_lines_on_half_of_the_pages_and_at_least_three() {
-        let pages: Vec<String> = (1..=6)
-            .map(|page| {
+        let titles = [
+            "Adding",
+            "Subtracting",
+            "Multiplying",
+            "Dividing",
+            "Decimals",
+            "Ratios",
+        ];
+        let pages: Vec<String> = titles
+            .iter()
+            .enumerate()
+            .map(|(index, title)| {
+                let page = index + 1;
                 format!(
-                    "Fractions for Everyone\nChapter {page}: Topic {page}\nAdd the numerators.\nMiddle line\nWrite the ratio.\n{page}\nMaths Press - page {page}"
+                    "Fractions for Everyone\nChapter {page}: {title}\nAdd the numerators.\nMiddle line\nWrite the ratio.\n{page}\nMaths Press - page {page}"
                 )
             })
             .collect();
-        let running = running_lines(pages.iter().map(String::as_str));
-        let mut running: Vec<String> = running.into_iter().collect();
+        let mut running: Vec<String> = running_lines(pages.iter().map(String::as_str))
+            .into_iter()
+            .collect();
         running.sort();
-        // "Add the numerators." is on every page but never in the first two lines.
+        // "Add the numerators." is on every page but never among the first two or last two
+        // lines (the bare page number does not count as a line).
         assert_eq!(
             running,
-            ["fractions for everyone", "maths press - page", "write the ratio."]
+            [
+                "fractions for everyone",
+                "maths press - page",
+                "write the ratio."
+            ]
         );
         // Two pages are too few, even if every page has it.
         assert!(running_lines(["Header\nA.\nB.", "Header\nC.\nD."]).is_empty());
-        // Three of seven pages are fewer than half.
-        let mut texts = vec!["Header\nA.\nB."; 3];
-        texts.extend(["Other\nC.\nD."; 4]);
-        assert_eq!(running_lines(texts), HashSet::from(["other".to_owned()]));
+        // Three of seven pages are fewer than half; four are enough.
+        let words = ["one", "two", "three", "four", "five", "six", "seven"];
+        let texts: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(page, word)| {
+                let header = if page < 3 { "Header" } else { "Other" };
+                format!("{header}\nLine {word} a.\nLine {word} b.")
+            })
+            .collect();
+        assert_eq!(
+            running_lines(texts.iter().map(String::as_str)),
+            HashSet::from(["other".to_owned()])
+        );
     }
 }

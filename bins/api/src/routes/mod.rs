@@ -131,8 +131,9 @@ pub(crate) fn openapi_json() -> &'static str {
     })
 }
 
-/// The router with every layer.
-pub(crate) fn router(state: AppState) -> Router {
+/// The router with every layer, and the operations it routes (as recorded by
+/// `utoipa_axum` while it registered each route on the router).
+pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
     let config = state.config().clone();
     let upload_limit = usize::try_from(config.ingest_limits.max_request_bytes)
         .unwrap_or(usize::MAX)
@@ -149,11 +150,11 @@ pub(crate) fn router(state: AppState) -> Router {
     let system = system_routes()
         .layer(DefaultBodyLimit::max(config.json_body_limit))
         .layer(from_fn_with_state(config.request_timeout, observe::timeout));
-    let (router, _document) = OpenApiRouter::new()
+    let (router, document) = OpenApiRouter::new()
         .merge(v1)
         .merge(system)
         .split_for_parts();
-    router
+    let router = router
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .layer(
@@ -174,7 +175,33 @@ pub(crate) fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO))
                 .on_failure(()),
         )
-        .with_state(state)
+        .with_state(state);
+    (router, operations(&document))
+}
+
+/// The `(method, path)` of every operation of `document`, sorted.
+pub fn operations(document: &OpenApiDocument) -> Vec<(String, String)> {
+    let mut operations: Vec<(String, String)> = document
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            [
+                ("get", item.get.is_some()),
+                ("post", item.post.is_some()),
+                ("put", item.put.is_some()),
+                ("patch", item.patch.is_some()),
+                ("delete", item.delete.is_some()),
+                ("head", item.head.is_some()),
+                ("options", item.options.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, present)| *present)
+            .map(move |(method, _)| (method.to_owned(), path.clone()))
+        })
+        .collect();
+    operations.sort();
+    operations
 }
 
 async fn not_found() -> ApiError {

@@ -1,6 +1,7 @@
 //! End to end on Postgres and S3 (moto): the API served over TCP with a worker running
 //! real tesseract; upload with `?ocr=true`, follow the job's events to `completed`, read
-//! the text, retry one page, and 50 racing starts.
+//! the text, retry one page, extract guidelines and finalize them with the `rules`
+//! extractor, read them as JSON and as Markdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +49,6 @@ async fn ocr_runs_end_to_end_on_postgres_and_s3() {
     let shutdown = CancellationToken::new();
     let args = WorkerCli::try_parse_from([
         "worker",
-        "--types",
-        "ocr",
         "--heartbeat-interval",
         "500ms",
         "--progress-flush",
@@ -162,6 +161,77 @@ async fn ocr_runs_end_to_end_on_postgres_and_s3() {
     let last = events.last().unwrap();
     assert_eq!(last["status"], "completed", "{events:#?}");
     assert_eq!(last["progress"]["completed"], 1);
+
+    // Guidelines, then finalize, on the text tesseract read.
+    for job_type in ["guidelines", "finalize"] {
+        let response = client
+            .post(format!("{base}/v1/books/e2e/jobs"))
+            .json(&json!({"type": job_type}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{job_type}");
+        let job: Value = response.json().await.unwrap();
+        assert_eq!(job["type"], job_type);
+        let events = tokio::time::timeout(
+            Duration::from_secs(60),
+            follow(&client, &base, job["id"].as_str().unwrap()),
+        )
+        .await
+        .unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(last["status"], "completed", "{job_type}: {events:#?}");
+        assert_eq!(last["progress"]["total"], 3, "{job_type}: {last}");
+    }
+    let response = client
+        .get(format!("{base}/v1/books/e2e/pages/2/guidelines"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page["page"], 2);
+    assert_eq!(
+        page["topics"][0]["title"], "Chapter 2: Subtracting fractions",
+        "{page}"
+    );
+    let response = client
+        .get(format!("{base}/v1/books/e2e/guidelines"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let guidelines: Value = response.json().await.unwrap();
+    assert_eq!(guidelines["book_id"], "e2e");
+    let titles: Vec<&str> = guidelines["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|topic| topic["title"].as_str().unwrap())
+        .collect();
+    let headings: Vec<&str> = fixtures[..3]
+        .iter()
+        .map(|page| page.text.lines().next().unwrap())
+        .collect();
+    assert_eq!(
+        titles, headings,
+        "topics follow the pages' headings: {guidelines:#}"
+    );
+    let response = client
+        .get(format!("{base}/v1/books/e2e/guidelines"))
+        .header("accept", "text/markdown")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/markdown; charset=utf-8"
+    );
+    let markdown = response.text().await.unwrap();
+    for heading in &headings {
+        assert!(markdown.contains(&format!("## {heading}")), "{markdown}");
+    }
 
     let ready: Value = client
         .get(format!("{base}/readyz"))

@@ -133,7 +133,10 @@ async fn starting_a_job_checks_the_type_the_book_and_the_body() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_request",
     );
-    assert_eq!(body["error"]["details"]["known_types"], json!(["ocr"]));
+    assert_eq!(
+        body["error"]["details"]["known_types"],
+        json!(["ocr", "guidelines", "finalize"])
+    );
     let (status, body) = app.post("/v1/books/checks/jobs", json!({})).await;
     assert_error(
         (status, &body),

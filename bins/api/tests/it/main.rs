@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod e2e;
 mod events;
+mod guidelines;
 mod jobs;
 mod openapi;
 mod pages;

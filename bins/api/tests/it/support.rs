@@ -233,3 +233,91 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A worker running in the test's runtime; [`RunningWorker::stop`] shuts it down.
+pub(crate) struct RunningWorker {
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), jobs_core::runtime::WorkerError>>,
+}
+
+impl RunningWorker {
+    /// Stops the worker and waits for it.
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+impl TestApp {
+    /// Runs a worker with `handlers` on the app's job store, with quick timings.
+    pub(crate) fn start_worker(
+        &self,
+        handlers: Vec<Arc<dyn jobs_core::runtime::JobHandler>>,
+    ) -> RunningWorker {
+        let config = jobs_core::runtime::WorkerConfig {
+            concurrency: 2,
+            heartbeat_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(20),
+            progress_flush: Duration::from_millis(50),
+            shutdown_grace: Duration::from_secs(5),
+            retry_backoff: Duration::from_millis(50),
+            ..jobs_core::runtime::WorkerConfig::default()
+        };
+        let mut worker = jobs_core::runtime::Worker::new(
+            self.job_store.clone(),
+            Arc::new(jobs_core::SystemClock),
+            config,
+        );
+        for handler in handlers {
+            worker = worker.handler(handler);
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(worker.run(shutdown.clone()));
+        RunningWorker { shutdown, handle }
+    }
+
+    /// Marks every page of `book` as OCRed with the fixture page of the same number's text
+    /// (as an `ocr` job would record it), without running OCR.
+    pub(crate) async fn ocr_done_with_fixture_text(&self, book: &str) {
+        let book_id = books::BookId::parse(book).unwrap();
+        let books = books::Books::new(self.blob_store.clone());
+        let manifest = books.manifest(&book_id).await.unwrap();
+        let fixtures = ocr::testing::fixture_pages();
+        for page in &manifest.pages {
+            let text = &fixtures[(page.page as usize - 1) % fixtures.len()].text;
+            let key = books::layout::book_key(&book_id, &books::layout::ocr_text_path(page.page));
+            self.blob_store
+                .put(
+                    &key,
+                    bytes::Bytes::from(text.clone()),
+                    blob_store::PutMode::Overwrite,
+                )
+                .await
+                .unwrap();
+        }
+        books
+            .update(&book_id, |manifest| {
+                for page in &mut manifest.pages {
+                    page.ocr.status = books::OcrStatus::Done;
+                    page.ocr.text = Some(books::layout::ocr_text_path(page.page));
+                    page.ocr.engine = Some("fixture".into());
+                }
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Polls the job until it reaches a terminal status; its JSON.
+    pub(crate) async fn wait_until_finished(&self, job_id: &Value) -> Value {
+        let uri = format!("/v1/jobs/{}", job_id.as_str().unwrap());
+        eventually(Duration::from_secs(30), "the job to finish", || async {
+            let (_, job) = self.get(&uri).await;
+            matches!(
+                job["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+            .then_some(job)
+        })
+        .await
+    }
+}
