@@ -1,7 +1,8 @@
 //! `cargo xtask demo [--url URL] [--pages N]`: against a running API (`api --with-worker`),
-//! creates a book from the sample pages shipped in the repo (`crates/ocr/tests/fixtures`),
-//! uploads them with `?ocr=true` and follows the OCR job's events with a progress bar
-//! until it ends. The token comes from `FOLIO_API_TOKEN` when set.
+//! the whole product flow on the sample pages shipped in the repo
+//! (`crates/ocr/tests/fixtures`): create a book, upload the pages with `?ocr=true`, then
+//! start `guidelines` and `finalize`, following each job's events with a progress bar, and
+//! print the final guidelines as Markdown. The token comes from `FOLIO_API_TOKEN` when set.
 
 use std::io::Write;
 use std::time::Duration;
@@ -89,20 +90,40 @@ async fn demo(base: &str, n_pages: usize) -> Result<()> {
         uploaded["pages"].as_array().map_or(0, Vec::len)
     );
 
-    let last = follow(&client, base, &job_id).await?;
+    finish(&client, base, "ocr", &job_id).await?;
+    for job_type in ["guidelines", "finalize"] {
+        let response = client
+            .post(format!("{base}/v1/books/{book_id}/jobs"))
+            .json(&json!({"type": job_type}))
+            .send()
+            .await?;
+        let job = expect(response, 202, &format!("starting {job_type}")).await?;
+        let job_id = job["id"].as_str().context("job id")?;
+        finish(&client, base, job_type, job_id).await?;
+    }
+    let markdown = client
+        .get(format!("{base}/v1/books/{book_id}/guidelines"))
+        .header("accept", "text/markdown")
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    println!("{}", markdown.trim_end());
+    println!("\nthe book: {base}/v1/books/{book_id}");
+    println!("as JSON:  {base}/v1/books/{book_id}/guidelines");
+    Ok(())
+}
+
+/// Follows a job to its end with a progress bar; an error unless it completed.
+async fn finish(client: &reqwest::Client, base: &str, job_type: &str, job_id: &str) -> Result<()> {
+    eprintln!("{job_type} job {job_id}");
+    let last = follow(client, base, job_id).await?;
     eprintln!();
     let status = last["status"].as_str().unwrap_or("unknown");
     if status != "completed" {
-        bail!("the ocr job ended {status}: {}", last["error"]);
+        bail!("the {job_type} job ended {status}: {}", last["error"]);
     }
-    let text = client
-        .get(format!("{base}/v1/books/{book_id}/pages/1/text"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    println!("page 1 of {book_id} reads:\n{}", text.trim_end());
-    println!("\nthe book: {base}/v1/books/{book_id}");
     Ok(())
 }
 

@@ -3,8 +3,10 @@
 //! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
 //!   both stores and both blob backends, and the embedding example. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
-//! - `cargo xtask bench jobs|ocr|api ...`: benchmarks (`bench.rs`, `bench_api.rs`).
-//! - `cargo xtask demo`: a book from the sample pages through OCR against a running API.
+//! - `cargo xtask bench jobs|ocr|api|guidelines ...`: benchmarks (`bench.rs`,
+//!   `bench_api.rs`, `bench_guidelines.rs`).
+//! - `cargo xtask demo`: a book from the sample pages through OCR, guidelines and finalize
+//!   against a running API.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod bench_api;
+mod bench_guidelines;
 mod demo;
 mod tidy;
 
@@ -20,6 +23,7 @@ const USAGE: &str = "usage: cargo xtask ci
        cargo xtask bench jobs --store postgres|sqlite [--jobs N] [--concurrency C]
        cargo xtask bench ocr [--pages N] [--parallelism P]
        cargo xtask bench api [--connections C] [--seconds S] [--max-requests N]
+       cargo xtask bench guidelines [--pages N]
        cargo xtask demo [--url URL] [--pages N]";
 
 fn main() -> Result<()> {
@@ -58,6 +62,7 @@ fn bench(args: &[String]) -> Result<()> {
         Some("jobs") => runtime.block_on(bench::jobs(&flags)),
         Some("ocr") => runtime.block_on(bench::ocr(&flags)),
         Some("api") => runtime.block_on(bench_api::run(&flags)),
+        Some("guidelines") => runtime.block_on(bench_guidelines::run(&flags)),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);

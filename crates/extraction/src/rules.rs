@@ -39,7 +39,8 @@
 //!      "For example, ...": `example`;
 //!    - imperative, i.e. its first word (after "Then", "First", "Always", ... and after an
 //!      opening "To add fractions," / "If ...," / "When ...," clause) is an instruction
-//!      verb from [`INSTRUCTION_VERBS`]: `rule`;
+//!      verb from an explicit list (add, find, write, use, check, multiply, divide, turn,
+//!      line up, simplify, do, keep, practise, ...): `rule`;
 //!    - a definition, "X is a ...", "X means ...", "X are called ...": a subject of one to
 //!      four words (not counting an article; no pronoun, quantifier or relative word such
 //!      as "that") before `is`, `are` or `means`; after `is` the predicate starts with an
@@ -324,6 +325,7 @@ const LABEL_WORDS: &[&str] = &[
     "solutions",
     "source",
     "step",
+    "steps",
     "table",
     "tip",
     "tips",
@@ -365,8 +367,8 @@ const ABBREVIATIONS: &[&str] = &[
     "pp", "st", "vs",
 ];
 
-/// Labels at the start of a line or sentence, their kinds, and whether a number may follow
-/// ("Step 3:", "Example 2:"). Longer labels first.
+/// Labels at the start of a line or sentence and their kinds; a number may follow the label
+/// ("Step 3:", "Example 2:"). Longer labels first, so "Examples" is not read as "Example".
 const LABELS: &[(&str, GuidelineKind)] = &[
     ("worked example", GuidelineKind::Example),
     ("for example", GuidelineKind::Example),
@@ -1450,6 +1452,77 @@ mod tests {
                 None => assert_eq!(titles, ["Chapter 1: Start"], "line {line:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_textbook_page_reads_as_topics_of_steps_rules_and_definitions() {
+        use GuidelineKind::{Definition, Example, Rule, Step, Tip};
+        let text = "Fractions for Everyone
+2.2 Unlike Denominators
+When the denominators are different, we cannot add the
+fractions straight away. First we rewrite them.
+Steps
+1. Find the least common multiple of the
+denominators.
+2. Rewrite each fraction with that denominator.
+3. Add the numerators.
+Example: 1/3 + 1/4 = 4/12 + 3/12 = 7/12.
+Mixed Numbers
+A mixed number is a whole number and a fraction together.
+- Convert mixed numbers to improper fractions first.
+\u{2022} Never add the whole numbers and the fractions separately
+  without checking.
+Tip: estimate the answer before you start.
+
+14
+";
+        let topics = RulesExtractor::new().extract_page(&input(
+            text,
+            Some("2.1 Like Denominators"),
+            &["Fractions for Everyone"],
+        ));
+        let summary: Vec<(&str, Vec<(GuidelineKind, &str)>)> = topics
+            .iter()
+            .map(|topic| {
+                let guidelines = topic.guidelines.iter();
+                let guidelines =
+                    guidelines.map(|guideline| (guideline.kind, guideline.text.as_str()));
+                (topic.title.as_str(), guidelines.collect())
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "2.2 Unlike Denominators",
+                    vec![
+                        (
+                            Rule,
+                            "When the denominators are different, we cannot add the fractions straight away."
+                        ),
+                        (Step, "Find the least common multiple of the denominators."),
+                        (Step, "Rewrite each fraction with that denominator."),
+                        (Step, "Add the numerators."),
+                        (Example, "1/3 + 1/4 = 4/12 + 3/12 = 7/12."),
+                    ]
+                ),
+                (
+                    "Mixed Numbers",
+                    vec![
+                        (
+                            Definition,
+                            "A mixed number is a whole number and a fraction together."
+                        ),
+                        (Rule, "Convert mixed numbers to improper fractions first."),
+                        (
+                            Rule,
+                            "Never add the whole numbers and the fractions separately without checking."
+                        ),
+                        (Tip, "estimate the answer before you start."),
+                    ]
+                ),
+            ]
+        );
     }
 
     #[test]
