@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use crate::numbering::{NUMBER_WORDS, NUMBERING_KEYWORDS, is_roman_numeral};
 use crate::{FinalGuideline, FinalGuidelines, FinalTopic, PageGuidelines};
 
 /// Two guidelines at or above this [`similarity`] (and of the same polarity) are one.
@@ -42,35 +43,6 @@ pub const SIMILARITY_THRESHOLD: f64 = 0.8;
 const NEGATIONS: &[&str] = &[
     "cannot", "cant", "didnt", "doesnt", "dont", "isnt", "mustnt", "neednt", "never", "no", "none",
     "nor", "not", "shouldnt", "without", "wont",
-];
-
-/// Words after which a leading number is part of a title's numbering ("Chapter 2").
-const NUMBERING_KEYWORDS: &[&str] = &[
-    "appendix", "chapter", "lesson", "module", "part", "section", "topic", "unit",
-];
-
-/// Spelled-out numbers after a numbering keyword ("Chapter Two").
-const NUMBER_WORDS: &[&str] = &[
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
 ];
 
 /// A title as compared for merging topics: lowercase, punctuation and extra whitespace
@@ -120,21 +92,6 @@ fn is_number_word(word: &str) -> bool {
         || is_roman_numeral(word)
         || NUMBER_WORDS.contains(&word)
         || word.chars().count() == 1
-}
-
-/// A canonical roman numeral up to 100 ("iv", "XII"; not "mix").
-fn is_roman_numeral(text: &str) -> bool {
-    const TENS: [&str; 11] = [
-        "", "x", "xx", "xxx", "xl", "l", "lx", "lxx", "lxxx", "xc", "c",
-    ];
-    const UNITS: [&str; 10] = ["", "i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix"];
-    !text.is_empty()
-        && TENS.iter().any(|tens| {
-            UNITS.iter().any(|units| {
-                tens.len() + units.len() == text.len()
-                    && text.eq_ignore_ascii_case(&format!("{tens}{units}"))
-            })
-        })
 }
 
 /// The normalized words of a text: lowercase, split at anything but letters, digits and
@@ -508,16 +465,6 @@ mod tests {
     fn min_shared_is_the_ceiling_of_the_threshold_times_the_size() {
         for (len, expected) in [(1, 1), (2, 2), (4, 4), (5, 4), (9, 8), (10, 8), (11, 9)] {
             assert_eq!(min_shared(len), expected, "{len}");
-        }
-    }
-
-    #[test]
-    fn roman_numerals_are_canonical_only() {
-        for numeral in ["i", "IV", "xii", "XL", "c", "xcix"] {
-            assert!(is_roman_numeral(numeral), "{numeral}");
-        }
-        for word in ["", "mix", "iiii", "vx", "il", "cd", "dim"] {
-            assert!(!is_roman_numeral(word), "{word}");
         }
     }
 }

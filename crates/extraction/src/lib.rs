@@ -20,6 +20,7 @@ mod extractor;
 pub mod finalize;
 mod handler;
 mod model;
+mod numbering;
 mod openai;
 mod rules;
 #[cfg(feature = "testing")]

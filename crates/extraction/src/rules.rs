@@ -66,6 +66,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::numbering::{NUMBER_WORDS, NUMBERING_KEYWORDS, is_roman_numeral, roman_value};
 use crate::{ExtractError, Extractor, Guideline, GuidelineKind, PageInput, Topic, normalize_line};
 
 /// The topic of content that comes before any heading when the page before ended in none.
@@ -332,35 +333,6 @@ const LABEL_WORDS: &[&str] = &[
     "try",
 ];
 
-/// Words that, capitalized and followed by a number, start a heading.
-const HEADING_KEYWORDS: &[&str] = &[
-    "appendix", "chapter", "lesson", "module", "part", "section", "topic", "unit",
-];
-
-/// Spelled-out numbers after a heading keyword ("Chapter Two").
-const NUMBER_WORDS: &[&str] = &[
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-];
-
 /// Words before a period that does not end a sentence.
 const ABBREVIATIONS: &[&str] = &[
     "approx", "cf", "dr", "e.g", "eg", "etc", "fig", "i.e", "ie", "mr", "mrs", "ms", "no", "p",
@@ -521,70 +493,6 @@ fn is_digits(text: &str) -> bool {
     (1..=4).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_digit())
 }
 
-/// A canonical roman numeral up to 100, all lowercase or all uppercase ("xii", "IV"); "mix"
-/// and "Li" are not.
-fn is_roman_numeral(text: &str) -> bool {
-    if text.is_empty()
-        || !(text.chars().all(|c| c.is_ascii_lowercase())
-            || text.chars().all(|c| c.is_ascii_uppercase()))
-    {
-        return false;
-    }
-    roman_value(text).is_some_and(|value| value <= 100)
-}
-
-/// The value of a canonical roman numeral.
-fn roman_value(text: &str) -> Option<u32> {
-    let digit = |c: char| match c.to_ascii_lowercase() {
-        'i' => Some(1),
-        'v' => Some(5),
-        'x' => Some(10),
-        'l' => Some(50),
-        'c' => Some(100),
-        'd' => Some(500),
-        'm' => Some(1000),
-        _ => None,
-    };
-    let digits: Vec<u32> = text.chars().map(digit).collect::<Option<_>>()?;
-    let mut value = 0_i64;
-    for (index, current) in digits.iter().enumerate() {
-        match digits.get(index + 1) {
-            Some(next) if next > current => value -= i64::from(*current),
-            _ => value += i64::from(*current),
-        }
-    }
-    let value = u32::try_from(value).ok()?;
-    // Only the canonical spelling counts ("IIII", "VX" and "IL" are words or noise).
-    to_roman(value).eq_ignore_ascii_case(text).then_some(value)
-}
-
-/// The canonical roman numeral of `value`.
-fn to_roman(mut value: u32) -> String {
-    const TABLE: &[(u32, &str)] = &[
-        (1000, "m"),
-        (900, "cm"),
-        (500, "d"),
-        (400, "cd"),
-        (100, "c"),
-        (90, "xc"),
-        (50, "l"),
-        (40, "xl"),
-        (10, "x"),
-        (9, "ix"),
-        (5, "v"),
-        (4, "iv"),
-        (1, "i"),
-    ];
-    let mut roman = String::new();
-    for (amount, letters) in TABLE {
-        while value >= *amount {
-            roman.push_str(letters);
-            value -= amount;
-        }
-    }
-    roman
-}
-
 /// `text` with runs of whitespace collapsed into one space and trimmed.
 fn collapse_whitespace(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -671,7 +579,8 @@ fn heading_at(lines: &[&str], index: usize) -> Option<(String, usize)> {
 /// title must start in uppercase ("Section 3 explains ..." is a sentence).
 fn keyword_heading_rest(line: &str) -> Option<&str> {
     let (keyword, after_keyword) = line.split_once(' ')?;
-    if !starts_uppercase(keyword) || !HEADING_KEYWORDS.contains(&keyword.to_lowercase().as_str()) {
+    if !starts_uppercase(keyword) || !NUMBERING_KEYWORDS.contains(&keyword.to_lowercase().as_str())
+    {
         return None;
     }
     let after_keyword = after_keyword.trim_start();
