@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chat_client::ChatError;
 use jobs_core::runtime::ErrorKind;
 
 /// Why an [`Extractor`](crate::Extractor) failed on a page.
@@ -58,22 +59,8 @@ impl ExtractError {
                 status,
                 retry_after,
                 ..
-            } => {
-                if *status == 408 || *status == 429 || (500..=599).contains(status) {
-                    ErrorKind::Retryable {
-                        after: *retry_after,
-                    }
-                } else {
-                    ErrorKind::Terminal
-                }
-            }
-            Self::Transport { source } => {
-                if source.is_builder() || source.is_redirect() || source.is_decode() {
-                    ErrorKind::Terminal
-                } else {
-                    ErrorKind::Retryable { after: None }
-                }
-            }
+            } => ChatError::kind_of_status(*status, *retry_after),
+            Self::Transport { source } => ChatError::kind_of_transport(source),
             Self::InvalidAnswer { .. } => ErrorKind::Terminal,
             Self::Failed { retryable, .. } => {
                 if *retryable {
@@ -95,6 +82,30 @@ impl ExtractError {
             Self::InvalidAnswer { .. } => "extractor_invalid_answer",
             Self::Failed { .. } => "extractor_failed",
             Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A failed chat-completions call of the [`OpenAiExtractor`](crate::OpenAiExtractor), with
+/// the extractor's messages and codes. A 2xx body that is not a chat completion is an
+/// invalid answer, which the extractor asks for once more.
+impl From<ChatError> for ExtractError {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::Http {
+                status,
+                retry_after,
+                body,
+            } => Self::Http {
+                status,
+                retry_after,
+                body,
+            },
+            ChatError::Transport { source } => Self::Transport { source },
+            ChatError::InvalidResponse { source, body } => Self::InvalidAnswer {
+                reason: format!("not a chat completion ({source}): {body}"),
+            },
+            ChatError::Cancelled => Self::Cancelled,
         }
     }
 }

@@ -6,8 +6,8 @@
 //!   book's running headers) in, its topics out; errors classified by type
 //!   ([`ExtractError::kind`]).
 //! - [`RulesExtractor`]: offline and deterministic heuristics (the default).
-//! - [`OpenAiExtractor`]: any OpenAI-compatible chat-completions endpoint with a strict
-//!   JSON schema of the page.
+//! - [`OpenAiExtractor`]: any OpenAI-compatible chat-completions endpoint (through
+//!   `chat-client`) with a strict JSON schema of the page.
 //! - [`finalize`]: merging per-page guidelines into one document (topics by normalized
 //!   title, near-duplicate guidelines by token-set similarity) and its Markdown form.
 //! - [`GuidelinesHandler`] and [`FinalizeHandler`]: the two jobs.

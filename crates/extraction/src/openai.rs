@@ -1,114 +1,34 @@
 //! [`OpenAiExtractor`]: guidelines through any OpenAI-compatible chat-completions endpoint
 //! with a strict JSON schema of the page (SPEC 4.3).
 
-use std::time::Duration;
-
 use async_trait::async_trait;
+use chat_client::{ChatClient, ChatCompletion, ChatEndpoint, ChatError, head, text_of_content};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ExtractError, Extractor, GuidelineKind, PageInput, Topic, normalize_line};
 
-/// The most of an error body kept in [`ExtractError::Http`].
-const BODY_HEAD_CHARS: usize = 500;
-
-/// Where and how to call the endpoint.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OpenAiExtractorConfig {
-    /// The API base, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
-    pub base_url: String,
-    /// Sent as `Authorization: Bearer KEY` when given.
-    pub api_key: Option<String>,
-    /// The model.
-    pub model: String,
-    /// Time for one request, connect to last byte; longer is a retryable transport error.
-    pub timeout: Duration,
-    /// The system prompt sent with each page.
-    pub prompt: String,
-}
-
-impl std::fmt::Debug for OpenAiExtractorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiExtractorConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("model", &self.model)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl OpenAiExtractorConfig {
-    /// The system prompt: the task, the kinds, and what to leave out.
-    pub const DEFAULT_PROMPT: &str = "You extract teaching guidelines from the OCR text of one \
-page of a book. Answer with JSON only, as the schema says: {\"topics\": [{\"title\": ..., \
-\"guidelines\": [{\"kind\": ..., \"text\": ...}]}]}.\n\
-- A topic is a heading of the page (a chapter, a section, a short title line) with the \
-guidelines under it. Keep titles as printed and topics and guidelines in page order.\n\
-- Kinds: \"rule\" for what to always or never do (imperatives, must, should, always, never, \
-Remember); \"step\" for one step of a numbered procedure; \"tip\" for advice and notes (Tip:, \
-Note:); \"definition\" for what a term means (Definition:, \"X is ...\", \"X means ...\"); \
-\"example\" for a worked example (Example:).\n\
-- Strip labels (Tip:, Note:, Example:, Definition:, Remember:) and list markers (1., 2), a., \
--, *, bullets) from the text. Otherwise keep the book's wording: do not invent, merge or \
-summarize guidelines.\n\
-- Ignore page numbers, running headers and footers.\n\
-- Guidelines before the page's first heading continue the topic the previous page ended in \
-when the user names it; otherwise put them under a short title saying what they are about.\n\
-- A page without guidelines has no topics: {\"topics\": []}.";
-
-    /// A configuration with the default timeout (2 minutes) and prompt.
-    pub fn new(
-        base_url: impl Into<String>,
-        api_key: Option<String>,
-        model: impl Into<String>,
-    ) -> Self {
-        Self {
-            base_url: base_url.into(),
-            api_key,
-            model: model.into(),
-            timeout: Duration::from_secs(120),
-            prompt: Self::DEFAULT_PROMPT.to_owned(),
-        }
-    }
-}
+/// Where and how to call the endpoint: base URL, key, model and the time for one request
+/// (2 minutes by [`ChatEndpoint::new`]; longer is a retryable transport error).
+pub type OpenAiExtractorConfig = ChatEndpoint;
 
 /// An OpenAI-compatible chat-completions endpoint as an [`Extractor`].
 ///
-/// Each page is one `POST {base_url}/chat/completions` with the system prompt, the page's
-/// text and `response_format` `json_schema` ([`OpenAiExtractor::page_schema`], strict).
-/// An answer that does not fit the schema (or a refusal, or no content) is asked for once
-/// more, then fails the page with [`ExtractError::InvalidAnswer`]. HTTP and transport
-/// failures are returned at once, classified by [`ExtractError::kind`]: retrying them with
-/// backoff is the job's work, not the extractor's. A page with no text (once the book's
-/// running headers are left out) has no topics and costs no request.
+/// Each page is one `POST {base_url}/chat/completions` with the system prompt
+/// ([`OpenAiExtractor::DEFAULT_PROMPT`] unless [`OpenAiExtractor::with_prompt`] says
+/// otherwise), the page's text and `response_format` `json_schema`
+/// ([`OpenAiExtractor::page_schema`], strict). An answer that does not fit the schema (or a
+/// refusal, or no content) is asked for once more, then fails the page with
+/// [`ExtractError::InvalidAnswer`]. HTTP and transport failures are returned at once,
+/// classified by [`ExtractError::kind`]: retrying them with backoff is the job's work, not
+/// the extractor's. A page with no text (once the book's running headers are left out) has
+/// no topics and costs no request.
 #[derive(Debug, Clone)]
 pub struct OpenAiExtractor {
-    config: OpenAiExtractorConfig,
+    client: ChatClient,
     name: String,
-    endpoint: String,
-    client: reqwest::Client,
-}
-
-#[derive(Deserialize)]
-struct Completion {
-    choices: Vec<Choice>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    message: Message,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(default)]
-    refusal: Option<String>,
+    prompt: String,
 }
 
 /// The answer as the schema allows it, and nothing more.
@@ -133,25 +53,48 @@ struct GuidelineAnswer {
 }
 
 impl OpenAiExtractor {
-    /// An extractor for `config`; fails only if the HTTP client cannot be built.
+    /// The system prompt: the task, the kinds, and what to leave out.
+    pub const DEFAULT_PROMPT: &str = "You extract teaching guidelines from the OCR text of one \
+page of a book. Answer with JSON only, as the schema says: {\"topics\": [{\"title\": ..., \
+\"guidelines\": [{\"kind\": ..., \"text\": ...}]}]}.\n\
+- A topic is a heading of the page (a chapter, a section, a short title line) with the \
+guidelines under it. Keep titles as printed and topics and guidelines in page order.\n\
+- Kinds: \"rule\" for what to always or never do (imperatives, must, should, always, never, \
+Remember); \"step\" for one step of a numbered procedure; \"tip\" for advice and notes (Tip:, \
+Note:); \"definition\" for what a term means (Definition:, \"X is ...\", \"X means ...\"); \
+\"example\" for a worked example (Example:).\n\
+- Strip labels (Tip:, Note:, Example:, Definition:, Remember:) and list markers (1., 2), a., \
+-, *, bullets) from the text. Otherwise keep the book's wording: do not invent, merge or \
+summarize guidelines.\n\
+- Ignore page numbers, running headers and footers.\n\
+- Guidelines before the page's first heading continue the topic the previous page ended in \
+when the user names it; otherwise put them under a short title saying what they are about.\n\
+- A page without guidelines has no topics: {\"topics\": []}.";
+
+    /// An extractor for `config` with the default prompt; fails only if the HTTP client
+    /// cannot be built.
     pub fn new(config: OpenAiExtractorConfig) -> Result<Self, ExtractError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|source| ExtractError::Transport { source })?;
-        let endpoint = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(Self {
             name: format!("openai:{}", config.model),
-            endpoint,
-            config,
-            client,
+            client: ChatClient::new(config)?,
+            prompt: Self::DEFAULT_PROMPT.to_owned(),
         })
+    }
+
+    /// The same extractor, sending `prompt` as the system prompt with each page.
+    pub fn with_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.prompt = prompt.into();
+        self
     }
 
     /// Its configuration.
     pub fn config(&self) -> &OpenAiExtractorConfig {
-        &self.config
+        self.client.endpoint()
+    }
+
+    /// The system prompt sent with each page.
+    pub fn prompt(&self) -> &str {
+        &self.prompt
     }
 
     /// The JSON schema of an answer:
@@ -202,7 +145,11 @@ impl OpenAiExtractor {
         })
     }
 
-    async fn extract_page(&self, page: &PageInput) -> Result<Vec<Topic>, ExtractError> {
+    async fn extract_page(
+        &self,
+        page: &PageInput,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Topic>, ExtractError> {
         let text = page_text(page);
         if text.trim().is_empty() {
             // Nothing to extract; not worth a request.
@@ -210,10 +157,10 @@ impl OpenAiExtractor {
         }
         let user = user_message(&text, page.previous_topic.as_deref());
         let mut messages = vec![
-            json!({"role": "system", "content": self.config.prompt}),
+            json!({"role": "system", "content": self.prompt}),
             json!({"role": "user", "content": user}),
         ];
-        let first_reason = match self.call(&messages).await? {
+        let first_reason = match self.call(&messages, cancel).await? {
             Ok(topics) => return Ok(topics),
             Err(reason) => reason,
         };
@@ -230,7 +177,7 @@ impl OpenAiExtractor {
                  that fits the schema exactly."
             ),
         }));
-        match self.call(&messages).await? {
+        match self.call(&messages, cancel).await? {
             Ok(topics) => Ok(topics),
             Err(reason) => Err(ExtractError::InvalidAnswer {
                 reason: format!("{reason} (first answer: {first_reason})"),
@@ -240,9 +187,13 @@ impl OpenAiExtractor {
 
     /// One request: `Err` for HTTP and transport failures, `Ok(Err(reason))` for a 2xx
     /// answer that does not fit the schema.
-    async fn call(&self, messages: &[Value]) -> Result<Result<Vec<Topic>, String>, ExtractError> {
-        let body = json!({
-            "model": self.config.model,
+    async fn call(
+        &self,
+        messages: &[Value],
+        cancel: &CancellationToken,
+    ) -> Result<Result<Vec<Topic>, String>, ExtractError> {
+        let request = json!({
+            "model": self.config().model,
             "temperature": 0,
             "messages": messages,
             "response_format": {
@@ -254,34 +205,7 @@ impl OpenAiExtractor {
                 },
             },
         });
-        let mut request = self.client.post(&self.endpoint).json(&body);
-        if let Some(key) = &self.config.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ExtractError::Transport { source })?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = response.text().await.unwrap_or_default();
-            return Err(ExtractError::Http {
-                status: status.as_u16(),
-                retry_after,
-                body: head(&body, BODY_HEAD_CHARS),
-            });
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| ExtractError::Transport { source })?;
-        Ok(topics_of_completion(&bytes))
+        answer_of(self.client.complete(&request, cancel).await)
     }
 }
 
@@ -312,18 +236,25 @@ fn user_message(text: &str, previous_topic: Option<&str>) -> String {
     message
 }
 
-/// The topics of a 2xx body, or why it has none.
-fn topics_of_completion(body: &[u8]) -> Result<Vec<Topic>, String> {
-    let completion: Completion = serde_json::from_slice(body).map_err(|error| {
-        format!(
-            "not a chat completion ({error}): {}",
-            head(&String::from_utf8_lossy(body), 200)
-        )
-    })?;
+/// What one request's outcome means: `Err` for HTTP and transport failures (and cancel),
+/// `Ok(Err(reason))` for a 2xx answer that is not a chat completion or does not fit the
+/// schema.
+fn answer_of(
+    response: Result<ChatCompletion, ChatError>,
+) -> Result<Result<Vec<Topic>, String>, ExtractError> {
+    match response {
+        Ok(completion) => Ok(topics_of(completion)),
+        Err(error) => match ExtractError::from(error) {
+            ExtractError::InvalidAnswer { reason } => Ok(Err(reason)),
+            error => Err(error),
+        },
+    }
+}
+
+/// The topics of a completion, or why it has none.
+fn topics_of(completion: ChatCompletion) -> Result<Vec<Topic>, String> {
     let choice = completion
-        .choices
-        .into_iter()
-        .next()
+        .into_first_choice()
         .ok_or_else(|| "the completion has no choices".to_owned())?;
     if let Some(refusal) = choice.message.refusal.filter(|r| !r.trim().is_empty()) {
         return Err(format!("the model refused: {}", head(&refusal, 200)));
@@ -350,18 +281,12 @@ fn topics_of_completion(body: &[u8]) -> Result<Vec<Topic>, String> {
 /// The text of a message content: a string, or an array of `{"type": "text", "text"}`
 /// parts (some compatible servers answer so).
 fn text_of(content: Value) -> Result<String, String> {
-    match content {
-        Value::String(text) => Ok(text),
-        Value::Array(parts) => Ok(parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("")),
-        other => Err(format!(
+    text_of_content(&content).ok_or_else(|| {
+        format!(
             "the message content is neither text nor parts: {}",
-            head(&other.to_string(), 200)
-        )),
-    }
+            head(&content.to_string(), 200)
+        )
+    })
 }
 
 /// The topics of an answer's content, validated: the schema's fields only, known kinds,
@@ -426,17 +351,6 @@ fn strip_code_fence(content: &str) -> &str {
     }
 }
 
-/// The first `max` characters of `text` (trimmed): the useful start of an HTTP body.
-fn head(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let head: String = text.chars().take(max).collect();
-        format!("{head}...")
-    }
-}
-
 #[async_trait]
 impl Extractor for OpenAiExtractor {
     fn name(&self) -> &str {
@@ -448,12 +362,12 @@ impl Extractor for OpenAiExtractor {
         page: &PageInput,
         cancel: &CancellationToken,
     ) -> Result<Vec<Topic>, ExtractError> {
-        tokio::select! {
-            // A token that already fired wins over a request that could still start.
-            biased;
-            () = cancel.cancelled() => Err(ExtractError::Cancelled),
-            result = self.extract_page(page) => result,
+        // A token that already fired wins, even over a page that needs no request; one that
+        // fires later stops the request in flight.
+        if cancel.is_cancelled() {
+            return Err(ExtractError::Cancelled);
         }
+        self.extract_page(page, cancel).await
     }
 }
 
@@ -463,6 +377,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// The topics of a 2xx `body`, or why it has none.
+    fn topics_of_completion(body: &[u8]) -> Result<Vec<Topic>, String> {
+        answer_of(ChatCompletion::from_body(body)).unwrap()
+    }
 
     #[test]
     fn the_api_key_never_shows_in_debug_output() {

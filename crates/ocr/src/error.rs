@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chat_client::ChatError;
 use jobs_core::runtime::ErrorKind;
 
 /// Why an [`OcrEngine`](crate::OcrEngine) failed on a page.
@@ -104,23 +105,8 @@ impl OcrError {
                 status,
                 retry_after,
                 ..
-            } => {
-                if *status == 408 || *status == 429 || (500..=599).contains(status) {
-                    ErrorKind::Retryable {
-                        after: *retry_after,
-                    }
-                } else {
-                    ErrorKind::Terminal
-                }
-            }
-            Self::Transport { source } => {
-                if source.is_builder() || source.is_redirect() || source.is_decode() {
-                    ErrorKind::Terminal
-                } else {
-                    // Timeouts, connection failures, resets while sending or reading.
-                    retryable
-                }
-            }
+            } => ChatError::kind_of_status(*status, *retry_after),
+            Self::Transport { source } => ChatError::kind_of_transport(source),
             Self::Cancelled => ErrorKind::Cancelled,
         }
     }
@@ -170,19 +156,33 @@ pub(crate) fn tail(text: &str, max: usize) -> String {
     }
 }
 
-/// The first `max` characters of `text` (trimmed): the useful start of an HTTP body.
-pub(crate) fn head(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let head: String = text.chars().take(max).collect();
-        format!("{head}...")
+/// A failed chat-completions call of the [`OpenAiEngine`](crate::OpenAiEngine), with the
+/// engine's messages and codes.
+impl From<ChatError> for OcrError {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::Http {
+                status,
+                retry_after,
+                body,
+            } => Self::Http {
+                status,
+                retry_after,
+                body,
+            },
+            ChatError::Transport { source } => Self::Transport { source },
+            ChatError::InvalidResponse { source, .. } => Self::InvalidResponse {
+                reason: format!("not a chat completion: {source}"),
+            },
+            ChatError::Cancelled => Self::Cancelled,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use chat_client::head;
+
     use super::*;
 
     fn http(status: u16) -> OcrError {

@@ -6,14 +6,15 @@
 //! - [`TesseractEngine`]: the `tesseract` CLI (Debian `tesseract-ocr`), one process per page
 //!   with `OMP_THREAD_LIMIT=1`, a timeout, killed on cancel; failures classified by exit
 //!   status and signal.
-//! - [`OpenAiEngine`]: any OpenAI-compatible chat-completions endpoint, the page sent as a
-//!   data URL; failures classified by HTTP status and transport error type.
+//! - [`OpenAiEngine`]: any OpenAI-compatible chat-completions endpoint through
+//!   `chat-client`, the page sent as a data URL; failures classified by HTTP status and
+//!   transport error type.
 //! - [`OcrHandler`]: the `ocr` job (SPEC 4.2): pages `ocr_concurrency` at a time, per-page
 //!   retries with backoff, failed pages recorded with their reason, the manifest written
 //!   every `manifest_flush_every` pages and at the end, on cancel and on shutdown, and a
 //!   checkpoint ([`OcrCheckpoint`]) that only ever names pages the manifest durably holds
 //!   as done, so resume and page retry redo exactly the pages not done.
-//! - [`bench`]: the full pipeline and bare tesseract on the same pages, timed.
+//! - [`bench`](mod@bench): the full pipeline and bare tesseract on the same pages, timed.
 //!
 //! Architecture Invariant: this crate knows nothing of sqlx, Postgres, SQLite, axum or
 //! aws-sdk-s3; it sees storage only through `dyn BlobStore` and jobs through `jobs-core`.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use blob_store::{BlobStore, FileBlobStore, PutMode};
 use books::{BookId, Books, GuidelinesStatus, OcrStatus, Page, layout};
+use chat_client::testing::{FakeAnswer, FakeChatServer};
 use extraction::{
     Extractor, FINALIZE_JOB_TYPE, FinalizeHandler, GUIDELINES_JOB_TYPE, GuidelinesConfig,
     GuidelinesHandler, RulesExtractor,
@@ -17,7 +18,7 @@ use page_jobs::PageRetryPolicy;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::openai::{FakeAnswer, FakeChatServer, topics_answer};
+use crate::openai::{FakeServerExtractor, topics_answer};
 
 /// A book whose OCR is done, a worker with both handlers, and a lock service.
 struct Harness {

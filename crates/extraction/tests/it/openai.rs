@@ -1,83 +1,22 @@
-//! The openai extractor against a local server speaking the chat-completions wire format.
+//! The openai extractor against a local server speaking the chat-completions wire format
+//! (chat-client's [`FakeChatServer`]).
 //!
-//! [`FakeChatServer`] and [`topics_answer`] are shared with the other modules of this test
-//! binary, to run whole jobs against the same server.
+//! [`FakeServerExtractor`] and [`topics_answer`] are shared with the other modules of this
+//! test binary, to run whole jobs against the same server.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use chat_client::testing::{FakeAnswer, FakeChatServer};
 use extraction::{
     ExtractError, Extractor, Guideline, GuidelineKind, OpenAiExtractor, OpenAiExtractorConfig,
     PageInput, Topic,
 };
 use jobs_core::runtime::ErrorKind;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// One scripted answer of a [`FakeChatServer`]: status, extra headers, body, and how long
-/// the server waits before sending it.
-#[derive(Debug, Clone)]
-pub(crate) struct FakeAnswer {
-    /// The HTTP status.
-    pub(crate) status: u16,
-    /// Headers besides content-type, content-length and connection.
-    pub(crate) headers: Vec<(String, String)>,
-    /// The body.
-    pub(crate) body: String,
-    /// Time before the answer is sent (a slow model).
-    pub(crate) delay: Duration,
-}
-
-impl FakeAnswer {
-    /// A 200 chat completion whose message content is `content`.
-    pub(crate) fn completion(content: &str) -> Self {
-        Self::completion_with_message(json!({"role": "assistant", "content": content}))
-    }
-
-    /// A 200 chat completion with `message` as its first choice's message.
-    pub(crate) fn completion_with_message(message: Value) -> Self {
-        Self {
-            status: 200,
-            headers: Vec::new(),
-            body: json!({
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "model": "test-model",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-            })
-            .to_string(),
-            delay: Duration::ZERO,
-        }
-    }
-
-    /// An HTTP error in the OpenAI error shape; the body names the status.
-    pub(crate) fn error(status: u16) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: format!(
-                r#"{{"error": {{"message": "scripted status {status}", "type": "test"}}}}"#
-            ),
-            delay: Duration::ZERO,
-        }
-    }
-
-    /// The same answer with one more header.
-    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// The same answer, sent after `delay`.
-    pub(crate) fn delayed(mut self, delay: Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-}
 
 /// A valid answer: a completion whose content is `{"topics": topics}` (`topics` a JSON
 /// array of `{"title", "guidelines": [{"kind", "text"}]}`).
@@ -85,160 +24,16 @@ pub(crate) fn topics_answer(topics: Value) -> FakeAnswer {
     FakeAnswer::completion(&json!({ "topics": topics }).to_string())
 }
 
-/// A request as the server saw it.
-#[derive(Debug, Clone)]
-pub(crate) struct SeenRequest {
-    /// `POST /v1/chat/completions HTTP/1.1`.
-    pub(crate) request_line: String,
-    /// The `Authorization` header.
-    pub(crate) authorization: Option<String>,
-    /// The JSON body.
-    pub(crate) body: Value,
-}
-
-impl SeenRequest {
-    /// The content of the message with `role` (the first one).
-    pub(crate) fn message(&self, role: &str) -> String {
-        self.body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|message| message["role"] == role)
-            .and_then(|message| message["content"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-/// An HTTP/1.1 server on 127.0.0.1 answering each request with the next scripted answer
-/// (the last one repeats), one request per connection.
-pub(crate) struct FakeChatServer {
-    base_url: String,
-    seen: Arc<Mutex<Vec<SeenRequest>>>,
-    seen_count: watch::Receiver<usize>,
-}
-
-impl FakeChatServer {
-    /// Starts a server answering with `script`, in order.
-    pub(crate) async fn start(script: Vec<FakeAnswer>) -> Self {
-        assert!(!script.is_empty(), "a server needs at least one answer");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (count_sender, seen_count) = watch::channel(0_usize);
-        let log = seen.clone();
-        tokio::spawn(async move {
-            let mut index = 0;
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let answer = script[index.min(script.len() - 1)].clone();
-                index += 1;
-                let log = log.clone();
-                let count_sender = count_sender.clone();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut socket).await else {
-                        return;
-                    };
-                    let count = {
-                        let mut log = log.lock().unwrap();
-                        log.push(request);
-                        log.len()
-                    };
-                    count_sender.send_replace(count);
-                    tokio::time::sleep(answer.delay).await;
-                    let mut response = format!(
-                        "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n",
-                        answer.status,
-                        answer.body.len()
-                    );
-                    for (name, value) in &answer.headers {
-                        response.push_str(&format!("{name}: {value}\r\n"));
-                    }
-                    response.push_str("\r\n");
-                    response.push_str(&answer.body);
-                    let _ = socket.write_all(response.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                });
-            }
-        });
-        Self {
-            base_url,
-            seen,
-            seen_count,
-        }
-    }
-
-    /// The API base to configure, `http://127.0.0.1:PORT/v1`.
-    pub(crate) fn base_url(&self) -> String {
-        self.base_url.clone()
-    }
-
-    /// The requests received so far, in arrival order.
-    pub(crate) fn requests(&self) -> Vec<SeenRequest> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// Waits until `count` requests have arrived (their answers may still be pending).
-    pub(crate) async fn wait_for_requests(&self, count: usize) {
-        let mut seen_count = self.seen_count.clone();
-        seen_count.wait_for(|seen| *seen >= count).await.unwrap();
-    }
-
+/// The extractor of a fake chat server.
+pub(crate) trait FakeServerExtractor {
     /// An extractor for this server, with key `sk-test` and model `test-model`.
-    pub(crate) fn extractor(&self) -> OpenAiExtractor {
-        OpenAiExtractor::new(self.config()).unwrap()
-    }
-
-    /// The configuration [`FakeChatServer::extractor`] uses, to adjust.
-    pub(crate) fn config(&self) -> OpenAiExtractorConfig {
-        OpenAiExtractorConfig::new(self.base_url(), Some("sk-test".to_owned()), "test-model")
-    }
+    fn extractor(&self) -> OpenAiExtractor;
 }
 
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<SeenRequest> {
-    let mut buffer = Vec::new();
-    let header_end = loop {
-        let mut chunk = [0_u8; 8192];
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-        if let Some(position) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break position + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next()?.to_owned();
-    let mut content_length = 0;
-    let mut authorization = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => content_length = value.trim().parse().ok()?,
-                "authorization" => authorization = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
+impl FakeServerExtractor for FakeChatServer {
+    fn extractor(&self) -> OpenAiExtractor {
+        OpenAiExtractor::new(self.endpoint()).unwrap()
     }
-    while buffer.len() < header_end + content_length {
-        let mut chunk = [0_u8; 65536];
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    let body = serde_json::from_slice(&buffer[header_end..header_end + content_length]).ok()?;
-    Some(SeenRequest {
-        request_line,
-        authorization,
-        body,
-    })
 }
 
 const PAGE_TEXT: &str = "Chapter 2. Adding Fractions\n\
@@ -557,7 +352,7 @@ async fn a_request_slower_than_the_timeout_is_a_retryable_transport_error() {
         topics_answer(fraction_topics()).delayed(Duration::from_secs(60)),
     ])
     .await;
-    let mut config = server.config();
+    let mut config = server.endpoint();
     config.timeout = Duration::from_millis(300);
     let extractor = OpenAiExtractor::new(config).unwrap();
     let error = extract(&extractor, &page(PAGE_TEXT, None))
@@ -589,7 +384,7 @@ async fn a_server_that_is_not_listening_is_a_retryable_transport_error() {
 #[tokio::test]
 async fn without_a_key_no_authorization_header_is_sent() {
     let server = FakeChatServer::start(vec![topics_answer(json!([]))]).await;
-    let mut config = server.config();
+    let mut config = server.endpoint();
     config.api_key = None;
     let extractor = OpenAiExtractor::new(config).unwrap();
     extract(&extractor, &page(PAGE_TEXT, None)).await.unwrap();

@@ -1,152 +1,23 @@
 //! The openai engine against a local server speaking the chat-completions wire format.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use chat_client::testing::{FakeAnswer, FakeChatServer};
 use ocr::testing::fixture_pages;
 use ocr::{OcrEngine, OcrError, OpenAiConfig, OpenAiEngine, PageImage};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// One scripted answer: status, extra headers, body.
-#[derive(Clone)]
-struct Answer {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
+/// The engine of a fake chat server (key `sk-test`, model `test-model`).
+trait FakeServerEngine {
+    fn engine(&self) -> OpenAiEngine;
 }
 
-fn completion(text: &str) -> Answer {
-    Answer {
-        status: 200,
-        headers: vec![],
-        body: serde_json::json!({
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": "test-model",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
-        })
-        .to_string(),
-    }
-}
-
-fn error(status: u16, headers: Vec<(&'static str, String)>) -> Answer {
-    Answer {
-        status,
-        headers,
-        body: format!(r#"{{"error": {{"message": "status {status}", "type": "test"}}}}"#),
-    }
-}
-
-/// A request as the server saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    request_line: String,
-    authorization: Option<String>,
-    body: Value,
-}
-
-/// An HTTP/1.1 server answering each request with the next scripted answer (the last one
-/// repeats), one request per connection.
-struct ChatServer {
-    base_url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl ChatServer {
-    async fn start(answers: Vec<Answer>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        tokio::spawn(async move {
-            let mut index = 0;
-            loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                let answer = answers[index.min(answers.len() - 1)].clone();
-                index += 1;
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let Some(request) = read_request(&mut socket).await else {
-                        return;
-                    };
-                    log.lock().unwrap().push(request);
-                    let mut response = format!(
-                        "HTTP/1.1 {} Scripted\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                        answer.status,
-                        answer.body.len()
-                    );
-                    for (name, value) in &answer.headers {
-                        response.push_str(&format!("{name}: {value}\r\n"));
-                    }
-                    response.push_str("\r\n");
-                    response.push_str(&answer.body);
-                    let _ = socket.write_all(response.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                });
-            }
-        });
-        Self { base_url, seen }
-    }
-
+impl FakeServerEngine for FakeChatServer {
     fn engine(&self) -> OpenAiEngine {
-        OpenAiEngine::new(OpenAiConfig::new(
-            self.base_url.clone(),
-            Some("sk-test".to_owned()),
-            "test-model",
-        ))
-        .unwrap()
+        OpenAiEngine::new(self.endpoint()).unwrap()
     }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Seen> {
-    let mut buffer = Vec::new();
-    let header_end = loop {
-        let mut chunk = [0_u8; 8192];
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-        if let Some(position) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break position + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next()?.to_owned();
-    let mut content_length = 0;
-    let mut authorization = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim().to_ascii_lowercase().as_str() {
-                "content-length" => content_length = value.trim().parse().ok()?,
-                "authorization" => authorization = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-    }
-    while buffer.len() < header_end + content_length {
-        let mut chunk = [0_u8; 65536];
-        let read = socket.read(&mut chunk).await.ok()?;
-        if read == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    let body = serde_json::from_slice(&buffer[header_end..header_end + content_length]).ok()?;
-    Some(Seen {
-        request_line,
-        authorization,
-        body,
-    })
 }
 
 fn page() -> PageImage {
@@ -158,7 +29,10 @@ fn page() -> PageImage {
 
 #[tokio::test]
 async fn a_page_goes_out_as_a_data_url_and_the_completion_text_comes_back() {
-    let server = ChatServer::start(vec![completion("Chapter 1: Adding fractions\n")]).await;
+    let server = FakeChatServer::start(vec![FakeAnswer::completion(
+        "Chapter 1: Adding fractions\n",
+    )])
+    .await;
     let engine = server.engine();
     assert_eq!(engine.name(), "openai:test-model");
     let text = engine
@@ -166,7 +40,7 @@ async fn a_page_goes_out_as_a_data_url_and_the_completion_text_comes_back() {
         .await
         .unwrap();
     assert_eq!(text, "Chapter 1: Adding fractions");
-    let seen = server.seen();
+    let seen = server.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].request_line, "POST /v1/chat/completions HTTP/1.1");
     assert_eq!(seen[0].authorization.as_deref(), Some("Bearer sk-test"));
@@ -183,9 +57,9 @@ async fn a_page_goes_out_as_a_data_url_and_the_completion_text_comes_back() {
 
 #[tokio::test]
 async fn http_429_is_retryable_after_the_servers_delay_and_then_succeeds() {
-    let server = ChatServer::start(vec![
-        error(429, vec![("retry-after", "2".to_owned())]),
-        completion("hello"),
+    let server = FakeChatServer::start(vec![
+        FakeAnswer::error(429).with_header("retry-after", "2"),
+        FakeAnswer::completion("hello"),
     ])
     .await;
     let engine = server.engine();
@@ -206,14 +80,18 @@ async fn http_429_is_retryable_after_the_servers_delay_and_then_succeeds() {
 
 #[tokio::test]
 async fn the_ocr_job_retries_a_429_and_records_the_page_done() {
-    let server = ChatServer::start(vec![error(429, vec![]), completion("page text")]).await;
+    let server = FakeChatServer::start(vec![
+        FakeAnswer::error(429),
+        FakeAnswer::completion("page text"),
+    ])
+    .await;
     let harness = crate::harness::Harness::with_pages(1).await;
     let worker = harness.start_worker(Arc::new(server.engine()), crate::harness::job_config(1, 5));
     let job = harness.enqueue(serde_json::json!({})).await;
     let job = harness.wait_terminal(job.id).await;
     worker.stop().await;
     assert_eq!(job.status, jobs_core::JobStatus::Completed);
-    assert_eq!(server.seen().len(), 2);
+    assert_eq!(server.requests().len(), 2);
     let manifest = harness.manifest().await;
     let entry = &manifest.page(1).unwrap().ocr;
     assert_eq!(entry.status, books::OcrStatus::Done);
@@ -224,13 +102,13 @@ async fn the_ocr_job_retries_a_429_and_records_the_page_done() {
 
 #[tokio::test]
 async fn http_500_on_every_try_exhausts_the_retries_and_fails_the_page() {
-    let server = ChatServer::start(vec![error(500, vec![])]).await;
+    let server = FakeChatServer::start(vec![FakeAnswer::error(500)]).await;
     let harness = crate::harness::Harness::with_pages(1).await;
     let worker = harness.start_worker(Arc::new(server.engine()), crate::harness::job_config(1, 5));
     let job = harness.enqueue(serde_json::json!({})).await;
     let job = harness.wait_terminal(job.id).await;
     worker.stop().await;
-    assert_eq!(server.seen().len(), 3, "three tries");
+    assert_eq!(server.requests().len(), 3, "three tries");
     assert_eq!(job.status, jobs_core::JobStatus::Completed);
     assert_eq!(job.progress.failed, 1);
     let manifest = harness.manifest().await;
@@ -241,7 +119,7 @@ async fn http_500_on_every_try_exhausts_the_retries_and_fails_the_page() {
 
 #[tokio::test]
 async fn http_401_is_terminal_and_fails_the_job_without_retrying() {
-    let server = ChatServer::start(vec![error(401, vec![])]).await;
+    let server = FakeChatServer::start(vec![FakeAnswer::error(401)]).await;
     let engine = server.engine();
     let error = engine
         .recognize(&page(), &CancellationToken::new())
@@ -257,7 +135,7 @@ async fn http_401_is_terminal_and_fails_the_job_without_retrying() {
     assert_eq!(job.status, jobs_core::JobStatus::Failed);
     assert_eq!(job.error.unwrap().code, "ocr_http");
     // One call by the test, one by the job: bad credentials stop the job at once.
-    assert_eq!(server.seen().len(), 2);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[tokio::test]
@@ -277,12 +155,7 @@ async fn a_server_that_is_not_listening_is_a_retryable_transport_error() {
 
 #[tokio::test]
 async fn a_2xx_body_that_is_not_a_completion_is_terminal() {
-    let server = ChatServer::start(vec![Answer {
-        status: 200,
-        headers: vec![],
-        body: r#"{"unexpected": true}"#.to_owned(),
-    }])
-    .await;
+    let server = FakeChatServer::start(vec![FakeAnswer::new(200, r#"{"unexpected": true}"#)]).await;
     let error = server
         .engine()
         .recognize(&page(), &CancellationToken::new())
