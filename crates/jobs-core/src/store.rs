@@ -183,15 +183,48 @@ impl RescueReport {
     }
 }
 
-/// A listing query, newest first.
+/// A listing query. Jobs come newest first, by id: ids are UUID v7, so id order is creation
+/// order. Name the filters you need and take the rest from [`Default`] (every resource, type
+/// and status, from the newest job, [`JobQuery::DEFAULT_LIMIT`] jobs):
+///
+/// ```
+/// # use jobs_core::{JobQuery, JobStatus};
+/// let failed_ocr = JobQuery {
+///     job_type: Some("ocr".into()),
+///     statuses: vec![JobStatus::Failed],
+///     ..JobQuery::default()
+/// };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobQuery {
     /// Only jobs of this resource.
     pub resource_key: Option<String>,
     /// Only jobs of this type.
     pub job_type: Option<String>,
+    /// Only jobs in one of these statuses; empty: any status.
+    pub statuses: Vec<JobStatus>,
+    /// Keyset pagination: only jobs whose id is lower (older) than this one. The next page
+    /// of a listing is the same query with `before` set to the last id of the page.
+    pub before: Option<JobId>,
     /// At most this many.
     pub limit: u32,
+}
+
+impl JobQuery {
+    /// The `limit` of [`JobQuery::default`].
+    pub const DEFAULT_LIMIT: u32 = 50;
+}
+
+impl Default for JobQuery {
+    fn default() -> Self {
+        Self {
+            resource_key: None,
+            job_type: None,
+            statuses: Vec::new(),
+            before: None,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
 }
 
 /// The unique index that keeps one active job per (resource, job type), as the database
@@ -273,7 +306,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// One job.
     async fn get(&self, id: JobId) -> Result<Job, StoreError>;
 
-    /// Jobs matching `query`, newest first.
+    /// Jobs matching `query`, newest first (by id, descending), at most `query.limit`.
     async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError>;
 
     /// Claims up to `limit` due pending jobs, oldest `run_at` first, each under a new lease.

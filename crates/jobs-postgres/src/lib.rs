@@ -411,28 +411,90 @@ ON CONFLICT (id) DO UPDATE
 SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.started_at,
     last_seen = excluded.last_seen";
 
+/// Every book's jobs, newest first, each status read where it costs least (see
+/// `migrations/postgres/0006_list_by_status.sql`). `$1` holds the statuses found by a
+/// backward scan of the primary key (every status when the query names none, else
+/// `completed`), `$2` those read from an index of their own (`pending` and `running` from the
+/// one-active index, `failed` and `cancelled` from theirs); [`list_branches`] splits them. A
+/// branch whose statuses are not asked for stops before it reads a row: its parameter test
+/// is a one-time filter of the plan. The active branch has no `ORDER BY ... LIMIT` of its
+/// own: with one, the planner would rather walk the primary key in order, which reads the
+/// whole table when a few old jobs still run; without, it reads the active jobs (at most one
+/// per resource and type) from their index and sorts them with the rest.
 const LIST: &str = "
-SELECT * FROM folio_jobs
-WHERE ($1::text IS NULL OR job_type = $1)
-ORDER BY created_at DESC, id DESC
-LIMIT $2";
+SELECT * FROM (
+    (SELECT * FROM folio_jobs
+     WHERE cardinality($1::text[]) > 0 AND status = ANY($1)
+       AND id < $3 AND ($4::text IS NULL OR job_type = $4)
+     ORDER BY id DESC
+     LIMIT $5)
+    UNION ALL
+    (SELECT * FROM folio_jobs
+     WHERE status IN ('pending', 'running') AND $2::text[] && ARRAY['pending', 'running']
+       AND status = ANY($2) AND id < $3 AND ($4::text IS NULL OR job_type = $4))
+    UNION ALL
+    (SELECT * FROM folio_jobs
+     WHERE status = 'failed' AND 'failed' = ANY($2)
+       AND id < $3 AND ($4::text IS NULL OR job_type = $4)
+     ORDER BY id DESC
+     LIMIT $5)
+    UNION ALL
+    (SELECT * FROM folio_jobs
+     WHERE status = 'cancelled' AND 'cancelled' = ANY($2)
+       AND id < $3 AND ($4::text IS NULL OR job_type = $4)
+     ORDER BY id DESC
+     LIMIT $5)
+) AS jobs
+ORDER BY id DESC
+LIMIT $5";
 
 /// A resource's jobs, newest first: its active ones (at most one per type) through the
-/// one-active index, its newest ended ones through the ended-jobs index.
+/// one-active index, its newest ended ones through the ended-jobs index. `$3` holds the
+/// statuses asked for (every status when the query names none), `$4` the keyset bound.
 const LIST_RESOURCE: &str = "
 SELECT * FROM (
     (SELECT * FROM folio_jobs
      WHERE resource_key = $1 AND ($2::text IS NULL OR job_type = $2)
-       AND status IN ('pending', 'running'))
+       AND status IN ('pending', 'running') AND status = ANY($3) AND id < $4)
     UNION ALL
     (SELECT * FROM folio_jobs
      WHERE resource_key = $1 AND ($2::text IS NULL OR job_type = $2)
-       AND status IN ('completed', 'failed', 'cancelled')
-     ORDER BY created_at DESC, id DESC
-     LIMIT $3)
+       AND status IN ('completed', 'failed', 'cancelled') AND status = ANY($3) AND id < $4
+     ORDER BY id DESC
+     LIMIT $5)
 ) AS jobs
-ORDER BY created_at DESC, id DESC
-LIMIT $3";
+ORDER BY id DESC
+LIMIT $5";
+
+/// Splits the statuses of an all-books listing between the branches of [`LIST`]: those
+/// found by scanning the primary key (every status when `statuses` is empty, else
+/// `completed`, the status of most jobs) and those read from an index of their own.
+fn list_branches(statuses: &[JobStatus]) -> (Vec<&'static str>, Vec<&'static str>) {
+    if statuses.is_empty() {
+        return (JobStatus::ALL.map(JobStatus::as_str).to_vec(), Vec::new());
+    }
+    let (scanned, indexed): (Vec<JobStatus>, Vec<JobStatus>) = statuses
+        .iter()
+        .partition(|status| **status == JobStatus::Completed);
+    (
+        scanned.into_iter().map(JobStatus::as_str).collect(),
+        indexed.into_iter().map(JobStatus::as_str).collect(),
+    )
+}
+
+/// The statuses a listing asks for: every status when it names none.
+fn wanted_statuses(statuses: &[JobStatus]) -> Vec<&'static str> {
+    if statuses.is_empty() {
+        JobStatus::ALL.map(JobStatus::as_str).to_vec()
+    } else {
+        statuses.iter().map(|status| status.as_str()).collect()
+    }
+}
+
+/// The keyset bound of a listing: below `before`, or below every id.
+fn list_before(before: Option<JobId>) -> Uuid {
+    before.map_or(Uuid::max(), |id| *id.as_uuid())
+}
 
 /// The `FINISH` statement (`sql`, so tests can `EXPLAIN` it) bound to one batch.
 fn finish_statement<'q>(
@@ -534,12 +596,23 @@ impl JobStore for PgJobStore {
     async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
         let limit = i64::from(query.limit);
         let job_type = query.job_type.as_deref();
+        let before = list_before(query.before);
         let statement = match query.resource_key.as_deref() {
             Some(resource_key) => sqlx::query(LIST_RESOURCE)
                 .bind(resource_key)
                 .bind(job_type)
+                .bind(wanted_statuses(&query.statuses))
+                .bind(before)
                 .bind(limit),
-            None => sqlx::query(LIST).bind(job_type).bind(limit),
+            None => {
+                let (scanned, indexed) = list_branches(&query.statuses);
+                sqlx::query(LIST)
+                    .bind(scanned)
+                    .bind(indexed)
+                    .bind(before)
+                    .bind(job_type)
+                    .bind(limit)
+            }
         };
         let rows = statement.fetch_all(&self.pool).await.map_err(translate)?;
         jobs_from_rows(&rows)
@@ -878,6 +951,133 @@ mod plans {
             let plan: Json<serde_json::Value> = row.try_get(0).expect("a JSON plan");
             assert!(looks_up(&plan.0, "job_type ="), "{name}: {}", plan.0);
         }
+        drop(connection);
+        database.drop().await;
+    }
+
+    /// The most rows one node of an `EXPLAIN ANALYZE` plan handled: those it returned and
+    /// those it read and threw away.
+    fn most_rows_in_one_node(plan: &serde_json::Value) -> u64 {
+        match plan {
+            serde_json::Value::Object(node) => {
+                let count = |key: &str| node.get(key).and_then(serde_json::Value::as_u64);
+                let here = count("Actual Rows").unwrap_or(0) * count("Actual Loops").unwrap_or(1)
+                    + count("Rows Removed by Filter").unwrap_or(0)
+                    + count("Rows Removed by Index Recheck").unwrap_or(0);
+                node.values()
+                    .map(most_rows_in_one_node)
+                    .fold(here, u64::max)
+            }
+            serde_json::Value::Array(nodes) => {
+                nodes.iter().map(most_rows_in_one_node).max().unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// A Postgres array literal of `items`, for an `EXECUTE` argument.
+    fn array(items: &[&str]) -> String {
+        format!("'{{{}}}'", items.join(","))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_read_each_status_from_its_index_and_never_scan_the_table() {
+        let database = crate::testing::TestDatabase::create().await;
+        let store = database.store().await;
+        // 20,000 jobs in id order over 2,000 books: the newest 100 active, one in 200 failed,
+        // one in 200 cancelled, the rest completed.
+        sqlx::query(
+            "INSERT INTO folio_jobs (id, resource_key, job_type, status, payload, max_attempts,
+                                     attempt, error, worker_id, started_at, heartbeat_at,
+                                     run_at, created_at, finished_at)
+             SELECT (lpad(to_hex(i), 12, '0') || '70008000' || lpad(to_hex(i), 12, '0'))::uuid,
+                    'book-' || (i % 2000), (ARRAY['ocr', 'guidelines', 'finalize'])[1 + i % 3],
+                    status, '{}', 3, CASE WHEN status = 'pending' THEN 0 ELSE 1 END,
+                    CASE WHEN status = 'failed' THEN '{}'::jsonb END,
+                    CASE WHEN status <> 'pending' THEN 'w' END,
+                    CASE WHEN status <> 'pending' THEN now() END,
+                    CASE WHEN status <> 'pending' THEN now() END,
+                    now(), now(),
+                    CASE WHEN status NOT IN ('pending', 'running') THEN now() END
+             FROM (SELECT i, CASE WHEN i > 19900 THEN (ARRAY['pending', 'running'])[1 + i % 2]
+                                  WHEN i % 200 = 0 THEN 'failed'
+                                  WHEN i % 200 = 1 THEN 'cancelled'
+                                  ELSE 'completed' END AS status
+                   FROM generate_series(1, 20000) AS i) AS jobs",
+        )
+        .execute(store.pool())
+        .await
+        .expect("20,000 jobs");
+        let mut connection = store.pool().acquire().await.expect("a connection");
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "PREPARE list (text[], text[], uuid, text, int8) AS {LIST};
+             PREPARE list_resource (text, text, text[], uuid, int8) AS {LIST_RESOURCE};"
+        )))
+        .execute(&mut *connection)
+        .await
+        .expect("prepare");
+        let top = format!("'{}'", list_before(None));
+        let middle = "'00000000-3a98-7000-8000-000000003a98'"; // the 15,000th job
+        let cases: [(&[JobStatus], Option<&str>, &str, &str); 8] = [
+            (&[], None, &top, "folio_jobs_pkey"),
+            (&[], Some("'finalize'"), middle, "folio_jobs_pkey"),
+            (&[JobStatus::Completed], None, middle, "folio_jobs_pkey"),
+            (&[JobStatus::Failed], None, &top, "folio_jobs_failed"),
+            (
+                &[JobStatus::Cancelled],
+                Some("'ocr'"),
+                middle,
+                "folio_jobs_cancelled",
+            ),
+            (&[JobStatus::Running], None, &top, "folio_jobs_one_active"),
+            (&JobStatus::ACTIVE, None, &top, "folio_jobs_one_active"),
+            (
+                &[JobStatus::Failed, JobStatus::Completed],
+                None,
+                middle,
+                "folio_jobs_failed",
+            ),
+        ];
+        for (statuses, job_type, before, index) in cases {
+            let (scanned, indexed) = list_branches(statuses);
+            let arguments = format!(
+                "{}, {}, {before}, {}, 50",
+                array(&scanned),
+                array(&indexed),
+                job_type.unwrap_or("NULL")
+            );
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE list ({arguments})"
+            )))
+            .fetch_one(&mut *connection)
+            .await
+            .expect("explain");
+            let plan: Json<serde_json::Value> = row.try_get(0).expect("a JSON plan");
+            let text = plan.0.to_string();
+            assert!(text.contains(index), "{statuses:?}: {text}");
+            assert!(
+                !text.contains("Seq Scan") && !text.contains("folio_jobs_ended_by_resource"),
+                "{statuses:?}: {text}"
+            );
+            let most = most_rows_in_one_node(&plan.0);
+            assert!(
+                most <= 500,
+                "{statuses:?} read {most} rows in one node: {text}"
+            );
+        }
+
+        // A resource's jobs come from its own entries in the one-active and ended indexes.
+        let every_status = array(&JobStatus::ALL.map(JobStatus::as_str));
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE list_resource \
+             ('book-1', NULL, {every_status}, {top}, 50)"
+        )))
+        .fetch_one(&mut *connection)
+        .await
+        .expect("explain");
+        let plan: Json<serde_json::Value> = row.try_get(0).expect("a JSON plan");
+        assert!(looks_up(&plan.0, "resource_key ="), "{}", plan.0);
+        assert!(most_rows_in_one_node(&plan.0) <= 50, "{}", plan.0);
         drop(connection);
         database.drop().await;
     }

@@ -299,11 +299,86 @@ ON CONFLICT (id) DO UPDATE
 SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.started_at,
     last_seen = excluded.last_seen";
 
+/// Every book's jobs, newest first, each status read where it costs least (see
+/// `migrations/sqlite/0006_list_by_status.sql`). `?1` holds the statuses found by a backward
+/// scan of the primary key's index (every status when the query names none, else
+/// `completed`), `?2` those read from an index of their own (`pending` and `running` from the
+/// one-active index, named here because SQLite would rather scan the key in order and could
+/// read the whole table to find a few running jobs; `failed` and `cancelled` from theirs).
+/// [`list_branches`] splits them. A branch whose statuses are not asked for stops before it
+/// reads a row: its test of the parameters does not depend on the row.
 const LIST: &str = "
+SELECT * FROM (
+    SELECT * FROM (
+        SELECT * FROM folio_jobs
+        WHERE ?1 <> '[]' AND status IN (SELECT value FROM json_each(?1))
+          AND id < ?3 AND (?4 IS NULL OR job_type = ?4)
+        ORDER BY id DESC
+        LIMIT ?5)
+    UNION ALL
+    SELECT * FROM (
+        SELECT * FROM folio_jobs INDEXED BY folio_jobs_one_active
+        WHERE status IN ('pending', 'running')
+          AND EXISTS (SELECT 1 FROM json_each(?2) WHERE value IN ('pending', 'running'))
+          AND status IN (SELECT value FROM json_each(?2))
+          AND id < ?3 AND (?4 IS NULL OR job_type = ?4)
+        ORDER BY id DESC
+        LIMIT ?5)
+    UNION ALL
+    SELECT * FROM (
+        SELECT * FROM folio_jobs
+        WHERE status = 'failed' AND 'failed' IN (SELECT value FROM json_each(?2))
+          AND id < ?3 AND (?4 IS NULL OR job_type = ?4)
+        ORDER BY id DESC
+        LIMIT ?5)
+    UNION ALL
+    SELECT * FROM (
+        SELECT * FROM folio_jobs
+        WHERE status = 'cancelled' AND 'cancelled' IN (SELECT value FROM json_each(?2))
+          AND id < ?3 AND (?4 IS NULL OR job_type = ?4)
+        ORDER BY id DESC
+        LIMIT ?5)
+)
+ORDER BY id DESC
+LIMIT ?5";
+
+/// A resource's jobs, newest first, found through `folio_jobs_by_resource`. `?3` holds the
+/// statuses asked for (every status when the query names none), `?4` the keyset bound.
+const LIST_RESOURCE: &str = "
 SELECT * FROM folio_jobs
-WHERE (?1 IS NULL OR resource_key = ?1) AND (?2 IS NULL OR job_type = ?2)
-ORDER BY created_at DESC, id DESC
-LIMIT ?3";
+WHERE resource_key = ?1 AND (?2 IS NULL OR job_type = ?2)
+  AND status IN (SELECT value FROM json_each(?3)) AND id < ?4
+ORDER BY id DESC
+LIMIT ?5";
+
+/// Above every job id in text order (ids are lowercase hyphenated UUIDs): the keyset bound of
+/// a listing without `before`.
+const ID_ABOVE_ALL: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+
+/// Splits the statuses of an all-books listing between the branches of [`LIST`]: those
+/// found by scanning the primary key (every status when `statuses` is empty, else
+/// `completed`, the status of most jobs) and those read from an index of their own.
+fn list_branches(statuses: &[JobStatus]) -> (Vec<&'static str>, Vec<&'static str>) {
+    if statuses.is_empty() {
+        return (JobStatus::ALL.map(JobStatus::as_str).to_vec(), Vec::new());
+    }
+    let (scanned, indexed): (Vec<JobStatus>, Vec<JobStatus>) = statuses
+        .iter()
+        .partition(|status| **status == JobStatus::Completed);
+    (
+        scanned.into_iter().map(JobStatus::as_str).collect(),
+        indexed.into_iter().map(JobStatus::as_str).collect(),
+    )
+}
+
+/// The statuses a listing asks for: every status when it names none.
+fn wanted_statuses(statuses: &[JobStatus]) -> Vec<&'static str> {
+    if statuses.is_empty() {
+        JobStatus::ALL.map(JobStatus::as_str).to_vec()
+    } else {
+        statuses.iter().map(|status| status.as_str()).collect()
+    }
+}
 
 #[async_trait]
 impl JobStore for SqliteJobStore {
@@ -352,9 +427,25 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(LIST)
-            .bind(query.resource_key.as_deref())
-            .bind(query.job_type.as_deref())
+        let before = query
+            .before
+            .map_or_else(|| ID_ABOVE_ALL.to_owned(), |id| id.to_string());
+        let statement = match query.resource_key.as_deref() {
+            Some(resource_key) => sqlx::query(LIST_RESOURCE)
+                .bind(resource_key)
+                .bind(query.job_type.as_deref())
+                .bind(json_text(&wanted_statuses(&query.statuses)))
+                .bind(before),
+            None => {
+                let (scanned, indexed) = list_branches(&query.statuses);
+                sqlx::query(LIST)
+                    .bind(json_text(&scanned))
+                    .bind(json_text(&indexed))
+                    .bind(before)
+                    .bind(query.job_type.as_deref())
+            }
+        };
+        let rows = statement
             .bind(i64::from(query.limit))
             .fetch_all(&self.pool)
             .await
@@ -578,5 +669,79 @@ impl JobStore for SqliteJobStore {
 
     fn job_signal(&self) -> Option<Arc<Notify>> {
         Some(self.signal.clone())
+    }
+}
+
+#[cfg(test)]
+mod plans {
+    //! The query plans of the listings: each status comes from the index written for it,
+    //! and no listing scans the table.
+
+    use super::*;
+
+    /// The `detail` lines of `EXPLAIN QUERY PLAN` for `sql` with `arguments` bound.
+    async fn plan(store: &SqliteJobStore, sql: &str, arguments: &[Option<&str>]) -> String {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(explain));
+        for argument in arguments {
+            query = query.bind(*argument);
+        }
+        let rows = query.fetch_all(store.pool()).await.expect("explain");
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("a detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn listings_read_each_status_from_its_index_and_never_scan_the_table() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store = SqliteJobStore::connect(&url).await.expect("open");
+        let (scanned, indexed) = list_branches(&JobStatus::ALL);
+        let (scanned, indexed) = (json_text(&scanned), json_text(&indexed));
+        let every_book = plan(
+            &store,
+            LIST,
+            &[
+                Some(&scanned),
+                Some(&indexed),
+                Some(ID_ABOVE_ALL),
+                None,
+                Some("50"),
+            ],
+        )
+        .await;
+        for index in [
+            "SEARCH folio_jobs USING INDEX sqlite_autoindex_folio_jobs_1 (id<?)",
+            "SCAN folio_jobs USING INDEX folio_jobs_one_active",
+            "SEARCH folio_jobs USING INDEX folio_jobs_failed (id<?)",
+            "SEARCH folio_jobs USING INDEX folio_jobs_cancelled (id<?)",
+        ] {
+            assert!(every_book.contains(index), "{index}:\n{every_book}");
+        }
+        let statuses = json_text(&wanted_statuses(&[]));
+        let one_book = plan(
+            &store,
+            LIST_RESOURCE,
+            &[
+                Some("book-1"),
+                None,
+                Some(&statuses),
+                Some(ID_ABOVE_ALL),
+                Some("50"),
+            ],
+        )
+        .await;
+        assert!(
+            one_book.contains("USING INDEX folio_jobs_by_resource (resource_key=?)"),
+            "{one_book}"
+        );
+        for listing in [every_book, one_book] {
+            assert!(
+                !listing.lines().any(|line| line.trim() == "SCAN folio_jobs"),
+                "{listing}"
+            );
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Jobs of a book: start (or resume), list, latest; one job: get, events, cancel, resume.
+//! Jobs of a book: start (or resume), list, latest; every book's jobs, a page at a time; one
+//! job: get, events, cancel, resume.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -9,7 +10,7 @@ use extraction::{FINALIZE_JOB_TYPE, GUIDELINES_JOB_TYPE};
 use jobs_core::{Acquire, JobId, JobQuery, JobStatus, LockError, StoreError};
 use serde_json::json;
 
-use crate::dto::{CreateJob, Job, JobList, JobListQuery, LatestJobQuery};
+use crate::dto::{AllJobsQuery, CreateJob, Job, JobList, JobListQuery, JobPage, LatestJobQuery};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, job_id};
 use crate::routes::BOOK_JOB_TYPES;
@@ -18,6 +19,17 @@ use crate::state::AppState;
 /// Default and largest `limit` of a job listing.
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
+
+/// A listing's `limit`: the default when absent, else 1 to [`MAX_LIMIT`], or 422.
+fn listing_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be from 1 to {MAX_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
 
 /// How far back `resume: true` looks for a failed or cancelled job.
 const RESUME_LOOKBACK: u32 = 100;
@@ -86,6 +98,7 @@ pub(crate) async fn create_book_job(
             resource_key: Some(book_id.to_string()),
             job_type: Some(job_type.to_owned()),
             limit: RESUME_LOOKBACK,
+            ..JobQuery::default()
         })
         .await?;
     if let Some(active) = recent.iter().find(|job| job.status.is_active()) {
@@ -169,12 +182,7 @@ pub(crate) async fn list_book_jobs(
     Query(query): Query<JobListQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
     let book_id = book_id(&book)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(format!(
-            "limit must be from 1 to {MAX_LIMIT}"
-        )));
-    }
+    let limit = listing_limit(query.limit)?;
     state.books().manifest(&book_id).await?;
     let jobs = state
         .job_store()
@@ -182,10 +190,85 @@ pub(crate) async fn list_book_jobs(
             resource_key: Some(book_id.to_string()),
             job_type: query.job_type,
             limit,
+            ..JobQuery::default()
         })
         .await?;
     Ok(axum::Json(JobList {
         jobs: jobs.iter().map(Job::from).collect(),
+    }))
+}
+
+/// The statuses of a comma-separated `status` parameter (none when it is empty), or 422.
+fn job_statuses(text: &str) -> Result<Vec<JobStatus>, ApiError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|name| {
+            name.trim()
+                .parse::<JobStatus>()
+                .map_err(|_| ApiError::Invalid {
+                    message: format!(
+                        "unknown job status {:?}: known statuses are {}",
+                        name.chars().take(100).collect::<String>(),
+                        JobStatus::ALL.map(JobStatus::as_str).join(", ")
+                    ),
+                    details: Some(
+                        json!({ "known_statuses": JobStatus::ALL.map(JobStatus::as_str) }),
+                    ),
+                })
+        })
+        .collect()
+}
+
+/// Every book's jobs, newest first, a page at a time: pass a page's `next_before` as
+/// `before` to get the next one.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(AllJobsQuery),
+    responses(
+        (status = 200, description = "A page of jobs, newest first, and where the next page starts", body = JobPage),
+        (status = 422, description = "`invalid_request`: unknown status or type, limit out of range, or `before` not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<AllJobsQuery>,
+) -> Result<axum::Json<JobPage>, ApiError> {
+    let statuses = job_statuses(query.status.as_deref().unwrap_or_default())?;
+    let job_type = query.job_type.as_deref().map(job_type).transpose()?;
+    let limit = listing_limit(query.limit)?;
+    let before = match query.before.as_deref() {
+        Some(text) => Some(text.parse::<JobId>().map_err(|_| {
+            ApiError::invalid(format!(
+                "invalid before {:?}: expected a job id (a UUID)",
+                text.chars().take(100).collect::<String>()
+            ))
+        })?),
+        None => None,
+    };
+    // One job more than the page tells whether an older one follows.
+    let mut jobs = state
+        .job_store()
+        .list(&JobQuery {
+            job_type: job_type.map(str::to_owned),
+            statuses,
+            before,
+            limit: limit + 1,
+            ..JobQuery::default()
+        })
+        .await?;
+    let page_size = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_before = if jobs.len() > page_size {
+        jobs.truncate(page_size);
+        jobs.last().map(|job| *job.id.as_uuid())
+    } else {
+        None
+    };
+    Ok(axum::Json(JobPage {
+        jobs: jobs.iter().map(Job::from).collect(),
+        next_before,
     }))
 }
 
@@ -213,6 +296,7 @@ pub(crate) async fn latest_book_job(
             resource_key: Some(book_id.to_string()),
             job_type: query.job_type,
             limit: 1,
+            ..JobQuery::default()
         })
         .await?;
     Ok(axum::Json(jobs.first().map(Job::from)))

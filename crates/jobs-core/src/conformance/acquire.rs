@@ -69,6 +69,7 @@ pub async fn acquire_answers_busy_with_the_active_job(store: Arc<dyn JobStore>) 
             resource_key: Some("book-1".into()),
             job_type: None,
             limit: 10,
+            ..JobQuery::default()
         })
         .await
         .unwrap();
@@ -134,6 +135,7 @@ pub async fn concurrent_acquires_for_one_key_create_exactly_one_job(store: Arc<d
             resource_key: Some("contended".into()),
             job_type: None,
             limit: 500,
+            ..JobQuery::default()
         })
         .await
         .unwrap();

@@ -54,6 +54,7 @@ pub async fn list_returns_newest_first_with_filters(store: Arc<dyn JobStore>) {
         resource_key: resource_key.map(str::to_owned),
         job_type: job_type.map(str::to_owned),
         limit,
+        ..JobQuery::default()
     };
     let ids = |jobs: Vec<crate::Job>| jobs.into_iter().map(|job| job.id).collect::<Vec<_>>();
     let listed = ids(fx

@@ -34,6 +34,7 @@ mod errors;
 mod fencing;
 mod finish;
 mod heartbeat;
+mod list;
 mod model;
 mod registry;
 mod rescue;
@@ -46,6 +47,7 @@ pub use errors::*;
 pub use fencing::*;
 pub use finish::*;
 pub use heartbeat::*;
+pub use list::*;
 pub use model::*;
 pub use registry::*;
 pub use rescue::*;
@@ -108,6 +110,11 @@ macro_rules! conformance_cases {
         $callback!(list_returns_newest_first_with_filters);
         $callback!(job_fields_round_trip_exactly);
         $callback!(active_index_matches_job_status_active);
+        // listing every resource: status and type filters, keyset pages, limit
+        $callback!(list_of_every_resource_is_newest_first);
+        $callback!(list_filters_by_one_status_several_statuses_and_type);
+        $callback!(list_pages_with_before_return_every_job_exactly_once);
+        $callback!(list_returns_at_most_limit_jobs_the_newest_ones);
         // worker registry and job signal
         $callback!(workers_register_touch_and_leave);
         $callback!(job_signal_fires_on_insert_and_requeue);

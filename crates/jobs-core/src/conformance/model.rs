@@ -434,6 +434,7 @@ async fn check_invariants(
         resource_key: None,
         job_type: Some(job_type.to_owned()),
         limit: 10_000,
+        ..JobQuery::default()
     };
     let stored = store.list(&query).await.unwrap();
     check(stored.len() == model.jobs.len(), || {

@@ -106,12 +106,11 @@ pub async fn job_signal_fires_on_insert_and_requeue(store: Arc<dyn JobStore>) {
         );
     }
     // Only "d" may be claimable for the requeue below.
-    let pending = fx.store.list(&crate::JobQuery {
-        resource_key: None,
-        job_type: None,
+    let every_job = crate::JobQuery {
         limit: 100,
-    });
-    for job in pending.await.unwrap() {
+        ..crate::JobQuery::default()
+    };
+    for job in fx.store.list(&every_job).await.unwrap() {
         fx.lock.cancel(job.id).await.unwrap();
     }
     let job = fx.running("d").await;
