@@ -112,10 +112,12 @@ fn install(script: &str) -> Result<String> {
 
 fn ci() -> Result<()> {
     // Tools the tests run for real, installed when missing: the tesseract CLI (OCR tests),
-    // moto (the S3 tests start their own server), an OpenAPI validator (API tests).
+    // moto (the S3 tests start their own server), an OpenAPI validator (API tests),
+    // headless Chromium with its WebDriver (dashboard tests).
     eprintln!("{}", install("install-tesseract.sh")?);
     let moto_server = install("install-moto.sh")?;
     let openapi_validator = install("install-openapi-validator.sh")?;
+    let chromedriver = install("install-chromium.sh")?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -136,7 +138,8 @@ fn ci() -> Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-features"])
         .env("FOLIO_MOTO_SERVER", &moto_server)
-        .env("FOLIO_OPENAPI_VALIDATOR", &openapi_validator);
+        .env("FOLIO_OPENAPI_VALIDATOR", &openapi_validator)
+        .env("FOLIO_CHROMEDRIVER", &chromedriver);
     run(test)?;
 
     let mut example = cargo();

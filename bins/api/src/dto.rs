@@ -184,6 +184,46 @@ pub struct JobListQuery {
     pub limit: Option<u32>,
 }
 
+/// Query of `GET /v1/jobs`: every book's jobs, newest first, a page at a time.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AllJobsQuery {
+    /// Only jobs in one of these statuses, comma-separated (`failed,cancelled`); any status
+    /// when absent or empty.
+    #[param(value_type = Option<Vec<JobStatus>>, style = Form, explode = false)]
+    pub status: Option<String>,
+    /// Only jobs of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", schema_with = book_job_type_schema)]
+    pub job_type: Option<String>,
+    /// At most this many jobs in the page (1-500, default 50).
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u32>,
+    /// Only jobs older than this one (a job id): the `next_before` of the previous page.
+    #[param(value_type = Option<Uuid>)]
+    pub before: Option<String>,
+}
+
+/// The schema of the `type` filter: one of `BOOK_JOB_TYPES`. It carries the description,
+/// which a parameter whose schema is built by hand does not get from its doc comment.
+fn book_job_type_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(crate::routes::BOOK_JOB_TYPES))
+        .description(Some("Only jobs of this type."))
+        .build()
+}
+
+/// A page of every book's jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// The `before` of the next page (the id of this page's last job), or null when no older
+    /// job matches.
+    pub next_before: Option<Uuid>,
+}
+
 /// Query of `GET /v1/books/{book_id}/jobs/latest`.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -247,12 +287,7 @@ impl From<&Manifest> for Book {
                 .map(|page| Page::new(&manifest.book_id, page))
                 .collect(),
             guidelines: Guidelines {
-                status: match manifest.guidelines.status {
-                    GuidelinesStatus::None => GuidelinesState::None,
-                    GuidelinesStatus::Extracting => GuidelinesState::Extracting,
-                    GuidelinesStatus::Extracted => GuidelinesState::Extracted,
-                    GuidelinesStatus::Final => GuidelinesState::Final,
-                },
+                status: GuidelinesState::from(manifest.guidelines.status),
                 pages_done: manifest.guidelines.pages_done,
                 final_path: manifest.guidelines.final_path.clone(),
             },
@@ -284,6 +319,17 @@ pub enum GuidelinesState {
     Extracted,
     /// Finalized.
     Final,
+}
+
+impl From<GuidelinesStatus> for GuidelinesState {
+    fn from(status: GuidelinesStatus) -> Self {
+        match status {
+            GuidelinesStatus::None => Self::None,
+            GuidelinesStatus::Extracting => Self::Extracting,
+            GuidelinesStatus::Extracted => Self::Extracted,
+            GuidelinesStatus::Final => Self::Final,
+        }
+    }
 }
 
 /// One page with its OCR status.
@@ -382,6 +428,12 @@ pub struct BookSummary {
     pub pages: usize,
     /// Pages whose OCR is done.
     pub pages_ocr_done: usize,
+    /// Pages whose OCR failed (see each page's `ocr.error` in the book).
+    pub pages_ocr_failed: usize,
+    /// Where the book's guidelines are.
+    pub guidelines_status: GuidelinesState,
+    /// Pages whose guidelines are extracted.
+    pub guidelines_pages_done: u32,
     /// When the book was created.
     pub created_at: DateTime<Utc>,
     /// When the manifest last changed.
@@ -399,6 +451,13 @@ impl From<&Manifest> for BookSummary {
                 .iter()
                 .filter(|page| page.ocr.status == OcrStatus::Done)
                 .count(),
+            pages_ocr_failed: manifest
+                .pages
+                .iter()
+                .filter(|page| page.ocr.status == OcrStatus::Failed)
+                .count(),
+            guidelines_status: GuidelinesState::from(manifest.guidelines.status),
+            guidelines_pages_done: manifest.guidelines.pages_done,
             created_at: manifest.created_at,
             updated_at: manifest.updated_at,
         }

@@ -10,11 +10,14 @@
 //!   "details"}}` with the stable codes of [`ErrorCode`]; 5xx bodies are generic and the
 //!   cause is logged once, by the observing middleware.
 //! - HTTP DTOs live here ([`dto`]); the core types never reach the wire directly.
+//! - The dashboard (SPEC section 7) is served from `/`, `/books/{book_id}`, `/jobs` and
+//!   `/assets/`: static files embedded in the binary, outside `/v1` and the API document.
 //!
 //! Architecture Invariant: this crate picks no store itself; it receives `dyn JobStore` and
 //! `dyn BlobStore` in its [`AppState`] (the binary opens them through `app`).
 
 mod auth;
+mod dashboard;
 pub mod dto;
 mod error;
 mod events;

@@ -53,8 +53,8 @@
 //!      **dropped**: it carries no instruction, and keeping every sentence of a book would
 //!      turn the guidelines into a copy of it.
 //!
-//!    Labels and list markers are stripped; the rest of the text is kept as written
-//!    (whitespace collapsed).
+//!    Labels and list markers are stripped and the first letter is set in uppercase; the
+//!    rest of the text is kept as written (whitespace collapsed).
 //!
 //! Content before the first heading of a page continues `previous_topic`; on the first
 //! page of a book without a heading there is none, and it goes under a topic titled
@@ -823,11 +823,16 @@ impl Item {
     }
 }
 
+/// A guideline reads as a sentence: whitespace collapsed and, once a label ("Tip:") is
+/// stripped, its first letter in uppercase ("Tip: cancel ..." -> "Cancel ...").
 fn guideline(kind: GuidelineKind, text: &str) -> Guideline {
-    Guideline {
-        kind,
-        text: collapse_whitespace(text),
-    }
+    let text = collapse_whitespace(text);
+    let mut chars = text.chars();
+    let text = match chars.next() {
+        Some(first) if first.is_lowercase() => first.to_uppercase().chain(chars).collect(),
+        _ => text,
+    };
+    Guideline { kind, text }
 }
 
 /// The topics of a page as its lines come in.
@@ -1117,7 +1122,7 @@ mod tests {
             // Labels.
             (
                 "Example: one half plus one third equals five sixths.",
-                Some((Example, "one half plus one third equals five sixths.")),
+                Some((Example, "One half plus one third equals five sixths.")),
             ),
             (
                 "Example 2: 1/2 + 1/4 = 3/4",
@@ -1129,24 +1134,24 @@ mod tests {
             ),
             (
                 "Definition: a tenth is one part of ten equal parts.",
-                Some((Definition, "a tenth is one part of ten equal parts.")),
+                Some((Definition, "A tenth is one part of ten equal parts.")),
             ),
             (
                 "Tip: cancel common factors before you multiply.",
-                Some((Tip, "cancel common factors before you multiply.")),
+                Some((Tip, "Cancel common factors before you multiply.")),
             ),
             (
                 "NOTE: a negative result is still a valid fraction.",
-                Some((Tip, "a negative result is still a valid fraction.")),
+                Some((Tip, "A negative result is still a valid fraction.")),
             ),
-            ("Hint: draw a picture.", Some((Tip, "draw a picture."))),
+            ("Hint: draw a picture.", Some((Tip, "Draw a picture."))),
             (
                 "Note that the order matters.",
                 Some((Tip, "Note that the order matters.")),
             ),
             (
                 "Remember: the denominator stays the same.",
-                Some((Rule, "the denominator stays the same.")),
+                Some((Rule, "The denominator stays the same.")),
             ),
             (
                 "Remember that the denominator stays the same.",
@@ -1157,10 +1162,10 @@ mod tests {
                 "- Keep the denominator.",
                 Some((Rule, "Keep the denominator.")),
             ),
-            ("• the bottom number", Some((Rule, "the bottom number"))),
+            ("• the bottom number", Some((Rule, "The bottom number"))),
             (
                 "* Tip: check with an estimate.",
-                Some((Tip, "check with an estimate.")),
+                Some((Tip, "Check with an estimate.")),
             ),
             // Imperatives.
             (
@@ -1277,7 +1282,7 @@ mod tests {
             ),
             (
                 "Tip: cancel common factors\nbefore you multiply.",
-                &[(Tip, "cancel common factors before you multiply.")],
+                &[(Tip, "Cancel common factors before you multiply.")],
             ),
             ("Tip:\nCancel first.", &[(Tip, "Cancel first.")]),
             ("1.\nAdd the numerators.", &[(Step, "Add the numerators.")]),
@@ -1427,7 +1432,7 @@ Tip: estimate the answer before you start.
                             Rule,
                             "Never add the whole numbers and the fractions separately without checking."
                         ),
-                        (Tip, "estimate the answer before you start."),
+                        (Tip, "Estimate the answer before you start."),
                     ]
                 ),
             ]

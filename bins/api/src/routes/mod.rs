@@ -74,6 +74,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(guidelines::get_page_guidelines))
         .routes(routes!(jobs::create_book_job, jobs::list_book_jobs))
         .routes(routes!(jobs::latest_book_job))
+        .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::job_events))
         .routes(routes!(jobs::cancel_job))
@@ -154,7 +155,9 @@ pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
         .merge(v1)
         .merge(system)
         .split_for_parts();
+    // The dashboard is not an API operation: merged after the document was split off.
     let router = router
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .layer(

@@ -2,10 +2,13 @@
 //! `file://`), the same on Postgres where the store matters, an end-to-end run on Postgres
 //! and S3 with a real worker, and process tests of the binary.
 
+mod all_jobs;
 mod auth;
 mod books;
 mod cli;
 mod concurrency;
+mod dashboard_assets;
+mod dashboard;
 mod e2e;
 mod events;
 mod guidelines;

@@ -107,7 +107,7 @@ fn sample_guidelines_lose_their_labels_and_keep_their_text() {
             .map(|guideline| guideline.kind)
     };
     let table = [
-        (1, "one half plus one third equals five sixths.", Example),
+        (1, "One half plus one third equals five sixths.", Example),
         (
             1,
             "To add two fractions, first find a common denominator.",
@@ -118,8 +118,8 @@ fn sample_guidelines_lose_their_labels_and_keep_their_text() {
             "Always simplify the result before you write it down.",
             Rule,
         ),
-        (2, "a negative result is still a valid fraction.", Tip),
-        (3, "cancel common factors before you multiply.", Tip),
+        (2, "A negative result is still a valid fraction.", Tip),
+        (3, "Cancel common factors before you multiply.", Tip),
         (3, "You do not need a common denominator here.", Rule),
         (4, "Turn the second fraction upside down.", Rule),
         (
@@ -127,7 +127,7 @@ fn sample_guidelines_lose_their_labels_and_keep_their_text() {
             "A decimal is another way to write a fraction.",
             Definition,
         ),
-        (5, "a tenth is one part of ten equal parts.", Definition),
+        (5, "A tenth is one part of ten equal parts.", Definition),
         (
             6,
             "Students should check their answers with an estimate.",
@@ -140,8 +140,8 @@ fn sample_guidelines_lose_their_labels_and_keep_their_text() {
             Definition,
         ),
         (10, "Then evaluate powers and roots.", Rule),
-        (11, "a solution makes the equation true.", Definition),
-        (12, "practice a little every day to remember more.", Tip),
+        (11, "A solution makes the equation true.", Definition),
+        (12, "Practice a little every day to remember more.", Tip),
     ];
     for (page, text, kind) in table {
         assert_eq!(find(page, text), Some(kind), "page {page}: {text:?}");

@@ -1,0 +1,434 @@
+// One book (`/books/{id}`): upload, the page grid, the actions with their preconditions,
+// the live job cards, the job history and the guidelines.
+//
+// Live updates: each active job shown is followed through live.js (one stream per job
+// whatever this view does). While an OCR or guidelines job progresses, the manifest is
+// read again at most once a second and the tiles are updated in place; once more at the
+// terminal status.
+
+import { getJson, postJson, seg } from './api.js';
+import { follow } from './live.js';
+import { reload } from './router.js';
+import {
+  h, reconcile, setAttr, setText, statusBadge, updateStatusBadge, every, plural, jobTypeLabel,
+  formatTime, formatDuration, jobElapsedMs, isActive, isTerminal, shortId, errorText,
+} from './ui.js';
+import { uploadPanel } from './upload.js';
+import { pageGrid } from './pages.js';
+import { jobCard } from './jobcard.js';
+import { guidelinesSection } from './guidelines.js';
+
+const JOB_TYPES = ['ocr', 'guidelines', 'finalize'];
+const MANIFEST_MIN_INTERVAL_MS = 1000;
+const HISTORY_REFRESH_MS = 5000;
+const HISTORY_LIMIT = 50;
+
+export function bookView(container, [bookId], scope) {
+  document.title = `${bookId} · Folio`;
+  const base = `/v1/books/${seg(bookId)}`;
+
+  // ---- skeleton -------------------------------------------------------------------------
+  const title = h('h1', { id: 'book-title', class: 'book-title-heading' }, bookId);
+  const meta = h('p', { class: 'book-meta muted' });
+  const loadError = h('p', { class: 'error', role: 'alert', hidden: true });
+
+  const buttons = {
+    ocr: h('button', { type: 'button', id: 'start-ocr', class: 'primary', 'aria-describedby': 'start-ocr-reason' }, 'Run OCR'),
+    guidelines: h('button', { type: 'button', id: 'start-guidelines', class: 'primary', 'aria-describedby': 'start-guidelines-reason' }, 'Extract guidelines'),
+    finalize: h('button', { type: 'button', id: 'start-finalize', class: 'primary', 'aria-describedby': 'start-finalize-reason' }, 'Finalize'),
+  };
+  const reasons = {
+    ocr: h('p', { id: 'start-ocr-reason', class: 'reason' }),
+    guidelines: h('p', { id: 'start-guidelines-reason', class: 'reason' }),
+    finalize: h('p', { id: 'start-finalize-reason', class: 'reason' }),
+  };
+  const hints = {
+    ocr: 'Recognize the text of every page not done yet.',
+    guidelines: 'Turn each page’s text into teaching guidelines.',
+    finalize: 'Merge the pages’ guidelines into one document.',
+  };
+  const actionError = h('p', { id: 'action-error', class: 'error', role: 'alert', hidden: true });
+  const actions = h('section', { class: 'card actions-card', 'aria-labelledby': 'actions-title' },
+    h('h2', { id: 'actions-title' }, 'Actions'),
+    h('ol', { class: 'action-steps' }, JOB_TYPES.map((type) => h('li', { class: 'action' },
+      buttons[type],
+      h('div', { class: 'action-text' }, h('p', { class: 'hint' }, hints[type]), reasons[type]),
+    ))),
+    actionError,
+  );
+
+  const jobsList = h('div', { id: 'book-jobs', class: 'job-cards' });
+  const jobsCard = h('section', { class: 'card jobs-card', 'aria-labelledby': 'book-jobs-title' },
+    h('h2', { id: 'book-jobs-title' }, 'Jobs'), jobsList);
+
+  const historyList = h('ol', { id: 'job-history', class: 'history' });
+  const historyCard = h('section', { class: 'card history-card', 'aria-labelledby': 'history-title' },
+    h('h2', { id: 'history-title' }, 'History'), historyList);
+
+  const grid = pageGrid(bookId, scope, { retry: retryPage });
+  const guidelines = guidelinesSection(bookId, scope);
+  const upload = uploadPanel(bookId, scope, onUploaded);
+
+  // The side column comes first in the document so the keyboard reaches the actions and
+  // the live jobs before the (possibly 300) page tiles; CSS puts it on the right.
+  const layout = h('div', { class: 'book-layout', hidden: true },
+    h('div', { class: 'book-side' }, actions, jobsCard, historyCard),
+    h('div', { class: 'book-main' }, upload, grid.element, guidelines.element),
+  );
+  container.append(
+    h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/' }, 'Books'), h('span', { 'aria-hidden': 'true' }, '/'), h('span', { class: 'crumb-id' }, bookId)),
+    h('header', { class: 'book-header' }, title, meta),
+    loadError,
+    layout,
+  );
+
+  // ---- state ----------------------------------------------------------------------------
+  let book = null;
+  let history = [];
+  /** The job shown per type: the active one, else the latest. */
+  const shown = new Map();
+  /** Every job seen, by id, newest state. */
+  const known = new Map();
+  /** jobId -> unsubscribe, for the jobs followed live. */
+  const followed = new Map();
+  const cards = new Map();
+  scope.onCleanup(() => {
+    for (const unsubscribe of followed.values()) unsubscribe();
+    followed.clear();
+  });
+
+  /** Records a job; a terminal state is never replaced (a list read earlier may arrive later). */
+  function merge(job) {
+    const old = known.get(job.id);
+    if (old && isTerminal(old.status)) return old;
+    known.set(job.id, job);
+    return job;
+  }
+
+  function choose(type) {
+    const jobs = [...known.values()].filter((job) => job.type === type);
+    jobs.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)) || String(b.id).localeCompare(String(a.id)));
+    return jobs.find((job) => isActive(job.status)) || jobs[0] || null;
+  }
+
+  function activeJob(type) {
+    const job = shown.get(type);
+    return job && isActive(job.status) ? job : null;
+  }
+
+  // ---- loading --------------------------------------------------------------------------
+  async function loadBook() {
+    const next = await getJson(base, { signal: scope.signal });
+    if (!scope.alive) return;
+    book = next;
+    renderBook();
+  }
+
+  async function loadHistory() {
+    const answer = await getJson(`${base}/jobs?limit=${HISTORY_LIMIT}`, { signal: scope.signal });
+    if (!scope.alive) return false;
+    let changed = false;
+    for (const job of answer.jobs || []) {
+      const old = known.get(job.id);
+      const kept = merge(job);
+      if (!old || old.status !== kept.status) changed = true;
+    }
+    history = (answer.jobs || []).map((job) => known.get(job.id) || job);
+    renderJobs();
+    return changed;
+  }
+
+  let manifestTimer = null;
+  let manifestInFlight = false;
+  let manifestQueued = false;
+  let lastManifestAt = 0;
+
+  /** Reads the manifest again, at most once per MANIFEST_MIN_INTERVAL_MS. */
+  function refreshManifest() {
+    if (manifestInFlight || manifestTimer !== null) {
+      manifestQueued = true;
+      return;
+    }
+    const wait = Math.max(0, lastManifestAt + MANIFEST_MIN_INTERVAL_MS - Date.now());
+    manifestTimer = scope.timeout(async () => {
+      manifestTimer = null;
+      manifestInFlight = true;
+      manifestQueued = false;
+      lastManifestAt = Date.now();
+      try {
+        await loadBook();
+      } catch (error) {
+        if (error.name !== 'AbortError') console.warn(error);
+      } finally {
+        manifestInFlight = false;
+        if (manifestQueued && scope.alive) refreshManifest();
+      }
+    }, wait);
+  }
+
+  // ---- live following -------------------------------------------------------------------
+  function syncFollowing() {
+    const wanted = new Set();
+    for (const type of JOB_TYPES) {
+      const job = shown.get(type);
+      if (job && isActive(job.status)) wanted.add(job.id);
+    }
+    for (const [id, unsubscribe] of followed) {
+      if (!wanted.has(id)) {
+        unsubscribe();
+        followed.delete(id);
+      }
+    }
+    for (const id of wanted) {
+      if (!followed.has(id)) followed.set(id, follow(id, onJob, known.get(id)));
+    }
+  }
+
+  function onJob(job) {
+    if (!scope.alive) return;
+    const before = known.get(job.id);
+    const kept = merge(job);
+    if (kept !== job) return;
+    // Pages change in the manifest when items finish; the page being worked on comes
+    // from the job itself.
+    const counts = (value) => value && [value.status, value.progress?.total, value.progress?.completed, value.progress?.failed].join('/');
+    const progressed = counts(before) !== counts(job);
+    renderJobs();
+    if (job.type === 'ocr' && book) grid.update(book, activeJob('ocr'));
+    if (progressed && (job.type === 'ocr' || job.type === 'guidelines' || job.type === 'finalize')) refreshManifest();
+    if (isTerminal(job.status)) {
+      followed.delete(job.id);
+      refreshManifest();
+      // A chained job, or one started elsewhere, shows up in the history.
+      loadHistory().then(syncFollowing).catch(() => {});
+    }
+  }
+
+  function adopt(job) {
+    merge(job);
+    renderJobs();
+    syncFollowing();
+  }
+
+  // ---- rendering ------------------------------------------------------------------------
+  function renderBook() {
+    upload.classList.toggle('compact', book.pages.length > 0);
+    setText(title, book.title);
+    setAttr(title, 'title', book.title);
+    document.title = `${book.title} · Folio`;
+    setText(meta, `${book.book_id} · ${plural(book.pages.length, 'page')} · created ${formatTime(book.created_at)}`);
+    grid.update(book, activeJob('ocr'));
+    guidelines.update(book);
+    renderActions();
+  }
+
+  function renderJobs() {
+    for (const type of JOB_TYPES) shown.set(type, choose(type));
+    const visible = JOB_TYPES.map((type) => shown.get(type)).filter(Boolean);
+    reconcile(jobsList, visible, (job) => job.type, () => jobCard({ cancel: cancelJob, resume: resumeJob }), (card, job) => {
+      cards.set(job.type, card);
+      card.update(job);
+    });
+    if (!visible.length) jobsList.append(h('p', { class: 'empty' }, 'No jobs yet. Start OCR to recognize the pages.'));
+    reconcile(historyList, history.map((job) => known.get(job.id) || job), (job) => job.id, createHistoryRow, updateHistoryRow);
+    if (!history.length) historyList.append(h('li', { class: 'empty' }, 'Nothing has run on this book yet.'));
+    renderActions();
+    syncFollowing();
+  }
+
+  function renderActions() {
+    if (!book) return;
+    const pages = book.pages || [];
+    const notDone = pages.filter((page) => page.ocr?.status !== 'done').length;
+    const guidelinesState = book.guidelines?.status || 'none';
+    const why = {
+      ocr: activeJob('ocr') ? 'OCR is running' : !pages.length ? 'Upload pages first' : notDone === 0 ? 'Every page is done' : '',
+      guidelines: activeJob('guidelines') ? 'Guidelines are being extracted'
+        : !pages.length ? 'Upload pages first'
+          : notDone ? `OCR is not done for ${plural(notDone, 'page')}` : '',
+      finalize: activeJob('finalize') ? 'Finalizing'
+        : guidelinesState !== 'extracted' && guidelinesState !== 'final' ? 'Extract guidelines first' : '',
+    };
+    for (const type of JOB_TYPES) {
+      const reason = why[type];
+      if (!buttons[type].dataset.busy) buttons[type].disabled = Boolean(reason);
+      setText(reasons[type], reason);
+      reasons[type].hidden = !reason;
+    }
+  }
+
+  function createHistoryRow() {
+    return h('li', { class: 'history-row' },
+      h('div', { class: 'history-head' },
+        h('span', { class: 'history-type' }),
+        statusBadge('pending'),
+        h('span', { class: 'history-id muted' }),
+      ),
+      h('p', { class: 'history-times muted' }),
+      h('p', { class: 'history-progress muted' }),
+      h('p', { class: 'history-error', hidden: true }),
+    );
+  }
+
+  function updateHistoryRow(row, job) {
+    setAttr(row, 'data-job-id', job.id);
+    setAttr(row, 'data-status', job.status);
+    setText(row.querySelector('.history-type'), jobTypeLabel(job.type));
+    updateStatusBadge(row.querySelector('.status'), job.status);
+    const id = row.querySelector('.history-id');
+    setText(id, `#${shortId(job.id)}`);
+    setAttr(id, 'title', `Job ${job.id}`);
+    const times = [`created ${formatTime(job.created_at)}`];
+    if (job.finished_at) times.push(`took ${formatDuration(jobElapsedMs(job))}`);
+    else if (job.started_at) times.push(`running for ${formatDuration(jobElapsedMs(job))}`);
+    if (job.attempt > 1) times.push(`attempt ${job.attempt}/${job.max_attempts}`);
+    if (job.resumed_from) times.push(`resumes #${shortId(job.resumed_from)}`);
+    setText(row.querySelector('.history-times'), times.join(' · '));
+    const progress = job.progress || {};
+    const parts = [];
+    if (progress.total) parts.push(`${progress.completed} of ${progress.total} done`);
+    else if (progress.completed) parts.push(`${progress.completed} done`);
+    if (progress.failed) parts.push(`${progress.failed} failed`);
+    setText(row.querySelector('.history-progress'), parts.join(' · '));
+    const error = row.querySelector('.history-error');
+    if (job.error && (job.status === 'failed' || job.status === 'pending')) {
+      error.replaceChildren(h('code', { class: 'error-code' }, job.error.code), ' ', job.error.message);
+      setAttr(error, 'data-code', job.error.code);
+      error.hidden = false;
+    } else if (!error.hidden) {
+      error.replaceChildren();
+      error.hidden = true;
+    }
+  }
+
+  // ---- actions --------------------------------------------------------------------------
+  function showActionError(error) {
+    if (!error) {
+      actionError.hidden = true;
+      actionError.textContent = '';
+      return;
+    }
+    actionError.textContent = errorText(error);
+    actionError.hidden = false;
+  }
+
+  /** A 409 job_active names the active job: show and follow it. */
+  function adoptFromError(error) {
+    const job = error && error.details && error.details.job;
+    if (job && job.id) {
+      adopt(job);
+      if (!history.some((entry) => entry.id === job.id)) history.unshift(job);
+      renderJobs();
+    }
+  }
+
+  async function withBusy(button, action) {
+    button.dataset.busy = 'true';
+    button.disabled = true;
+    try {
+      await action();
+    } finally {
+      delete button.dataset.busy;
+      renderActions();
+    }
+  }
+
+  function startJob(type) {
+    return withBusy(buttons[type], async () => {
+      showActionError(null);
+      try {
+        const job = await postJson(`${base}/jobs`, { type }, { signal: scope.signal });
+        history.unshift(job);
+        adopt(job);
+        refreshManifest();
+      } catch (error) {
+        if (error.name === 'AbortError') return;
+        showActionError(error);
+        adoptFromError(error);
+        refreshManifest();
+      }
+    });
+  }
+  for (const type of JOB_TYPES) buttons[type].addEventListener('click', () => startJob(type));
+
+  async function retryPage(number, button) {
+    button.disabled = true;
+    showActionError(null);
+    try {
+      const job = await postJson(`${base}/pages/${number}/ocr/retry`, undefined, { signal: scope.signal });
+      history.unshift(job);
+      adopt(job);
+    } catch (error) {
+      if (error.name === 'AbortError') return;
+      showActionError(error);
+      adoptFromError(error);
+      if (button.isConnected) button.disabled = false;
+    }
+  }
+
+  async function cancelJob(job) {
+    showActionError(null);
+    try {
+      onJob(await postJson(`/v1/jobs/${seg(job.id)}/cancel`, undefined, { signal: scope.signal }));
+    } catch (error) {
+      if (error.name === 'AbortError') return;
+      showActionError(error);
+      if (error.details?.job) onJob(error.details.job);
+    }
+  }
+
+  async function resumeJob(job) {
+    showActionError(null);
+    try {
+      const next = await postJson(`/v1/jobs/${seg(job.id)}/resume`, undefined, { signal: scope.signal });
+      history.unshift(next);
+      adopt(next);
+    } catch (error) {
+      if (error.name === 'AbortError') return;
+      showActionError(error);
+      adoptFromError(error);
+    }
+  }
+
+  function onUploaded(answer) {
+    refreshManifest();
+    if (answer && answer.job) {
+      if (!history.some((entry) => entry.id === answer.job.id)) history.unshift(answer.job);
+      adopt(answer.job);
+    }
+  }
+
+  // ---- start ----------------------------------------------------------------------------
+  scope.interval(() => {
+    for (const [type, card] of cards) {
+      const job = shown.get(type);
+      if (job && isActive(job.status) && card.isConnected) card.tick();
+    }
+  }, 1000);
+
+  (async () => {
+    try {
+      await Promise.all([loadBook(), loadHistory()]);
+    } catch (error) {
+      if (error.name === 'AbortError') return;
+      if (error.status === 404) {
+        setText(title, 'Book not found');
+        document.title = 'Book not found · Folio';
+        loadError.replaceChildren(`There is no book with the id “${bookId}”. `, h('a', { href: '/' }, 'Back to the books'));
+      } else {
+        loadError.replaceChildren(`The book could not be loaded: ${errorText(error)} `, h('button', { type: 'button', on: { click: reload } }, 'Try again'));
+      }
+      loadError.hidden = false;
+      return;
+    }
+    layout.hidden = false;
+    renderJobs();
+    grid.update(book, activeJob('ocr'));
+    // For measurements (browser tests, the 300-page check): the book is on screen.
+    performance.mark('folio-book-ready');
+    // Jobs started elsewhere (another tab, the API) show up within a few seconds.
+    every(scope, HISTORY_REFRESH_MS, async () => {
+      if (await loadHistory()) refreshManifest();
+    });
+  })();
+}

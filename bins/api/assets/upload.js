@@ -1,0 +1,147 @@
+// Bulk upload of pages: drag-and-drop of many files (or the file picker) onto the book,
+// one multipart request per batch with a progress per file, and the server's reasons
+// per rejected file (a batch is all or nothing).
+
+import { upload, seg } from './api.js';
+import { h, setText, plural, errorText } from './ui.js';
+
+function size(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/**
+ * The upload panel of book `bookId`. `onUploaded(answer)` gets the server's answer
+ * (`{pages, job, job_created}`) of each batch that was stored.
+ */
+export function uploadPanel(bookId, scope, onUploaded) {
+  const input = h('input', { type: 'file', id: 'file-input', multiple: true, accept: 'image/*,.pdf' });
+  const dropzone = h('div', { id: 'dropzone', class: 'dropzone' },
+    h('p', { class: 'dropzone-text' }, h('strong', {}, 'Drop page images or PDFs here'), h('span', { class: 'muted' }, ' or choose files:')),
+    input,
+    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP, GIF or PDF. Pages are numbered in the order the files are given.'),
+  );
+  const ocrAfter = h('input', { type: 'checkbox', id: 'ocr-after-upload', checked: true });
+  const uploads = h('ol', { id: 'uploads', class: 'uploads', 'aria-label': 'Uploads' });
+  const panel = h('section', { class: 'card upload-card', 'aria-labelledby': 'upload-title' },
+    h('h2', { id: 'upload-title' }, 'Add pages'),
+    dropzone,
+    h('label', { class: 'check', for: 'ocr-after-upload' }, ocrAfter, ' Start OCR after upload'),
+    uploads,
+  );
+
+  input.addEventListener('change', () => {
+    const files = [...input.files];
+    input.value = '';
+    send(files);
+  });
+
+  let depth = 0;
+  const dragging = (on) => dropzone.classList.toggle('dragging', on);
+  dropzone.addEventListener('dragenter', (event) => {
+    event.preventDefault();
+    depth += 1;
+    dragging(true);
+  });
+  dropzone.addEventListener('dragover', (event) => {
+    event.preventDefault();
+    if (event.dataTransfer) event.dataTransfer.dropEffect = 'copy';
+    dragging(true);
+  });
+  dropzone.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) dragging(false);
+  });
+  dropzone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    depth = 0;
+    dragging(false);
+    const files = event.dataTransfer ? [...event.dataTransfer.files] : [];
+    send(files);
+  });
+  // A file dropped next to the zone must not make the browser leave the dashboard.
+  const swallow = (event) => {
+    if (event.dataTransfer && [...event.dataTransfer.types].includes('Files')) event.preventDefault();
+  };
+  scope.listen(window, 'dragover', swallow);
+  scope.listen(window, 'drop', swallow);
+
+  async function send(files) {
+    if (!files.length) return;
+    const ocr = ocrAfter.checked;
+    const totalBytes = files.reduce((sum, file) => sum + file.size, 0) || 1;
+    const rows = files.map((file) => {
+      const bar = h('progress', { max: '100', value: '0', 'aria-label': `Upload of ${file.name}` });
+      const status = h('span', { class: 'upload-status' }, 'Waiting');
+      const row = h('li', { class: 'upload', dataset: { fileName: file.name } },
+        h('span', { class: 'upload-name', title: file.name }, file.name),
+        h('span', { class: 'upload-size muted' }, size(file.size)),
+        bar,
+        status,
+      );
+      return { file, row, bar, status };
+    });
+    const summary = h('p', { class: 'upload-summary', role: 'status' },
+      `Sending ${plural(files.length, 'file')} (${size(totalBytes)})…`);
+    const batch = h('li', { class: 'upload-batch' }, summary, h('ul', { class: 'upload-files' }, rows.map((r) => r.row)));
+    uploads.prepend(batch);
+    while (uploads.children.length > 5) uploads.lastElementChild.remove();
+
+    const form = new FormData();
+    for (const file of files) form.append('files', file, file.name);
+    const onProgress = (loaded, total) => {
+      const sent = total ? (loaded / total) * totalBytes : 0;
+      let before = 0;
+      for (const { file, bar, status } of rows) {
+        const share = file.size ? Math.min(1, Math.max(0, (sent - before) / file.size)) : sent >= before ? 1 : 0;
+        before += file.size;
+        bar.value = Math.round(share * 100);
+        setText(status, share >= 1 ? 'Sent' : share > 0 ? `Sending ${Math.round(share * 100)}%` : 'Waiting');
+      }
+      if (total && loaded >= total) setText(summary, `Checking and converting ${plural(files.length, 'file')}…`);
+    };
+    try {
+      const answer = await upload(`/v1/books/${seg(bookId)}/pages?ocr=${ocr}`, form, onProgress);
+      const pages = answer?.pages || [];
+      rows.forEach(({ bar, status, row }, index) => {
+        bar.value = 100;
+        row.classList.add('added');
+        setText(status, pages.length === rows.length ? `Added as page ${pages[index].page}` : 'Added');
+      });
+      let text = `Added ${plural(pages.length, 'page')}`;
+      if (answer?.job) text += answer.job_created ? ' · OCR started' : ' · OCR already running';
+      setText(summary, `${text}.`);
+      summary.classList.add('ok');
+      batch.classList.add('done');
+      if (scope.alive) onUploaded(answer);
+    } catch (error) {
+      const rejected = (error.details && Array.isArray(error.details.rejected) && error.details.rejected) || [];
+      const byIndex = new Map();
+      for (const file of rejected) {
+        if (Number.isInteger(file.index)) byIndex.set(file.index, file);
+      }
+      rows.forEach(({ bar, status, row, file }, index) => {
+        const reason = byIndex.get(index) || rejected.find((entry) => !Number.isInteger(entry.index) && (entry.name ?? entry.file) === file.name);
+        if (reason) {
+          row.classList.add('rejected');
+          setText(status, 'Rejected');
+          row.append(h('span', { class: 'rejection-reason' }, reason.message || reason.reason || reason.code || 'rejected'));
+        } else {
+          row.classList.add('not-added');
+          setText(status, 'Not added');
+        }
+        bar.value = 0;
+      });
+      summary.classList.add('error');
+      summary.setAttribute('role', 'alert');
+      if (rejected.length) {
+        setText(summary, `${rejected.length} of ${plural(files.length, 'file')} rejected; nothing was added. Fix or remove ${rejected.length === 1 ? 'it' : 'them'} and upload the batch again.`);
+      } else {
+        setText(summary, `Nothing was added: ${errorText(error)}`);
+      }
+    }
+  }
+
+  return panel;
+}
