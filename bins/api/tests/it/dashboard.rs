@@ -55,7 +55,12 @@ async fn a_person_creates_a_book_drops_pages_and_reads_the_final_guidelines() {
 
     dashboard.goto("/").await;
     dashboard
-        .wait_for("the books list", UI_DEADLINE, "#books", "() => true")
+        .wait_for(
+            "the books list",
+            UI_DEADLINE,
+            "#books",
+            "(e) => e.length === 1",
+        )
         .await;
     dashboard.screenshot("books-list-empty").await;
 
@@ -159,6 +164,32 @@ async fn a_person_creates_a_book_drops_pages_and_reads_the_final_guidelines() {
             job.kind == "guidelines" && job.status == "completed"
         })
         .await;
+    // The page cannot know that page 3's guidelines went missing from storage: the
+    // button is enabled, the server answers 409 and the page shows why.
+    let page_guidelines = dashboard
+        .api
+        .objects()
+        .join(format!("books/{book}/guidelines/pages/0003.json"));
+    let page_guidelines_bytes = std::fs::read(&page_guidelines).unwrap();
+    std::fs::remove_file(&page_guidelines).unwrap();
+    dashboard.click("#start-finalize").await;
+    let conflict = dashboard
+        .wait_for(
+            "the 409 of finalize",
+            UI_DEADLINE,
+            "#action-error",
+            "(e) => e.length === 1 && e[0].textContent.trim() && e[0].getClientRects().length > 0 \
+             ? e[0].textContent : null",
+        )
+        .await;
+    assert!(
+        conflict
+            .as_str()
+            .unwrap()
+            .contains("guidelines are not extracted for"),
+        "{conflict}"
+    );
+    std::fs::write(&page_guidelines, page_guidelines_bytes).unwrap();
     dashboard.click("#start-finalize").await;
     dashboard
         .wait_job("the finalize job completed", JOB_DEADLINE, |job| {
@@ -1037,6 +1068,7 @@ struct Dashboard {
     driver: Chromedriver,
     /// Page files for the file picker.
     files: tempfile::TempDir,
+    started: Instant,
     _one_browser: MutexGuard<'static, ()>,
 }
 
@@ -1081,6 +1113,7 @@ impl Dashboard {
     /// Chromedriver, the api (with `token`, if any) and a browser session.
     async fn start(token: Option<&str>) -> Self {
         let one_browser = ONE_BROWSER_AT_A_TIME.lock().await;
+        let started = Instant::now();
         assert!(
             Path::new(CHROMIUM).is_file(),
             "no Chromium at {CHROMIUM}: {INSTALL_HINT}"
@@ -1121,6 +1154,7 @@ impl Dashboard {
             api,
             driver,
             files,
+            started,
             _one_browser: one_browser,
         }
     }
@@ -1148,6 +1182,10 @@ impl Dashboard {
             "errors in the browser console: {errors:#?}"
         );
         self.client.clone().close().await.unwrap();
+        println!(
+            "browser test done in {:.1} s (chromedriver, api and browser included)",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     /// The browser's console messages since the last call.
