@@ -11,7 +11,7 @@ import { follow } from './live.js';
 import { reload } from './router.js';
 import {
   h, reconcile, setAttr, setText, statusBadge, updateStatusBadge, every, plural, jobTypeLabel,
-  formatTime, formatDuration, jobElapsedMs, isActive, isTerminal, shortId, errorText,
+  formatTime, formatDuration, jobElapsedMs, isActive, isTerminal, shortId, errorText, focusQuietly,
 } from './ui.js';
 import { uploadPanel } from './upload.js';
 import { pageGrid } from './pages.js';
@@ -30,18 +30,25 @@ export function bookView(container, [bookId], scope) {
   // ---- skeleton -------------------------------------------------------------------------
   const title = h('h1', { id: 'book-title', class: 'book-title-heading' }, bookId);
   const meta = h('p', { class: 'book-meta muted' });
+  // A finished book's guidelines may sit below hundreds of tiles: one link there.
+  const jumpToGuidelines = h('a', { href: '#guidelines', class: 'jump-link', hidden: true }, 'Read the final guidelines ↓');
   const loadError = h('p', { class: 'error', role: 'alert', hidden: true });
 
-  const buttons = {
-    ocr: h('button', { type: 'button', id: 'start-ocr', class: 'primary', 'aria-describedby': 'start-ocr-reason' }, 'Run OCR'),
-    guidelines: h('button', { type: 'button', id: 'start-guidelines', class: 'primary', 'aria-describedby': 'start-guidelines-reason' }, 'Extract guidelines'),
-    finalize: h('button', { type: 'button', id: 'start-finalize', class: 'primary', 'aria-describedby': 'start-finalize-reason' }, 'Finalize'),
+  // The next step to take is the one primary button; a step already done is secondary
+  // and says that running it again is what it would do.
+  const labels = {
+    ocr: ['Run OCR', 'Run OCR'],
+    guidelines: ['Extract guidelines', 'Extract again'],
+    finalize: ['Finalize', 'Finalize again'],
   };
-  const reasons = {
-    ocr: h('p', { id: 'start-ocr-reason', class: 'reason' }),
-    guidelines: h('p', { id: 'start-guidelines-reason', class: 'reason' }),
-    finalize: h('p', { id: 'start-finalize-reason', class: 'reason' }),
-  };
+  const buttons = Object.fromEntries(JOB_TYPES.map((type) => [type, h('button', {
+    type: 'button', id: `start-${type}`, class: 'primary', 'aria-describedby': `start-${type}-reason start-${type}-state`,
+  }, labels[type][0])]));
+  /** Why a button is disabled (`#start-*-reason`, read by the browser tests). */
+  const reasons = Object.fromEntries(JOB_TYPES.map((type) => [type, h('p', { id: `start-${type}-reason`, class: 'reason' })]));
+  /** That a step is done. */
+  const states = Object.fromEntries(JOB_TYPES.map((type) => [type, h('p', { id: `start-${type}-state`, class: 'action-state', hidden: true })]));
+  const steps = {};
   const hints = {
     ocr: 'Recognize the text of every page not done yet.',
     guidelines: 'Turn each page’s text into teaching guidelines.',
@@ -50,10 +57,13 @@ export function bookView(container, [bookId], scope) {
   const actionError = h('p', { id: 'action-error', class: 'error', role: 'alert', hidden: true });
   const actions = h('section', { class: 'card actions-card', 'aria-labelledby': 'actions-title' },
     h('h2', { id: 'actions-title' }, 'Actions'),
-    h('ol', { class: 'action-steps' }, JOB_TYPES.map((type) => h('li', { class: 'action' },
-      buttons[type],
-      h('div', { class: 'action-text' }, h('p', { class: 'hint' }, hints[type]), reasons[type]),
-    ))),
+    h('ol', { class: 'action-steps' }, JOB_TYPES.map((type) => {
+      steps[type] = h('li', { class: 'action', dataset: { step: type } },
+        buttons[type],
+        h('div', { class: 'action-text' }, h('p', { class: 'hint' }, hints[type]), states[type], reasons[type]),
+      );
+      return steps[type];
+    })),
     actionError,
   );
 
@@ -77,13 +87,22 @@ export function bookView(container, [bookId], scope) {
   );
   container.append(
     h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/' }, 'Books'), h('span', { 'aria-hidden': 'true' }, '/'), h('span', { class: 'crumb-id' }, bookId)),
-    h('header', { class: 'book-header' }, title, meta),
+    h('header', { class: 'book-header' }, title, meta, jumpToGuidelines),
     loadError,
     layout,
   );
 
+  jumpToGuidelines.addEventListener('click', (event) => {
+    event.preventDefault();
+    const reduce = matchMedia('(prefers-reduced-motion: reduce)').matches;
+    guidelines.element.scrollIntoView({ behavior: reduce ? 'auto' : 'smooth', block: 'start' });
+    focusQuietly(guidelines.element);
+  });
+
   // ---- state ----------------------------------------------------------------------------
   let book = null;
+  /** Counts the upload answers: a manifest read begun before one of them is stale. */
+  let pagesEpoch = 0;
   let history = [];
   /** The job shown per type: the active one, else the latest. */
   const shown = new Map();
@@ -118,8 +137,15 @@ export function bookView(container, [bookId], scope) {
 
   // ---- loading --------------------------------------------------------------------------
   async function loadBook() {
+    const epoch = pagesEpoch;
     const next = await getJson(base, { signal: scope.signal });
     if (!scope.alive) return;
+    if (book && epoch !== pagesEpoch) {
+      // Pages were added from an upload's answer while this read was under way: it may
+      // not have them yet, so read again rather than take tiles away.
+      refreshManifest();
+      return;
+    }
     book = next;
     renderBook();
   }
@@ -213,6 +239,10 @@ export function bookView(container, [bookId], scope) {
   // ---- rendering ------------------------------------------------------------------------
   function renderBook() {
     upload.classList.toggle('compact', book.pages.length > 0);
+    const final = book.guidelines?.status === 'final';
+    layout.classList.toggle('guidelines-final', final);
+    layout.classList.toggle('no-pages', book.pages.length === 0);
+    jumpToGuidelines.hidden = !final;
     setText(title, book.title);
     setAttr(title, 'title', book.title);
     document.title = `${book.title} · Folio`;
@@ -249,11 +279,32 @@ export function bookView(container, [bookId], scope) {
       finalize: activeJob('finalize') ? 'Finalizing'
         : guidelinesState !== 'extracted' && guidelinesState !== 'final' ? 'Extract guidelines first' : '',
     };
+    const done = {
+      ocr: pages.length > 0 && notDone === 0,
+      guidelines: guidelinesState === 'extracted' || guidelinesState === 'final',
+      finalize: guidelinesState === 'final',
+    };
+    const doneText = {
+      ocr: '',
+      guidelines: guidelinesState === 'final' ? '✓ Extracted' : `✓ Extracted from ${plural(book.guidelines?.pages_done || 0, 'page')}`,
+      finalize: '✓ Final guidelines are ready',
+    };
+    // The next step: the first one that can run and is not done.
+    const next = JOB_TYPES.find((type) => !why[type] && !done[type]) || null;
     for (const type of JOB_TYPES) {
       const reason = why[type];
-      if (!buttons[type].dataset.busy) buttons[type].disabled = Boolean(reason);
+      const button = buttons[type];
+      if (!button.dataset.busy) button.disabled = Boolean(reason);
+      button.classList.toggle('primary', type === next);
+      setText(button, labels[type][done[type] && !activeJob(type) ? 1 : 0]);
       setText(reasons[type], reason);
       reasons[type].hidden = !reason;
+      // "Every page is done" is good news, not a warning.
+      reasons[type].classList.toggle('is-done', type === 'ocr' && done.ocr && !activeJob('ocr'));
+      const state = done[type] && !activeJob(type) ? doneText[type] : '';
+      setText(states[type], state);
+      states[type].hidden = !state;
+      setAttr(steps[type], 'data-done', done[type] ? 'true' : null);
     }
   }
 
@@ -391,6 +442,15 @@ export function bookView(container, [bookId], scope) {
   }
 
   function onUploaded(answer) {
+    // The answer names the pages just stored: show them now, the manifest read follows.
+    const added = Array.isArray(answer?.pages) ? answer.pages : [];
+    if (book && added.length) {
+      pagesEpoch += 1;
+      const byNumber = new Map((book.pages || []).map((page) => [page.page, page]));
+      for (const page of added) byNumber.set(page.page, page);
+      book = { ...book, pages: [...byNumber.values()].sort((a, b) => a.page - b.page) };
+      renderBook();
+    }
     refreshManifest();
     if (answer && answer.job) {
       if (!history.some((entry) => entry.id === answer.job.id)) history.unshift(answer.job);

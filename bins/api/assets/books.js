@@ -156,7 +156,8 @@ export function booksView(container, _params, scope) {
     setText(title, book.title);
     setAttr(title, 'title', book.title);
     setText(row.querySelector('.book-id'), book.book_id);
-    setText(row.querySelector('.book-pages'), plural(book.pages, 'page'));
+    // No count for an empty book: its OCR cell says "No pages yet".
+    setText(row.querySelector('.book-pages'), book.pages ? plural(book.pages, 'page') : '');
 
     const failed = book.pages_ocr_failed || 0;
     const ocr = row.querySelector('.book-ocr');

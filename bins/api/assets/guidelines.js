@@ -14,7 +14,7 @@ const PAGE_CONCURRENCY = 4;
 export function guidelinesSection(bookId, scope) {
   const status = h('p', { class: 'guidelines-status muted' });
   const body = h('div', { class: 'guidelines-body' });
-  const element = h('section', { id: 'guidelines', class: 'card guidelines-card', 'aria-labelledby': 'guidelines-title' },
+  const element = h('section', { id: 'guidelines', class: 'card guidelines-card', 'aria-labelledby': 'guidelines-title', tabindex: '-1' },
     h('div', { class: 'section-head' }, h('h2', { id: 'guidelines-title' }, 'Guidelines'), status),
     body,
   );

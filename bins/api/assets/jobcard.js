@@ -65,13 +65,18 @@ export function jobCard(actions) {
     const fraction = total ? Math.min(1, finished / total) : job.status === 'completed' ? 1 : 0;
     fill.style.width = `${(fraction * 100).toFixed(1)}%`;
     setAttr(bar, 'data-indeterminate', !total && isActive(job.status) ? 'true' : null);
+    // A job that ended before it knew its size has no bar to show, only its outcome.
+    const noMeasure = !total && !isActive(job.status) && job.status !== 'completed';
+    bar.hidden = noMeasure;
 
     const completed = progress.completed || 0;
     const failed = progress.failed || 0;
     let countText = total ? `${completed} of ${items(job.type, total)} done` : `${items(job.type, completed)} done`;
     if (failed) countText += ` · ${failed} failed`;
     if (job.status === 'pending' && !finished) countText = job.attempt ? 'Waiting to run again' : 'Waiting for a worker';
+    if (noMeasure && !finished) countText = '';
     setText(counts, countText);
+    counts.hidden = !countText;
     counts.classList.toggle('has-failed', failed > 0);
 
     const item = progress.current_item;
@@ -82,7 +87,9 @@ export function jobCard(actions) {
     if (job.status === 'running' && sample === null && total) sample = { at: Date.now(), done: finished };
 
     const notes = [];
-    if (progress.message && isActive(job.status)) notes.push(progress.message);
+    // The counts already say how many failed ("2 page(s) failed" would say it twice).
+    const restatesFailed = failed > 0 && /^\s*\d+\s+\S+\s+failed\.?\s*$/i.test(progress.message || '');
+    if (progress.message && isActive(job.status) && !restatesFailed) notes.push(progress.message);
     if (job.attempt > 1) notes.push(`attempt ${job.attempt} of ${job.max_attempts}`);
     if (job.resumed_from) notes.push(`resumes #${shortId(job.resumed_from)}`);
     setText(note, notes.join(' · '));

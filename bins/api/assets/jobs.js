@@ -278,18 +278,23 @@ export function jobsView(container, _params, scope) {
     setText(id, `#${shortId(job.id)}`);
     setAttr(id, 'title', `Job ${job.id}`);
 
+    // A bar only when the job knows its size; otherwise what it did, or a dash.
     const progress = job.progress || {};
     const total = progress.total ?? 0;
     const finished = (progress.completed || 0) + (progress.failed || 0);
     const bar = row.querySelector('.bar');
+    bar.hidden = !total;
     setAttr(bar, 'aria-valuemax', total);
     setAttr(bar, 'aria-valuenow', finished);
     setAttr(bar, 'aria-label', `${jobTypeLabel(job.type)} progress`);
-    const fraction = total ? Math.min(1, finished / total) : job.status === 'completed' ? 1 : 0;
+    const fraction = total ? Math.min(1, finished / total) : 0;
     bar.firstElementChild.style.width = `${(fraction * 100).toFixed(1)}%`;
-    let counts = total ? `${progress.completed || 0}/${total}` : `${progress.completed || 0} done`;
-    if (progress.failed) counts += ` · ${progress.failed} failed`;
-    setText(row.querySelector('.job-row-counts'), counts);
+    let counts = total ? `${progress.completed || 0}/${total}` : progress.completed ? `${progress.completed} done` : '';
+    if (progress.failed) counts += `${counts ? ' · ' : ''}${progress.failed} failed`;
+    const countsLine = row.querySelector('.job-row-counts');
+    setText(countsLine, counts || '–');
+    setAttr(countsLine, 'title', counts ? null : 'No progress recorded');
+    row.classList.toggle('no-progress', !counts);
 
     const times = [`created ${formatTime(job.created_at)}`];
     if (job.finished_at) times.push(`took ${formatDuration(jobElapsedMs(job))}`);

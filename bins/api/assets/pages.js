@@ -20,6 +20,17 @@ export function tileStatus(page, runningPages) {
 }
 
 /**
+ * A page's OCR error as recorded in the manifest (`code: message`), split for display:
+ * `{code, message}`, `code` null when the text has no code.
+ */
+export function pageError(text) {
+  const value = String(text || '').trim();
+  const match = /^([a-z][a-z0-9_]*):\s*([\s\S]*)$/.exec(value);
+  if (match) return { code: match[1], message: match[2] };
+  return { code: null, message: value };
+}
+
+/**
  * The grid. `actions.retry(pageNumber, button)` retries a failed page. Returns
  * `{element, update(book, ocrJob)}`.
  */
@@ -28,7 +39,7 @@ export function pageGrid(bookId, scope, actions) {
   const summary = h('p', { class: 'pages-summary muted', 'aria-live': 'polite' });
   const filter = h('select', { id: 'page-filter', 'aria-label': 'Show pages' },
     FILTERS.map((value) => h('option', { value }, value === 'all' ? 'All pages' : `${value[0].toUpperCase()}${value.slice(1)} only`)));
-  const empty = h('p', { class: 'empty', hidden: true }, 'No pages yet. Drop page images or PDFs on the upload area to add them.');
+  const empty = h('p', { class: 'empty', hidden: true }, 'No pages yet. Drop page images on the upload area to add them.');
   const filteredEmpty = h('p', { class: 'empty', hidden: true }, 'No page has this status.');
   const element = h('section', { class: 'card pages-card', 'aria-labelledby': 'pages-title' },
     h('div', { class: 'section-head' }, h('h2', { id: 'pages-title' }, 'Pages'), summary, filter),
@@ -125,24 +136,24 @@ export function pageGrid(bookId, scope, actions) {
   }
 
   function updateTile(tile, page, status) {
-    const error = status === 'failed' ? page.ocr?.error || 'OCR failed' : null;
+    // The whole error (code and message) is in the tile's title and label and in the
+    // viewer; the tile itself says it in two words, which fit any tile width.
+    const error = status === 'failed' ? page.ocr?.error || 'no reason recorded' : null;
     setAttr(tile, 'data-ocr-status', status);
     setAttr(tile, 'aria-label', `Page ${page.page}: OCR ${status}${error ? `: ${error}` : ''}`);
-    setAttr(tile, 'title', page.source_name ? `${page.source_name}${error ? `\n${error}` : ''}` : null);
+    const titleLines = [page.source_name, error && `OCR failed: ${error}`].filter(Boolean);
+    setAttr(tile, 'title', titleLines.length ? titleLines.join('\n') : null);
     const badge = tile.querySelector('.status');
     if (badge.dataset.status !== status) updateStatusBadge(badge, status);
-    // A failed page's error and retry sit over the bottom of its thumbnail, so every
+    // A failed page's note and retry sit over the bottom of its thumbnail, so every
     // tile keeps the same size.
     const failure = tile.querySelector('.tile-failure');
     if (status === 'failed') {
-      let errorLine = failure?.querySelector('.page-error');
       if (!failure) {
-        errorLine = h('p', { class: 'page-error' });
+        const errorLine = h('p', { class: 'page-error' }, 'OCR failed');
         const retry = h('button', { type: 'button', class: 'retry-page', 'aria-label': `Retry OCR of page ${page.page}` }, 'Retry');
         tile.querySelector('.thumb').append(h('div', { class: 'tile-failure' }, errorLine, retry));
       }
-      setText(errorLine, error);
-      setAttr(errorLine, 'title', error);
     } else if (failure) {
       failure.remove();
     }
@@ -296,7 +307,14 @@ function pageViewer(bookId, scope, cachedImage, currentBook) {
     prev.disabled = index <= 0;
     next.disabled = index < 0 || index >= pages.length - 1;
     if (status === 'failed') {
-      setText(error, page.ocr?.error || 'OCR failed');
+      const text = page.ocr?.error || '';
+      if (error.dataset.text !== text) {
+        const { code, message } = pageError(text);
+        error.replaceChildren(
+          h('strong', {}, 'OCR failed'), code || message ? ': ' : '',
+          code ? h('code', { class: 'error-code' }, code) : null, code && message ? ' ' : '', message);
+        error.dataset.text = text;
+      }
       error.hidden = false;
     } else {
       error.hidden = true;

@@ -1,9 +1,20 @@
 // Bulk upload of pages: drag-and-drop of many files (or the file picker) onto the book,
 // one multipart request per batch with a progress per file, and the server's reasons
 // per rejected file (a batch is all or nothing).
+//
+// Each batch is one line once it is stored ("Added 24 pages · OCR started"), its files
+// behind a disclosure, so the page grid stays near the top; a rejected batch stays open
+// with each file's reason.
 
 import { upload, seg } from './api.js';
-import { h, setText, plural, errorText } from './ui.js';
+import { h, setText, plural, pageRanges, errorText } from './ui.js';
+
+/** What the server takes (its rejection lists png, jpeg, webp, tiff, bmp, gif): no PDF yet. */
+const ACCEPT = 'image/png,image/jpeg,image/webp,image/tiff,image/bmp,image/gif,.png,.jpg,.jpeg,.webp,.tif,.tiff,.bmp,.gif';
+/** A batch of at most this many files shows its files while it is sent. */
+const OPEN_WHILE_SENDING = 4;
+/** Batches kept in the log. */
+const BATCHES_KEPT = 5;
 
 function size(bytes) {
   if (bytes < 1024) return `${bytes} B`;
@@ -16,11 +27,11 @@ function size(bytes) {
  * (`{pages, job, job_created}`) of each batch that was stored.
  */
 export function uploadPanel(bookId, scope, onUploaded) {
-  const input = h('input', { type: 'file', id: 'file-input', multiple: true, accept: 'image/*,.pdf' });
+  const input = h('input', { type: 'file', id: 'file-input', multiple: true, accept: ACCEPT });
   const dropzone = h('div', { id: 'dropzone', class: 'dropzone' },
-    h('p', { class: 'dropzone-text' }, h('strong', {}, 'Drop page images or PDFs here'), h('span', { class: 'muted' }, ' or choose files:')),
+    h('p', { class: 'dropzone-text' }, h('strong', {}, 'Drop page images here'), h('span', { class: 'muted' }, ' or choose files:')),
     input,
-    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP, GIF or PDF. Pages are numbered in the order the files are given.'),
+    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP or GIF images, one per page. Pages are numbered in the order the files are given.'),
   );
   const ocrAfter = h('input', { type: 'checkbox', id: 'ocr-after-upload', checked: true });
   const uploads = h('ol', { id: 'uploads', class: 'uploads', 'aria-label': 'Uploads' });
@@ -84,9 +95,14 @@ export function uploadPanel(bookId, scope, onUploaded) {
     });
     const summary = h('p', { class: 'upload-summary', role: 'status' },
       `Sending ${plural(files.length, 'file')} (${size(totalBytes)})…`);
-    const batch = h('li', { class: 'upload-batch' }, summary, h('ul', { class: 'upload-files' }, rows.map((r) => r.row)));
+    const overall = h('progress', { class: 'upload-total', max: '100', value: '0', 'aria-label': `Upload of ${plural(files.length, 'file')}` });
+    const toggle = h('summary', { class: 'upload-toggle' }, h('span', { class: 'upload-toggle-text' }, `${plural(files.length, 'file')}`));
+    const details = h('details', { class: 'upload-details', open: files.length <= OPEN_WHILE_SENDING },
+      toggle,
+      h('ul', { class: 'upload-files' }, rows.map((r) => r.row)));
+    const batch = h('li', { class: 'upload-batch sending' }, summary, overall, details);
     uploads.prepend(batch);
-    while (uploads.children.length > 5) uploads.lastElementChild.remove();
+    while (uploads.children.length > BATCHES_KEPT) uploads.lastElementChild.remove();
 
     const form = new FormData();
     for (const file of files) form.append('files', file, file.name);
@@ -99,6 +115,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
         bar.value = Math.round(share * 100);
         setText(status, share >= 1 ? 'Sent' : share > 0 ? `Sending ${Math.round(share * 100)}%` : 'Waiting');
       }
+      overall.value = Math.round(Math.min(1, sent / totalBytes) * 100);
       if (total && loaded >= total) setText(summary, `Checking and converting ${plural(files.length, 'file')}…`);
     };
     try {
@@ -110,10 +127,14 @@ export function uploadPanel(bookId, scope, onUploaded) {
         setText(status, pages.length === rows.length ? `Added as page ${pages[index].page}` : 'Added');
       });
       let text = `Added ${plural(pages.length, 'page')}`;
+      if (pages.length) text += ` (${pages.length === 1 ? 'p.' : 'pp.'} ${pageRanges(pages.map((page) => page.page))})`;
       if (answer?.job) text += answer.job_created ? ' · OCR started' : ' · OCR already running';
       setText(summary, `${text}.`);
       summary.classList.add('ok');
-      batch.classList.add('done');
+      // A stored batch is one line; its files stay one click away.
+      overall.remove();
+      details.open = false;
+      batch.classList.replace('sending', 'done');
       if (scope.alive) onUploaded(answer);
     } catch (error) {
       const rejected = (error.details && Array.isArray(error.details.rejected) && error.details.rejected) || [];
@@ -133,6 +154,9 @@ export function uploadPanel(bookId, scope, onUploaded) {
         }
         bar.value = 0;
       });
+      overall.remove();
+      details.open = true;
+      batch.classList.replace('sending', 'failed');
       summary.classList.add('error');
       summary.setAttribute('role', 'alert');
       if (rejected.length) {
