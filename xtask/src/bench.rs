@@ -207,6 +207,7 @@ pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
                     max_attempts: 3,
                     checkpoint: None,
                     resumed_from: None,
+                    then: Vec::new(),
                     now,
                 };
                 store.insert(job).await?;

@@ -1,7 +1,8 @@
 //! `cargo xtask demo [--url URL] [--pages N]`: against a running API (`api --with-worker`),
 //! the whole product flow on the sample pages shipped in the repo
-//! (`crates/ocr/tests/fixtures`): create a book, upload the pages with `?ocr=true`, then
-//! start `guidelines` and `finalize`, following each job's events with a progress bar, and
+//! (`crates/ocr/tests/fixtures`): create a book, upload the pages with
+//! `?ocr=true&then=guidelines,finalize` (one request runs the whole pipeline as a chain),
+//! follow each job of the chain (`next_job_id` of the one before) with a progress bar, and
 //! print the final guidelines as Markdown. The token comes from `FOLIO_API_TOKEN` when set.
 
 use std::io::Write;
@@ -75,7 +76,9 @@ async fn demo(base: &str, n_pages: usize) -> Result<()> {
     }
     form.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let response = client
-        .post(format!("{base}/v1/books/{book_id}/pages?ocr=true"))
+        .post(format!(
+            "{base}/v1/books/{book_id}/pages?ocr=true&then=guidelines,finalize"
+        ))
         .header(
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
@@ -84,22 +87,39 @@ async fn demo(base: &str, n_pages: usize) -> Result<()> {
         .send()
         .await?;
     let uploaded = expect(response, 201, "uploading the pages").await?;
-    let job_id = uploaded["job"]["id"].as_str().context("job id")?.to_owned();
+    let job = &uploaded["job"];
     eprintln!(
-        "uploaded {} pages; ocr job {job_id}",
-        uploaded["pages"].as_array().map_or(0, Vec::len)
+        "uploaded {} pages; ocr job {}, then {}",
+        uploaded["pages"].as_array().map_or(0, Vec::len),
+        job["id"].as_str().context("job id")?,
+        job["then"]
     );
 
-    finish(&client, base, "ocr", &job_id).await?;
-    for job_type in ["guidelines", "finalize"] {
+    // Each job of the chain, until one has nothing after it: the completion of a job
+    // created the next one, whose id the completed job shows as `next_job_id`.
+    let mut job_id = job["id"].as_str().context("job id")?.to_owned();
+    let mut job_type = job["type"].as_str().context("job type")?.to_owned();
+    loop {
+        finish(&client, base, &job_type, &job_id).await?;
         let response = client
-            .post(format!("{base}/v1/books/{book_id}/jobs"))
-            .json(&json!({"type": job_type}))
+            .get(format!("{base}/v1/jobs/{job_id}"))
             .send()
             .await?;
-        let job = expect(response, 202, &format!("starting {job_type}")).await?;
-        let job_id = job["id"].as_str().context("job id")?;
-        finish(&client, base, job_type, job_id).await?;
+        let completed = expect(response, 200, "reading the completed job").await?;
+        let Some(next_id) = completed["next_job_id"].as_str() else {
+            if completed["then"]
+                .as_array()
+                .is_some_and(|then| !then.is_empty())
+            {
+                bail!("job {job_id} completed without starting its chain: {completed}");
+            }
+            break;
+        };
+        job_id = next_id.to_owned();
+        job_type = completed["then"][0]
+            .as_str()
+            .context("next job type")?
+            .to_owned();
     }
     let markdown = client
         .get(format!("{base}/v1/books/{book_id}/guidelines"))

@@ -41,6 +41,15 @@ pub struct Job {
     pub heartbeat_at: Option<DateTime<Utc>>,
     /// When it reached a terminal status.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Its chain: the job types still to run on the book after this one, in order. When it
+    /// completes, the first becomes the next job (carrying the rest); a failure or cancel
+    /// stops the chain, a resume carries it on.
+    pub then: Vec<String>,
+    /// The job whose completion started this one (the previous job of its chain).
+    pub previous_job_id: Option<Uuid>,
+    /// The job its completion started: the one it created, or the job of that type that
+    /// was already active on the book (whose `previous_job_id` stays as it was).
+    pub next_job_id: Option<Uuid>,
 }
 
 /// Status of a job: `pending` and `running` are active; the others are final.
@@ -148,6 +157,9 @@ impl From<&jobs_core::Job> for Job {
             started_at: job.started_at,
             heartbeat_at: job.heartbeat_at,
             finished_at: job.finished_at,
+            then: job.then.iter().map(|step| step.job_type.clone()).collect(),
+            previous_job_id: job.previous_job_id.map(|id| *id.as_uuid()),
+            next_job_id: job.next_job_id.map(|id| *id.as_uuid()),
         }
     }
 }
@@ -165,11 +177,52 @@ pub struct JobList {
 pub struct CreateJob {
     /// The job type: `ocr`, `guidelines` or `finalize`.
     #[serde(rename = "type")]
+    #[schema(schema_with = create_job_type_schema)]
     pub job_type: String,
     /// Continue the latest failed or cancelled job of this type from its checkpoint
     /// instead of starting afresh.
     #[serde(default)]
     pub resume: bool,
+    /// A chain: job types to run on the book after this one, each started when the one
+    /// before it completes.
+    #[schema(schema_with = chain_schema)]
+    pub then: Option<Vec<String>>,
+}
+
+/// The schema of `CreateJob.type`: one of `BOOK_JOB_TYPES`.
+fn create_job_type_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(crate::routes::BOOK_JOB_TYPES))
+        .description(Some("The job type."))
+        .build()
+}
+
+/// The schema of a chain in a request: job types that may follow another one in the
+/// pipeline (every type but the first), each once.
+fn chain_schema() -> utoipa::openapi::Array {
+    let pipeline = crate::routes::BOOK_JOB_TYPES;
+    let followers = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(pipeline[1..].iter().copied()))
+        .build();
+    utoipa::openapi::ArrayBuilder::new()
+        .items(followers)
+        .unique_items(true)
+        .max_items(Some(pipeline.len() - 1))
+        .description(Some(format!(
+            "A chain: job types to run on the book after this one, in the pipeline's order \
+             ({}): each comes later in that order than the type before it (the first, later \
+             than `type`), so none is named twice. Each job starts when the one before it \
+             completes, in the same database transaction; a failure or cancel stops the chain \
+             and resuming that job resumes it. Preconditions (`ocr_incomplete`, \
+             `guidelines_incomplete`) are checked for `type` only: each later job checks its \
+             own when it runs. With `resume: true`, `then` replaces the chain of the resumed \
+             job (absent, the resumed job keeps its chain). Any other chain is 422 \
+             `invalid_request`, before anything is written.",
+            pipeline.join(", ")
+        )))
+        .build()
 }
 
 /// Query of `GET /v1/books/{book_id}/jobs`.
@@ -241,6 +294,39 @@ pub struct UploadQuery {
     /// Start an `ocr` job for the book after the upload.
     #[serde(default)]
     pub ocr: bool,
+    /// With `ocr=true`: the chain of the `ocr` job, comma-separated job types in pipeline
+    /// order, each started when the one before it completes: `then=guidelines,finalize`
+    /// processes the whole book. Without `ocr=true`, or any other value, it is 422
+    /// `invalid_request` and nothing is stored.
+    #[param(schema_with = upload_chain_schema)]
+    pub then: Option<String>,
+}
+
+/// The schema of the upload's `then`: every chain an `ocr` job may carry, comma-separated.
+fn upload_chain_schema() -> utoipa::openapi::Object {
+    let followers = &crate::routes::BOOK_JOB_TYPES[1..];
+    // Every non-empty ordered selection of the types after `ocr`.
+    let chains: Vec<String> = (1..1u32 << followers.len())
+        .map(|mask| {
+            followers
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| mask & (1 << index) != 0)
+                .map(|(_, job_type)| *job_type)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(chains))
+        .description(Some(
+            "With `ocr=true`: the chain of the `ocr` job, comma-separated job types in \
+             pipeline order, each started when the one before it completes: \
+             `then=guidelines,finalize` processes the whole book. Needs `ocr=true` (else 422 \
+             `invalid_request`, and nothing is stored).",
+        ))
+        .build()
 }
 
 /// Body of `POST /v1/books`.

@@ -1,6 +1,7 @@
 //! Process-level tests of bulk OCR: real `worker` processes with real tesseract, on
 //! Postgres and on SQLite, including a worker SIGKILLed mid-book and a second worker that
-//! takes the book over.
+//! takes the book over, and a worker SIGKILLed right after the last page of an OCR job with
+//! a chain, whose book still ends finalized.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -9,9 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use books::{BookId, Books, IngestLimits, Manifest, OcrStatus, UploadedFile, layout};
+use books::{
+    BookId, Books, GuidelinesStatus, IngestLimits, Manifest, OcrStatus, UploadedFile, layout,
+};
 use jobs_core::{
-    Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
+    Acquire, ChainStep, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
 };
 use jobs_postgres::testing::TestDatabase;
 use ocr::OcrCheckpoint;
@@ -27,14 +30,40 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// A worker of `ocr` jobs only.
     fn start(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Self {
+        let concurrency = OCR_CONCURRENCY.to_string();
+        let flush_every = MANIFEST_FLUSH_EVERY.to_string();
+        let flags = [
+            "--types",
+            "ocr",
+            "--ocr-concurrency",
+            &concurrency,
+            "--manifest-flush-every",
+            &flush_every,
+        ];
+        Self::spawn(database_url, storage_url, id, log_dir, &flags)
+    }
+
+    /// A worker of every product job type (`ocr`, `guidelines`, `finalize`) that reads one
+    /// page at a time and checkpoints after each.
+    fn start_pipeline(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Self {
+        let flags = ["--ocr-concurrency", "1", "--manifest-flush-every", "1"];
+        Self::spawn(database_url, storage_url, id, log_dir, &flags)
+    }
+
+    fn spawn(
+        database_url: &str,
+        storage_url: &str,
+        id: &str,
+        log_dir: &Path,
+        flags: &[&str],
+    ) -> Self {
         let log = log_dir.join(format!("{id}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_worker"))
             .args(["--database-url", database_url, "--storage", storage_url])
-            .args(["--types", "ocr", "--worker-id", id])
-            .args(["--ocr-engine", "tesseract"])
-            .args(["--ocr-concurrency", &OCR_CONCURRENCY.to_string()])
-            .args(["--manifest-flush-every", &MANIFEST_FLUSH_EVERY.to_string()])
+            .args(["--worker-id", id, "--ocr-engine", "tesseract"])
+            .args(flags)
             .args(["--heartbeat-interval", "200ms", "--stale-after", "2s"])
             .args(["--poll-interval", "100ms", "--progress-flush", "100ms"])
             .env("RUST_LOG", "info")
@@ -108,6 +137,10 @@ impl Book {
 
     fn worker(&self, database_url: &str, id: &str) -> WorkerProcess {
         WorkerProcess::start(database_url, &self.storage_url, id, self.dir.path())
+    }
+
+    fn pipeline_worker(&self, database_url: &str, id: &str) -> WorkerProcess {
+        WorkerProcess::start_pipeline(database_url, &self.storage_url, id, self.dir.path())
     }
 
     async fn enqueue(&self) -> Job {
@@ -335,4 +368,112 @@ async fn a_worker_killed_mid_book_on_sqlite_loses_no_page_and_the_next_redoes_fe
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/jobs.db", dir.path().display());
     a_worker_killed_mid_book_loses_no_page_and_the_next_redoes_few(&url).await;
+}
+
+/// Issue 13: a worker SIGKILLed right after the last page of an `ocr` job with the chain
+/// `guidelines, finalize` (the page recorded in the manifest, the job not completed yet)
+/// breaks no link: the job is requeued, another worker completes it, the completion inserts
+/// `guidelines` in the same transaction, and the book ends finalized. The first worker is
+/// held between the last page and the job's end by a lock on the job's row (its writes wait),
+/// and killed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_right_after_the_last_ocr_page_on_postgres_still_finalizes_the_chained_book()
+ {
+    require_tesseract().await;
+    let database = TestDatabase::create().await;
+    let url = database.url();
+    let book = Book::create(url).await;
+    let mut first = book.pipeline_worker(url, "chain-worker-a");
+    let then = vec![
+        ChainStep::new("guidelines", serde_json::json!({})),
+        ChainStep::new("finalize", serde_json::json!({})),
+    ];
+    let job = match book
+        .lock
+        .acquire_chain(
+            book.book_id.as_str(),
+            ocr::OCR_JOB_TYPE,
+            serde_json::json!({}),
+            then,
+        )
+        .await
+        .unwrap()
+    {
+        Acquire::Created(job) => job,
+        Acquire::Busy(job) => panic!("busy with {job:?}"),
+    };
+
+    // Eleven pages checkpointed: the last one is in tesseract. Hold the job's row, so the
+    // worker records the last page in the manifest and then waits to write its checkpoint.
+    let pages_before_last = |job: &Job| {
+        job.checkpoint
+            .as_ref()
+            .and_then(|value| value["done"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    book.wait_for(job.id, "eleven pages done", &[&first], |job| {
+        job.status.is_terminal() || pages_before_last(job) >= 11
+    })
+    .await;
+    let lock = database.lock_job(job.id).await;
+    assert_eq!(lock.job.status, JobStatus::Running, "{:#?}", lock.job);
+    assert_eq!(
+        pages_before_last(&lock.job),
+        11,
+        "the last page was done before the row was locked"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while done_pages(&book.manifest().await).len() < 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last page was never recorded:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    lock.release().await;
+
+    let second = book.pipeline_worker(url, "chain-worker-b");
+    let terminal = |job: &Job| job.status.is_terminal();
+    let ocr_job = book
+        .wait_for(job.id, "the ocr job's end", &[&second], terminal)
+        .await;
+    assert_eq!(
+        ocr_job.status,
+        JobStatus::Completed,
+        "{ocr_job:#?}\n{}",
+        second.log()
+    );
+    assert_eq!(ocr_job.worker_id.as_deref(), Some("chain-worker-b"));
+    assert_eq!(ocr_job.attempt, 2);
+    let guidelines_id = ocr_job
+        .next_job_id
+        .expect("the completion inserted guidelines");
+    let guidelines = book
+        .wait_for(
+            guidelines_id,
+            "the guidelines job's end",
+            &[&second],
+            terminal,
+        )
+        .await;
+    assert_eq!(guidelines.status, JobStatus::Completed, "{guidelines:#?}");
+    assert_eq!(guidelines.job_type, "guidelines");
+    assert_eq!(guidelines.previous_job_id, Some(job.id));
+    let finalize_id = guidelines.next_job_id.expect("then finalize");
+    let finalize = book
+        .wait_for(finalize_id, "the finalize job's end", &[&second], terminal)
+        .await;
+    assert_eq!(finalize.status, JobStatus::Completed, "{finalize:#?}");
+    assert_eq!(finalize.previous_job_id, Some(guidelines.id));
+    assert_eq!(finalize.next_job_id, None);
+
+    book.assert_every_page_read().await;
+    let manifest = book.manifest().await;
+    assert_eq!(manifest.guidelines.status, GuidelinesStatus::Final);
+    let final_key = layout::book_key(&book.book_id, "guidelines/final.json");
+    assert!(book.books.store().head(&final_key).await.is_ok());
+    drop(second);
+    database.drop().await;
 }

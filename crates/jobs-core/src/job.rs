@@ -191,6 +191,25 @@ impl JobError {
     }
 }
 
+/// One job of a chain: what runs after a job completes, on the same resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStep {
+    /// The next job's type.
+    pub job_type: String,
+    /// The next job's payload.
+    pub payload: serde_json::Value,
+}
+
+impl ChainStep {
+    /// A step of `job_type` with `payload`.
+    pub fn new(job_type: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            job_type: job_type.into(),
+            payload,
+        }
+    }
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -216,6 +235,19 @@ pub struct Job {
     pub error: Option<JobError>,
     /// The failed or cancelled job this one resumes.
     pub resumed_from: Option<JobId>,
+    /// The chain: the jobs to run after this one on the same resource, in order. When the
+    /// runner completes the job, the store inserts the first step as the next job (carrying
+    /// the rest) in the same transaction. A failure or cancel stops the chain; a resume
+    /// carries it on. Never changes after the insert.
+    #[serde(default)]
+    pub then: Vec<ChainStep>,
+    /// The job whose completion inserted this one (the previous link of its chain).
+    #[serde(default)]
+    pub previous_job_id: Option<JobId>,
+    /// The job this one's completion started: the one it inserted, or the job of that
+    /// (resource, type) that was already active (whose `previous_job_id` stays as it was).
+    #[serde(default)]
+    pub next_job_id: Option<JobId>,
     /// Whether a cancel was requested while it ran.
     pub cancel_requested: bool,
     /// The worker that holds or last held it.
@@ -251,6 +283,8 @@ pub struct NewJob {
     pub checkpoint: Option<serde_json::Value>,
     /// See [`Job::resumed_from`].
     pub resumed_from: Option<JobId>,
+    /// See [`Job::then`]; empty for a job without a chain.
+    pub then: Vec<ChainStep>,
     /// Creation time; also the time it may first run.
     pub now: DateTime<Utc>,
 }

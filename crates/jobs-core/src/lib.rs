@@ -27,13 +27,13 @@ pub use async_trait::async_trait;
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use job::{
-    Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,
+    ChainStep, Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,
     truncate_to_micros,
 };
 pub use lock::{Acquire, LockError, LockService, RecoveryPolicy};
 pub use state::{IllegalTransition, Transition};
 pub use store::{
-    ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert,
-    JobQuery, JobStore, RescueParams, RescueReport, RescueScope, StoreError, WorkerInfo,
+    ActiveIndex, ClaimParams, Finish, FinishChain, FinishOutcome, HeartbeatAck, HeartbeatParams,
+    Insert, JobQuery, JobStore, RescueParams, RescueReport, RescueScope, StoreError, WorkerInfo,
     parse_active_index,
 };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::job::{Job, JobError, JobId, JobStatus, NewJob, codes};
+use crate::job::{ChainStep, Job, JobError, JobId, JobStatus, NewJob, codes};
 use crate::store::{Insert, JobStore, RescueParams, RescueReport, RescueScope, StoreError};
 
 /// When jobs count as stuck.
@@ -157,6 +157,21 @@ impl LockService {
         job_type: &str,
         payload: serde_json::Value,
     ) -> Result<Acquire, StoreError> {
+        self.acquire_chain(resource_key, job_type, payload, Vec::new())
+            .await
+    }
+
+    /// [`LockService::acquire`] of a job with a chain: when the job completes, the store
+    /// inserts `then[0]` as the next job on the same resource, carrying the rest of `then`
+    /// (see [`Job::then`]). Busy rules apply to this first job only; `Busy` leaves the active
+    /// job's chain as it is.
+    pub async fn acquire_chain(
+        &self,
+        resource_key: &str,
+        job_type: &str,
+        payload: serde_json::Value,
+        then: Vec<ChainStep>,
+    ) -> Result<Acquire, StoreError> {
         let now = self.clock.now();
         let job = NewJob {
             id: JobId::new(),
@@ -166,14 +181,34 @@ impl LockService {
             max_attempts: self.max_attempts,
             checkpoint: None,
             resumed_from: None,
+            then,
             now,
         };
         self.insert_with_rescue(job).await
     }
 
     /// Creates a new pending job that continues a failed or cancelled one: same type,
-    /// resource and payload, its checkpoint copied, `resumed_from` set. Busy rules apply.
+    /// resource, payload and chain (a failure or cancel stopped the chain; the resumed job
+    /// carries it on), its checkpoint copied, `resumed_from` set. Busy rules apply.
     pub async fn resume(&self, id: JobId) -> Result<Acquire, LockError> {
+        self.resume_job(id, None).await
+    }
+
+    /// [`LockService::resume`] with `then` as the resumed job's chain instead of the old
+    /// job's (empty: no chain).
+    pub async fn resume_with_chain(
+        &self,
+        id: JobId,
+        then: Vec<ChainStep>,
+    ) -> Result<Acquire, LockError> {
+        self.resume_job(id, Some(then)).await
+    }
+
+    async fn resume_job(
+        &self,
+        id: JobId,
+        then: Option<Vec<ChainStep>>,
+    ) -> Result<Acquire, LockError> {
         let previous = self.store.get(id).await?;
         if !matches!(previous.status, JobStatus::Failed | JobStatus::Cancelled) {
             return Err(LockError::NotResumable {
@@ -189,6 +224,7 @@ impl LockService {
             max_attempts: previous.max_attempts,
             checkpoint: previous.checkpoint,
             resumed_from: Some(previous.id),
+            then: then.unwrap_or(previous.then),
             now: self.clock.now(),
         };
         Ok(self.insert_with_rescue(job).await?)

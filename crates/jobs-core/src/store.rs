@@ -81,6 +81,32 @@ pub enum FinishOutcome {
     },
 }
 
+/// Whether the job of an ended claim carries a chain ([`Job::then`] not empty), as the
+/// runner's copy of the job says: `then` never changes after the insert, so the copy is
+/// exact. A store reads the chain of a completed job only when it is [`Chained`]; ends of
+/// unchained jobs keep the cost of the plain batched write.
+///
+/// [`Chained`]: FinishChain::Chained
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FinishChain {
+    /// No chain: the end is written alone.
+    #[default]
+    Unchained,
+    /// A chain: a completion also inserts the next job, in the same transaction.
+    Chained,
+}
+
+impl FinishChain {
+    /// The mark of `job`: [`FinishChain::Chained`] when its `then` is not empty.
+    pub fn of(job: &Job) -> Self {
+        if job.then.is_empty() {
+            Self::Unchained
+        } else {
+            Self::Chained
+        }
+    }
+}
+
 /// One fenced end of a claim, with the last coalesced progress and checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
@@ -94,10 +120,12 @@ pub struct Finish {
     pub progress: Option<Progress>,
     /// Final checkpoint, if it changed since the last write.
     pub checkpoint: Option<serde_json::Value>,
+    /// Whether the job has a chain to continue when it completes.
+    pub chain: FinishChain,
 }
 
 impl Finish {
-    /// A finish with no progress or checkpoint to flush.
+    /// A finish with no progress or checkpoint to flush, of a job without a chain.
     pub fn new(id: JobId, lease: Lease, outcome: FinishOutcome) -> Self {
         Self {
             id,
@@ -105,7 +133,21 @@ impl Finish {
             outcome,
             progress: None,
             checkpoint: None,
+            chain: FinishChain::Unchained,
         }
+    }
+
+    /// A finish of the claimed `job` under its lease, its chain marked from the job.
+    pub fn of(job: &Job, outcome: FinishOutcome) -> Self {
+        Self {
+            chain: FinishChain::of(job),
+            ..Self::new(job.id, job.lease, outcome)
+        }
+    }
+
+    /// Whether this end completes a job with a chain: the store inserts the next job.
+    pub fn continues_chain(&self) -> bool {
+        self.chain == FinishChain::Chained && matches!(self.outcome, FinishOutcome::Completed)
     }
 }
 
@@ -279,7 +321,9 @@ pub enum StoreError {
         #[source]
         source: IllegalTransition,
     },
-    /// A row or index in the database does not match what this crate expects.
+    /// A row or index in the database does not match what this crate expects, or the
+    /// database refused a write that would break one of its constraints (such as the next
+    /// job of a chain with an empty job type).
     #[error("unexpected data in the job store: {0}")]
     Corrupt(String),
     /// The database could not be reached or refused the statement.
@@ -320,6 +364,16 @@ pub trait JobStore: Send + Sync + 'static {
     /// Ends claims, one fenced write per job (batched where the database allows). The outer
     /// error is a backend failure; each inner result is the status that job ended in
     /// (`pending` for a requeue).
+    ///
+    /// Chains: a completion marked [`FinishChain::Chained`] whose job's `then` is not empty
+    /// also inserts the next job, in the same transaction: type and payload of `then[0]`,
+    /// `then[1..]` as its chain, the same resource and `max_attempts`, `previous_job_id` the
+    /// completed job; the completed job's `next_job_id` names it. When that (resource, type)
+    /// already has an active job, nothing is inserted and `next_job_id` names the active job
+    /// (whose own `previous_job_id` is left as it was). All or nothing: when the database
+    /// refuses the insert, the completion is rolled back too (the job still runs under its
+    /// lease), that job's result is the error, and the rest of the batch is written. Only a
+    /// batch with such a completion pays for the transaction and the extra statements.
     async fn finish(
         &self,
         now: DateTime<Utc>,

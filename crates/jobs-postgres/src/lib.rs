@@ -14,14 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobs_core::{
-    ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert, Job,
-    JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress, RescueParams,
-    RescueReport, RescueScope, StoreError, Transition, WorkerInfo, parse_active_index,
+    ActiveIndex, ChainStep, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams,
+    Insert, Job, JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress,
+    RescueParams, RescueReport, RescueScope, StoreError, Transition, WorkerInfo,
+    parse_active_index,
 };
-use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use sqlx::{Acquire, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -169,6 +170,12 @@ async fn listen(pool: PgPool, signal: Weak<Notify>) {
     }
 }
 
+/// Whether the database refused a write for breaking one of its constraints: a refusal of
+/// that one write, not a failure of the backend.
+fn is_refusal(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.kind() != sqlx::error::ErrorKind::Other)
+}
+
 /// Translates every sqlx error of this store: the one place backend errors are classified.
 fn translate(error: sqlx::Error) -> StoreError {
     match &error {
@@ -227,6 +234,18 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
             .try_get::<Option<Uuid>, _>("resumed_from")
             .map_err(translate)?
             .map(JobId::from_uuid),
+        then: row
+            .try_get::<Json<Vec<ChainStep>>, _>("then")
+            .map_err(translate)?
+            .0,
+        previous_job_id: row
+            .try_get::<Option<Uuid>, _>("previous_job_id")
+            .map_err(translate)?
+            .map(JobId::from_uuid),
+        next_job_id: row
+            .try_get::<Option<Uuid>, _>("next_job_id")
+            .map_err(translate)?
+            .map(JobId::from_uuid),
         cancel_requested: row.try_get("cancel_requested").map_err(translate)?,
         worker_id: row.try_get("worker_id").map_err(translate)?,
         lease: Lease(row.try_get("lease").map_err(translate)?),
@@ -265,8 +284,8 @@ const INSERT: &str = "
 WITH inserted AS (
     INSERT INTO folio_jobs
         (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
-         run_at, created_at)
-    VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $8)
+         \"then\", previous_job_id, run_at, created_at)
+    VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $9, $10, $8, $8)
     ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
     RETURNING *
 ), notified AS (
@@ -347,6 +366,18 @@ FROM UNNEST($2::uuid[], $3::int8[], $4::text[], $5::jsonb[], $6::timestamptz[], 
 WHERE job.id = ANY($2) AND job.id = batch.id AND job.lease = batch.lease
   AND job.status = batch.expected
 RETURNING job.id, job.status";
+
+/// Completes one job of a chain (the `completed` case of [`FINISH`], for one row) and reads
+/// what its next job needs. It runs in the transaction that inserts the next job.
+const COMPLETE_CHAINED: &str = "
+UPDATE folio_jobs
+SET status = 'completed', error = NULL, finished_at = $3,
+    progress = COALESCE($4, progress), checkpoint = COALESCE($5, checkpoint)
+WHERE id = $1 AND lease = $2 AND status = 'running'
+RETURNING resource_key, max_attempts, \"then\"";
+
+/// Links a job just completed to the job its chain continues in.
+const LINK_NEXT: &str = "UPDATE folio_jobs SET next_job_id = $2 WHERE id = $1";
 
 const REQUEST_CANCEL: &str = "
 UPDATE folio_jobs
@@ -548,39 +579,155 @@ fn finish_statement<'q>(
         .bind(vec![JobStatus::Running.as_str(); batch.len()])
 }
 
+/// Inserts `job` (inserted by the completion of `previous` when it continues a chain), or
+/// reads the active job of its (resource, type): `Ok(Ok(inserted))` or `Ok(Err(active))`.
+/// The insert loses to an active job; that job may end before it is read, so it retries.
+async fn insert_job(
+    connection: &mut PgConnection,
+    job: &NewJob,
+    previous: Option<JobId>,
+) -> Result<Result<PgRow, PgRow>, sqlx::Error> {
+    for _ in 0..16 {
+        let inserted = sqlx::query(INSERT)
+            .bind(job.id.as_uuid())
+            .bind(&job.resource_key)
+            .bind(&job.job_type)
+            .bind(Json(&job.payload))
+            .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
+            .bind(job.checkpoint.as_ref().map(Json))
+            .bind(job.resumed_from.map(|id| *id.as_uuid()))
+            .bind(job.now)
+            .bind(Json(&job.then))
+            .bind(previous.map(|id| *id.as_uuid()))
+            .fetch_optional(&mut *connection)
+            .await?;
+        if let Some(row) = inserted {
+            return Ok(Ok(row));
+        }
+        let active = sqlx::query(SELECT_ACTIVE)
+            .bind(&job.resource_key)
+            .bind(&job.job_type)
+            .fetch_optional(&mut *connection)
+            .await?;
+        if let Some(row) = active {
+            return Ok(Err(row));
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "insert kept conflicting with jobs that ended at once".into(),
+    ))
+}
+
+/// Completes one job of a chain in the caller's transaction: the fenced completion, the
+/// insert of the next job (or the read of the active one of that type), the link. `None`
+/// when the fence refused the completion (nothing written).
+async fn complete_chained(
+    connection: &mut PgConnection,
+    now: DateTime<Utc>,
+    finish: &Finish,
+) -> Result<Option<JobStatus>, sqlx::Error> {
+    let Some(row) = sqlx::query(COMPLETE_CHAINED)
+        .bind(finish.id.as_uuid())
+        .bind(finish.lease.0)
+        .bind(now)
+        .bind(finish.progress.as_ref().map(json_value))
+        .bind(finish.checkpoint.clone().map(Json))
+        .fetch_optional(&mut *connection)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let then: Vec<ChainStep> = row.try_get::<Json<Vec<ChainStep>>, _>("then")?.0;
+    let Some((step, rest)) = then.split_first() else {
+        return Ok(Some(JobStatus::Completed));
+    };
+    let next = NewJob {
+        id: JobId::new(),
+        resource_key: row.try_get("resource_key")?,
+        job_type: step.job_type.clone(),
+        payload: step.payload.clone(),
+        max_attempts: u32::try_from(row.try_get::<i32, _>("max_attempts")?).unwrap_or(1),
+        checkpoint: None,
+        resumed_from: None,
+        then: rest.to_vec(),
+        now,
+    };
+    let next_id: Uuid = match insert_job(connection, &next, Some(finish.id)).await? {
+        Ok(inserted) | Err(inserted) => inserted.try_get("id")?,
+    };
+    sqlx::query(LINK_NEXT)
+        .bind(finish.id.as_uuid())
+        .bind(next_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(Some(JobStatus::Completed))
+}
+
+impl PgJobStore {
+    /// Ends a batch that completes jobs with chains, in one transaction: each chained
+    /// completion in a savepoint of its own (a refused insert rolls back that completion
+    /// only, and is that job's error), then the rest of the batch in one [`FINISH`]. Returns
+    /// the status each written job ended in, and the refusals.
+    async fn finish_with_chains(
+        &self,
+        now: DateTime<Utc>,
+        batch: &[Finish],
+    ) -> Result<(HashMap<JobId, JobStatus>, HashMap<JobId, StoreError>), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(translate)?;
+        let mut finished = HashMap::with_capacity(batch.len());
+        let mut refused = HashMap::new();
+        let (chained, plain): (Vec<&Finish>, Vec<&Finish>) =
+            batch.iter().partition(|finish| finish.continues_chain());
+        for finish in chained {
+            let mut savepoint = transaction.begin().await.map_err(translate)?;
+            match complete_chained(&mut savepoint, now, finish).await {
+                Ok(status) => {
+                    savepoint.commit().await.map_err(translate)?;
+                    if let Some(status) = status {
+                        finished.insert(finish.id, status);
+                    }
+                }
+                Err(error) if is_refusal(&error) => {
+                    savepoint.rollback().await.map_err(translate)?;
+                    refused.insert(finish.id, translate(error));
+                }
+                Err(error) => return Err(translate(error)),
+            }
+        }
+        if !plain.is_empty() {
+            let plain: Vec<Finish> = plain.into_iter().cloned().collect();
+            let rows = finish_statement(FINISH, now, &plain)
+                .fetch_all(&mut *transaction)
+                .await
+                .map_err(translate)?;
+            finished_statuses(&rows, &mut finished)?;
+        }
+        transaction.commit().await.map_err(translate)?;
+        Ok((finished, refused))
+    }
+}
+
+/// Adds the `(id, status)` of each row that [`FINISH`] returned to `finished`.
+fn finished_statuses(
+    rows: &[PgRow],
+    finished: &mut HashMap<JobId, JobStatus>,
+) -> Result<(), StoreError> {
+    for row in rows {
+        let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
+        finished.insert(id, parse_status(row.try_get("status").map_err(translate)?)?);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl JobStore for PgJobStore {
     async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
-        // The insert loses to an active job; that job may end before we read it, so retry.
-        for _ in 0..16 {
-            let inserted = sqlx::query(INSERT)
-                .bind(job.id.as_uuid())
-                .bind(&job.resource_key)
-                .bind(&job.job_type)
-                .bind(Json(&job.payload))
-                .bind(i32::try_from(job.max_attempts).unwrap_or(i32::MAX))
-                .bind(job.checkpoint.as_ref().map(Json))
-                .bind(job.resumed_from.map(|id| *id.as_uuid()))
-                .bind(job.now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(translate)?;
-            if let Some(row) = inserted {
-                return Ok(Insert::Inserted(job_from_row(&row)?));
-            }
-            let active = sqlx::query(SELECT_ACTIVE)
-                .bind(&job.resource_key)
-                .bind(&job.job_type)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(translate)?;
-            if let Some(row) = active {
-                return Ok(Insert::Busy(job_from_row(&row)?));
-            }
+        let mut connection = self.pool.acquire().await.map_err(translate)?;
+        match insert_job(&mut connection, &job, None).await {
+            Ok(Ok(inserted)) => Ok(Insert::Inserted(job_from_row(&inserted)?)),
+            Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
+            Err(error) => Err(translate(error)),
         }
-        Err(StoreError::Backend(
-            "insert kept conflicting with jobs that ended at once".into(),
-        ))
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
@@ -659,15 +806,18 @@ impl JobStore for PgJobStore {
         now: DateTime<Utc>,
         batch: &[Finish],
     ) -> Result<Vec<Result<JobStatus, StoreError>>, StoreError> {
-        let rows = finish_statement(FINISH, now, batch)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(translate)?;
-        let mut finished: HashMap<JobId, JobStatus> = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id = JobId::from_uuid(row.try_get("id").map_err(translate)?);
-            finished.insert(id, parse_status(row.try_get("status").map_err(translate)?)?);
-        }
+        // Jobs without a chain (the common case) end in one statement, outside a transaction.
+        let (finished, mut refused) = if batch.iter().any(Finish::continues_chain) {
+            self.finish_with_chains(now, batch).await?
+        } else {
+            let rows = finish_statement(FINISH, now, batch)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(translate)?;
+            let mut finished = HashMap::with_capacity(rows.len());
+            finished_statuses(&rows, &mut finished)?;
+            (finished, HashMap::new())
+        };
         if finished
             .values()
             .any(|status| *status == JobStatus::Pending)
@@ -680,13 +830,11 @@ impl JobStore for PgJobStore {
         let missing: Vec<JobId> = batch
             .iter()
             .map(|finish| finish.id)
-            .filter(|id| !finished.contains_key(id))
+            .filter(|id| !finished.contains_key(id) && !refused.contains_key(id))
             .collect();
-        let mut refused = if missing.is_empty() {
-            HashMap::new()
-        } else {
-            self.fencing_errors(&missing).await?
-        };
+        if !missing.is_empty() {
+            refused.extend(self.fencing_errors(&missing).await?);
+        }
         Ok(batch
             .iter()
             .map(|finish| match finished.get(&finish.id) {

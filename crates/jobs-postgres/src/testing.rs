@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use crate::PgJobStore;
+use jobs_core::{Job, JobId};
 
 /// The default test server.
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -126,5 +127,44 @@ impl TestDatabase {
             .execute(&mut connection)
             .await
             .expect("drop test database");
+    }
+}
+
+/// A row lock on one job, held by an open transaction until [`JobRowLock::release`]: every
+/// write to the job (heartbeats, checkpoints, its end) waits behind it, as behind a slow
+/// transaction. Process tests use it to hold a worker between two of its writes.
+#[derive(Debug)]
+pub struct JobRowLock {
+    /// The job as it was when the lock was taken.
+    pub job: Job,
+    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+impl JobRowLock {
+    /// Ends the transaction: the writes waiting for the row go on.
+    pub async fn release(self) {
+        self.transaction
+            .rollback()
+            .await
+            .expect("release the row lock");
+    }
+}
+
+impl TestDatabase {
+    /// Locks job `id`'s row (`SELECT ... FOR UPDATE`) until the lock is released.
+    pub async fn lock_job(&self, id: JobId) -> JobRowLock {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.url)
+            .await
+            .expect("connect for a row lock");
+        let mut transaction = pool.begin().await.expect("begin");
+        let row = sqlx::query("SELECT * FROM folio_jobs WHERE id = $1 FOR UPDATE")
+            .bind(id.as_uuid())
+            .fetch_one(&mut *transaction)
+            .await
+            .expect("lock the job's row");
+        let job = crate::job_from_row(&row).expect("a job");
+        JobRowLock { job, transaction }
     }
 }

@@ -14,16 +14,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobs_core::{
-    ActiveIndex, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Insert, Job,
-    JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress, RescueParams,
-    RescueReport, RescueScope, StoreError, Transition, WorkerInfo, parse_active_index,
+    ActiveIndex, ChainStep, ClaimParams, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams,
+    Insert, Job, JobError, JobId, JobQuery, JobStatus, JobStore, Lease, NewJob, Progress,
+    RescueParams, RescueReport, RescueScope, StoreError, Transition, WorkerInfo,
+    parse_active_index,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Acquire, Row, SqliteConnection};
 use tokio::sync::Notify;
 
 /// The table that records which migrations ran (kept apart from the embedding service's).
@@ -84,6 +85,12 @@ impl SqliteJobStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Whether the database refused a write for breaking one of its constraints: a refusal of
+/// that one write, not a failure of the backend.
+fn is_refusal(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.kind() != sqlx::error::ErrorKind::Other)
 }
 
 /// Translates every sqlx error of this store: the one place backend errors are classified.
@@ -159,6 +166,13 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         resumed_from: get_opt_text("resumed_from")?
             .map(|text| job_id(&text))
             .transpose()?,
+        then: from_json::<Vec<ChainStep>>(&get_text("then")?)?,
+        previous_job_id: get_opt_text("previous_job_id")?
+            .map(|text| job_id(&text))
+            .transpose()?,
+        next_job_id: get_opt_text("next_job_id")?
+            .map(|text| job_id(&text))
+            .transpose()?,
         cancel_requested: get_int("cancel_requested")? != 0,
         worker_id: get_opt_text("worker_id")?,
         lease: Lease(get_int("lease")?),
@@ -203,8 +217,8 @@ fn scope_params(scope: &RescueScope) -> (Option<&str>, Option<&str>) {
 const INSERT: &str = "
 INSERT INTO folio_jobs
     (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
-     run_at, created_at)
-VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?8)
+     \"then\", previous_job_id, run_at, created_at)
+VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?8)
 ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING *";
 
@@ -259,6 +273,18 @@ SET status = CASE
     checkpoint = COALESCE(?8, checkpoint)
 WHERE id = ?1 AND lease = ?2 AND status = 'running'
 RETURNING status";
+
+/// Completes one job of a chain (the `completed` case of [`FINISH`]) and reads what its
+/// next job needs. It runs in the transaction that inserts the next job.
+const COMPLETE_CHAINED: &str = "
+UPDATE folio_jobs
+SET status = 'completed', error = NULL, finished_at = ?3,
+    progress = COALESCE(?4, progress), checkpoint = COALESCE(?5, checkpoint)
+WHERE id = ?1 AND lease = ?2 AND status = 'running'
+RETURNING resource_key, max_attempts, \"then\"";
+
+/// Links a job just completed to the job its chain continues in.
+const LINK_NEXT: &str = "UPDATE folio_jobs SET next_job_id = ?2 WHERE id = ?1";
 
 const REQUEST_CANCEL: &str = "
 UPDATE folio_jobs
@@ -380,40 +406,112 @@ fn wanted_statuses(statuses: &[JobStatus]) -> Vec<&'static str> {
     }
 }
 
+/// Inserts `job` (inserted by the completion of `previous` when it continues a chain), or
+/// reads the active job of its (resource, type): `Ok(Ok(inserted))` or `Ok(Err(active))`.
+/// The insert loses to an active job; that job may end before it is read, so it retries.
+async fn insert_job(
+    connection: &mut SqliteConnection,
+    job: &NewJob,
+    previous: Option<JobId>,
+) -> Result<Result<SqliteRow, SqliteRow>, sqlx::Error> {
+    for _ in 0..16 {
+        let inserted = sqlx::query(INSERT)
+            .bind(job.id.to_string())
+            .bind(&job.resource_key)
+            .bind(&job.job_type)
+            .bind(json_text(&job.payload))
+            .bind(i64::from(job.max_attempts))
+            .bind(job.checkpoint.as_ref().map(json_text))
+            .bind(job.resumed_from.map(|id| id.to_string()))
+            .bind(micros(job.now))
+            .bind(json_text(&job.then))
+            .bind(previous.map(|id| id.to_string()))
+            .fetch_optional(&mut *connection)
+            .await?;
+        if let Some(row) = inserted {
+            return Ok(Ok(row));
+        }
+        let active = sqlx::query(SELECT_ACTIVE)
+            .bind(&job.resource_key)
+            .bind(&job.job_type)
+            .fetch_optional(&mut *connection)
+            .await?;
+        if let Some(row) = active {
+            return Ok(Err(row));
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "insert kept conflicting with jobs that ended at once".into(),
+    ))
+}
+
+/// What the completion of a job of a chain wrote.
+enum ChainedEnd {
+    /// The fence refused the completion: nothing was written.
+    Fenced,
+    /// Completed; the next job was inserted (`true`), or was already active or the chain
+    /// was empty (`false`).
+    Completed { inserted: bool },
+}
+
+/// Completes one job of a chain in the caller's transaction: the fenced completion, the
+/// insert of the next job (or the read of the active one of that type), the link.
+async fn complete_chained(
+    connection: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    finish: &Finish,
+) -> Result<ChainedEnd, sqlx::Error> {
+    let Some(row) = sqlx::query(COMPLETE_CHAINED)
+        .bind(finish.id.to_string())
+        .bind(finish.lease.0)
+        .bind(micros(now))
+        .bind(finish.progress.as_ref().map(json_text))
+        .bind(finish.checkpoint.as_ref().map(json_text))
+        .fetch_optional(&mut *connection)
+        .await?
+    else {
+        return Ok(ChainedEnd::Fenced);
+    };
+    let then: Vec<ChainStep> = serde_json::from_str(&row.try_get::<String, _>("then")?)
+        .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    let Some((step, rest)) = then.split_first() else {
+        return Ok(ChainedEnd::Completed { inserted: false });
+    };
+    let next = NewJob {
+        id: JobId::new(),
+        resource_key: row.try_get("resource_key")?,
+        job_type: step.job_type.clone(),
+        payload: step.payload.clone(),
+        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(1),
+        checkpoint: None,
+        resumed_from: None,
+        then: rest.to_vec(),
+        now,
+    };
+    let (next_id, inserted) = match insert_job(connection, &next, Some(finish.id)).await? {
+        Ok(row) => (row.try_get::<String, _>("id")?, true),
+        Err(active) => (active.try_get::<String, _>("id")?, false),
+    };
+    sqlx::query(LINK_NEXT)
+        .bind(finish.id.to_string())
+        .bind(next_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(ChainedEnd::Completed { inserted })
+}
+
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
-        // The insert loses to an active job; that job may end before we read it, so retry.
-        for _ in 0..16 {
-            let inserted = sqlx::query(INSERT)
-                .bind(job.id.to_string())
-                .bind(&job.resource_key)
-                .bind(&job.job_type)
-                .bind(json_text(&job.payload))
-                .bind(i64::from(job.max_attempts))
-                .bind(job.checkpoint.as_ref().map(json_text))
-                .bind(job.resumed_from.map(|id| id.to_string()))
-                .bind(micros(job.now))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(translate)?;
-            if let Some(row) = inserted {
+        let mut connection = self.pool.acquire().await.map_err(translate)?;
+        match insert_job(&mut connection, &job, None).await {
+            Ok(Ok(inserted)) => {
                 self.signal.notify_waiters();
-                return Ok(Insert::Inserted(job_from_row(&row)?));
+                Ok(Insert::Inserted(job_from_row(&inserted)?))
             }
-            let active = sqlx::query(SELECT_ACTIVE)
-                .bind(&job.resource_key)
-                .bind(&job.job_type)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(translate)?;
-            if let Some(row) = active {
-                return Ok(Insert::Busy(job_from_row(&row)?));
-            }
+            Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
+            Err(error) => Err(translate(error)),
         }
-        Err(StoreError::Backend(
-            "insert kept conflicting with jobs that ended at once".into(),
-        ))
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
@@ -497,7 +595,31 @@ impl JobStore for SqliteJobStore {
             .await
             .map_err(translate)?;
         let mut results = Vec::with_capacity(batch.len());
+        let mut chain_inserted = false;
         for finish in batch {
+            if finish.continues_chain() {
+                // In a savepoint: a refused insert of the next job rolls back this completion
+                // only, and is this job's error.
+                let mut savepoint = transaction.begin().await.map_err(translate)?;
+                let result = match complete_chained(&mut savepoint, now, finish).await {
+                    Ok(ChainedEnd::Fenced) => {
+                        savepoint.commit().await.map_err(translate)?;
+                        Err(fencing_error(&mut transaction, finish.id).await)
+                    }
+                    Ok(ChainedEnd::Completed { inserted }) => {
+                        savepoint.commit().await.map_err(translate)?;
+                        chain_inserted |= inserted;
+                        Ok(JobStatus::Completed)
+                    }
+                    Err(error) if is_refusal(&error) => {
+                        savepoint.rollback().await.map_err(translate)?;
+                        Err(translate(error))
+                    }
+                    Err(error) => return Err(translate(error)),
+                };
+                results.push(result);
+                continue;
+            }
             let (kind, error, run_at, consume) = match &finish.outcome {
                 FinishOutcome::Completed => ("completed", None, now, true),
                 FinishOutcome::Failed(error) => ("failed", Some(json_text(error)), now, true),
@@ -527,9 +649,10 @@ impl JobStore for SqliteJobStore {
             });
         }
         transaction.commit().await.map_err(translate)?;
-        if results
-            .iter()
-            .any(|result| matches!(result, Ok(JobStatus::Pending)))
+        if chain_inserted
+            || results
+                .iter()
+                .any(|result| matches!(result, Ok(JobStatus::Pending)))
         {
             self.signal.notify_waiters();
         }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use blob_store::BlobError;
 use books::{BookId, IngestError, Manifest, OcrStatus, UploadedFile, layout};
 use futures::{StreamExt, TryStreamExt};
-use jobs_core::Acquire;
+use jobs_core::{Acquire, ChainStep};
 use ocr::{OCR_JOB_TYPE, OcrPayload};
 use utoipa::ToSchema;
 
@@ -139,7 +139,9 @@ pub(crate) async fn get_book(
 /// Uploads pages: every `files` field becomes a page, numbered in upload order after the
 /// book's last page. All or nothing: when any file is invalid nothing is stored and the
 /// error lists each bad file with its reason (`details.rejected`). With `?ocr=true` an
-/// `ocr` job starts for the book.
+/// `ocr` job starts for the book; `&then=guidelines,finalize` chains the rest of the
+/// pipeline to it. When an `ocr` job is already active, the answer is that job
+/// (`job_created: false`) with its own chain.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/pages", tag = "books",
     params(("book_id" = String, Path, description = "The book id"), UploadQuery),
@@ -147,7 +149,7 @@ pub(crate) async fn get_book(
     responses(
         (status = 201, description = "The new pages, and the ocr job with `?ocr=true`", body = UploadedPages),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`), no files, bad id", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`), no files, bad id, `then` without `ocr=true` or an invalid chain", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not multipart, or every rejected file is of an unsupported format", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: too many files or bytes", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed multipart body", body = ErrorBody),
@@ -161,6 +163,7 @@ pub(crate) async fn upload_pages(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, axum::Json<UploadedPages>), ApiError> {
     let book_id = book_id(&book)?;
+    let then = upload_chain(&query)?;
     let mut multipart = multipart.map_err(|_| {
         ApiError::UnsupportedMediaType(
             "expected a multipart/form-data body with one `files` field per page".to_owned(),
@@ -204,7 +207,7 @@ pub(crate) async fn upload_pages(
     let (job, job_created) = if query.ocr {
         match state
             .lock()
-            .acquire(book_id.as_str(), OCR_JOB_TYPE, ocr_payload(None))
+            .acquire_chain(book_id.as_str(), OCR_JOB_TYPE, ocr_payload(None), then)
             .await?
         {
             Acquire::Created(job) => (Some(Job::from(&job)), true),
@@ -221,6 +224,21 @@ pub(crate) async fn upload_pages(
             job_created,
         }),
     ))
+}
+
+/// The chain of the upload's `ocr` job from `then` (comma-separated; empty or absent: none),
+/// or 422 when it is invalid or comes without `ocr=true`: checked before anything is stored.
+fn upload_chain(query: &UploadQuery) -> Result<Vec<ChainStep>, ApiError> {
+    let Some(text) = query.then.as_deref().filter(|text| !text.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    if !query.ocr {
+        return Err(ApiError::invalid(
+            "then needs ocr=true: the chain follows the upload's ocr job",
+        ));
+    }
+    let then: Vec<String> = text.split(',').map(|name| name.trim().to_owned()).collect();
+    crate::routes::jobs::chain(OCR_JOB_TYPE, &then)
 }
 
 fn multipart_error(error: MultipartError) -> ApiError {

@@ -7,7 +7,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use books::{BookId, Manifest};
 use extraction::{FINALIZE_JOB_TYPE, GUIDELINES_JOB_TYPE};
-use jobs_core::{Acquire, JobId, JobQuery, JobStatus, LockError, StoreError};
+use jobs_core::{Acquire, ChainStep, JobId, JobQuery, JobStatus, LockError, StoreError};
 use serde_json::json;
 
 use crate::dto::{AllJobsQuery, CreateJob, Job, JobList, JobListQuery, JobPage, LatestJobQuery};
@@ -60,8 +60,40 @@ fn job_type(text: &str) -> Result<&'static str, ApiError> {
         })
 }
 
+/// The chain of a job of type `first`: the steps of `then` (empty: no chain), or 422 when a
+/// type is unknown, named twice (`first` included), or out of the pipeline's order (the
+/// order of `BOOK_JOB_TYPES`: each type must come later than the one before it).
+pub(crate) fn chain(first: &str, then: &[String]) -> Result<Vec<ChainStep>, ApiError> {
+    let pipeline = BOOK_JOB_TYPES;
+    let position = |job_type: &str| pipeline.iter().position(|known| *known == job_type);
+    let invalid = |message: String| ApiError::Invalid {
+        message,
+        details: Some(json!({ "then": then, "pipeline": pipeline })),
+    };
+    let mut previous = first;
+    let mut steps = Vec::with_capacity(then.len());
+    for (index, text) in then.iter().enumerate() {
+        let job_type = job_type(text)?;
+        if job_type == first || then[..index].iter().any(|earlier| earlier == job_type) {
+            return Err(invalid(format!(
+                "job type {job_type} is named twice in the chain"
+            )));
+        }
+        if position(job_type) <= position(previous) {
+            return Err(invalid(format!(
+                "{job_type} cannot run after {previous}: a chain follows the pipeline's order ({})",
+                pipeline.join(", ")
+            )));
+        }
+        steps.push(ChainStep::new(job_type, json!({})));
+        previous = job_type;
+    }
+    Ok(steps)
+}
+
 /// Starts a job on a book, or with `resume: true` continues the latest failed or
-/// cancelled job of that type from its checkpoint.
+/// cancelled job of that type from its checkpoint. With `then`, the job carries a chain:
+/// the jobs to start, one after the other, when it completes.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/jobs", tag = "jobs",
     params(("book_id" = String, Path, description = "The book id")),
@@ -70,7 +102,7 @@ fn job_type(text: &str) -> Result<&'static str, ApiError> {
         (status = 202, description = "The new pending job", body = Job),
         (status = 409, description = "`job_active`: a job of this type is active (in `details.job`); `job_not_resumable`: nothing to resume; `ocr_incomplete` (guidelines) or `guidelines_incomplete` (finalize): the book is not ready, `details.pages` lists the pages that are not", body = ErrorBody),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: bad book id or unknown type", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id, unknown type, or an invalid chain (`then`: an unknown type, a type named twice, or out of the pipeline's order)", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -83,12 +115,23 @@ pub(crate) async fn create_book_job(
 ) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
     let book_id = book_id(&book)?;
     let job_type = job_type(&request.job_type)?;
+    let then = request
+        .then
+        .as_deref()
+        .map(|then| chain(job_type, then))
+        .transpose()?;
     let manifest = state.books().manifest(&book_id).await?;
+    // The first job's preconditions only: each later job checks its own when it runs.
     check_preconditions(&state, &manifest, job_type).await?;
     if !request.resume {
         let acquire = state
             .lock()
-            .acquire(book_id.as_str(), job_type, json!({}))
+            .acquire_chain(
+                book_id.as_str(),
+                job_type,
+                json!({}),
+                then.unwrap_or_default(),
+            )
             .await?;
         return created_or_active(acquire);
     }
@@ -113,7 +156,7 @@ pub(crate) async fn create_book_job(
             job: None,
         });
     };
-    resume(&state, previous.id).await
+    resume(&state, previous.id, then).await
 }
 
 /// What a job type needs of its book before it can start: `guidelines` every page's OCR
@@ -143,14 +186,23 @@ async fn check_preconditions(
     Ok(())
 }
 
-async fn resume(state: &AppState, id: JobId) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
+/// Resumes job `id`, with `then` as its chain instead of the old one's when given.
+async fn resume(
+    state: &AppState,
+    id: JobId,
+    then: Option<Vec<ChainStep>>,
+) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
     if let Ok(job) = state.job_store().get(id).await
         && let Ok(book_id) = BookId::parse(&job.resource_key)
         && let Ok(manifest) = state.books().manifest(&book_id).await
     {
         check_preconditions(state, &manifest, &job.job_type).await?;
     }
-    match state.lock().resume(id).await {
+    let resumed = match then {
+        Some(then) => state.lock().resume_with_chain(id, then).await,
+        None => state.lock().resume(id).await,
+    };
+    match resumed {
         Ok(acquire) => created_or_active(acquire),
         Err(LockError::NotResumable { id, status }) => {
             let job = state.job_store().get(id).await.ok();
@@ -374,7 +426,7 @@ pub(crate) async fn cancel_job(
     }
 }
 
-/// Resumes a failed or cancelled job: a new job with the same type, book and payload
+/// Resumes a failed or cancelled job: a new job with the same type, book, payload and chain
 /// that continues from its checkpoint.
 #[utoipa::path(
     post, path = "/v1/jobs/{job_id}/resume", tag = "jobs",
@@ -392,5 +444,5 @@ pub(crate) async fn resume_job(
     Path(job): Path<String>,
 ) -> Result<(StatusCode, axum::Json<Job>), ApiError> {
     let id = job_id(&job)?;
-    resume(&state, id).await
+    resume(&state, id, None).await
 }

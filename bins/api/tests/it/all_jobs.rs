@@ -25,6 +25,7 @@ async fn job_in(app: &TestApp, book: &str, job_type: &str, status: JobStatus) ->
         max_attempts: 3,
         checkpoint: None,
         resumed_from: None,
+        then: Vec::new(),
         now: created,
     };
     let Insert::Inserted(job) = app.job_store.insert(new).await.unwrap() else {

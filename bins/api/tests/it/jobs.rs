@@ -77,6 +77,9 @@ async fn starting_a_job_answers_202_with_the_job_in_the_specified_shape() {
         "started_at",
         "heartbeat_at",
         "finished_at",
+        "then",
+        "previous_job_id",
+        "next_job_id",
     ];
     expected.sort_unstable();
     let mut keys = keys;
@@ -88,6 +91,9 @@ async fn starting_a_job_answers_202_with_the_job_in_the_specified_shape() {
     assert_eq!(job["max_attempts"], 3);
     assert_eq!(job["error"], Value::Null);
     assert_eq!(job["resumed_from"], Value::Null);
+    assert_eq!(job["then"], json!([]));
+    assert_eq!(job["previous_job_id"], Value::Null);
+    assert_eq!(job["next_job_id"], Value::Null);
     let progress: Vec<&str> = job["progress"]
         .as_object()
         .unwrap()

@@ -5,6 +5,7 @@
 mod all_jobs;
 mod auth;
 mod books;
+mod chains;
 mod cli;
 mod concurrency;
 mod dashboard;

@@ -101,6 +101,7 @@ pub async fn concurrent_claimers_take_every_job_exactly_once(store: Arc<dyn JobS
                         max_attempts: 3,
                         checkpoint: None,
                         resumed_from: None,
+                        then: Vec::new(),
                         now,
                     };
                     store.insert(job).await.unwrap();

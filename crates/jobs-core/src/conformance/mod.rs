@@ -29,6 +29,7 @@ use crate::{
 };
 
 mod acquire;
+mod chain;
 mod claim;
 mod errors;
 mod fencing;
@@ -42,6 +43,7 @@ mod resume;
 mod runtime;
 
 pub use acquire::*;
+pub use chain::*;
 pub use claim::*;
 pub use errors::*;
 pub use fencing::*;
@@ -105,6 +107,13 @@ macro_rules! conformance_cases {
         $callback!(resume_copies_payload_and_checkpoint_and_links_the_old_job);
         $callback!(resume_refuses_completed_and_active_jobs);
         $callback!(resume_answers_busy_when_another_job_is_active);
+        // chains
+        $callback!(chained_completion_inserts_the_next_job_linked_both_ways);
+        $callback!(chain_step_of_the_completed_jobs_own_type_is_inserted);
+        $callback!(chained_completion_links_to_the_active_job_of_the_next_type);
+        $callback!(failure_and_cancel_stop_the_chain);
+        $callback!(resume_of_a_chained_job_carries_its_chain);
+        $callback!(refused_next_job_rolls_the_completion_back);
         // errors, listing, schema
         $callback!(unknown_job_is_not_found_for_every_operation);
         $callback!(list_returns_newest_first_with_filters);
@@ -129,6 +138,8 @@ macro_rules! conformance_cases {
         $callback!(runtime_stops_a_handler_whose_lease_was_lost);
         $callback!(runtime_drops_a_handler_that_ignores_its_lost_lease);
         $callback!(runtime_heartbeats_while_a_handler_holds_its_thread);
+        $callback!(runtime_runs_a_chain_job_after_job);
+        $callback!(runtime_retries_a_completion_whose_next_job_is_refused);
         // model
         $callback!(random_operations_match_the_reference_model);
     };

@@ -12,12 +12,15 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::Fixture;
 use crate::{
-    Acquire, ClaimParams, Finish, FinishOutcome, HeartbeatParams, JobError, JobId, JobQuery,
-    JobStatus, JobStore, Lease, LockError, LockService, RecoveryPolicy, StoreError, Transition,
+    Acquire, ChainStep, ClaimParams, Finish, FinishChain, FinishOutcome, HeartbeatParams, JobError,
+    JobId, JobQuery, JobStatus, JobStore, Lease, LockError, LockService, RecoveryPolicy,
+    StoreError, Transition,
 };
 
 const KEYS: u8 = 2;
 const MAX_ATTEMPTS: u32 = 2;
+/// Longest chain an acquired job carries (steps of the case's own job type).
+const MAX_CHAIN: u8 = 2;
 
 #[derive(Debug, Clone, Copy)]
 enum FinishKind {
@@ -32,6 +35,7 @@ enum FinishKind {
 enum Op {
     Acquire {
         key: u8,
+        chain: u8,
     },
     Claim {
         limit: u32,
@@ -67,7 +71,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         Just(FinishKind::Interrupt),
     ];
     prop_oneof![
-        3 => (0..KEYS).prop_map(|key| Op::Acquire { key }),
+        3 => (0..KEYS, 0..=MAX_CHAIN).prop_map(|(key, chain)| Op::Acquire { key, chain }),
         3 => (1..3u32).prop_map(|limit| Op::Claim { limit }),
         2 => (any::<usize>(), any::<bool>(), proptest::option::of(any::<u8>()))
             .prop_map(|(job, stale, checkpoint)| Op::Heartbeat { job, stale, checkpoint }),
@@ -94,6 +98,10 @@ struct ModelJob {
     heartbeat_at: Option<DateTime<Utc>>,
     lease: Lease,
     past_leases: Vec<Lease>,
+    /// Steps left in its chain.
+    then: u8,
+    previous_job_id: Option<JobId>,
+    next_job_id: Option<JobId>,
 }
 
 struct Model {
@@ -164,8 +172,9 @@ impl Model {
         id: JobId,
         key: &str,
         checkpoint: Option<serde_json::Value>,
+        then: u8,
         now: DateTime<Utc>,
-    ) {
+    ) -> &mut ModelJob {
         self.jobs.push(ModelJob {
             id,
             key: key.to_owned(),
@@ -177,7 +186,11 @@ impl Model {
             heartbeat_at: None,
             lease: Lease(0),
             past_leases: Vec::new(),
+            then,
+            previous_job_id: None,
+            next_job_id: None,
         });
+        self.jobs.last_mut().expect("just pushed")
     }
 
     fn due(&self, limit: u32, now: DateTime<Utc>) -> Vec<JobId> {
@@ -224,11 +237,14 @@ async fn run_case(
     for op in ops {
         let now = fx.now();
         match op {
-            Op::Acquire { key } => {
+            Op::Acquire { key, chain } => {
                 let key = key_name(key);
                 let expected = model.acquire(&key, now);
+                let then = (0..chain)
+                    .map(|_| ChainStep::new(&job_type, serde_json::json!({})))
+                    .collect();
                 match lock
-                    .acquire(&key, &job_type, serde_json::json!({}))
+                    .acquire_chain(&key, &job_type, serde_json::json!({}), then)
                     .await
                     .unwrap()
                 {
@@ -236,7 +252,7 @@ async fn run_case(
                         check(expected.is_none(), || {
                             format!("created while {expected:?} active")
                         })?;
-                        model.insert(job.id, &key, None, now);
+                        model.insert(job.id, &key, None, chain, now);
                     }
                     Acquire::Busy(job) => check(expected == Some(job.id), || {
                         format!("busy with {} but model expected {expected:?}", job.id)
@@ -336,9 +352,16 @@ async fn run_case(
                         consume_attempt: false,
                     },
                 };
-                let result = store
-                    .finish_one(now, Finish::new(model_job.id, lease, outcome))
-                    .await;
+                let chain = if model_job.then > 0 {
+                    FinishChain::Chained
+                } else {
+                    FinishChain::Unchained
+                };
+                let finish = Finish {
+                    chain,
+                    ..Finish::new(model_job.id, lease, outcome)
+                };
+                let result = store.finish_one(now, finish).await;
                 if model_job.status == JobStatus::Running && !stale {
                     let status = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
                     model_job.status = match kind {
@@ -360,6 +383,19 @@ async fn run_case(
                     check(status == model_job.status, || {
                         format!("finish gave {status}")
                     })?;
+                    // A completion continues the chain: the completed job was the active one
+                    // of its key and type, so the next one (of the same type) is inserted.
+                    if status == JobStatus::Completed && model_job.then > 0 {
+                        let (id, key, then) = (model_job.id, model_job.key.clone(), model_job.then);
+                        let next = store.get(id).await.unwrap().next_job_id;
+                        let next = next.ok_or_else(|| {
+                            TestCaseError::fail(format!("completion of {id} inserted no next job"))
+                        })?;
+                        model.jobs[index].next_job_id = Some(next);
+                        model
+                            .insert(next, &key, None, then - 1, now)
+                            .previous_job_id = Some(id);
+                    }
                 } else {
                     check(lease_lost(&result), || {
                         format!("finish should lose: {result:?}")
@@ -401,7 +437,7 @@ async fn run_case(
                             check(job.checkpoint == old.checkpoint, || {
                                 "checkpoint not copied".into()
                             })?;
-                            model.insert(job.id, &old.key, old.checkpoint.clone(), now);
+                            model.insert(job.id, &old.key, old.checkpoint.clone(), old.then, now);
                         }
                         Acquire::Busy(job) => check(expected == Some(job.id), || {
                             "resume busy with wrong job".into()
@@ -459,6 +495,12 @@ async fn check_invariants(
             format!("checkpoint of {job:?}")
         })?;
         check(
+            job.then.len() == usize::from(expected.then)
+                && job.previous_job_id == expected.previous_job_id
+                && job.next_job_id == expected.next_job_id,
+            || format!("chain of {job:?}, expected {expected:?}"),
+        )?;
+        check(
             job.status.is_terminal() == job.finished_at.is_some(),
             || format!("finished_at and status disagree: {job:?}"),
         )?;
@@ -476,8 +518,9 @@ async fn check_invariants(
     })
 }
 
-/// Random sequences of acquire, claim, heartbeat, finish (with live and stale leases),
-/// cancel, resume, time moves and rescues, run against the store and a reference model;
+/// Random sequences of acquire (with or without a chain), claim, heartbeat, finish (with live
+/// and stale leases), cancel, resume, time moves and rescues, run against the store and a
+/// reference model (a completion continues its chain);
 /// after every step the store must equal the model, keep at most one active job per key,
 /// keep attempts within `max_attempts`, and keep `finished_at` set exactly on terminal jobs.
 /// A failure is shrunk to a minimal sequence of operations.

@@ -13,8 +13,8 @@ use crate::runtime::{
     CancelReason, HandlerError, JobContext, JobHandler, Worker, WorkerConfig, WorkerMetrics,
 };
 use crate::{
-    Acquire, ClaimParams, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy,
-    RescueScope, SystemClock, codes,
+    Acquire, ChainStep, ClaimParams, Job, JobId, JobQuery, JobStatus, JobStore, LockService,
+    RecoveryPolicy, RescueScope, SystemClock, codes,
 };
 
 /// The job type of the suite's runtime handler.
@@ -225,6 +225,80 @@ fn steps(n: u32) -> StepsPayload {
         steps: n,
         ..StepsPayload::default()
     }
+}
+
+/// Enqueues a steps job for `key` with the chain `then`.
+async fn enqueue_chain(worker: &RunningWorker, key: &str, steps: u32, then: Vec<ChainStep>) -> Job {
+    let payload = serde_json::to_value(self::steps(steps)).unwrap();
+    match worker
+        .lock
+        .acquire_chain(key, STEPS, payload, then)
+        .await
+        .unwrap()
+    {
+        Acquire::Created(job) => job,
+        Acquire::Busy(job) => panic!("{key} is busy with {job:?}"),
+    }
+}
+
+/// The runner completes a job of a chain through the chained finish: the next job is
+/// inserted with the completion, and a worker runs it at once, to the end of the chain.
+pub async fn runtime_runs_a_chain_job_after_job(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let step = |n| ChainStep::new(STEPS, serde_json::to_value(steps(n)).unwrap());
+    let first = enqueue_chain(&worker, "book-1", 3, vec![step(2), step(1)]).await;
+    let completed = |job: &Job| job.status == JobStatus::Completed;
+    let first = worker.wait_for(first.id, "the first job", completed).await;
+    let second_id = first
+        .next_job_id
+        .expect("the completion inserted the next job");
+    let second = worker
+        .wait_for(second_id, "the second job", completed)
+        .await;
+    assert_eq!(second.previous_job_id, Some(first.id));
+    assert_eq!(second.then, [step(1)]);
+    assert_eq!(worker.handler.steps_of(second.id), [(1, 1), (1, 2)]);
+    let third_id = second.next_job_id.expect("the chain goes on");
+    let third = worker.wait_for(third_id, "the third job", completed).await;
+    assert_eq!(third.previous_job_id, Some(second.id));
+    assert!(third.then.is_empty());
+    assert_eq!(third.next_job_id, None);
+    assert_eq!(worker.handler.steps_of(third.id), [(1, 1)]);
+    worker.stop().await;
+}
+
+/// A completion whose next job the store refuses is not written; the runner leaves the job
+/// to the rescuer as any failed end, which requeues it until its attempts are used, and it
+/// fails with `lease_expired`. Nothing is ever inserted.
+pub async fn runtime_retries_a_completion_whose_next_job_is_refused(store: Arc<dyn JobStore>) {
+    let config = WorkerConfig {
+        stale_after: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let worker = RunningWorker::start(store, config);
+    let refused = vec![ChainStep::new("", serde_json::json!({}))];
+    let job = enqueue_chain(&worker, "book-1", 1, refused).await;
+    let failed = worker
+        .wait_for(job.id, "the job to fail", |job| {
+            job.status == JobStatus::Failed
+        })
+        .await;
+    assert_eq!(failed.error.unwrap().code, codes::LEASE_EXPIRED);
+    assert_eq!(
+        failed.attempt, failed.max_attempts,
+        "every attempt was used"
+    );
+    assert_eq!(failed.next_job_id, None);
+    let jobs = worker
+        .store
+        .list(&JobQuery {
+            resource_key: Some("book-1".into()),
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "nothing was inserted: {jobs:?}");
+    worker.stop().await;
 }
 
 /// A job runs to completion; its progress and checkpoint are written.

@@ -514,12 +514,11 @@ async fn execute(
     if let Some((outcome, counter)) = outcome {
         let (progress, checkpoint) = shared.take_unwritten();
         let job = shared.job();
+        // A completion of a job with a chain inserts the next job in the same write.
         let finish = Finish {
-            id: job.id,
-            lease: job.lease,
-            outcome: outcome.clone(),
             progress,
             checkpoint,
+            ..Finish::of(job, outcome.clone())
         };
         let (reply, answer) = oneshot::channel::<Result<JobStatus, StoreError>>();
         let written = match runtime.finisher.send((finish, reply)).await {
