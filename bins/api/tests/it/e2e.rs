@@ -233,6 +233,50 @@ async fn ocr_runs_end_to_end_on_postgres_and_s3() {
         assert!(markdown.contains(&format!("## {heading}")), "{markdown}");
     }
 
+    // One upload with a chain, then nothing but reading the result: OCR, guidelines and
+    // finalize follow each other in the store with no other request.
+    let response = client
+        .post(format!("{base}/v1/books"))
+        .json(&json!({"id": "e2e-chain", "title": "End to end, chained"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let (content_type, body) = multipart(&files);
+    let response = client
+        .post(format!(
+            "{base}/v1/books/e2e-chain/pages?ocr=true&then=guidelines,finalize"
+        ))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded["job"]["then"], json!(["guidelines", "finalize"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let chained = loop {
+        let response = client
+            .get(format!("{base}/v1/books/e2e-chain/guidelines"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break response.json::<Value>().await.unwrap();
+        }
+        assert_eq!(response.status(), 404, "not finalized yet is 404");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chained book was not finalized in time"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        chained["topics"], guidelines["topics"],
+        "the same pages, the same result"
+    );
+
     let ready: Value = client
         .get(format!("{base}/readyz"))
         .send()
