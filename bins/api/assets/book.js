@@ -11,7 +11,7 @@ import { follow } from './live.js';
 import { reload } from './router.js';
 import {
   h, reconcile, setAttr, setText, statusBadge, updateStatusBadge, every, plural, jobTypeLabel,
-  formatTime, formatDuration, jobElapsedMs, isActive, isTerminal, shortId, errorText, focusQuietly,
+  formatTime, formatDuration, jobElapsedMs, isActive, isTerminal, shortId, errorText, focusQuietly, chainLine,
 } from './ui.js';
 import { uploadPanel } from './upload.js';
 import { pageGrid } from './pages.js';
@@ -54,6 +54,11 @@ export function bookView(container, [bookId], scope) {
     guidelines: 'Turn each page’s text into teaching guidelines.',
     finalize: 'Merge the pages’ guidelines into one document.',
   };
+  /** Guidelines with finalize chained after it: one click to the final guidelines. */
+  const chainButton = h('button', {
+    type: 'button', id: 'start-guidelines-finalize', 'aria-describedby': 'start-guidelines-finalize-reason',
+  }, 'Extract and finalize');
+  const chainReason = h('p', { id: 'start-guidelines-finalize-reason', class: 'reason' });
   const actionError = h('p', { id: 'action-error', class: 'error', role: 'alert', hidden: true });
   const actions = h('section', { class: 'card actions-card', 'aria-labelledby': 'actions-title' },
     h('h2', { id: 'actions-title' }, 'Actions'),
@@ -63,7 +68,11 @@ export function bookView(container, [bookId], scope) {
         h('div', { class: 'action-text' }, h('p', { class: 'hint' }, hints[type]), states[type], reasons[type]),
       );
       return steps[type];
-    })),
+    }),
+    h('li', { class: 'action', dataset: { step: 'guidelines-finalize' } },
+      chainButton,
+      h('div', { class: 'action-text' }, h('p', { class: 'hint' }, 'Extract the guidelines, then finalize them as soon as that completes.'), chainReason),
+    )),
     actionError,
   );
 
@@ -110,7 +119,10 @@ export function bookView(container, [bookId], scope) {
   const known = new Map();
   /** jobId -> unsubscribe, for the jobs followed live. */
   const followed = new Map();
+  /** jobId -> its card (a card per job shown). */
   const cards = new Map();
+  /** Ids of completed chained jobs whose next job is being looked up. */
+  const chasing = new Set();
   scope.onCleanup(() => {
     for (const unsubscribe of followed.values()) unsubscribe();
     followed.clear();
@@ -224,9 +236,39 @@ export function bookView(container, [bookId], scope) {
     if (progressed && (job.type === 'ocr' || job.type === 'guidelines' || job.type === 'finalize')) refreshManifest();
     if (isTerminal(job.status)) {
       followed.delete(job.id);
+      if (job.status === 'completed' && (job.then?.length || job.next_job_id)) followNext(job);
       refreshManifest();
       // A chained job, or one started elsewhere, shows up in the history.
       loadHistory().then(syncFollowing).catch(() => {});
+    }
+  }
+
+  /**
+   * A chained job completed: its completion created (or linked) the next job. Follow that
+   * one; the event names it, else the job is read once more.
+   */
+  async function followNext(job) {
+    if (chasing.has(job.id)) return;
+    chasing.add(job.id);
+    try {
+      let nextId = job.next_job_id;
+      if (!nextId) {
+        const fresh = await getJson(`/v1/jobs/${seg(job.id)}`, { signal: scope.signal });
+        if (!scope.alive) return;
+        known.set(fresh.id, fresh);
+        nextId = fresh.next_job_id;
+      }
+      if (!nextId) {
+        renderJobs();
+        return;
+      }
+      const next = known.get(nextId) || await getJson(`/v1/jobs/${seg(nextId)}`, { signal: scope.signal });
+      if (!scope.alive) return;
+      if (!history.some((entry) => entry.id === next.id)) history.unshift(next);
+      adopt(next);
+    } catch (error) {
+      // The history refresh picks the next job up anyway.
+      if (error.name !== 'AbortError') console.warn(error);
     }
   }
 
@@ -252,14 +294,151 @@ export function bookView(container, [bookId], scope) {
     renderActions();
   }
 
+  function hasChain(job) {
+    return Boolean(job && (job.then?.length || job.previous_job_id || job.next_job_id));
+  }
+
+  /** The job whose completion started `job` (through the job it resumes, if need be). */
+  function previousOf(job, depth = 0) {
+    if (!job || depth > 20) return null;
+    if (job.previous_job_id) return known.get(job.previous_job_id) || null;
+    const linking = [...known.values()].find((other) => other.next_job_id === job.id);
+    if (linking) return linking;
+    return job.resumed_from ? previousOf(known.get(job.resumed_from), depth + 1) : null;
+  }
+
+  /** The job a completed `job` started, or the resume of a stopped one. */
+  function nextOf(job) {
+    if (job.next_job_id) return known.get(job.next_job_id) || null;
+    if (job.status === 'failed' || job.status === 'cancelled') {
+      const resumes = [...known.values()].filter((other) => other.resumed_from === job.id);
+      return resumes[0] || null;
+    }
+    return null;
+  }
+
+  /**
+   * The chain of the newest chained job shown: its jobs in order and the job types still
+   * to come, or null.
+   */
+  function currentChain() {
+    const candidates = JOB_TYPES.map((type) => shown.get(type)).filter(hasChain);
+    if (!candidates.length) return null;
+    candidates.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+    const jobs = [candidates[0]];
+    const seen = new Set([candidates[0].id]);
+    for (let job = previousOf(jobs[0]); job && !seen.has(job.id); job = previousOf(job)) {
+      seen.add(job.id);
+      jobs.unshift(job);
+    }
+    for (let job = nextOf(jobs.at(-1)); job && !seen.has(job.id); job = nextOf(job)) {
+      seen.add(job.id);
+      jobs.push(job);
+    }
+    // A resumed step replaces the job it resumes.
+    const steps = jobs.filter((job, index) => !jobs.slice(index + 1).some((later) => later.resumed_from === job.id));
+    const last = steps.at(-1);
+    const stopped = last.status === 'failed' || last.status === 'cancelled';
+    const types = new Set(steps.map((job) => job.type));
+    const rest = (last.then || []).filter((type) => !types.has(type));
+    return { jobs: steps, rest, stopped };
+  }
+
+  const pipelineSteps = h('ol', { class: 'pipeline-steps' });
+  const pipelineSummary = h('p', { class: 'pipeline-summary' });
+  const pipeline = h('section', { class: 'pipeline', 'aria-label': 'Pipeline' },
+    h('div', { class: 'pipeline-head' }, h('span', { class: 'pipeline-title' }, 'Pipeline'), pipelineSummary),
+    pipelineSteps);
+
+  function cardFor(job) {
+    let card = cards.get(job.id);
+    if (!card) {
+      card = jobCard({ cancel: cancelJob, resume: resumeJob });
+      cards.set(job.id, card);
+    }
+    card.update(job);
+    return card;
+  }
+
+  /** A step of the pipeline with no job yet: waiting for the one before, or stopped. */
+  function placeholder() {
+    const bar = h('div', { class: 'bar', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '0', 'aria-valuenow': '0' }, h('div', { class: 'bar-fill' }));
+    const element = h('article', { class: 'pipeline-placeholder' },
+      h('div', { class: 'job-head' }, h('span', { class: 'job-title' }), statusBadge('waiting')),
+      bar,
+      h('p', { class: 'job-note muted' }));
+    element.update = (type, state, before) => {
+      setText(element.querySelector('.job-title'), jobTypeLabel(type));
+      updateStatusBadge(element.querySelector('.status'), state === 'stopped' ? 'cancelled' : 'pending', state);
+      setAttr(bar, 'aria-label', `${jobTypeLabel(type)} progress`);
+      setAttr(bar, 'aria-valuetext', state);
+      setText(element.querySelector('.job-note'), state === 'stopped'
+        ? `Stopped: ${jobTypeLabel(before)} did not complete. Resume it to carry on.`
+        : `Starts when ${jobTypeLabel(before)} completes.`);
+    };
+    return element;
+  }
+
+  function renderPipeline(chain) {
+    const steps = [
+      ...chain.jobs.map((job) => ({ key: job.id, type: job.type, job, state: job.status })),
+      ...chain.rest.map((type) => ({ key: `${type}-${chain.stopped ? 'stopped' : 'waiting'}`, type, job: null, state: chain.stopped ? 'stopped' : 'waiting' })),
+    ];
+    reconcile(pipelineSteps, steps, (step) => step.key, (step) => {
+      const content = step.job ? cardFor(step.job) : placeholder();
+      return h('li', { class: 'pipeline-step' }, h('span', { class: 'pipeline-label' }), content);
+    }, (element, step) => {
+      const index = steps.indexOf(step);
+      setAttr(element, 'data-step', step.type);
+      setAttr(element, 'data-state', step.state);
+      setText(element.querySelector('.pipeline-label'), `Step ${index + 1} of ${steps.length}`);
+      if (step.job) {
+        // A card may have been shown outside the pipeline in between.
+        const card = cardFor(step.job);
+        const current = element.children[1];
+        if (current !== card) {
+          if (current) current.replaceWith(card);
+          else element.append(card);
+        }
+      } else {
+        // Waiting for the step before; stopped by the step that failed or was cancelled.
+        element.lastElementChild.update(step.type, step.state, chain.stopped ? chain.jobs.at(-1).type : steps[index - 1]?.type);
+      }
+    });
+    const done = chain.jobs.filter((job) => job.status === 'completed').length;
+    const last = chain.jobs.at(-1);
+    let summary;
+    if (chain.stopped) summary = `stopped at ${jobTypeLabel(last.type)} (${last.status})`;
+    else if (done === steps.length) summary = 'every step completed';
+    else summary = `${done} of ${steps.length} steps completed`;
+    setText(pipelineSummary, `${steps.map((step) => jobTypeLabel(step.type)).join(' → ')} · ${summary}`);
+    setAttr(pipeline, 'data-state', chain.stopped ? 'stopped' : done === steps.length ? 'completed' : 'running');
+  }
+
   function renderJobs() {
     for (const type of JOB_TYPES) shown.set(type, choose(type));
-    const visible = JOB_TYPES.map((type) => shown.get(type)).filter(Boolean);
-    reconcile(jobsList, visible, (job) => job.type, () => jobCard({ cancel: cancelJob, resume: resumeJob }), (card, job) => {
-      cards.set(job.type, card);
-      card.update(job);
+    const chain = currentChain();
+    const inChain = new Set(chain ? chain.jobs.map((job) => job.id) : []);
+    const chainTypes = new Set(chain ? [...chain.jobs.map((job) => job.type), ...chain.rest] : []);
+    const chainStart = chain ? String(chain.jobs[0].created_at) : '';
+    // Jobs outside the chain: an older job of a type the chain covers is not shown again.
+    const loose = JOB_TYPES.map((type) => shown.get(type)).filter((job) => job && !inChain.has(job.id)
+      && !(chainTypes.has(job.type) && !isActive(job.status) && String(job.created_at) < chainStart));
+    const children = [];
+    if (chain) {
+      renderPipeline(chain);
+      children.push(pipeline);
+    }
+    for (const job of loose) children.push(cardFor(job));
+    const used = new Set([...inChain, ...loose.map((job) => job.id)]);
+    for (const id of [...cards.keys()]) {
+      if (!used.has(id)) cards.delete(id);
+    }
+    children.forEach((child, index) => {
+      if (jobsList.children[index] !== child) jobsList.insertBefore(child, jobsList.children[index] || null);
     });
-    if (!visible.length) jobsList.append(h('p', { class: 'empty' }, 'No jobs yet. Start OCR to recognize the pages.'));
+    while (jobsList.children.length > children.length) jobsList.lastElementChild.remove();
+    if (!children.length) jobsList.append(h('p', { class: 'empty' }, 'No jobs yet. Start OCR to recognize the pages.'));
     reconcile(historyList, history.map((job) => known.get(job.id) || job), (job) => job.id, createHistoryRow, updateHistoryRow);
     if (!history.length) historyList.append(h('li', { class: 'empty' }, 'Nothing has run on this book yet.'));
     renderActions();
@@ -291,6 +470,10 @@ export function bookView(container, [bookId], scope) {
     };
     // The next step: the first one that can run and is not done.
     const next = JOB_TYPES.find((type) => !why[type] && !done[type]) || null;
+    const chainWhy = why.guidelines || (activeJob('finalize') ? 'Finalizing' : '');
+    if (!chainButton.dataset.busy) chainButton.disabled = Boolean(chainWhy);
+    setText(chainReason, chainWhy);
+    chainReason.hidden = !chainWhy;
     for (const type of JOB_TYPES) {
       const reason = why[type];
       const button = buttons[type];
@@ -317,6 +500,7 @@ export function bookView(container, [bookId], scope) {
       ),
       h('p', { class: 'history-times muted' }),
       h('p', { class: 'history-progress muted' }),
+      h('p', { class: 'history-chain muted', hidden: true }),
       h('p', { class: 'history-error', hidden: true }),
     );
   }
@@ -324,7 +508,9 @@ export function bookView(container, [bookId], scope) {
   function updateHistoryRow(row, job) {
     setAttr(row, 'data-job-id', job.id);
     setAttr(row, 'data-status', job.status);
+    setAttr(row, 'id', `history-${job.id}`);
     setText(row.querySelector('.history-type'), jobTypeLabel(job.type));
+    chainLine(row.querySelector('.history-chain'), job, (id) => `#history-${id}`);
     updateStatusBadge(row.querySelector('.status'), job.status);
     const id = row.querySelector('.history-id');
     setText(id, `#${shortId(job.id)}`);
@@ -384,11 +570,11 @@ export function bookView(container, [bookId], scope) {
     }
   }
 
-  function startJob(type) {
-    return withBusy(buttons[type], async () => {
+  function startJob(type, then = null, button = buttons[type]) {
+    return withBusy(button, async () => {
       showActionError(null);
       try {
-        const job = await postJson(`${base}/jobs`, { type }, { signal: scope.signal });
+        const job = await postJson(`${base}/jobs`, then ? { type, then } : { type }, { signal: scope.signal });
         history.unshift(job);
         adopt(job);
         refreshManifest();
@@ -401,6 +587,7 @@ export function bookView(container, [bookId], scope) {
     });
   }
   for (const type of JOB_TYPES) buttons[type].addEventListener('click', () => startJob(type));
+  chainButton.addEventListener('click', () => startJob('guidelines', ['finalize'], chainButton));
 
   async function retryPage(number, button) {
     button.disabled = true;
@@ -460,8 +647,8 @@ export function bookView(container, [bookId], scope) {
 
   // ---- start ----------------------------------------------------------------------------
   scope.interval(() => {
-    for (const [type, card] of cards) {
-      const job = shown.get(type);
+    for (const [id, card] of cards) {
+      const job = known.get(id);
       if (job && isActive(job.status) && card.isConnected) card.tick();
     }
   }, 1000);

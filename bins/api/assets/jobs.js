@@ -6,7 +6,7 @@
 import { getJson, postJson, seg } from './api.js';
 import {
   h, reconcile, setAttr, setText, statusBadge, updateStatusBadge, every, plural, jobTypeLabel,
-  formatTime, formatAgo, formatDuration, jobElapsedMs, isActive, shortId, errorText,
+  formatTime, formatAgo, formatDuration, jobElapsedMs, isActive, shortId, errorText, chainLine,
 } from './ui.js';
 
 const STATUSES = ['all', 'pending', 'running', 'completed', 'failed', 'cancelled'];
@@ -261,6 +261,7 @@ export function jobsView(container, _params, scope) {
       ),
       h('div', { class: 'job-row-times muted' }),
       h('div', { class: 'job-row-actions' }),
+      h('p', { class: 'job-row-chain muted', hidden: true }),
       h('p', { class: 'job-row-error', hidden: true }),
     );
   }
@@ -301,6 +302,8 @@ export function jobsView(container, _params, scope) {
     else if (job.started_at) times.push(`running ${formatDuration(jobElapsedMs(job))}`);
     if (job.attempt > 1) times.push(`attempt ${job.attempt}/${job.max_attempts}`);
     setText(row.querySelector('.job-row-times'), times.join(' · '));
+    // A linked job may be on another page of this list: its book shows the whole chain.
+    chainLine(row.querySelector('.job-row-chain'), job, (id) => `/books/${seg(job.book_id)}#history-${id}`);
 
     const errorLine = row.querySelector('.job-row-error');
     if (job.error) {

@@ -306,3 +306,22 @@ export function errorText(error) {
 export function focusQuietly(element) {
   if (element && typeof element.focus === 'function') element.focus({ preventScroll: true });
 }
+
+/**
+ * Fills `element` with a job's chain: "then: guidelines → finalize" and links to the
+ * previous and next jobs (`href(id)` gives a link's address); hides it when there is none.
+ */
+export function chainLine(element, job, href) {
+  const parts = [];
+  if (job.then?.length) parts.push(h('span', { class: 'chain-then' }, `then: ${job.then.join(' → ')}`));
+  const link = (label, id) => h('span', { class: 'chain-link' }, `${label} `,
+    h('a', { href: href(id), title: `Job ${id}` }, `#${shortId(id)}`));
+  if (job.previous_job_id) parts.push(link('after', job.previous_job_id));
+  if (job.next_job_id) parts.push(link('next', job.next_job_id));
+  const key = JSON.stringify([job.then || [], job.previous_job_id || null, job.next_job_id || null]);
+  if (element.dataset.chain !== key) {
+    element.dataset.chain = key;
+    element.replaceChildren(...parts.flatMap((part, index) => (index ? [' · ', part] : [part])));
+  }
+  element.hidden = parts.length === 0;
+}

@@ -34,11 +34,24 @@ export function uploadPanel(bookId, scope, onUploaded) {
     h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP or GIF images, one per page. Pages are numbered in the order the files are given.'),
   );
   const ocrAfter = h('input', { type: 'checkbox', id: 'ocr-after-upload', checked: true });
+  // The whole pipeline from one upload: OCR, then guidelines, then finalize as a chain.
+  // Off by default: a person usually checks the OCR before extracting from it.
+  const processAll = h('input', { type: 'checkbox', id: 'process-everything' });
+  // Everything implies OCR; no OCR means no chain.
+  processAll.addEventListener('change', () => {
+    if (processAll.checked) ocrAfter.checked = true;
+  });
+  ocrAfter.addEventListener('change', () => {
+    if (!ocrAfter.checked) processAll.checked = false;
+  });
   const uploads = h('ol', { id: 'uploads', class: 'uploads', 'aria-label': 'Uploads' });
   const panel = h('section', { class: 'card upload-card', 'aria-labelledby': 'upload-title' },
     h('h2', { id: 'upload-title' }, 'Add pages'),
     dropzone,
-    h('label', { class: 'check', for: 'ocr-after-upload' }, ocrAfter, ' Start OCR after upload'),
+    h('div', { class: 'upload-options' },
+      h('label', { class: 'check', for: 'ocr-after-upload' }, ocrAfter, ' Start OCR after upload'),
+      h('label', { class: 'check', for: 'process-everything', title: 'OCR, then extract the guidelines, then finalize them, one after the other' },
+        processAll, ' Process everything (OCR → guidelines → finalize)')),
     uploads,
   );
 
@@ -81,6 +94,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
   async function send(files) {
     if (!files.length) return;
     const ocr = ocrAfter.checked;
+    const chain = ocr && processAll.checked;
     const totalBytes = files.reduce((sum, file) => sum + file.size, 0) || 1;
     const rows = files.map((file) => {
       const bar = h('progress', { max: '100', value: '0', 'aria-label': `Upload of ${file.name}` });
@@ -119,7 +133,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
       if (total && loaded >= total) setText(summary, `Checking and converting ${plural(files.length, 'file')}…`);
     };
     try {
-      const answer = await upload(`/v1/books/${seg(bookId)}/pages?ocr=${ocr}`, form, onProgress);
+      const answer = await upload(`/v1/books/${seg(bookId)}/pages?ocr=${ocr}${chain ? '&then=guidelines,finalize' : ''}`, form, onProgress);
       const pages = answer?.pages || [];
       rows.forEach(({ bar, status, row }, index) => {
         bar.value = 100;
@@ -129,6 +143,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
       let text = `Added ${plural(pages.length, 'page')}`;
       if (pages.length) text += ` (${pages.length === 1 ? 'p.' : 'pp.'} ${pageRanges(pages.map((page) => page.page))})`;
       if (answer?.job) text += answer.job_created ? ' · OCR started' : ' · OCR already running';
+      if (answer?.job?.then?.length) text += `, then ${answer.job.then.join(' → ')}`;
       setText(summary, `${text}.`);
       summary.classList.add('ok');
       // A stored batch is one line; its files stay one click away.

@@ -945,6 +945,123 @@ async fn the_jobs_view_counts_live_filters_by_status_and_type_and_groups_failure
 }
 
 #[tokio::test]
+async fn one_upload_with_process_everything_ends_with_the_books_guidelines_final_and_the_pipeline_shows_three_completed_steps()
+ {
+    let dashboard = Dashboard::start(None).await;
+    let book = "chained";
+    dashboard
+        .api
+        .create_book(book, "One upload, the whole pipeline")
+        .await;
+    dashboard.goto(&format!("/books/{book}")).await;
+    let options = dashboard
+        .wait_for(
+            "the upload options",
+            UI_DEADLINE,
+            "#process-everything",
+            "(e) => e.length === 1 ? {everything: e[0].checked, \
+             ocr: document.querySelector('#ocr-after-upload').checked} : null",
+        )
+        .await;
+    assert_eq!(
+        options,
+        json!({"everything": false, "ocr": true}),
+        "OCR after upload on, the whole pipeline one click away"
+    );
+    // Unchecking OCR unchecks the pipeline; checking the pipeline checks OCR again.
+    dashboard.click("#process-everything").await;
+    dashboard.set_ocr_after_upload(false).await;
+    dashboard.click("#process-everything").await;
+    let options = dashboard
+        .js(
+            "return {everything: document.querySelector('#process-everything').checked, \
+             ocr: document.querySelector('#ocr-after-upload').checked}",
+            vec![],
+        )
+        .await;
+    assert_eq!(options, json!({"everything": true, "ocr": true}));
+
+    let picked = dashboard.page_files(1..=3);
+    dashboard.pick_files(&picked).await;
+    dashboard
+        .wait_uploads_sent(&["page-001.png", "page-002.png", "page-003.png"])
+        .await;
+
+    // The OCR job is shown first with the two steps to come.
+    dashboard
+        .wait_job("the chained OCR job", UI_DEADLINE, |job| job.kind == "ocr")
+        .await;
+    dashboard.screenshot("pipeline-running").await;
+
+    let steps = dashboard
+        .wait_for(
+            "three completed steps in one pipeline",
+            JOB_DEADLINE,
+            "#book-jobs .pipeline .pipeline-step",
+            "(steps) => steps.length === 3 && steps.every((step) => {\
+               const job = step.querySelector('.job');\
+               const bar = job && job.querySelector('[role=progressbar]');\
+               return step.dataset.state === 'completed' && job.dataset.status === 'completed'\
+                 && bar && bar.getAttribute('aria-valuemax') !== '0'\
+                 && bar.getAttribute('aria-valuenow') === bar.getAttribute('aria-valuemax');\
+             }) ? steps.map((step) => ({type: step.dataset.step, \
+               id: step.querySelector('.job').dataset.jobId})) : null",
+        )
+        .await;
+    let steps = steps.as_array().unwrap().clone();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|step| text(&step["type"]))
+            .collect::<Vec<_>>(),
+        ["ocr", "guidelines", "finalize"],
+        "{steps:?}"
+    );
+    let pipelines = dashboard
+        .js(
+            "return document.querySelectorAll('#book-jobs .pipeline').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(pipelines, 1, "the chain is one pipeline");
+
+    // The chain as the API has it: each step started by the completion of the one before.
+    for pair in steps.windows(2) {
+        let (before, after) = (text(&pair[0]["id"]), text(&pair[1]["id"]));
+        let job = dashboard.api.get(&format!("/v1/jobs/{before}")).await;
+        assert_eq!(text(&job["next_job_id"]), after, "{job}");
+        let next = dashboard.api.get(&format!("/v1/jobs/{after}")).await;
+        assert_eq!(text(&next["previous_job_id"]), before, "{next}");
+    }
+    let state = dashboard.api.get(&format!("/v1/books/{book}")).await;
+    assert_eq!(state["guidelines"]["status"], "final", "{state}");
+    let topics = dashboard
+        .wait_for(
+            "the final guidelines",
+            UI_DEADLINE,
+            "#guidelines .topic h3",
+            "(elements) => elements.length === 3 ? elements.length : null",
+        )
+        .await;
+    assert_eq!(topics, 3);
+    let chain = dashboard
+        .js(
+            &format!(
+                "return document.querySelector('#history-{} .history-chain').textContent",
+                text(&steps[0]["id"])
+            ),
+            vec![],
+        )
+        .await;
+    assert!(
+        text(&chain).contains("then: guidelines → finalize"),
+        "the OCR job's history row shows its chain: {chain}"
+    );
+    dashboard.screenshot("pipeline-completed").await;
+    dashboard.finish().await;
+}
+
+#[tokio::test]
 async fn a_300_page_book_view_loads_in_under_a_second_and_stays_responsive_during_ocr() {
     let dashboard = Dashboard::start(None).await;
     let book = "three-hundred";
