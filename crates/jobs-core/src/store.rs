@@ -255,6 +255,32 @@ pub struct JobQuery {
 impl JobQuery {
     /// The `limit` of [`JobQuery::default`].
     pub const DEFAULT_LIMIT: u32 = 50;
+
+    /// The names of the statuses a listing asks for: every status when it names none.
+    pub fn wanted_statuses(statuses: &[JobStatus]) -> Vec<&'static str> {
+        if statuses.is_empty() {
+            JobStatus::ALL.map(JobStatus::as_str).to_vec()
+        } else {
+            statuses.iter().map(|status| status.as_str()).collect()
+        }
+    }
+
+    /// Splits the statuses of an all-resources listing between the two ways a store reads
+    /// them: those found by scanning the primary key newest first (every status when
+    /// `statuses` is empty, else `completed`, the status of most jobs) and those read from
+    /// an index of their own (the active ones, `failed`, `cancelled`).
+    pub fn listing_branches(statuses: &[JobStatus]) -> (Vec<&'static str>, Vec<&'static str>) {
+        if statuses.is_empty() {
+            return (Self::wanted_statuses(statuses), Vec::new());
+        }
+        let (scanned, indexed): (Vec<JobStatus>, Vec<JobStatus>) = statuses
+            .iter()
+            .partition(|status| **status == JobStatus::Completed);
+        (
+            scanned.into_iter().map(JobStatus::as_str).collect(),
+            indexed.into_iter().map(JobStatus::as_str).collect(),
+        )
+    }
 }
 
 impl Default for JobQuery {
@@ -498,5 +524,34 @@ mod tests {
     #[test]
     fn rejects_index_without_predicate() {
         assert!(parse_active_index("CREATE INDEX x ON t (a)").is_err());
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+
+    #[test]
+    fn listings_scan_the_key_for_completed_jobs_and_read_the_others_from_their_indexes() {
+        assert_eq!(
+            JobQuery::wanted_statuses(&[]),
+            JobStatus::ALL.map(JobStatus::as_str)
+        );
+        assert_eq!(
+            JobQuery::listing_branches(&[]),
+            (JobStatus::ALL.map(JobStatus::as_str).to_vec(), Vec::new())
+        );
+        assert_eq!(
+            JobQuery::listing_branches(&[
+                JobStatus::Failed,
+                JobStatus::Completed,
+                JobStatus::Running
+            ]),
+            (vec!["completed"], vec!["failed", "running"])
+        );
+        assert_eq!(
+            JobQuery::wanted_statuses(&[JobStatus::Cancelled]),
+            ["cancelled"]
+        );
     }
 }

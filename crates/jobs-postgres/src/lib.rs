@@ -446,8 +446,8 @@ SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.
 /// `migrations/postgres/0006_list_by_status.sql`). `$1` holds the statuses found by a
 /// backward scan of the primary key (every status when the query names none, else
 /// `completed`), `$2` those read from an index of their own (`pending` and `running` from the
-/// one-active index, `failed` and `cancelled` from theirs); [`list_branches`] splits them. A
-/// branch whose statuses are not asked for stops before it reads a row: its parameter test
+/// one-active index, `failed` and `cancelled` from theirs);
+/// [`JobQuery::listing_branches`] splits them. A branch whose statuses are not asked for stops before it reads a row: its parameter test
 /// is a one-time filter of the plan. The active branch has no `ORDER BY ... LIMIT` of its
 /// own: with one, the planner would rather walk the primary key in order, which reads the
 /// whole table when a few old jobs still run; without, it reads the active jobs (at most one
@@ -496,31 +496,6 @@ SELECT * FROM (
 ) AS jobs
 ORDER BY id DESC
 LIMIT $5";
-
-/// Splits the statuses of an all-books listing between the branches of [`LIST`]: those
-/// found by scanning the primary key (every status when `statuses` is empty, else
-/// `completed`, the status of most jobs) and those read from an index of their own.
-fn list_branches(statuses: &[JobStatus]) -> (Vec<&'static str>, Vec<&'static str>) {
-    if statuses.is_empty() {
-        return (JobStatus::ALL.map(JobStatus::as_str).to_vec(), Vec::new());
-    }
-    let (scanned, indexed): (Vec<JobStatus>, Vec<JobStatus>) = statuses
-        .iter()
-        .partition(|status| **status == JobStatus::Completed);
-    (
-        scanned.into_iter().map(JobStatus::as_str).collect(),
-        indexed.into_iter().map(JobStatus::as_str).collect(),
-    )
-}
-
-/// The statuses a listing asks for: every status when it names none.
-fn wanted_statuses(statuses: &[JobStatus]) -> Vec<&'static str> {
-    if statuses.is_empty() {
-        JobStatus::ALL.map(JobStatus::as_str).to_vec()
-    } else {
-        statuses.iter().map(|status| status.as_str()).collect()
-    }
-}
 
 /// The keyset bound of a listing: below `before`, or below every id.
 fn list_before(before: Option<JobId>) -> Uuid {
@@ -748,11 +723,11 @@ impl JobStore for PgJobStore {
             Some(resource_key) => sqlx::query(LIST_RESOURCE)
                 .bind(resource_key)
                 .bind(job_type)
-                .bind(wanted_statuses(&query.statuses))
+                .bind(JobQuery::wanted_statuses(&query.statuses))
                 .bind(before)
                 .bind(limit),
             None => {
-                let (scanned, indexed) = list_branches(&query.statuses);
+                let (scanned, indexed) = JobQuery::listing_branches(&query.statuses);
                 sqlx::query(LIST)
                     .bind(scanned)
                     .bind(indexed)
@@ -1187,7 +1162,7 @@ mod plans {
             ),
         ];
         for (statuses, job_type, before, index) in cases {
-            let (scanned, indexed) = list_branches(statuses);
+            let (scanned, indexed) = JobQuery::listing_branches(statuses);
             let arguments = format!(
                 "{}, {}, {before}, {}, 50",
                 array(&scanned),

@@ -331,8 +331,8 @@ SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.
 /// `completed`), `?2` those read from an index of their own (`pending` and `running` from the
 /// one-active index, named here because SQLite would rather scan the key in order and could
 /// read the whole table to find a few running jobs; `failed` and `cancelled` from theirs).
-/// [`list_branches`] splits them. A branch whose statuses are not asked for stops before it
-/// reads a row: its test of the parameters does not depend on the row.
+/// [`JobQuery::listing_branches`] splits them. A branch whose statuses are not asked for
+/// stops before it reads a row: its test of the parameters does not depend on the row.
 const LIST: &str = "
 SELECT * FROM (
     SELECT * FROM (
@@ -380,31 +380,6 @@ LIMIT ?5";
 /// Above every job id in text order (ids are lowercase hyphenated UUIDs): the keyset bound of
 /// a listing without `before`.
 const ID_ABOVE_ALL: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
-
-/// Splits the statuses of an all-books listing between the branches of [`LIST`]: those
-/// found by scanning the primary key (every status when `statuses` is empty, else
-/// `completed`, the status of most jobs) and those read from an index of their own.
-fn list_branches(statuses: &[JobStatus]) -> (Vec<&'static str>, Vec<&'static str>) {
-    if statuses.is_empty() {
-        return (JobStatus::ALL.map(JobStatus::as_str).to_vec(), Vec::new());
-    }
-    let (scanned, indexed): (Vec<JobStatus>, Vec<JobStatus>) = statuses
-        .iter()
-        .partition(|status| **status == JobStatus::Completed);
-    (
-        scanned.into_iter().map(JobStatus::as_str).collect(),
-        indexed.into_iter().map(JobStatus::as_str).collect(),
-    )
-}
-
-/// The statuses a listing asks for: every status when it names none.
-fn wanted_statuses(statuses: &[JobStatus]) -> Vec<&'static str> {
-    if statuses.is_empty() {
-        JobStatus::ALL.map(JobStatus::as_str).to_vec()
-    } else {
-        statuses.iter().map(|status| status.as_str()).collect()
-    }
-}
 
 /// Inserts `job` (inserted by the completion of `previous` when it continues a chain), or
 /// reads the active job of its (resource, type): `Ok(Ok(inserted))` or `Ok(Err(active))`.
@@ -532,10 +507,10 @@ impl JobStore for SqliteJobStore {
             Some(resource_key) => sqlx::query(LIST_RESOURCE)
                 .bind(resource_key)
                 .bind(query.job_type.as_deref())
-                .bind(json_text(&wanted_statuses(&query.statuses)))
+                .bind(json_text(&JobQuery::wanted_statuses(&query.statuses)))
                 .bind(before),
             None => {
-                let (scanned, indexed) = list_branches(&query.statuses);
+                let (scanned, indexed) = JobQuery::listing_branches(&query.statuses);
                 sqlx::query(LIST)
                     .bind(json_text(&scanned))
                     .bind(json_text(&indexed))
@@ -821,7 +796,7 @@ mod plans {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
         let store = SqliteJobStore::connect(&url).await.expect("open");
-        let (scanned, indexed) = list_branches(&JobStatus::ALL);
+        let (scanned, indexed) = JobQuery::listing_branches(&JobStatus::ALL);
         let (scanned, indexed) = (json_text(&scanned), json_text(&indexed));
         let every_book = plan(
             &store,
@@ -843,7 +818,7 @@ mod plans {
         ] {
             assert!(every_book.contains(index), "{index}:\n{every_book}");
         }
-        let statuses = json_text(&wanted_statuses(&[]));
+        let statuses = json_text(&JobQuery::wanted_statuses(&[]));
         let one_book = plan(
             &store,
             LIST_RESOURCE,
