@@ -1,13 +1,13 @@
 //! Test helpers (feature `testing`): the page fixtures with their known text, the character
 //! error rate, a check that tesseract is installed, and a scripted engine.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use page_jobs::testing::PageScript;
 use tokio_util::sync::CancellationToken;
 
 use crate::{OcrEngine, OcrError, PageImage, TesseractEngine};
@@ -88,22 +88,14 @@ pub async fn require_tesseract() {
     }
 }
 
-/// What the [`ScriptedEngine`] does on one call for a page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScriptStep {
-    /// Fail with a retryable error (HTTP 503).
-    Transient,
-    /// Fail with a terminal error (exit status 1).
-    Terminal,
-}
+pub use page_jobs::testing::ScriptStep;
 
-/// An engine that answers `text of page N`, after failing as scripted per page, and counts
-/// its calls. With a delay, each call takes that long (and stops on cancel).
+/// An engine that answers `text of page N`, after failing as scripted per page (a
+/// `Transient` step is an HTTP 503, a `Terminal` one exit status 1), and counts its calls.
+/// With a delay, each call takes that long (and stops on cancel).
 #[derive(Debug, Default)]
 pub struct ScriptedEngine {
-    script: Mutex<HashMap<u32, VecDeque<ScriptStep>>>,
-    calls: Mutex<HashMap<u32, u32>>,
-    delay: Duration,
+    script: PageScript,
 }
 
 impl ScriptedEngine {
@@ -114,18 +106,13 @@ impl ScriptedEngine {
 
     /// Each call takes `delay`.
     pub fn with_delay(mut self, delay: Duration) -> Self {
-        self.delay = delay;
+        self.script.set_delay(delay);
         self
     }
 
     /// The next calls for `page` fail as `steps` say, in order; later calls succeed.
     pub fn fail(self, page: u32, steps: &[ScriptStep]) -> Self {
-        self.script
-            .lock()
-            .expect("script mutex")
-            .entry(page)
-            .or_default()
-            .extend(steps.iter().cloned());
+        self.script.fail(page, steps);
         self
     }
 
@@ -136,7 +123,7 @@ impl ScriptedEngine {
 
     /// Calls so far, per page.
     pub fn calls(&self) -> HashMap<u32, u32> {
-        self.calls.lock().expect("calls mutex").clone()
+        self.script.calls()
     }
 }
 
@@ -151,35 +138,18 @@ impl OcrEngine for ScriptedEngine {
         page: &PageImage,
         cancel: &CancellationToken,
     ) -> Result<String, OcrError> {
-        *self
-            .calls
-            .lock()
-            .expect("calls mutex")
-            .entry(page.page)
-            .or_default() += 1;
-        if !self.delay.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(self.delay) => {}
-                () = cancel.cancelled() => return Err(OcrError::Cancelled),
-            }
-        }
-        let step = self
-            .script
-            .lock()
-            .expect("script mutex")
-            .get_mut(&page.page)
-            .and_then(VecDeque::pop_front);
-        match step {
-            Some(ScriptStep::Transient) => Err(OcrError::Http {
+        match self.script.call(page.page, cancel).await {
+            None => Err(OcrError::Cancelled),
+            Some(Some(ScriptStep::Transient)) => Err(OcrError::Http {
                 status: 503,
                 retry_after: None,
                 body: "scripted overload".to_owned(),
             }),
-            Some(ScriptStep::Terminal) => Err(OcrError::ExitStatus {
+            Some(Some(ScriptStep::Terminal)) => Err(OcrError::ExitStatus {
                 code: 1,
                 stderr: format!("scripted failure of page {}", page.page),
             }),
-            None => Ok(Self::text_for(page.page)),
+            Some(None) => Ok(Self::text_for(page.page)),
         }
     }
 }

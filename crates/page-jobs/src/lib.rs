@@ -19,6 +19,9 @@
 //!
 //! Architecture Invariant: this crate knows only jobs-core, books and the `BlobStore` trait.
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,72 @@
+//! Test helpers (feature `testing`): [`PageScript`], the per-page failure script and call
+//! counter behind the scripted OCR engine and the scripted extractor.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// What a scripted page worker does on one call for a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptStep {
+    /// Fail with a retryable error.
+    Transient,
+    /// Fail with a terminal error.
+    Terminal,
+}
+
+/// Per page, the failures the next calls give (in order; later calls succeed), the calls so
+/// far, and how long each call takes.
+#[derive(Debug, Default)]
+pub struct PageScript {
+    script: Mutex<HashMap<u32, VecDeque<ScriptStep>>>,
+    calls: Mutex<HashMap<u32, u32>>,
+    delay: Duration,
+}
+
+impl PageScript {
+    /// Each call takes `delay`.
+    pub fn set_delay(&mut self, delay: Duration) {
+        self.delay = delay;
+    }
+
+    /// The next calls for `page` fail as `steps` say, in order.
+    pub fn fail(&self, page: u32, steps: &[ScriptStep]) {
+        self.script
+            .lock()
+            .expect("script mutex")
+            .entry(page)
+            .or_default()
+            .extend(steps.iter().copied());
+    }
+
+    /// Calls so far, per page.
+    pub fn calls(&self) -> HashMap<u32, u32> {
+        self.calls.lock().expect("calls mutex").clone()
+    }
+
+    /// One call for `page`: counts it, takes the delay (`None` when `cancel` fires first),
+    /// and gives the scripted failure, if any is left.
+    pub async fn call(&self, page: u32, cancel: &CancellationToken) -> Option<Option<ScriptStep>> {
+        *self
+            .calls
+            .lock()
+            .expect("calls mutex")
+            .entry(page)
+            .or_default() += 1;
+        if !self.delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(self.delay) => {}
+                () = cancel.cancelled() => return None,
+            }
+        }
+        Some(
+            self.script
+                .lock()
+                .expect("script mutex")
+                .get_mut(&page)
+                .and_then(VecDeque::pop_front),
+        )
+    }
+}
