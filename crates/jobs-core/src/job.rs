@@ -181,14 +181,61 @@ pub struct JobError {
 }
 
 impl JobError {
-    /// A new error.
+    /// The longest message kept, in bytes; a longer one is cut with a note of its length.
+    pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+    /// The longest code kept, in bytes.
+    pub const MAX_CODE_BYTES: usize = 100;
+
+    /// A new error, as a store can keep it (see [`storable_text`]): NUL bytes written as
+    /// `\0` and the message capped at [`Self::MAX_MESSAGE_BYTES`].
     pub fn new(code: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
         Self {
-            code: code.into(),
-            message: message.into(),
+            code: storable_text(code.into(), Self::MAX_CODE_BYTES),
+            message: storable_text(message.into(), Self::MAX_MESSAGE_BYTES),
             retryable,
         }
     }
+}
+
+impl Progress {
+    /// The longest item name or message kept, in bytes.
+    pub const MAX_TEXT_BYTES: usize = 1024;
+
+    /// The progress as a store can keep it: its texts through [`storable_text`].
+    pub fn storable(&mut self) {
+        for text in [
+            &mut self.current_item,
+            &mut self.last_completed_item,
+            &mut self.message,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *text = storable_text(std::mem::take(text), Self::MAX_TEXT_BYTES);
+        }
+    }
+}
+
+/// `text` as every store can keep it: a NUL byte (which Postgres refuses in text and
+/// JSON) becomes the two characters `\0`, and text over `max_bytes` is cut on a character
+/// boundary and ends with a note of its whole length, so an error of any size and content
+/// still ends its job with a readable message.
+pub fn storable_text(text: String, max_bytes: usize) -> String {
+    let mut text = if text.contains('\0') {
+        text.replace('\0', "\\0")
+    } else {
+        text
+    };
+    if text.len() > max_bytes {
+        let note = format!(" [cut: {} bytes in all]", text.len());
+        let mut end = max_bytes.saturating_sub(note.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(&note);
+    }
+    text
 }
 
 /// One job of a chain: what runs after a job completes, on the same resource.
@@ -293,4 +340,47 @@ pub struct NewJob {
 /// read back compares equal to the time written.
 pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(time.timestamp_micros()).expect("time within range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storable_text_writes_nul_as_an_escape_and_keeps_the_rest() {
+        let error = JobError::new("bad\0code", "page 3: bad\0byte", false);
+        assert_eq!(error.code, "bad\\0code");
+        assert_eq!(error.message, "page 3: bad\\0byte");
+    }
+
+    #[test]
+    fn storable_text_caps_long_text_on_a_character_boundary_with_its_length() {
+        let long = format!("page 3: {}", "é".repeat(100_000));
+        let error = JobError::new("ocr_failed", long.clone(), true);
+        assert!(error.message.len() <= JobError::MAX_MESSAGE_BYTES);
+        assert!(error.message.starts_with("page 3: éé"));
+        assert!(
+            error
+                .message
+                .ends_with(&format!(" [cut: {} bytes in all]", long.len())),
+            "{}",
+            &error.message[error.message.len() - 40..]
+        );
+        let short = storable_text("fine".to_owned(), 4);
+        assert_eq!(short, "fine");
+    }
+
+    #[test]
+    fn storable_progress_cleans_every_text() {
+        let mut progress = Progress {
+            current_item: Some("a\0".into()),
+            last_completed_item: Some("b\0".into()),
+            message: Some("x".repeat(5000)),
+            ..Progress::default()
+        };
+        progress.storable();
+        assert_eq!(progress.current_item.as_deref(), Some("a\\0"));
+        assert_eq!(progress.last_completed_item.as_deref(), Some("b\\0"));
+        assert!(progress.message.unwrap().len() <= Progress::MAX_TEXT_BYTES);
+    }
 }

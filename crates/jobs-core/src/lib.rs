@@ -28,7 +28,7 @@ pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use job::{
     ChainStep, Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,
-    truncate_to_micros,
+    storable_text, truncate_to_micros,
 };
 pub use lock::{Acquire, LockError, LockService, RecoveryPolicy};
 pub use state::{IllegalTransition, Transition};

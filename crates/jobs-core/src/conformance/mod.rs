@@ -131,6 +131,7 @@ macro_rules! conformance_cases {
         $callback!(runtime_completes_a_job_with_progress_and_checkpoint);
         $callback!(runtime_retries_a_retryable_error_then_succeeds);
         $callback!(runtime_fails_a_terminal_error_at_once_with_its_message);
+        $callback!(runtime_fails_a_job_whose_error_message_has_nul_and_no_end);
         $callback!(runtime_turns_a_panic_into_a_failed_attempt);
         $callback!(runtime_cancels_a_running_job_on_request);
         $callback!(runtime_resume_continues_after_the_checkpoint);

@@ -38,6 +38,9 @@ pub struct StepsPayload {
     pub deaf: bool,
     /// Hold the thread (a blocking sleep) this many milliseconds before the first step.
     pub hog_ms: u64,
+    /// When set, a `terminal` failure (and the progress before it) says
+    /// `step N: bad<NUL>byte` and this many `x`: a message no store keeps as it is.
+    pub error_padding: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,10 +116,16 @@ impl JobHandler for StepsHandler {
                     }
                     "panic" => panic!("step {step} exploded"),
                     _ => {
-                        return Err(HandlerError::terminal(
-                            "bad_step",
-                            format!("step {step} is invalid"),
-                        ));
+                        let message = match payload.error_padding {
+                            Some(padding) => {
+                                format!("step {step}: bad\0byte {}", "x".repeat(padding))
+                            }
+                            None => format!("step {step} is invalid"),
+                        };
+                        context.update_progress(|progress| {
+                            progress.message = Some(message.clone());
+                        });
+                        return Err(HandlerError::terminal("bad_step", message));
                     }
                 }
             }
@@ -369,6 +378,36 @@ pub async fn runtime_fails_a_terminal_error_at_once_with_its_message(store: Arc<
     );
     assert!(!error.retryable);
     assert_eq!(failed.checkpoint, Some(serde_json::json!({ "done": 1 })));
+    worker.stop().await;
+}
+
+/// An error message no store could keep as it is (a NUL byte, which Postgres refuses, and
+/// a megabyte of text) still ends the job failed, with the message cleaned and capped.
+pub async fn runtime_fails_a_job_whose_error_message_has_nul_and_no_end(store: Arc<dyn JobStore>) {
+    let worker = RunningWorker::start(store, fast_config());
+    let payload = StepsPayload {
+        fail_at: Some(2),
+        fail_kind: "terminal".into(),
+        fail_attempts: 9,
+        error_padding: Some(1024 * 1024),
+        ..steps(3)
+    };
+    let job = worker.enqueue("book-1", payload).await;
+    let failed = worker
+        .wait_for(job.id, "failure", |job| job.status == JobStatus::Failed)
+        .await;
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "bad_step");
+    assert!(
+        error.message.starts_with("step 2: bad\\0byte xxx"),
+        "{}",
+        &error.message[..40]
+    );
+    assert!(error.message.len() <= crate::JobError::MAX_MESSAGE_BYTES);
+    assert!(!error.message.contains('\0'));
+    let progress = failed.progress.message.unwrap();
+    assert!(progress.starts_with("step 2: bad\\0byte"), "{progress:.40}");
+    assert!(progress.len() <= crate::Progress::MAX_TEXT_BYTES);
     worker.stop().await;
 }
 

@@ -228,6 +228,7 @@ impl JobContext {
     pub fn update_progress(&self, change: impl FnOnce(&mut Progress)) {
         let mut pending = self.shared.pending.lock().expect("pending mutex");
         change(&mut pending.progress);
+        pending.progress.storable();
         pending.progress_version += 1;
     }
 
