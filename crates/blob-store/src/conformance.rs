@@ -11,8 +11,11 @@
 //! ```
 //!
 //! [`file_test_store`] and [`s3_test_store`] give fresh stores to any crate's tests; the
-//! S3 one runs against a local S3-compatible server (see [`moto`]).
+//! S3 one runs against a local S3-compatible server (see [`moto`]). [`fault_proxy`] puts a
+//! fault-injecting proxy (503 SlowDown, resets mid-response, stalls, latency, outages)
+//! between an S3 client and that server.
 
+pub mod fault_proxy;
 pub mod moto;
 
 use std::any::Any;

@@ -30,6 +30,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls;
 use bytes::Bytes;
 
+use crate::error::BoxError;
 use crate::key::{validate_key, validate_prefix};
 use crate::{Blob, BlobError, BlobMeta, BlobStore, ETag, ListEntry, PutMode};
 
@@ -73,13 +74,16 @@ pub struct S3Config {
     pub max_attempts: u32,
     /// Time to open a connection.
     pub connect_timeout: Duration,
-    /// Time for one attempt of one request.
+    /// Time for one attempt of one request, including reading a `get`'s body.
     pub attempt_timeout: Duration,
+    /// Time for one operation, every attempt and backoff included: no call waits longer,
+    /// whatever the server does (a stalled connection is given up after this at most).
+    pub operation_timeout: Duration,
 }
 
 impl S3Config {
     /// A config for `bucket` with no prefix and the defaults: 5 attempts, 5 s connect
-    /// timeout, 60 s per attempt.
+    /// timeout, 60 s per attempt, 120 s per operation.
     pub fn new(bucket: impl Into<String>) -> Self {
         Self {
             bucket: bucket.into(),
@@ -91,6 +95,7 @@ impl S3Config {
             max_attempts: 5,
             connect_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(60),
+            operation_timeout: Duration::from_secs(120),
         }
     }
 
@@ -142,6 +147,19 @@ impl S3Config {
         self
     }
 
+    /// Sets the connect, per-attempt and per-operation timeouts (see the fields).
+    pub fn with_timeouts(
+        mut self,
+        connect: Duration,
+        attempt: Duration,
+        operation: Duration,
+    ) -> Self {
+        self.connect_timeout = connect;
+        self.attempt_timeout = attempt;
+        self.operation_timeout = operation;
+        self
+    }
+
     /// Sets the attempts per request (at least 1).
     pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
         self.max_attempts = max_attempts.max(1);
@@ -155,6 +173,10 @@ pub struct S3BlobStore {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Longest read of one `get`'s body (the SDK's timeouts end when the head arrives).
+    body_timeout: Duration,
+    /// Longest `get`, every request and body attempt included.
+    get_timeout: Duration,
 }
 
 impl S3BlobStore {
@@ -180,6 +202,7 @@ impl S3BlobStore {
                 TimeoutConfig::builder()
                     .connect_timeout(config.connect_timeout)
                     .operation_attempt_timeout(config.attempt_timeout)
+                    .operation_timeout(config.operation_timeout)
                     .build(),
             );
         if let Some(region) = &config.region {
@@ -212,11 +235,14 @@ impl S3BlobStore {
                 .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
                 .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
-        Ok(Self::with_client(
+        let mut store = Self::with_client(
             Client::from_conf(s3_config.build()),
             config.bucket,
             config.prefix,
-        ))
+        );
+        store.body_timeout = config.attempt_timeout;
+        store.get_timeout = config.operation_timeout;
+        Ok(store)
     }
 
     /// Wraps an existing client. `prefix` is empty or ends with `/`.
@@ -225,10 +251,13 @@ impl S3BlobStore {
         bucket: impl Into<String>,
         prefix: impl Into<String>,
     ) -> Self {
+        let defaults = S3Config::new("");
         Self {
             client,
             bucket: bucket.into(),
             prefix: prefix.into(),
+            body_timeout: defaults.attempt_timeout,
+            get_timeout: defaults.operation_timeout,
         }
     }
 
@@ -245,15 +274,9 @@ impl S3BlobStore {
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
-}
 
-/// Attempts of a GET whose body stream fails midway (the SDK retries only the request).
-const GET_BODY_ATTEMPTS: u32 = 3;
-
-#[async_trait]
-impl BlobStore for S3BlobStore {
-    async fn get(&self, key: &str) -> Result<Blob, BlobError> {
-        validate_key(key)?;
+    /// `get` without its overall time bound.
+    async fn get_unbounded(&self, key: &str) -> Result<Blob, BlobError> {
         let full_key = self.full_key(key);
         let mut attempt = 1;
         loop {
@@ -266,7 +289,15 @@ impl BlobStore for S3BlobStore {
                 .await
                 .map_err(|error| classify("get", key, error))?;
             let etag = output.e_tag().map(ETag::new);
-            match output.body.collect().await {
+            let body = tokio::time::timeout(self.body_timeout, output.body.collect()).await;
+            let body = match body {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(error)) => Err(BoxError::from(error)),
+                Err(_) => {
+                    Err(format!("reading the body took longer than {:?}", self.body_timeout).into())
+                }
+            };
+            match body {
                 Ok(body) => {
                     let etag = etag.ok_or_else(|| missing_etag("get", key))?;
                     return Ok(Blob {
@@ -283,13 +314,31 @@ impl BlobStore for S3BlobStore {
                     return Err(BlobError::Transient {
                         operation: "get",
                         key: key.to_owned(),
-                        source: error.into(),
+                        source: error,
                     });
                 }
             }
         }
     }
+}
 
+/// Attempts of a GET whose body stream fails midway (the SDK retries only the request).
+const GET_BODY_ATTEMPTS: u32 = 3;
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn get(&self, key: &str) -> Result<Blob, BlobError> {
+        validate_key(key)?;
+        // The SDK bounds the request; the body is streamed after it, so this bounds both.
+        match tokio::time::timeout(self.get_timeout, self.get_unbounded(key)).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(BlobError::Transient {
+                operation: "get",
+                key: key.to_owned(),
+                source: format!("gave up after {:?}: {elapsed}", self.get_timeout).into(),
+            }),
+        }
+    }
     async fn put(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<ETag, BlobError> {
         validate_key(key)?;
         let mut request = self
