@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blob_store::{BlobError, BlobStore, ETag, PutMode};
+use blob_store::{Blob, BlobError, BlobStore, ETag, PutMode};
 use bytes::Bytes;
 use chrono::Utc;
 
@@ -169,6 +169,12 @@ impl Books {
         &self,
         book_id: &BookId,
     ) -> Result<(Manifest, ETag), BooksError> {
+        let (manifest, blob) = self.read_manifest(book_id).await?;
+        Ok((manifest, blob.etag))
+    }
+
+    /// The manifest and the stored object it was decoded from.
+    async fn read_manifest(&self, book_id: &BookId) -> Result<(Manifest, Blob), BooksError> {
         let blob = match self.store.get(&layout::manifest_key(book_id)).await {
             Ok(blob) => blob,
             Err(BlobError::NotFound { .. }) => {
@@ -179,7 +185,7 @@ impl Books {
             Err(source) => return Err(storage(book_id, source)),
         };
         let manifest = decode(book_id, &blob.bytes)?;
-        Ok((manifest, blob.etag))
+        Ok((manifest, blob))
     }
 
     /// The ids of every book, sorted.
@@ -208,31 +214,67 @@ impl Books {
     /// jittered backoff, up to [`UpdatePolicy::max_attempts`]. So `change` runs once per
     /// attempt on a fresh copy, and only the last run is stored: concurrent writers never
     /// lose each other's changes. Returns the manifest as written.
-    pub async fn update<F>(&self, book_id: &BookId, mut change: F) -> Result<Manifest, BooksError>
+    ///
+    /// A write whose answer was lost may have taken effect (the store's retry of it then
+    /// fails its precondition on its own write): when the re-read finds exactly the bytes
+    /// last sent, that write is the one stored and `change` is not applied again, so a
+    /// change that counts (`attempts += 1`) counts once.
+    pub async fn update<F>(&self, book_id: &BookId, change: F) -> Result<Manifest, BooksError>
+    where
+        F: FnMut(&mut Manifest) + Send,
+    {
+        self.update_unconfirmed(book_id, change, &mut None).await
+    }
+
+    /// [`Books::update`] that also knows the last write a previous call sent without
+    /// learning its outcome (`unconfirmed`, kept by the caller between calls): when the
+    /// stored manifest is exactly that write, it is returned and `change` is not applied
+    /// (it is in there already). A failed write's bytes are left in `unconfirmed`.
+    pub(crate) async fn update_unconfirmed<F>(
+        &self,
+        book_id: &BookId,
+        mut change: F,
+        unconfirmed: &mut Option<Unconfirmed>,
+    ) -> Result<Manifest, BooksError>
     where
         F: FnMut(&mut Manifest) + Send,
     {
         let key = layout::manifest_key(book_id);
         let max_attempts = self.policy.max_attempts.max(1);
         for attempt in 1..=max_attempts {
-            let (mut manifest, etag) = self.manifest_with_etag(book_id).await?;
+            let (mut manifest, blob) = self.read_manifest(book_id).await?;
+            if let Some(Unconfirmed { bytes, manifest }) = unconfirmed.take()
+                && bytes == blob.bytes
+            {
+                // `updated_at` makes every write's bytes unique: these are ours.
+                tracing::info!(book.id = %book_id, attempt, "an earlier manifest write whose answer was lost is stored; not applied again");
+                return Ok(manifest);
+            }
             change(&mut manifest);
             manifest.book_id = book_id.clone();
             manifest.schema_version = SCHEMA_VERSION;
             manifest.updated_at = Utc::now();
+            let bytes = encode(&manifest);
             match self
                 .store
-                .put(&key, encode(&manifest), PutMode::Update { etag })
+                .put(&key, bytes.clone(), PutMode::Update { etag: blob.etag })
                 .await
             {
                 Ok(_) => return Ok(manifest),
                 Err(BlobError::PreconditionFailed { .. }) => {
+                    *unconfirmed = Some(Unconfirmed { bytes, manifest });
                     tracing::debug!(book.id = %book_id, attempt, "manifest changed concurrently, retrying");
                     if attempt < max_attempts {
                         tokio::time::sleep(self.policy.backoff(attempt)).await;
                     }
                 }
-                Err(source) => return Err(storage(book_id, source)),
+                Err(source) => {
+                    // Unless the store refused the write outright, it may have landed.
+                    if source.is_transient() {
+                        *unconfirmed = Some(Unconfirmed { bytes, manifest });
+                    }
+                    return Err(storage(book_id, source));
+                }
             }
         }
         Err(BooksError::UpdateConflict {
@@ -246,6 +288,14 @@ impl Books {
     pub fn manifest_writer(&self, book_id: &BookId, flush_every: usize) -> ManifestWriter {
         ManifestWriter::new(self.clone(), book_id.clone(), flush_every)
     }
+}
+
+/// A manifest write sent without learning whether it was stored (its answer was lost, or
+/// the store's retry of it found its own write: `PreconditionFailed`).
+#[derive(Debug)]
+pub(crate) struct Unconfirmed {
+    bytes: Bytes,
+    manifest: Manifest,
 }
 
 fn encode(manifest: &Manifest) -> Bytes {

@@ -1,5 +1,6 @@
 //! [`ManifestWriter`]: many page updates, one manifest write per batch.
 
+use crate::catalog::Unconfirmed;
 use crate::{BookId, Books, BooksError, Manifest};
 
 /// One change to a manifest. It may run more than once (once per write attempt, each
@@ -21,6 +22,9 @@ pub struct ManifestWriter {
     book_id: BookId,
     flush_every: usize,
     pending: Vec<PendingChange>,
+    /// The last write of a failed flush, which may have been stored all the same: the
+    /// next flush then finds its changes in, and does not apply them twice.
+    unconfirmed: Option<Unconfirmed>,
 }
 
 struct PendingChange(ManifestChange);
@@ -38,6 +42,7 @@ impl ManifestWriter {
             book_id,
             flush_every: flush_every.max(1),
             pending: Vec::new(),
+            unconfirmed: None,
         }
     }
 
@@ -56,7 +61,9 @@ impl ManifestWriter {
     }
 
     /// Writes every queued change in one manifest update; `None` when nothing was queued.
-    /// On error the changes stay queued, so a later flush can retry them.
+    /// On error the changes stay queued, so a later flush can retry them; if the failed
+    /// write was stored after all (its answer was lost), the retry finds it and applies
+    /// nothing twice.
     pub async fn flush(&mut self) -> Result<Option<Manifest>, BooksError> {
         if self.pending.is_empty() {
             return Ok(None);
@@ -64,11 +71,15 @@ impl ManifestWriter {
         let pending = &self.pending;
         let manifest = self
             .books
-            .update(&self.book_id, |manifest| {
-                for change in pending {
-                    (change.0)(manifest);
-                }
-            })
+            .update_unconfirmed(
+                &self.book_id,
+                |manifest| {
+                    for change in pending {
+                        (change.0)(manifest);
+                    }
+                },
+                &mut self.unconfirmed,
+            )
             .await?;
         self.pending.clear();
         Ok(Some(manifest))

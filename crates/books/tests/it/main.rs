@@ -6,4 +6,5 @@ mod counting_store;
 mod images;
 mod ingest;
 mod manifest_updates;
+mod lost_answers;
 mod manifest_writer;
