@@ -43,6 +43,11 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Missing or wrong bearer token (401).
     Unauthorized,
+    /// The client sent its request body too slowly: the request timeout ended it (408).
+    RequestTimeout,
+    /// Other uploads hold the memory for decoding images; try again after `Retry-After`
+    /// seconds (503).
+    ServerBusy,
     /// Something failed on the server (500, 503); the body says no more.
     Internal,
 }
@@ -135,6 +140,18 @@ pub enum ApiError {
     /// The request took longer than allowed: 503 `internal`.
     #[error("the request timed out")]
     Timeout,
+    /// The request timeout ended a request whose body had not all arrived: 408
+    /// `request_timeout`.
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(std::time::Duration),
+    /// 503 `server_busy` with `Retry-After`.
+    #[error("{message}")]
+    Busy {
+        /// What is busy.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// A backend is unreachable or overloaded: 503 `internal`.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -187,7 +204,10 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Timeout | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable(_) | Self::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -212,6 +232,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            Self::Busy { .. } => ErrorCode::ServerBusy,
             Self::Timeout | Self::Unavailable(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -250,6 +272,10 @@ fn all_unsupported(rejected: &[RejectedFile]) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        let retry_after = match &self {
+            Self::Busy { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorObject {
                 code: self.code(),
@@ -262,6 +288,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
             );
         }
         if let Some(cause) = self.into_cause() {

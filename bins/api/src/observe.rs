@@ -3,14 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::{ALLOW, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::error::{ApiError, ErrorCause};
 use crate::state::AppState;
@@ -118,18 +124,59 @@ pub(crate) async fn observe(
     response
 }
 
-/// Answers 503 `internal` when the inner service takes longer than `limit` to respond.
+/// Ends a request that takes longer than `limit`: 408 `request_timeout` when its body has
+/// not all arrived (a client sending slowly, or stalled), else 503.
 pub(crate) async fn timeout(
     State(limit): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    match tokio::time::timeout(limit, next.run(request)).await {
+    let (parts, body) = request.into_parts();
+    let received = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let body = Body::new(Watched {
+        inner: body,
+        received: received.clone(),
+    });
+    match tokio::time::timeout(limit, next.run(Request::from_parts(parts, body))).await {
         Ok(response) => response,
+        Err(_) if !received.load(Ordering::Acquire) => {
+            tracing::info!(http.path = %path, ?limit, "request body did not arrive in time");
+            ApiError::RequestTimeout(limit).into_response()
+        }
         Err(_) => {
             tracing::warn!(http.path = %path, ?limit, "request timed out");
             ApiError::Timeout.into_response()
         }
+    }
+}
+
+/// A request body that notes when it has all been received.
+struct Watched {
+    inner: Body,
+    received: Arc<AtomicBool>,
+}
+
+impl HttpBody for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(context);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.received.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -48,6 +48,16 @@ pub struct Cli {
     #[arg(long, env = "FOLIO_UPLOAD_TIMEOUT", value_parser = duration, default_value = "10m")]
     pub upload_timeout: Duration,
 
+    /// Memory that decoding uploaded images may take at once, across every upload
+    /// (e.g. `1GiB`, `512MiB`; `0` for no bound). Uploads beyond it wait for it.
+    #[arg(long, env = "FOLIO_DECODE_BUDGET", value_parser = byte_size, default_value = "1GiB")]
+    pub decode_budget: u64,
+
+    /// Longest time an upload waits for the decode budget before it is answered 503
+    /// `server_busy` with `Retry-After`.
+    #[arg(long, env = "FOLIO_DECODE_WAIT", value_parser = duration, default_value = "30s")]
+    pub decode_wait: Duration,
+
     /// Attempts of the jobs the API starts (claims that may end in a retryable error or a
     /// lost heartbeat).
     #[arg(long, env = "FOLIO_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -61,6 +71,27 @@ pub struct Cli {
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 500ms, 5s, 10m)"))
+}
+
+/// A size in bytes: a number with an optional `KiB`, `MiB` or `GiB`.
+fn byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => return Err(format!("unknown unit in {text:?} (write e.g. 512MiB, 1GiB)")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .ok_or_else(|| format!("invalid size {text:?} (write e.g. 512MiB, 1GiB)"))
 }
 
 impl Cli {
@@ -93,6 +124,8 @@ impl Cli {
             max_attempts: self.max_attempts,
             request_timeout: self.request_timeout,
             upload_timeout: self.upload_timeout,
+            decode_budget_bytes: (self.decode_budget > 0).then_some(self.decode_budget),
+            decode_wait: self.decode_wait,
             ..ApiConfig::default()
         }
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blob_store::BlobStore;
-use books::{Books, IngestLimits};
+use books::{Books, DecodeBudget, IngestLimits};
 use jobs_core::runtime::WorkerMetrics;
 use jobs_core::{Clock, JobStore, LockService, RecoveryPolicy, SystemClock};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,12 @@ pub struct ApiConfig {
     pub max_attempts: u32,
     /// Limits of one page upload.
     pub ingest_limits: IngestLimits,
+    /// Memory that decoding uploaded images may take at once, across every request
+    /// (`None`: no bound).
+    pub decode_budget_bytes: Option<u64>,
+    /// Longest time an upload waits for that memory before it is answered 503
+    /// `server_busy` with `Retry-After`.
+    pub decode_wait: Duration,
     /// Longest time a request may take to produce its response (not the event stream).
     pub request_timeout: Duration,
     /// Longest time a page upload may take (reading, converting and storing the files).
@@ -42,6 +48,8 @@ impl Default for ApiConfig {
             recovery: RecoveryPolicy::default(),
             max_attempts: LockService::DEFAULT_MAX_ATTEMPTS,
             ingest_limits: IngestLimits::default(),
+            decode_budget_bytes: Some(ApiConfig::DEFAULT_DECODE_BUDGET_BYTES),
+            decode_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(600),
             json_body_limit: 64 * 1024,
@@ -49,6 +57,13 @@ impl Default for ApiConfig {
             event_keep_alive: Duration::from_secs(15),
         }
     }
+}
+
+impl ApiConfig {
+    /// The default decode budget: 1 GiB, room for one image at the pixel limit (12000 x
+    /// 12000 RGB is 432 MB decoded) or several ordinary pages at once, and small beside
+    /// the machines Folio runs on (2 cores, several GiB).
+    pub const DEFAULT_DECODE_BUDGET_BYTES: u64 = 1024 * 1024 * 1024;
 }
 
 /// What handlers share. Cheap to clone.
@@ -157,7 +172,13 @@ impl AppStateBuilder {
         AppState {
             inner: Arc::new(Inner {
                 job_store: self.job_store,
-                books: Books::new(self.blob_store),
+                books: Books::new(self.blob_store).with_decode_budget(
+                    self.config
+                        .decode_budget_bytes
+                        .map_or_else(DecodeBudget::unlimited, |bytes| {
+                            DecodeBudget::new(bytes, self.config.decode_wait)
+                        }),
+                ),
                 lock,
                 clock: self.clock,
                 config: self.config,

@@ -3,10 +3,12 @@
 //!
 //! Steps of [`Books::ingest_pages`]:
 //! 1. Request limits (file count, total bytes), then each file is decoded and converted to
-//!    PNG on a blocking thread, a few at a time. The format is sniffed from the content
-//!    (never the file name); dimensions are checked from the header before any pixel is
-//!    decoded, and the decoder runs under dimension and allocation limits. A JPEG without
-//!    its end-of-image marker is refused as truncated (the decoder would pad it).
+//!    PNG on a blocking thread, a few at a time. The name must be a plain file name; the
+//!    format is sniffed from the content (never the name); dimensions are checked from the
+//!    header before any pixel is decoded, the file's decode memory is reserved from the
+//!    process's [`DecodeBudget`], and the decoder runs under dimension and allocation
+//!    limits. A JPEG without its end-of-image marker is refused as truncated (the decoder
+//!    would pad it).
 //! 2. If any file is rejected, the error lists every bad file with its reason and nothing
 //!    has touched storage.
 //! 3. Page numbers are reserved in the manifest (`next_page`, one conditional write), the
@@ -15,12 +17,17 @@
 //!    reserved numbers stay unused.
 
 use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
 
 use blob_store::PutMode;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use image::{DynamicImage, ImageError, ImageFormat, ImageReader, error::LimitErrorKind};
+use image::{
+    DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, error::LimitErrorKind,
+};
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::catalog::storage;
 use crate::{BookId, Books, BooksError, Page, layout};
@@ -88,6 +95,16 @@ pub enum FileRejection {
         /// The limit.
         max: u64,
     },
+    /// A file of 0 bytes.
+    #[error("empty file")]
+    Empty,
+    /// A file name with a path separator or a control character (such as NUL), or longer
+    /// than 255 bytes: the name is kept as the page's source, so it must be a plain name.
+    #[error("invalid file name: {reason}")]
+    InvalidName {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Wider or taller than allowed (e.g. a decompression bomb).
     #[error("too many pixels: {width}x{height}, limit {max_width}x{max_height}")]
     TooManyPixels {
@@ -103,11 +120,13 @@ pub enum FileRejection {
 }
 
 impl FileRejection {
-    /// A stable machine-readable code: `unsupported_format`, `corrupt`, `too_large` or
-    /// `too_many_pixels`.
+    /// A stable machine-readable code: `unsupported_format`, `corrupt`, `too_large`,
+    /// `empty`, `invalid_name` or `too_many_pixels`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnsupportedFormat => "unsupported_format",
+            Self::Empty => "empty",
+            Self::InvalidName { .. } => "invalid_name",
             Self::Corrupt { .. } => "corrupt",
             Self::TooLarge { .. } => "too_large",
             Self::TooManyPixels { .. } => "too_many_pixels",
@@ -155,9 +174,75 @@ pub enum IngestError {
         /// The limit.
         max: u64,
     },
+    /// The images of every request in flight already take the whole [`DecodeBudget`], and
+    /// this one waited for it longer than the budget's `wait`. Nothing is stored; the
+    /// request can be sent again.
+    #[error("the server is busy decoding other uploads; waited {waited:?}")]
+    Busy {
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The book is missing, or the manifest or storage failed.
     #[error(transparent)]
     Books(#[from] BooksError),
+}
+
+/// The memory that decoding uploaded images may take at once, shared by every request of
+/// a process (clones share it). Each file reserves its estimated need (twice its decoded
+/// size: the pixels and the PNG written from them) before it is decoded, and releases it
+/// when its conversion ends; a file whose need is over the whole budget reserves all of
+/// it and is decoded alone. A request that cannot reserve within `wait` fails with
+/// [`IngestError::Busy`].
+#[derive(Debug, Clone)]
+pub struct DecodeBudget {
+    permits: Option<Arc<Semaphore>>,
+    total_kib: u32,
+    wait: Duration,
+}
+
+impl DecodeBudget {
+    /// A budget of `bytes` (rounded down to KiB, at most 4 TiB); a reservation waits at
+    /// most `wait`.
+    pub fn new(bytes: u64, wait: Duration) -> Self {
+        let total_kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Self {
+            permits: Some(Arc::new(Semaphore::new(total_kib as usize))),
+            total_kib,
+            wait,
+        }
+    }
+
+    /// No bound (the default of [`Books::new`]; a server sets one).
+    pub fn unlimited() -> Self {
+        Self {
+            permits: None,
+            total_kib: u32::MAX,
+            wait: Duration::ZERO,
+        }
+    }
+
+    /// The budget in bytes, `None` when unlimited.
+    pub fn bytes(&self) -> Option<u64> {
+        self.permits
+            .as_ref()
+            .map(|_| u64::from(self.total_kib) * 1024)
+    }
+
+    /// Reserves `bytes` (capped at the whole budget) for one decode.
+    async fn reserve(&self, bytes: u64) -> Result<Option<OwnedSemaphorePermit>, IngestError> {
+        let Some(permits) = &self.permits else {
+            return Ok(None);
+        };
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib);
+        match tokio::time::timeout(self.wait, permits.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            // The semaphore is never closed; a closed one would mean no budget at all.
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err(IngestError::Busy { waited: self.wait }),
+        }
+    }
 }
 
 /// A file converted to PNG, not yet stored.
@@ -210,7 +295,7 @@ impl Books {
             });
         }
 
-        let converted = convert_all(files, *limits).await;
+        let converted = convert_all(files, *limits, self.decode_budget()).await?;
         let mut pages = Vec::with_capacity(converted.len());
         let mut rejected = Vec::new();
         for (index, (name, result)) in converted.into_iter().enumerate() {
@@ -305,34 +390,78 @@ impl Books {
     }
 }
 
-/// Converts every file on blocking threads, `decode_concurrency` at a time, in order.
+/// Converts every file, `decode_concurrency` at a time, in order; fails only when the
+/// decode budget is busy for too long (a bad file is a rejection in the list).
 async fn convert_all(
     files: Vec<UploadedFile>,
     limits: IngestLimits,
-) -> Vec<(String, Result<ConvertedPage, FileRejection>)> {
+    budget: &DecodeBudget,
+) -> Result<Vec<(String, Result<ConvertedPage, FileRejection>)>, IngestError> {
     stream::iter(files)
         .map(|file| async move {
             let name = file.name.clone();
-            let result = tokio::task::spawn_blocking(move || convert_to_png(file, &limits))
+            convert_one(file, limits, budget)
                 .await
-                .unwrap_or_else(|join_error| {
-                    Err(FileRejection::Corrupt {
-                        detail: format!("decoder crashed: {join_error}"),
-                    })
-                });
-            (name, result)
+                .map(|result| (name, result))
         })
         .buffered(limits.decode_concurrency.max(1))
-        .collect()
+        .try_collect()
         .await
 }
 
-/// Decodes one file under limits and re-encodes it as PNG. Blocking and CPU-bound.
-fn convert_to_png(
+/// Checks one file's name and header, reserves its decode memory, then decodes and
+/// converts it on a blocking thread (which holds the reservation until it is done).
+async fn convert_one(
     file: UploadedFile,
-    limits: &IngestLimits,
-) -> Result<ConvertedPage, FileRejection> {
+    limits: IngestLimits,
+    budget: &DecodeBudget,
+) -> Result<Result<ConvertedPage, FileRejection>, IngestError> {
+    let (file, header) = match blocking(move || {
+        let header = inspect(&file, &limits);
+        Ok((file, header))
+    })
+    .await
+    {
+        Ok((file, Ok(header))) => (file, header),
+        Ok((_, Err(rejection))) | Err(rejection) => return Ok(Err(rejection)),
+    };
+    let permit = budget.reserve(header.decode_bytes).await?;
+    Ok(blocking(move || {
+        let converted = convert_to_png(file, &header, &limits);
+        drop(permit);
+        converted
+    })
+    .await)
+}
+
+/// Runs CPU-bound work on a blocking thread; a panic there is a corrupt file.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, FileRejection> + Send + 'static,
+) -> Result<T, FileRejection> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join_error| {
+            Err(FileRejection::Corrupt {
+                detail: format!("decoder crashed: {join_error}"),
+            })
+        })
+}
+
+/// What a file's header says, read before any pixel is decoded.
+struct Header {
+    format: ImageFormat,
+    /// Bytes a decode and conversion of it may hold at once (see [`DecodeBudget`]).
+    decode_bytes: u64,
+}
+
+/// Checks a file's name, size, format and dimensions from its header alone: a bomb is
+/// refused before any pixel is decoded.
+fn inspect(file: &UploadedFile, limits: &IngestLimits) -> Result<Header, FileRejection> {
+    check_name(&file.name)?;
     let size = file.bytes.len() as u64;
+    if size == 0 {
+        return Err(FileRejection::Empty);
+    }
     if size > limits.max_file_bytes {
         return Err(FileRejection::TooLarge {
             bytes: size,
@@ -343,17 +472,15 @@ fn convert_to_png(
     if !ACCEPTED_FORMATS.contains(&format) {
         return Err(FileRejection::UnsupportedFormat);
     }
-
     if format == ImageFormat::Jpeg && !jpeg_has_end_of_image(&file.bytes) {
         return Err(FileRejection::Corrupt {
             detail: "truncated jpeg: no end-of-image marker after the last scan".to_owned(),
         });
     }
-
-    // Dimensions from the header first: a bomb is refused before any pixel is decoded.
-    let (width, height) = ImageReader::with_format(Cursor::new(&file.bytes[..]), format)
-        .into_dimensions()
+    let decoder = ImageReader::with_format(Cursor::new(&file.bytes[..]), format)
+        .into_decoder()
         .map_err(|error| rejection(error, limits))?;
+    let (width, height) = decoder.dimensions();
     if width > limits.max_width || height > limits.max_height {
         return Err(FileRejection::TooManyPixels {
             width,
@@ -362,14 +489,45 @@ fn convert_to_png(
             max_height: limits.max_height,
         });
     }
+    Ok(Header {
+        format,
+        decode_bytes: decoder.total_bytes().saturating_mul(2),
+    })
+}
 
-    let mut reader = ImageReader::with_format(Cursor::new(&file.bytes[..]), format);
+/// The longest file name kept, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A file name must be a plain name: no path, no control characters, not too long.
+fn check_name(name: &str) -> Result<(), FileRejection> {
+    let reason = if name.contains(['/', '\\']) {
+        "it contains a path separator"
+    } else if name.chars().any(char::is_control) {
+        "it contains a control character"
+    } else if name.len() > MAX_NAME_BYTES {
+        "it is longer than 255 bytes"
+    } else if name == "." || name == ".." {
+        "it names a directory"
+    } else {
+        return Ok(());
+    };
+    Err(FileRejection::InvalidName { reason })
+}
+
+/// Decodes one file under limits and re-encodes it as PNG. Blocking and CPU-bound.
+fn convert_to_png(
+    file: UploadedFile,
+    header: &Header,
+    limits: &IngestLimits,
+) -> Result<ConvertedPage, FileRejection> {
+    let mut reader = ImageReader::with_format(Cursor::new(&file.bytes[..]), header.format);
     let mut decode_limits = image::Limits::default();
     decode_limits.max_image_width = Some(limits.max_width);
     decode_limits.max_image_height = Some(limits.max_height);
     decode_limits.max_alloc = Some(limits.max_decode_alloc_bytes);
     reader.limits(decode_limits);
     let image = reader.decode().map_err(|error| rejection(error, limits))?;
+    drop(file.bytes);
     let image = match image {
         // PNG has no float samples: keep the precision PNG has.
         DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => {

@@ -23,7 +23,9 @@ mod writer;
 
 pub use book_id::{BookId, InvalidBookId};
 pub use catalog::{Books, BooksError, UpdatePolicy};
-pub use ingest::{FileRejection, IngestError, IngestLimits, RejectedFile, UploadedFile};
+pub use ingest::{
+    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, UploadedFile,
+};
 pub use manifest::{
     GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,
 };

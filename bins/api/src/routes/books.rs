@@ -187,9 +187,7 @@ pub(crate) async fn upload_pages(
                 limits.max_files
             )));
         }
-        let name = field
-            .file_name()
-            .map_or_else(|| format!("file-{}", files.len() + 1), str::to_owned);
+        let name = file_name(&field, files.len())?;
         let bytes = field.bytes().await.map_err(multipart_error)?;
         total_bytes += bytes.len() as u64;
         if total_bytes > limits.max_request_bytes {
@@ -241,6 +239,32 @@ fn upload_chain(query: &UploadQuery) -> Result<Vec<ChainStep>, ApiError> {
     crate::routes::jobs::chain(OCR_JOB_TYPE, &then)
 }
 
+/// The field's file name, `file-N` when it has none, or 422 when the name it sends is not
+/// UTF-8 (the multipart parser would drop such a name silently).
+fn file_name(
+    field: &axum::extract::multipart::Field<'_>,
+    index: usize,
+) -> Result<String, ApiError> {
+    if let Some(name) = field.file_name() {
+        return Ok(name.to_owned());
+    }
+    let disposition = field
+        .headers()
+        .get(axum::http::header::CONTENT_DISPOSITION)
+        .map(axum::http::HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if disposition
+        .windows(9)
+        .any(|window| window.eq_ignore_ascii_case(b"filename="))
+    {
+        return Err(ApiError::invalid(format!(
+            "the name of file {} is not valid UTF-8",
+            index + 1
+        )));
+    }
+    Ok(format!("file-{}", index + 1))
+}
+
 fn multipart_error(error: MultipartError) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge("the request body is too large".to_owned())
@@ -270,6 +294,14 @@ fn ingest_error(error: IngestError) -> ApiError {
         error @ (IngestError::TooManyFiles { .. } | IngestError::RequestTooLarge { .. }) => {
             ApiError::PayloadTooLarge(error.to_string())
         }
+        IngestError::Busy { waited } => ApiError::Busy {
+            message: format!(
+                "the server is busy decoding other uploads (waited {}s); nothing was stored, \
+                 send the upload again",
+                waited.as_secs()
+            ),
+            retry_after: waited.max(std::time::Duration::from_secs(1)),
+        },
         IngestError::Books(error) => error.into(),
         error => ApiError::Internal(anyhow::Error::new(error)),
     }

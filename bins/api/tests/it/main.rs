@@ -13,6 +13,7 @@ mod dashboard_assets;
 mod e2e;
 mod events;
 mod guidelines;
+mod hostile;
 mod jobs;
 mod openapi;
 mod pages;
