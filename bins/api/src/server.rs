@@ -85,7 +85,11 @@ fn byte_size(text: &str) -> Result<u64, String> {
         "KiB" => 1024,
         "MiB" => 1024 * 1024,
         "GiB" => 1024 * 1024 * 1024,
-        _ => return Err(format!("unknown unit in {text:?} (write e.g. 512MiB, 1GiB)")),
+        _ => {
+            return Err(format!(
+                "unknown unit in {text:?} (write e.g. 512MiB, 1GiB)"
+            ));
+        }
     };
     number
         .parse::<u64>()

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::manifest::{Manifest, SCHEMA_VERSION};
 use crate::writer::ManifestWriter;
-use crate::{BookId, layout};
+use crate::{BookId, DecodeBudget, layout};
 
 /// Why a manifest operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,7 @@ impl UpdatePolicy {
 pub struct Books {
     store: Arc<dyn BlobStore>,
     policy: UpdatePolicy,
+    decode_budget: DecodeBudget,
 }
 
 impl Books {
@@ -128,6 +129,7 @@ impl Books {
         Self {
             store,
             policy: UpdatePolicy::default(),
+            decode_budget: DecodeBudget::unlimited(),
         }
     }
 
@@ -135,6 +137,17 @@ impl Books {
     pub fn with_update_policy(mut self, policy: UpdatePolicy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Shares `budget` among every ingestion of these books (and of their clones): the
+    /// memory that decoding uploaded images may take at once.
+    pub fn with_decode_budget(mut self, budget: DecodeBudget) -> Self {
+        self.decode_budget = budget;
+        self
+    }
+
+    pub(crate) fn decode_budget(&self) -> &DecodeBudget {
+        &self.decode_budget
     }
 
     /// The underlying store (for page images, OCR text and guidelines).

@@ -171,7 +171,11 @@ fn png_declaring(width: u32, height: u32) -> Vec<u8> {
     header.extend_from_slice(&[8, 2, 0, 0, 0]);
     png_chunk(&mut png, b"IHDR", &header);
     // A zlib stream of one empty stored block.
-    png_chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0, 0, 0, 1]);
+    png_chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF, 0, 0, 0, 1],
+    );
     png_chunk(&mut png, b"IEND", &[]);
     png
 }
@@ -195,10 +199,7 @@ fn cases() -> Vec<Case> {
     let tiny: &[u8] = b"x";
     let many: Vec<(&[u8], &[u8])> = (0..301).map(|_| (&b"p.png"[..], tiny)).collect();
     let big = vec![7_u8; 3 * 1024 * 1024];
-    let huge_json = format!(
-        "{{\"title\": \"{}\"}}",
-        "a".repeat(2 * 1024 * 1024)
-    );
+    let huge_json = format!("{{\"title\": \"{}\"}}", "a".repeat(2 * 1024 * 1024));
     let case = |name, request, status, code, file_code| Case {
         name,
         request,
@@ -228,13 +229,7 @@ fn cases() -> Vec<Case> {
             "invalid_request",
             Some("empty"),
         ),
-        case(
-            "301 files",
-            upload(&many),
-            413,
-            "payload_too_large",
-            None,
-        ),
+        case("301 files", upload(&many), 413, "payload_too_large", None),
         case(
             "body over the request limit (3 MiB, limit 2 MiB)",
             upload(&[(b"big.png", &big)]),
@@ -244,7 +239,12 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "wrong content type (text/plain upload)",
-            request("POST", &format!("/v1/books/{BOOK}/pages"), "text/plain", &page),
+            request(
+                "POST",
+                &format!("/v1/books/{BOOK}/pages"),
+                "text/plain",
+                &page,
+            ),
             415,
             "unsupported_media_type",
             None,
@@ -300,7 +300,12 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "huge JSON body (2 MiB title)",
-            request("POST", "/v1/books", "application/json", huge_json.as_bytes()),
+            request(
+                "POST",
+                "/v1/books",
+                "application/json",
+                huge_json.as_bytes(),
+            ),
             413,
             "payload_too_large",
             None,
@@ -340,7 +345,9 @@ async fn every_hostile_input_gets_a_clear_4xx_and_nothing_is_stored() {
         table.push(format!(
             "| {} | {status} | `{code}` | {} | {} |",
             case.name,
-            file_code.as_deref().map_or("-".to_owned(), |c| format!("`{c}`")),
+            file_code
+                .as_deref()
+                .map_or("-".to_owned(), |c| format!("`{c}`")),
             if unchanged { "nothing" } else { "CHANGED" }
         ));
         if status != case.status
@@ -389,7 +396,10 @@ async fn every_hostile_input_gets_a_clear_4xx_and_nothing_is_stored() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let (objects, _, _) = served.stored().await;
     assert_eq!(
-        objects.iter().map(|(key, _)| key.as_str()).collect::<Vec<_>>(),
+        objects
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect::<Vec<_>>(),
         [format!("books/{BOOK}/metadata.json")],
         "only the book's manifest is stored"
     );
