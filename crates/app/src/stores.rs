@@ -5,10 +5,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use jobs_core::JobStore;
 
+/// Connections of a process's Postgres pool.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
 /// Opens the job store a database URL names, running its migrations.
+///
+/// On Postgres, a call waits at most [`jobs_postgres::PoolSettings::ACQUIRE_TIMEOUT`] for a
+/// connection: while the server is down (a restart) calls fail after that and are retried
+/// by their callers, and the pool reconnects within about a second of its return.
 pub async fn open_job_store(url: &str) -> Result<Arc<dyn JobStore>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = jobs_postgres::PgJobStore::connect(url, 16)
+        let settings = jobs_postgres::PoolSettings::new(POSTGRES_CONNECTIONS);
+        let store = jobs_postgres::PgJobStore::connect_with(url, &settings)
             .await
             .with_context(|| format!("connecting to postgres at {}", redact(url)))?;
         Ok(Arc::new(store))

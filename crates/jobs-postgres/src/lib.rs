@@ -42,6 +42,43 @@ pub fn migrator() -> Migrator {
     migrator
 }
 
+/// The settings of the connection pool [`PgJobStore::connect_with`] opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections open at once (the LISTEN connection of a worker among them).
+    pub max_connections: u32,
+    /// How long a statement waits for a connection before it fails. While the server is
+    /// down this is how long every call waits (retrying the connection) before it returns
+    /// an error its caller retries, and a fifth of it is the longest pause between two
+    /// connection attempts: how late the pool notices that the server is back.
+    pub acquire_timeout: Duration,
+}
+
+impl PoolSettings {
+    /// `max_connections` with the default [`PoolSettings::ACQUIRE_TIMEOUT`].
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            acquire_timeout: Self::ACQUIRE_TIMEOUT,
+        }
+    }
+
+    /// The default acquire timeout: no longer than the default heartbeat interval, so a
+    /// heartbeat attempt during an outage ends before the next one is due, and the pool
+    /// retries a connection at least every second, so heartbeats land within about a
+    /// second of the server's return, long before a job is stale.
+    pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn pool_options(&self) -> PgPoolOptions {
+        // Idle connections are pinged before use (sqlx's default), so the connections a
+        // server restart killed are replaced, not handed out.
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(true)
+    }
+}
+
 /// A [`JobStore`] on Postgres.
 #[derive(Debug, Clone)]
 pub struct PgJobStore {
@@ -58,12 +95,16 @@ impl PgJobStore {
     /// small batch, and every statement here is written so that its generic plan reaches its
     /// rows through the index it was written for.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(url, &PoolSettings::new(max_connections)).await
+    }
+
+    /// [`PgJobStore::connect`] with every pool setting given.
+    pub async fn connect_with(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(translate)?
             .options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+        let pool = settings
+            .pool_options()
             .connect_with(options)
             .await
             .map_err(translate)?;
@@ -128,17 +169,27 @@ impl PgJobStore {
     }
 }
 
+/// The longest pause between two attempts of the listener to connect again. Each attempt
+/// itself waits up to the pool's acquire timeout (retrying the connection inside it), so
+/// a longer pause would only delay the reconnect after the server is back.
+const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Listens on [`NOTIFY_CHANNEL`] and fires `signal` on each notification, reconnecting
-/// with backoff when the connection drops. After every (re)connect it fires once, since
-/// notifications sent while disconnected are lost. Ends when the last worker drops the
-/// signal.
+/// with backoff when the connection drops (a server restart, a terminated backend). After
+/// every (re)connect it fires once, since notifications sent while disconnected are lost.
+/// Ends when the last worker drops the signal.
 async fn listen(pool: PgPool, signal: Weak<Notify>) {
     let mut backoff = Duration::from_millis(100);
+    let mut reconnecting = false;
     loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    if reconnecting {
+                        tracing::info!("job notification listener reconnected");
+                    }
+                    reconnecting = true;
                     loop {
                         let Some(signal) = signal.upgrade() else {
                             return;
@@ -166,7 +217,7 @@ async fn listen(pool: PgPool, signal: Weak<Notify>) {
             return;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(LISTEN_MAX_BACKOFF);
     }
 }
 

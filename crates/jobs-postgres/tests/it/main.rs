@@ -76,3 +76,109 @@ mod listener {
         database.drop().await;
     }
 }
+
+mod restart {
+    //! The store across a restart of its server (a throwaway cluster of its own).
+
+    use std::time::{Duration, Instant};
+
+    use jobs_core::JobStore;
+    use jobs_core::conformance::{Fixture, signalled, wait_until};
+    use jobs_postgres::testing::ThrowawayCluster;
+    use jobs_postgres::{PgJobStore, PoolSettings};
+
+    use super::*;
+
+    /// While the server is down a call fails after the acquire timeout, it does not hang;
+    /// once the server is back the pool serves calls again and the LISTEN connection
+    /// returns, each within about a second, so inserts wake workers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_fail_fast_while_the_server_is_down_and_everything_reconnects_after() {
+        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start)
+            .await
+            .unwrap();
+        let settings = PoolSettings {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let store = Arc::new(
+            PgJobStore::connect_with(&cluster.url(), &settings)
+                .await
+                .unwrap(),
+        );
+        let signal = store.job_signal().expect("Postgres signals new jobs");
+        let fx = Fixture::new(store.clone());
+        wait_until("the listener", || async {
+            (cluster.listeners("postgres").await? == 1).then_some(())
+        })
+        .await;
+        let before = fx.create("before").await;
+
+        let cluster = tokio::task::spawn_blocking(move || {
+            cluster.stop();
+            cluster
+        })
+        .await
+        .unwrap();
+        let asked = Instant::now();
+        let error = store.get(before.id).await;
+        let waited = asked.elapsed();
+        assert!(error.is_err(), "{error:?}");
+        assert!(
+            waited < Duration::from_secs(4),
+            "a call while the server was down waited {waited:?}"
+        );
+
+        let cluster = tokio::task::spawn_blocking(move || {
+            cluster.resume();
+            cluster
+        })
+        .await
+        .unwrap();
+        let back = Instant::now();
+        wait_until("the pool to serve calls again", || async {
+            store.get(before.id).await.ok()
+        })
+        .await;
+        wait_until("the listener to reconnect", || async {
+            (cluster.listeners("postgres").await? == 1).then_some(())
+        })
+        .await;
+        let reconnected = back.elapsed();
+        assert!(
+            reconnected < Duration::from_secs(3),
+            "reconnected {reconnected:?} after the server was back"
+        );
+        for key in ["after-1", "after-2"] {
+            assert!(
+                signalled(&signal, async {
+                    fx.create(key).await;
+                })
+                .await,
+                "insert of {key} after the restart woke nobody"
+            );
+        }
+        drop(cluster);
+    }
+
+    /// `ThrowawayCluster` removes its folder and stops its server when dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_cluster_is_stopped_and_removed() {
+        let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start)
+            .await
+            .unwrap();
+        let url = cluster.url();
+        let folder = cluster.folder().to_owned();
+        let store = PgJobStore::connect(&url, 1).await.unwrap();
+        drop(store);
+        tokio::task::spawn_blocking(move || drop(cluster))
+            .await
+            .unwrap();
+        assert!(!folder.exists(), "{} is left", folder.display());
+        let settings = PoolSettings {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(500),
+        };
+        assert!(PgJobStore::connect_with(&url, &settings).await.is_err());
+    }
+}
