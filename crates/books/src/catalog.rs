@@ -146,7 +146,8 @@ impl Books {
         self
     }
 
-    pub(crate) fn decode_budget(&self) -> &DecodeBudget {
+    /// The decode budget of these books' ingestions.
+    pub fn decode_budget(&self) -> &DecodeBudget {
         &self.decode_budget
     }
 

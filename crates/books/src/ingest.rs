@@ -228,8 +228,9 @@ impl DecodeBudget {
             .map(|_| u64::from(self.total_kib) * 1024)
     }
 
-    /// Reserves `bytes` (capped at the whole budget) for one decode.
-    async fn reserve(&self, bytes: u64) -> Result<Option<OwnedSemaphorePermit>, IngestError> {
+    /// Reserves `bytes` (capped at the whole budget) for one decode, until the permit
+    /// drops (`None` when unlimited); [`IngestError::Busy`] after waiting `wait`.
+    pub async fn reserve(&self, bytes: u64) -> Result<Option<OwnedSemaphorePermit>, IngestError> {
         let Some(permits) = &self.permits else {
             return Ok(None);
         };
@@ -584,5 +585,32 @@ fn rejection(error: ImageError, limits: &IngestLimits) -> FileRejection {
         other => FileRejection::Corrupt {
             detail: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_is_capped_at_the_budget_and_gives_up_busy_after_its_wait() {
+        let budget = DecodeBudget::new(1024 * 1024, Duration::from_millis(50));
+        let whole = budget.reserve(10 * 1024 * 1024).await.unwrap();
+        assert!(whole.is_some(), "a need over the budget takes all of it");
+        let busy = budget.reserve(1).await.unwrap_err();
+        assert!(
+            matches!(busy, IngestError::Busy { waited } if waited == Duration::from_millis(50))
+        );
+        drop(whole);
+        let half = budget.reserve(512 * 1024).await.unwrap();
+        let other_half = budget.reserve(512 * 1024).await.unwrap();
+        assert!(half.is_some() && other_half.is_some());
+        assert!(
+            DecodeBudget::unlimited()
+                .reserve(u64::MAX)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -370,3 +370,44 @@ async fn retrying_an_unknown_page_or_book_is_404_and_a_bad_page_422() {
     let (_, latest) = app.get("/v1/books/few/jobs/latest").await;
     assert_eq!(latest, Value::Null);
 }
+
+#[tokio::test]
+async fn an_upload_that_waits_too_long_for_the_decode_budget_is_503_server_busy_with_retry_after() {
+    let app = TestApp::sqlite_with(ApiConfig {
+        decode_budget_bytes: Some(64 * 1024 * 1024),
+        decode_wait: std::time::Duration::from_millis(100),
+        ..ApiConfig::default()
+    })
+    .await;
+    app.create_book("busy").await;
+    // Another upload holds the whole budget.
+    let held = app
+        .state
+        .books()
+        .decode_budget()
+        .reserve(u64::MAX)
+        .await
+        .unwrap();
+    let (content_type, body) = crate::support::multipart(&[("a.png", &fixture(1))]);
+    let request = Request::post("/v1/books/busy/pages")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let response = app.send(request).await;
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let (status, answer) = into_json(response).await;
+    assert_error(
+        (status, &answer),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_busy",
+    );
+    assert_eq!(retry_after.unwrap(), "1");
+    assert_eq!(
+        storage_keys(&app, "busy").await,
+        ["books/busy/metadata.json"]
+    );
+    // Once the budget is free, the same upload goes through.
+    drop(held);
+    let (status, answer) = app.upload("busy", "", &[("a.png", &fixture(1))]).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+}
