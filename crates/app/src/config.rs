@@ -90,6 +90,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_MANIFEST_FLUSH_EVERY", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub manifest_flush_every: u32,
 
+    /// How long a book job waits out unavailable object storage (connection refused or
+    /// reset, timeouts, 5xx, SlowDown after the store's own retries), retrying with backoff,
+    /// before its attempt fails with `storage_unavailable`.
+    #[arg(long, env = "FOLIO_STORAGE_WAIT", value_parser = duration, default_value = "60s")]
+    pub storage_wait: Duration,
+
     /// How `ocr` jobs recognize pages.
     #[command(flatten)]
     pub ocr: OcrArgs,
@@ -223,6 +229,7 @@ mod tests {
         assert_eq!(config.concurrency, 2);
         assert_eq!(cli.worker.extraction.extractor, ExtractorKind::Rules);
         assert_eq!(cli.worker.manifest_flush_every, 5);
+        assert_eq!(cli.worker.storage_wait, Duration::from_secs(60));
         assert_eq!(cli.worker.ocr.ocr_engine, OcrEngineKind::Tesseract);
         assert!(cli.worker.ocr.concurrency() >= 1);
     }

@@ -137,6 +137,8 @@ pub struct HandlerDeps {
     pub extraction: ExtractionArgs,
     /// Finished pages per manifest write.
     pub manifest_flush_every: usize,
+    /// How long book jobs wait out unavailable storage.
+    pub storage_wait: std::time::Duration,
 }
 
 impl HandlerDeps {
@@ -147,6 +149,7 @@ impl HandlerDeps {
             ocr: worker.ocr.clone(),
             extraction: worker.extraction.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
+            storage_wait: worker.storage_wait,
         }
     }
 
@@ -166,6 +169,7 @@ impl HandlerDeps {
             ocr: worker.ocr.clone(),
             extraction: worker.extraction.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
+            storage_wait: worker.storage_wait,
         })
     }
 }
@@ -235,6 +239,7 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
             OcrJobConfig {
                 concurrency: deps.ocr.concurrency(),
                 manifest_flush_every: deps.manifest_flush_every.max(1),
+                storage_wait: deps.storage_wait,
                 ..OcrJobConfig::default()
             },
         )),

@@ -186,6 +186,7 @@ impl JobHandler for GuidelinesHandler {
             manifest_flush_every: self.config.manifest_flush_every,
             retry: self.config.retry,
             on_failure: OnPageFailure::FailJob,
+            storage_wait: page_jobs::DEFAULT_STORAGE_WAIT,
         };
         let summary = run_pages(
             &context,

@@ -6,7 +6,9 @@
 //! reason and the job goes on ([`OnPageFailure::Record`]). The engine runs the pages
 //! `concurrency` at a time, retries, batches the manifest and keeps the checkpoint behind
 //! it. Errors that would hit every page (storage down, book deleted, engine missing) stop
-//! the job as a whole.
+//! the job as a whole; unavailable storage is first waited out for
+//! [`OcrJobConfig::storage_wait`], around each storage call, so an outage redoes no
+//! recognition.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use chrono::Utc;
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler, error_chain};
 use page_jobs::{
     OnPageFailure, PageCheckpoint, PageError, PageJobConfig, PageRetryPolicy, PageWork,
-    books_error, run_pages,
+    books_error, is_storage_unavailable, ride_out_storage, run_pages,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +51,9 @@ pub struct OcrJobConfig {
     pub manifest_flush_every: usize,
     /// Retries of one page.
     pub retry: PageRetryPolicy,
+    /// How long unavailable storage is waited out before the job stops with
+    /// `storage_unavailable` (default 60 s).
+    pub storage_wait: std::time::Duration,
 }
 
 impl Default for OcrJobConfig {
@@ -57,6 +62,7 @@ impl Default for OcrJobConfig {
             concurrency: std::thread::available_parallelism().map_or(2, usize::from),
             manifest_flush_every: 5,
             retry: PageRetryPolicy::default(),
+            storage_wait: page_jobs::DEFAULT_STORAGE_WAIT,
         }
     }
 }
@@ -131,7 +137,14 @@ impl JobHandler for OcrHandler {
     async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
         let payload: OcrPayload = context.payload()?;
         let book_id = page_jobs::book_of(&context)?;
-        let manifest = self.books.manifest(&book_id).await.map_err(books_error)?;
+        let manifest = ride_out_storage(
+            self.config.storage_wait,
+            &context.cancellation_token(),
+            is_storage_unavailable,
+            || self.books.manifest(&book_id),
+        )
+        .await
+        .map_err(books_error)?;
         let checkpoint = match context.checkpoint::<OcrCheckpoint>()? {
             Some(checkpoint) => checkpoint,
             None => Self::plan(&manifest, &payload)?,
@@ -141,6 +154,7 @@ impl JobHandler for OcrHandler {
             store: self.books.store().clone(),
             engine: self.engine.clone(),
             book_id: book_id.clone(),
+            storage_wait: self.config.storage_wait,
             images: manifest
                 .pages
                 .iter()
@@ -152,6 +166,7 @@ impl JobHandler for OcrHandler {
             manifest_flush_every: self.config.manifest_flush_every,
             retry: self.config.retry,
             on_failure: OnPageFailure::Record,
+            storage_wait: self.config.storage_wait,
         };
         let summary = run_pages(
             &context,
@@ -173,6 +188,7 @@ struct OcrWork {
     store: Arc<dyn BlobStore>,
     engine: Arc<dyn OcrEngine>,
     book_id: BookId,
+    storage_wait: std::time::Duration,
     images: HashMap<u32, String>,
 }
 
@@ -188,7 +204,10 @@ impl PageWork for OcrWork {
             .cloned()
             .unwrap_or_else(|| layout::page_image_path(page));
         let image_key = layout::book_key(&self.book_id, &image);
-        let png = match self.store.get(&image_key).await {
+        let read = ride_out_storage(self.storage_wait, stop, BlobError::is_transient, || {
+            self.store.get(&image_key)
+        });
+        let png = match read.await {
             Ok(blob) => blob.bytes,
             Err(BlobError::NotFound { .. }) => {
                 return Err(PageError::Failed {
@@ -219,10 +238,12 @@ impl PageWork for OcrWork {
         };
         let text_key = layout::book_key(&self.book_id, &layout::ocr_text_path(page));
         let chars = text.chars().count() as u64;
-        self.store
-            .put(&text_key, Bytes::from(text), PutMode::Overwrite)
-            .await
-            .map_err(|error| PageError::storage(&error))?;
+        let text = Bytes::from(text);
+        ride_out_storage(self.storage_wait, stop, BlobError::is_transient, || {
+            self.store.put(&text_key, text.clone(), PutMode::Overwrite)
+        })
+        .await
+        .map_err(|error| PageError::storage(&error))?;
         Ok(chars)
     }
 

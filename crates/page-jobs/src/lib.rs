@@ -16,6 +16,12 @@
 //!    order). Errors that would hit every page ([`PageError::Fatal`]) stop the job.
 //! 5. On cancel (request, shutdown, lost lease) no new page starts, pages in flight are
 //!    abandoned, and the manifest is written with what finished.
+//! 6. Object storage that is unavailable (an outage, throttling, timeouts: a transient
+//!    [`BlobError`] after the store's own retries) is waited out for up to
+//!    [`PageJobConfig::storage_wait`]: a manifest write is retried with backoff, and
+//!    handlers wrap their page's storage calls in [`ride_out_storage`]. Only then does the
+//!    job stop, with code [`STORAGE_UNAVAILABLE`] (retryable), so a storage blip neither
+//!    uses up the job's attempts nor redoes pages.
 //!
 //! Architecture Invariant: this crate knows only jobs-core, books and the `BlobStore` trait.
 
@@ -123,6 +129,9 @@ pub struct PageJobConfig {
     pub retry: PageRetryPolicy,
     /// What a failed page does to the job.
     pub on_failure: OnPageFailure,
+    /// How long unavailable storage is waited out before the job stops with
+    /// [`STORAGE_UNAVAILABLE`] (default [`DEFAULT_STORAGE_WAIT`]).
+    pub storage_wait: Duration,
 }
 
 impl Default for PageJobConfig {
@@ -132,6 +141,114 @@ impl Default for PageJobConfig {
             manifest_flush_every: 5,
             retry: PageRetryPolicy::default(),
             on_failure: OnPageFailure::Record,
+            storage_wait: DEFAULT_STORAGE_WAIT,
+        }
+    }
+}
+
+/// The error code of a job stopped by object storage that stayed unavailable (transient
+/// errors: connection refused or reset, timeouts, 5xx, `SlowDown`) through the store's
+/// retries and the job's wait. Retryable: the runtime retries the job while attempts
+/// remain, and a failed job can be resumed once storage is back.
+pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
+
+/// The error code of any other storage failure (permissions, missing bucket, bad key).
+pub const STORAGE: &str = "storage";
+
+/// How long a book job waits out unavailable storage by default.
+pub const DEFAULT_STORAGE_WAIT: Duration = Duration::from_secs(60);
+
+/// The delays between storage retries while waiting it out: 500 ms doubling to 5 s.
+const STORAGE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+
+/// Runs `op` again while it fails with a transient storage error ([`BlobError::is_transient`]
+/// or [`is_storage_unavailable`], per `transient`), with backoff, until `wait` has passed
+/// since its first failure or `cancel` fires; returns its last result. A caller maps a
+/// transient error it still gets to [`STORAGE_UNAVAILABLE`] (as [`storage_error`] and
+/// [`books_error`] do).
+pub async fn ride_out_storage<T, E, Op, Fut>(
+    wait: Duration,
+    cancel: &CancellationToken,
+    transient: impl Fn(&E) -> bool,
+    mut op: Op,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    Op: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut outage = StorageOutage::new(wait);
+    loop {
+        match op().await {
+            Ok(value) => {
+                outage.ended();
+                return Ok(value);
+            }
+            Err(error)
+                if transient(&error) && outage.wait_more(error.to_string(), cancel).await => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The manifest writer's flush, with unavailable storage waited out as by
+/// [`ride_out_storage`] (the writer keeps its changes queued between tries).
+async fn flush_riding_out_storage(
+    writer: &mut books::ManifestWriter,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<Manifest>, BooksError> {
+    let mut outage = StorageOutage::new(wait);
+    loop {
+        match writer.flush().await {
+            Ok(written) => {
+                outage.ended();
+                return Ok(written);
+            }
+            Err(error)
+                if is_storage_unavailable(&error)
+                    && outage.wait_more(error.to_string(), cancel).await => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// One stretch of unavailable storage, as seen by one caller.
+struct StorageOutage {
+    wait: Duration,
+    since: Option<tokio::time::Instant>,
+    failures: u32,
+}
+
+impl StorageOutage {
+    fn new(wait: Duration) -> Self {
+        Self {
+            wait,
+            since: None,
+            failures: 0,
+        }
+    }
+
+    /// After a transient failure: sleeps the next backoff and returns true, or returns
+    /// false at once when that would pass the wait, or when `cancel` fires.
+    async fn wait_more(&mut self, error: String, cancel: &CancellationToken) -> bool {
+        self.failures += 1;
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        let delay = STORAGE_BACKOFF.delay(self.failures, None);
+        if since.elapsed() + delay > self.wait || cancel.is_cancelled() {
+            tracing::warn!(failures = self.failures, waited = ?since.elapsed(), %error, "storage still unavailable; giving up");
+            return false;
+        }
+        tracing::warn!(failures = self.failures, ?delay, %error, "storage unavailable; waiting it out");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = cancel.cancelled() => false,
+        }
+    }
+
+    fn ended(&self) {
+        if let Some(since) = self.since {
+            tracing::info!(failures = self.failures, waited = ?since.elapsed(), "storage is back");
         }
     }
 }
@@ -178,7 +295,8 @@ impl PageError {
         }
     }
 
-    /// A storage error while working on a page: it would hit every page.
+    /// A storage error while working on a page: it would hit every page. (Wrap the call
+    /// in [`ride_out_storage`] first, so an outage is waited out.)
     pub fn storage(error: &BlobError) -> Self {
         Self::Fatal(storage_error(error))
     }
@@ -329,6 +447,18 @@ pub async fn run_pages<W: PageWork>(
                 Ok(None)
             }
         };
+        let pushed = match pushed {
+            // The changes stay queued: flush them again while storage is waited out.
+            Err(error) if is_storage_unavailable(&error) => {
+                flush_riding_out_storage(
+                    &mut writer,
+                    config.storage_wait,
+                    &context.cancellation_token(),
+                )
+                .await
+            }
+            other => other,
+        };
         match pushed {
             Ok(Some(_written)) => {
                 checkpoint.record_done(&unflushed_done);
@@ -343,8 +473,15 @@ pub async fn run_pages<W: PageWork>(
         }
     }
 
-    // The end, a cancel or a fatal error: write what finished.
-    match writer.flush().await {
+    // The end, a cancel or a fatal error: write what finished (waiting storage out, unless
+    // the job was cancelled: a shutdown has its grace period to keep).
+    let flushed = flush_riding_out_storage(
+        &mut writer,
+        config.storage_wait,
+        &context.cancellation_token(),
+    )
+    .await;
+    match flushed {
         Ok(Some(_written)) => {
             checkpoint.record_done(&unflushed_done);
             unflushed_done.clear();
@@ -436,26 +573,43 @@ async fn try_page<W: PageWork>(
     }
 }
 
-/// A storage error as a job error: retryable unless the key or URL itself is bad.
+/// Whether a manifest operation failed because storage did not answer (a transient
+/// storage error; not a lost race of writers).
+pub fn is_storage_unavailable(error: &BooksError) -> bool {
+    match error {
+        BooksError::Storage { source, .. } | BooksError::ListFailed { source } => {
+            source.is_transient()
+        }
+        _ => false,
+    }
+}
+
+/// A storage error as a job error: [`STORAGE_UNAVAILABLE`] (retryable) when storage did
+/// not answer, else [`STORAGE`], retryable unless the key or URL itself is bad.
 pub fn storage_error(error: &BlobError) -> HandlerError {
+    let message = error_chain(error);
     match error {
         BlobError::InvalidKey { .. } | BlobError::InvalidUrl { .. } => {
-            HandlerError::terminal("storage", error_chain(error))
+            HandlerError::terminal(STORAGE, message)
         }
-        _ => HandlerError::retryable("storage", error_chain(error)),
+        _ if error.is_transient() => HandlerError::retryable(STORAGE_UNAVAILABLE, message),
+        _ => HandlerError::retryable(STORAGE, message),
     }
 }
 
 /// A manifest error as a job error: a missing book or a bad manifest is terminal,
-/// storage trouble retryable.
+/// storage that did not answer [`STORAGE_UNAVAILABLE`], other storage trouble [`STORAGE`]
+/// (both retryable).
 pub fn books_error(error: BooksError) -> HandlerError {
+    let unavailable = is_storage_unavailable(&error);
     let message = error_chain(&error);
     match error {
         BooksError::BookNotFound { .. } => HandlerError::terminal("book_not_found", message),
         BooksError::CorruptManifest { .. } | BooksError::UnsupportedSchema { .. } => {
             HandlerError::terminal("manifest", message)
         }
-        _ => HandlerError::retryable("storage", message),
+        _ if unavailable => HandlerError::retryable(STORAGE_UNAVAILABLE, message),
+        _ => HandlerError::retryable(STORAGE, message),
     }
 }
 
@@ -482,6 +636,133 @@ mod tests {
             done: vec![2],
         };
         assert_eq!(none.done_through(), None);
+    }
+
+    fn transient(key: &str) -> BlobError {
+        BlobError::Transient {
+            operation: "get",
+            key: key.to_owned(),
+            source: "connection reset by peer".into(),
+        }
+    }
+
+    #[test]
+    fn storage_errors_have_a_code_that_says_whether_storage_answered() {
+        let unavailable = storage_error(&transient("books/b/pages/0001.png"));
+        assert_eq!(unavailable.code, STORAGE_UNAVAILABLE);
+        assert!(matches!(unavailable.kind, ErrorKind::Retryable { .. }));
+        assert!(
+            unavailable
+                .message
+                .contains("storage temporarily unavailable during get books/b/pages/0001.png"),
+            "{}",
+            unavailable.message
+        );
+        assert!(unavailable.message.contains("connection reset by peer"));
+        let backend = storage_error(&BlobError::Backend {
+            operation: "put",
+            key: "k".into(),
+            source: "access denied".into(),
+        });
+        assert_eq!(backend.code, STORAGE);
+        let bad_key = storage_error(&BlobError::InvalidKey {
+            key: "../k".into(),
+            reason: "traversal",
+        });
+        assert_eq!(
+            (bad_key.code.as_str(), bad_key.kind),
+            (STORAGE, ErrorKind::Terminal)
+        );
+        let book_id = BookId::parse("b").unwrap();
+        let manifest = books_error(BooksError::Storage {
+            book_id: book_id.clone(),
+            source: transient("books/b/metadata.json"),
+        });
+        assert_eq!(manifest.code, STORAGE_UNAVAILABLE);
+        let conflict = books_error(BooksError::UpdateConflict {
+            book_id,
+            attempts: 30,
+        });
+        assert_eq!(conflict.code, STORAGE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_storage_is_waited_out_up_to_the_wait_and_no_longer() {
+        let never = CancellationToken::new();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let count = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+
+        // Back after three failures: one result, four calls.
+        let started = tokio::time::Instant::now();
+        let result = ride_out_storage(
+            Duration::from_secs(60),
+            &never,
+            BlobError::is_transient,
+            || async {
+                if count() <= 3 {
+                    Err(transient("k"))
+                } else {
+                    Ok("bytes")
+                }
+            },
+        )
+        .await;
+        assert_eq!(result.unwrap(), "bytes");
+        assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 4);
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        // Never back: given up within the wait.
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = ride_out_storage(
+            Duration::from_secs(20),
+            &never,
+            BlobError::is_transient,
+            || async {
+                count();
+                Err(transient("k"))
+            },
+        )
+        .await;
+        assert!(result.unwrap_err().is_transient());
+        assert!(
+            started.elapsed() <= Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(calls.swap(0, std::sync::atomic::Ordering::SeqCst) >= 4);
+
+        // Not a storage outage: no retry.
+        let result: Result<(), _> = ride_out_storage(
+            Duration::from_secs(20),
+            &never,
+            BlobError::is_transient,
+            || async {
+                count();
+                Err(BlobError::NotFound { key: "k".into() })
+            },
+        )
+        .await;
+        assert!(result.unwrap_err().is_not_found());
+        assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+
+        // A cancel ends the wait at once.
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = ride_out_storage(
+            Duration::from_secs(20),
+            &cancel,
+            BlobError::is_transient,
+            || async { Err(transient("k")) },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub(crate) fn job_config(concurrency: usize, flush_every: usize) -> OcrJobConfig
             max_tries: 3,
             backoff: jobs_core::Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
         },
+        storage_wait: Duration::from_secs(5),
     }
 }
 
