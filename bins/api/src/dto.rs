@@ -4,8 +4,106 @@
 use books::{BookId, GuidelinesStatus, Manifest, OcrStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde_json::{Value, json};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AnyOfBuilder, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder,
+    Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Required};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
+
+use crate::routes::BOOK_JOB_TYPES;
+
+// ---------------------------------------------------------------------------------------
+// Path parameters. Handlers take them as text and validate them (`crate::extract`) before
+// any storage call; these types only document them, with every rule the validation
+// enforces, so a client (or a schema fuzzer) that follows the document is never refused.
+
+/// A book id as `books::BookId::parse` accepts it: 1-64 characters of `a-z`, `0-9`, `_` and
+/// `-`, starting with a letter or a digit.
+pub const BOOK_ID_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+
+/// The longest book id.
+const BOOK_ID_MAX_CHARS: usize = 64;
+
+/// The schema of a book id.
+fn book_id_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(BOOK_ID_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(BOOK_ID_MAX_CHARS))
+}
+
+fn path_parameter(name: &str, description: &str, schema: impl Into<RefOr<Schema>>) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+fn book_id_parameter() -> Parameter {
+    path_parameter(
+        "book_id",
+        "The book id: 1-64 characters of `a-z`, `0-9`, `_` and `-`, starting with a letter or \
+         a digit (else 422 `invalid_request`).",
+        book_id_schema(),
+    )
+}
+
+/// Path of the routes of one book: `{book_id}`.
+#[derive(Debug, Clone, Copy)]
+pub struct BookPath;
+
+impl IntoParams for BookPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![book_id_parameter()]
+    }
+}
+
+/// Path of the routes of one page: `{book_id}` and `{page}`.
+#[derive(Debug, Clone, Copy)]
+pub struct PagePath;
+
+impl IntoParams for PagePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        // `crate::extract::page_number`: a `u32` from 1.
+        let page = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(u32::MAX));
+        vec![
+            book_id_parameter(),
+            path_parameter(
+                "page",
+                "The page number, from 1 (else 422 `invalid_request`).",
+                page,
+            ),
+        ]
+    }
+}
+
+/// Path of the routes of one job: `{job_id}`.
+#[derive(Debug, Clone, Copy)]
+pub struct JobPath;
+
+impl IntoParams for JobPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+        vec![path_parameter(
+            "job_id",
+            "The job id, a UUID (else 422 `invalid_request`).",
+            id,
+        )]
+    }
+}
 
 /// A job (SPEC section 5). `book_id` is the job's resource key, `type` its job type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -172,12 +270,11 @@ pub struct JobList {
 }
 
 /// Body of `POST /v1/books/{book_id}/jobs`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// The job type: `ocr`, `guidelines` or `finalize`.
     #[serde(rename = "type")]
-    #[schema(schema_with = create_job_type_schema)]
     pub job_type: String,
     /// Continue the latest failed or cancelled job of this type from its checkpoint
     /// instead of starting afresh.
@@ -185,45 +282,87 @@ pub struct CreateJob {
     pub resume: bool,
     /// A chain: job types to run on the book after this one, each started when the one
     /// before it completes.
-    #[schema(schema_with = chain_schema)]
     pub then: Option<Vec<String>>,
 }
 
-/// The schema of `CreateJob.type`: one of `BOOK_JOB_TYPES`.
-fn create_job_type_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(crate::routes::BOOK_JOB_TYPES))
-        .description(Some("The job type."))
-        .build()
+/// Every chain a job of the type at `position` in the pipeline may carry: each ordered
+/// selection of the types after it (the empty one included), as `routes::jobs::chain`
+/// accepts them.
+fn chains_after(position: usize) -> Vec<Vec<&'static str>> {
+    let followers = &BOOK_JOB_TYPES[position + 1..];
+    (0..1u32 << followers.len())
+        .map(|mask| {
+            followers
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| mask & (1 << index) != 0)
+                .map(|(_, job_type)| *job_type)
+                .collect()
+        })
+        .collect()
 }
 
-/// The schema of a chain in a request: job types that may follow another one in the
-/// pipeline (every type but the first), each once.
-fn chain_schema() -> utoipa::openapi::Array {
-    let pipeline = crate::routes::BOOK_JOB_TYPES;
-    let followers = utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(pipeline[1..].iter().copied()))
-        .build();
-    utoipa::openapi::ArrayBuilder::new()
-        .items(followers)
-        .unique_items(true)
-        .max_items(Some(pipeline.len() - 1))
-        .description(Some(format!(
-            "A chain: job types to run on the book after this one, in the pipeline's order \
+/// The schema of [`CreateJob`]: one alternative per job type, each with the chains that
+/// type may carry, so the document states the whole rule the server enforces.
+impl PartialSchema for CreateJob {
+    fn schema() -> RefOr<Schema> {
+        let pipeline = BOOK_JOB_TYPES;
+        let mut alternatives = OneOfBuilder::new().description(Some(format!(
+            "A job to start on the book: `type`, and optionally `resume` and `then`. `then` is \
+             a chain: job types to run on the book after this one, in the pipeline's order \
              ({}): each comes later in that order than the type before it (the first, later \
              than `type`), so none is named twice. Each job starts when the one before it \
              completes, in the same database transaction; a failure or cancel stops the chain \
              and resuming that job resumes it. Preconditions (`ocr_incomplete`, \
              `guidelines_incomplete`) are checked for `type` only: each later job checks its \
              own when it runs. With `resume: true`, `then` replaces the chain of the resumed \
-             job (absent, the resumed job keeps its chain). Any other chain is 422 \
+             job (absent or null, the resumed job keeps its chain). Any other chain is 422 \
              `invalid_request`, before anything is written.",
             pipeline.join(", ")
-        )))
-        .build()
+        )));
+        for (position, job_type) in pipeline.iter().enumerate() {
+            let chains: Vec<Value> = std::iter::once(Value::Null)
+                .chain(chains_after(position).into_iter().map(|chain| json!(chain)))
+                .collect();
+            let alternative = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .title(Some(*job_type))
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([*job_type]))
+                        .description(Some("The job type.")),
+                )
+                .required("type")
+                .property(
+                    "resume",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .default(Some(json!(false)))
+                        .description(Some(
+                            "Continue the latest failed or cancelled job of this type from \
+                             its checkpoint instead of starting afresh.",
+                        )),
+                )
+                .property(
+                    "then",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::AnyValue)
+                        .enum_values(Some(chains))
+                        .description(Some(format!(
+                            "The job types to run after this `{job_type}` job, in order; null \
+                             or empty: none."
+                        ))),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            alternatives = alternatives.item(alternative);
+        }
+        alternatives.into()
+    }
 }
+
+impl ToSchema for CreateJob {}
 
 /// Query of `GET /v1/books/{book_id}/jobs`.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
@@ -231,9 +370,10 @@ fn chain_schema() -> utoipa::openapi::Array {
 pub struct JobListQuery {
     /// Only jobs of this type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = book_job_type_schema)]
     pub job_type: Option<String>,
     /// At most this many (1-500, default 50).
+    #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<u32>,
 }
 
@@ -262,7 +402,7 @@ pub struct AllJobsQuery {
 fn book_job_type_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(crate::routes::BOOK_JOB_TYPES))
+        .enum_values(Some(BOOK_JOB_TYPES))
         .description(Some("Only jobs of this type."))
         .build()
 }
@@ -283,13 +423,15 @@ pub struct JobPage {
 pub struct LatestJobQuery {
     /// Only jobs of this type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = book_job_type_schema)]
     pub job_type: Option<String>,
 }
 
-/// Query of `POST /v1/books/{book_id}/pages`.
-#[derive(Debug, Clone, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// Query of `POST /v1/books/{book_id}/pages`. Any other parameter is 422, as the document
+/// says (`additionalProperties: false`): a misspelled `ocr` must not store pages silently
+/// without the job that was asked for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// Start an `ocr` job for the book after the upload.
     #[serde(default)]
@@ -298,35 +440,79 @@ pub struct UploadQuery {
     /// order, each started when the one before it completes: `then=guidelines,finalize`
     /// processes the whole book. Without `ocr=true`, or any other value, it is 422
     /// `invalid_request` and nothing is stored.
-    #[param(schema_with = upload_chain_schema)]
     pub then: Option<String>,
 }
 
-/// The schema of the upload's `then`: every chain an `ocr` job may carry, comma-separated.
-fn upload_chain_schema() -> utoipa::openapi::Object {
-    let followers = &crate::routes::BOOK_JOB_TYPES[1..];
-    // Every non-empty ordered selection of the types after `ocr`.
-    let chains: Vec<String> = (1..1u32 << followers.len())
-        .map(|mask| {
-            followers
-                .iter()
-                .enumerate()
-                .filter(|(index, _)| mask & (1 << index) != 0)
-                .map(|(_, job_type)| *job_type)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect();
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(chains))
-        .description(Some(
-            "With `ocr=true`: the chain of the `ocr` job, comma-separated job types in \
-             pipeline order, each started when the one before it completes: \
-             `then=guidelines,finalize` processes the whole book. Needs `ocr=true` (else 422 \
-             `invalid_request`, and nothing is stored).",
-        ))
-        .build()
+/// The query of an upload is documented as one object parameter (`style: form`, `explode:
+/// true`, so each property is a query parameter of its own), because `then` depends on `ocr`
+/// and only a schema over both can say so: either no chain (`then` absent or empty, `ocr`
+/// either way), or `ocr=true` with a chain.
+impl IntoParams for UploadQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let ocr = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .description(Some("Start an `ocr` job for the book after the upload."))
+        };
+        let no_chain = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("without a chain"))
+            .property("ocr", ocr().default(Some(json!(false))))
+            .property(
+                "then",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([""]))
+                    .description(Some("Empty: no chain.")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let chains: Vec<String> = chains_after(0)
+            .into_iter()
+            .filter(|chain| !chain.is_empty())
+            .map(|chain| chain.join(","))
+            .collect();
+        let with_chain = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some("an ocr job with a chain"))
+            .property("ocr", ocr().enum_values(Some([true])))
+            .required("ocr")
+            .property(
+                "then",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(chains))
+                    .description(Some(
+                        "The chain of the `ocr` job: comma-separated job types in pipeline \
+                         order, each started when the one before it completes.",
+                    )),
+            )
+            .required("then")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let schema = AnyOfBuilder::new()
+            .item(no_chain)
+            .item(with_chain)
+            .description(Some(
+                "`ocr=true` starts an `ocr` job for the book after the upload; with it, \
+                 `then` chains the rest of the pipeline to that job (`then=guidelines,finalize` \
+                 processes the whole book). `then` needs `ocr=true` (else 422 \
+                 `invalid_request`, and nothing is stored); an empty `then` is no chain. Any \
+                 other query parameter is 422 `invalid_request`.",
+            ));
+        vec![
+            ParameterBuilder::new()
+                .name("upload")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "The query parameters `ocr` and `then` (an object in form style: each \
+                     property is a query parameter of its own).",
+                ))
+                .style(Some(ParameterStyle::Form))
+                .explode(Some(true))
+                .schema(Some(schema))
+                .build(),
+        ]
+    }
 }
 
 /// Body of `POST /v1/books`.
@@ -335,9 +521,50 @@ fn upload_chain_schema() -> utoipa::openapi::Object {
 pub struct CreateBook {
     /// The book id: 1-64 chars of `[a-z0-9_-]`, starting with a letter or digit. Made
     /// from the title when absent.
+    #[schema(schema_with = create_book_id_schema)]
     pub id: Option<String>,
     /// The title (1-500 characters).
+    #[schema(schema_with = title_schema)]
     pub title: String,
+}
+
+/// The longest title, in characters (Unicode scalar values, as JSON Schema counts them).
+pub const MAX_TITLE_CHARS: usize = 500;
+
+/// The white space `str::trim` removes (Unicode `White_Space`), spelled out so that every
+/// regular expression dialect reads the title pattern alike.
+const WHITE_SPACE: &str =
+    "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// Whether `title` is a valid title: at most [`MAX_TITLE_CHARS`] characters, at least one
+/// of them not white space. The book stores it trimmed.
+pub fn valid_title(title: &str) -> bool {
+    title.chars().count() <= MAX_TITLE_CHARS && !title.trim().is_empty()
+}
+
+fn title_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_TITLE_CHARS))
+        .pattern(Some(format!("[^{WHITE_SPACE}]")))
+        .description(Some(format!(
+            "The title: 1-{MAX_TITLE_CHARS} characters, not all white space; stored without \
+             leading and trailing white space."
+        )))
+}
+
+fn create_book_id_schema() -> ObjectBuilder {
+    book_id_schema()
+        .schema_type(
+            [Type::String, Type::Null]
+                .into_iter()
+                .collect::<SchemaType>(),
+        )
+        .description(Some(
+            "The book id: 1-64 characters of `a-z`, `0-9`, `_` and `-`, starting with a \
+             letter or a digit. Made from the title when absent or null.",
+        ))
 }
 
 /// A book's manifest (SPEC 3.3) as the API shows it.
@@ -568,6 +795,90 @@ pub struct UploadedPages {
     /// With `?ocr=true`: whether `job` was created by this request (false when an `ocr`
     /// job was already active).
     pub job_created: bool,
+}
+
+/// The form of a page upload: one `files` part per page, in page order. Documentation
+/// only: the handler reads the parts as they arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadForm;
+
+/// The media types of the page images an upload takes (what `books` decodes), for the
+/// `encoding` of the `files` part in the document.
+pub const UPLOAD_MEDIA_TYPES: &str =
+    "image/png, image/jpeg, image/webp, image/tiff, image/bmp, image/gif";
+
+impl PartialSchema for UploadForm {
+    fn schema() -> RefOr<Schema> {
+        let limits = books::IngestLimits::default();
+        let file = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)));
+        let files = ArrayBuilder::new()
+            .items(file)
+            .min_items(Some(1))
+            .max_items(Some(limits.max_files))
+            .description(Some(format!(
+                "The page images (PNG, JPEG, WebP, TIFF, BMP or GIF), in page order: at least \
+                 one, at most {} (else 413 `payload_too_large`), each at most {} bytes and \
+                 {} x {} pixels. A file that is not such an image is rejected, and then nothing \
+                 is stored (422, or 415 when every rejected file is of an unsupported format).",
+                limits.max_files, limits.max_file_bytes, limits.max_width, limits.max_height
+            )));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "The form of a page upload: one `files` part per page, in page order; no other \
+                 part (else 422 `invalid_request`).",
+            ))
+            .property("files", files)
+            .required("files")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl ToSchema for UploadForm {}
+
+/// One server-sent event of `GET /v1/jobs/{job_id}/events`, as the fields of the event:
+/// `event: job` and, as `data`, the job's JSON. Documentation only: the stream sends
+/// [`Job`]s (`crate::events`).
+#[derive(Debug, Clone, Copy)]
+pub struct JobEvent;
+
+impl PartialSchema for JobEvent {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "One server-sent event: `event: job` with the job's JSON (a `Job`) as its \
+                 `data`, sent when the job changes, the first at once; the stream ends after \
+                 the event whose job has a terminal status. Comment lines keep an idle stream \
+                 open.",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["job"])),
+            )
+            .required("event")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .content_schema(Some(RefOr::Ref(Ref::from_schema_name(Job::name())))),
+            )
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for JobEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Job::name().into_owned(), Job::schema()));
+        <Job as ToSchema>::schemas(schemas);
+    }
 }
 
 /// One rejected file of an upload (in `error.details.rejected`).

@@ -10,27 +10,17 @@ use books::{BookId, IngestError, Manifest, OcrStatus, UploadedFile, layout};
 use futures::{StreamExt, TryStreamExt};
 use jobs_core::{Acquire, ChainStep};
 use ocr::{OCR_JOB_TYPE, OcrPayload};
-use utoipa::ToSchema;
 
-use crate::dto::{Book, BookList, BookSummary, CreateBook, Job, Page, UploadQuery, UploadedPages};
+use crate::dto::{
+    Book, BookList, BookPath, BookSummary, CreateBook, Job, Page, PagePath, UPLOAD_MEDIA_TYPES,
+    UploadForm, UploadQuery, UploadedPages,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, page_number};
 use crate::state::AppState;
 
-/// Longest title.
-const MAX_TITLE_CHARS: usize = 500;
-
 /// Manifests read at once when listing books.
 const LIST_CONCURRENCY: usize = 16;
-
-/// The form of a page upload: one `files` field per page, in page order.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct UploadForm {
-    /// The page images (PNG, JPEG, WebP, TIFF, BMP or GIF), in page order.
-    #[schema(value_type = Vec<String>, format = Binary)]
-    files: Vec<Vec<u8>>,
-}
 
 /// Creates a book.
 #[utoipa::path(
@@ -50,12 +40,13 @@ pub(crate) async fn create_book(
     State(state): State<AppState>,
     Json(request): Json<CreateBook>,
 ) -> Result<(StatusCode, axum::Json<Book>), ApiError> {
-    let title = request.title.trim();
-    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+    if !crate::dto::valid_title(&request.title) {
         return Err(ApiError::invalid(format!(
-            "title must have 1 to {MAX_TITLE_CHARS} characters"
+            "title must have 1 to {} characters, not all white space",
+            crate::dto::MAX_TITLE_CHARS
         )));
     }
+    let title = request.title.trim();
     let book_id = match request.id.as_deref() {
         Some(id) => book_id(id)?,
         None => id_from_title(title),
@@ -119,7 +110,7 @@ pub(crate) async fn list_books(
 /// A book's manifest: its pages with their OCR status, and its guidelines status.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}", tag = "books",
-    params(("book_id" = String, Path, description = "The book id")),
+    params(BookPath),
     responses(
         (status = 200, description = "The book", body = Book),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -144,12 +135,14 @@ pub(crate) async fn get_book(
 /// (`job_created: false`) with its own chain.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/pages", tag = "books",
-    params(("book_id" = String, Path, description = "The book id"), UploadQuery),
-    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    params(BookPath, UploadQuery),
+    request_body(content(
+        (UploadForm = "multipart/form-data", encoding(("files" = (content_type = UPLOAD_MEDIA_TYPES)))),
+    )),
     responses(
         (status = 201, description = "The new pages, and the ocr job with `?ocr=true`", body = UploadedPages),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`), no files, bad id, `then` without `ocr=true` or an invalid chain", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`), no files, a part other than `files`, bad id, `then` without `ocr=true`, an invalid chain, or an unknown query parameter", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not multipart, or every rejected file is of an unsupported format", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: too many files or bytes", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed multipart body", body = ErrorBody),
@@ -331,10 +324,7 @@ pub(crate) async fn manifest_page(
 /// One page with its OCR status.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/pages/{page}", tag = "books",
-    params(
-        ("book_id" = String, Path, description = "The book id"),
-        ("page" = u32, Path, description = "The page number, from 1"),
-    ),
+    params(PagePath),
     responses(
         (status = 200, description = "The page", body = Page),
         (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
@@ -353,10 +343,7 @@ pub(crate) async fn get_page(
 /// The page's normalized PNG.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/pages/{page}/image", tag = "books",
-    params(
-        ("book_id" = String, Path, description = "The book id"),
-        ("page" = u32, Path, description = "The page number, from 1"),
-    ),
+    params(PagePath),
     responses(
         (status = 200, description = "The PNG", content_type = "image/png"),
         (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
@@ -400,10 +387,7 @@ fn missing_blob(error: BlobError, book_id: &BookId, page: u32, what: &str) -> Ap
 /// The page's OCR text; 404 while its OCR is not done.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/pages/{page}/text", tag = "books",
-    params(
-        ("book_id" = String, Path, description = "The book id"),
-        ("page" = u32, Path, description = "The page number, from 1"),
-    ),
+    params(PagePath),
     responses(
         (status = 200, description = "The recognized text", body = String, content_type = "text/plain"),
         (status = 404, description = "`not_found`: no such book or page, or OCR not done", body = ErrorBody),
@@ -443,10 +427,7 @@ pub(crate) async fn get_page_text(
 /// `{"pages": [page]}`.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/pages/{page}/ocr/retry", tag = "books",
-    params(
-        ("book_id" = String, Path, description = "The book id"),
-        ("page" = u32, Path, description = "The page number, from 1"),
-    ),
+    params(PagePath),
     responses(
         (status = 202, description = "The new ocr job for that page", body = Job),
         (status = 409, description = "`job_active`: an ocr job is active for the book (in `details.job`)", body = ErrorBody),

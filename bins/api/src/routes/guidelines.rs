@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use books::{GuidelinesStatus, layout};
 
-use crate::dto::{FinalGuidelines, PageGuidelines};
+use crate::dto::{BookPath, FinalGuidelines, PageGuidelines, PagePath};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, book_id};
 use crate::routes::books::manifest_page;
@@ -66,7 +66,7 @@ fn prefers_markdown(headers: &HeaderMap) -> bool {
 /// `text/markdown`.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/guidelines", tag = "guidelines",
-    params(("book_id" = String, Path, description = "The book id", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")),
+    params(BookPath),
     responses(
         (status = 200, description = "The finalized guidelines; Markdown (a heading per topic, a bullet per guideline with its kind and pages) when `Accept` prefers `text/markdown`",
             content(
@@ -122,10 +122,7 @@ pub(crate) async fn get_guidelines(
 /// One page's extracted guidelines.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/pages/{page}/guidelines", tag = "guidelines",
-    params(
-        ("book_id" = String, Path, description = "The book id", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$"),
-        ("page" = u32, Path, description = "The page number, from 1", minimum = 1),
-    ),
+    params(PagePath),
     responses(
         (status = 200, description = "The page's guidelines", body = PageGuidelines),
         (status = 404, description = "`not_found`: no such book or page, or not extracted yet", body = ErrorBody),

@@ -10,7 +10,10 @@ use extraction::{FINALIZE_JOB_TYPE, GUIDELINES_JOB_TYPE};
 use jobs_core::{Acquire, ChainStep, JobId, JobQuery, JobStatus, LockError, StoreError};
 use serde_json::json;
 
-use crate::dto::{AllJobsQuery, CreateJob, Job, JobList, JobListQuery, JobPage, LatestJobQuery};
+use crate::dto::{
+    AllJobsQuery, BookPath, CreateJob, Job, JobEvent, JobList, JobListQuery, JobPage, JobPath,
+    LatestJobQuery,
+};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, job_id};
 use crate::routes::BOOK_JOB_TYPES;
@@ -96,7 +99,7 @@ pub(crate) fn chain(first: &str, then: &[String]) -> Result<Vec<ChainStep>, ApiE
 /// the jobs to start, one after the other, when it completes.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/jobs", tag = "jobs",
-    params(("book_id" = String, Path, description = "The book id")),
+    params(BookPath),
     request_body = CreateJob,
     responses(
         (status = 202, description = "The new pending job", body = Job),
@@ -220,11 +223,11 @@ async fn resume(
 /// A book's jobs, newest first.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/jobs", tag = "jobs",
-    params(("book_id" = String, Path, description = "The book id"), JobListQuery),
+    params(BookPath, JobListQuery),
     responses(
         (status = 200, description = "The jobs, newest first", body = JobList),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: bad book id or limit", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id, unknown type or limit out of range", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
 )]
@@ -234,13 +237,14 @@ pub(crate) async fn list_book_jobs(
     Query(query): Query<JobListQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
     let book_id = book_id(&book)?;
+    let job_type = query.job_type.as_deref().map(job_type).transpose()?;
     let limit = listing_limit(query.limit)?;
     state.books().manifest(&book_id).await?;
     let jobs = state
         .job_store()
         .list(&JobQuery {
             resource_key: Some(book_id.to_string()),
-            job_type: query.job_type,
+            job_type: job_type.map(str::to_owned),
             limit,
             ..JobQuery::default()
         })
@@ -327,11 +331,11 @@ pub(crate) async fn list_jobs(
 /// The newest job of a book (of one type with `?type=`), or `null` when it has none.
 #[utoipa::path(
     get, path = "/v1/books/{book_id}/jobs/latest", tag = "jobs",
-    params(("book_id" = String, Path, description = "The book id"), LatestJobQuery),
+    params(BookPath, LatestJobQuery),
     responses(
         (status = 200, description = "The newest job, or null", body = Option<Job>),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: bad book id", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or unknown type", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
 )]
@@ -341,12 +345,13 @@ pub(crate) async fn latest_book_job(
     Query(query): Query<LatestJobQuery>,
 ) -> Result<axum::Json<Option<Job>>, ApiError> {
     let book_id = book_id(&book)?;
+    let job_type = query.job_type.as_deref().map(job_type).transpose()?;
     state.books().manifest(&book_id).await?;
     let jobs = state
         .job_store()
         .list(&JobQuery {
             resource_key: Some(book_id.to_string()),
-            job_type: query.job_type,
+            job_type: job_type.map(str::to_owned),
             limit: 1,
             ..JobQuery::default()
         })
@@ -357,7 +362,7 @@ pub(crate) async fn latest_book_job(
 /// One job.
 #[utoipa::path(
     get, path = "/v1/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    params(JobPath),
     responses(
         (status = 200, description = "The job", body = Job),
         (status = 404, description = "`not_found`", body = ErrorBody),
@@ -378,9 +383,9 @@ pub(crate) async fn get_job(
 /// the stream ends after the event with a terminal status.
 #[utoipa::path(
     get, path = "/v1/jobs/{job_id}/events", tag = "jobs",
-    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    params(JobPath),
     responses(
-        (status = 200, description = "`text/event-stream` of `job` events whose data is the job", body = Job, content_type = "text/event-stream"),
+        (status = 200, description = "`text/event-stream` of `job` events whose data is the job's JSON", body = JobEvent, content_type = "text/event-stream"),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -402,7 +407,7 @@ pub(crate) async fn job_events(
 /// Cancels a job: a pending one at once, a running one at its next safe point.
 #[utoipa::path(
     post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs",
-    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    params(JobPath),
     responses(
         (status = 202, description = "The job, cancelled or with `cancel_requested`", body = Job),
         (status = 409, description = "`job_terminal`: it has finished (in `details.job`)", body = ErrorBody),
@@ -430,7 +435,7 @@ pub(crate) async fn cancel_job(
 /// that continues from its checkpoint.
 #[utoipa::path(
     post, path = "/v1/jobs/{job_id}/resume", tag = "jobs",
-    params(("job_id" = uuid::Uuid, Path, description = "The job id")),
+    params(JobPath),
     responses(
         (status = 202, description = "The new pending job (`resumed_from` is the old one)", body = Job),
         (status = 409, description = "`job_not_resumable`: it is not failed or cancelled; `job_active`: another job of its type is active (in `details.job`); `ocr_incomplete` or `guidelines_incomplete`: the book is not ready (`details.pages`)", body = ErrorBody),

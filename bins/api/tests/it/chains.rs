@@ -124,6 +124,8 @@ async fn an_upload_with_then_needs_ocr_and_a_valid_chain_and_stores_nothing_othe
         "?ocr=true&then=guidelines,guidelines",
         "?ocr=true&then=guidelines,,finalize",
         "?ocr=true&then=summary",
+        // A misspelled parameter is refused, not ignored.
+        "?orc=true",
     ] {
         let (status, body) = app
             .upload("book", query, &[("page.png", page.as_slice())])
@@ -443,40 +445,74 @@ async fn one_upload_with_then_processes_the_whole_book_on_postgres() {
 fn chains_are_documented_with_their_job_types_and_constraints() {
     let document = serde_json::to_value(api::openapi()).unwrap();
     let schemas = &document["components"]["schemas"];
-    let create = &schemas["CreateJob"]["properties"];
+    // One alternative per job type, each with exactly the chains that type may carry.
+    let alternatives = schemas["CreateJob"]["oneOf"].as_array().unwrap();
+    let chains: Vec<(Value, Value)> = alternatives
+        .iter()
+        .map(|alternative| {
+            let properties = &alternative["properties"];
+            assert_eq!(alternative["additionalProperties"], false, "{alternative}");
+            (
+                properties["type"]["enum"].clone(),
+                properties["then"]["enum"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        create["type"]["enum"],
-        json!(["ocr", "guidelines", "finalize"])
+        chains,
+        [
+            (
+                json!(["ocr"]),
+                json!([
+                    null,
+                    [],
+                    ["guidelines"],
+                    ["finalize"],
+                    ["guidelines", "finalize"]
+                ])
+            ),
+            (json!(["guidelines"]), json!([null, [], ["finalize"]])),
+            (json!(["finalize"]), json!([null, []])),
+        ]
     );
-    let then = &create["then"];
-    assert_eq!(
-        then["items"]["enum"],
-        json!(["guidelines", "finalize"]),
-        "{then}"
-    );
-    assert_eq!(then["uniqueItems"], true, "{then}");
-    assert_eq!(then["maxItems"], 2, "{then}");
     assert!(
-        then["description"]
+        schemas["CreateJob"]["description"]
             .as_str()
             .unwrap()
             .contains("ocr, guidelines, finalize"),
-        "{then}"
+        "{}",
+        schemas["CreateJob"]
     );
     let job = &schemas["Job"]["properties"];
     for field in ["then", "previous_job_id", "next_job_id"] {
         assert!(job[field].is_object(), "Job.{field} is documented: {job}");
     }
+    // The upload's `ocr` and `then` are one object parameter, so that `then` can need
+    // `ocr=true`: no chain (ocr either way), or `ocr=true` with a chain.
     let upload = document["paths"]["/v1/books/{book_id}/pages"]["post"]["parameters"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|parameter| parameter["name"] == "then")
+        .find(|parameter| parameter["in"] == "query")
         .cloned()
-        .expect("the upload documents `then`");
+        .expect("the upload documents its query");
+    assert_eq!(upload["style"], "form", "{upload}");
+    assert_eq!(upload["explode"], true, "{upload}");
+    let branches = upload["schema"]["anyOf"].as_array().unwrap();
     assert_eq!(
-        upload["schema"]["enum"],
+        branches[0]["properties"]["then"]["enum"],
+        json!([""]),
+        "{upload}"
+    );
+    assert_eq!(
+        branches[1]["properties"]["ocr"]["enum"],
+        json!([true]),
+        "{upload}"
+    );
+    assert_eq!(
+        branches[1]["properties"]["then"]["enum"],
         json!(["guidelines", "finalize", "guidelines,finalize"]),
         "{upload}"
     );
+    assert_eq!(branches[1]["required"], json!(["ocr", "then"]), "{upload}");
 }

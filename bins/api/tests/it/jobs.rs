@@ -193,7 +193,13 @@ async fn jobs_are_listed_newest_first_with_type_and_limit() {
     assert_eq!(body["jobs"].as_array().unwrap().len(), 2);
     let (_, body) = app.get("/v1/books/list/jobs?type=finalize").await;
     assert_eq!(body["jobs"], json!([]));
-    for query in ["limit=0", "limit=501", "limit=many"] {
+    for query in [
+        "limit=0",
+        "limit=501",
+        "limit=many",
+        "type=unknown",
+        "type=",
+    ] {
         let (status, body) = app.get(&format!("/v1/books/list/jobs?{query}")).await;
         assert_error(
             (status, &body),
@@ -220,6 +226,12 @@ async fn latest_is_null_without_jobs_then_the_newest_job() {
     assert_eq!(body["id"], job["id"]);
     let (_, body) = app.get("/v1/books/latest/jobs/latest?type=finalize").await;
     assert_eq!(body, Value::Null);
+    let (status, body) = app.get("/v1/books/latest/jobs/latest?type=unknown").await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
     let (status, body) = app.get("/v1/books/unknown/jobs/latest").await;
     assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
 }

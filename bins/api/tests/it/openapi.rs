@@ -6,7 +6,7 @@ use std::process::Command;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{TestApp, into_json};
 
@@ -179,6 +179,50 @@ fn v1_operations_require_the_bearer_scheme_and_system_ones_do_not() {
             );
         }
     }
+}
+
+#[test]
+fn path_parameters_state_the_rules_the_server_enforces() {
+    let document = document();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for operation in item.as_object().unwrap().values() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let schema = &parameter["schema"];
+                match parameter["name"].as_str().unwrap() {
+                    "book_id" => {
+                        assert_eq!(schema["pattern"], "^[a-z0-9][a-z0-9_-]{0,63}$", "{path}");
+                    }
+                    "page" => {
+                        assert_eq!(schema["minimum"], 1, "{path}");
+                        assert_eq!(schema["maximum"], u32::MAX, "{path}");
+                    }
+                    "job_id" => assert_eq!(schema["format"], "uuid", "{path}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_event_stream_is_documented_event_by_event() {
+    let document = document();
+    let schema = &document["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    let reference = schema["$ref"].as_str().unwrap();
+    let event = &document["components"]["schemas"][reference.rsplit('/').next().unwrap()];
+    assert_eq!(
+        event["properties"]["event"]["enum"],
+        json!(["job"]),
+        "{event}"
+    );
+    let data = &event["properties"]["data"];
+    assert_eq!(data["type"], "string", "{event}");
+    assert_eq!(data["contentMediaType"], "application/json", "{event}");
+    assert_eq!(
+        data["contentSchema"]["$ref"], "#/components/schemas/Job",
+        "{event}"
+    );
 }
 
 fn validator() -> PathBuf {
