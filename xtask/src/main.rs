@@ -113,10 +113,12 @@ fn install(script: &str) -> Result<String> {
 fn ci() -> Result<()> {
     // Tools the tests run for real, installed when missing: the tesseract CLI (OCR tests),
     // moto (the S3 tests start their own server), an OpenAPI validator (API tests),
-    // headless Chromium with its WebDriver (dashboard tests).
+    // schemathesis (the API's schema fuzzing test), headless Chromium with its WebDriver
+    // (dashboard tests).
     eprintln!("{}", install("install-tesseract.sh")?);
     let moto_server = install("install-moto.sh")?;
     let openapi_validator = install("install-openapi-validator.sh")?;
+    let schemathesis = install("install-schemathesis.sh")?;
     let chromedriver = install("install-chromium.sh")?;
 
     let mut fmt = cargo();
@@ -139,6 +141,7 @@ fn ci() -> Result<()> {
     test.args(["test", "--workspace", "--all-features"])
         .env("FOLIO_MOTO_SERVER", &moto_server)
         .env("FOLIO_OPENAPI_VALIDATOR", &openapi_validator)
+        .env("FOLIO_SCHEMATHESIS", &schemathesis)
         .env("FOLIO_CHROMEDRIVER", &chromedriver);
     run(test)?;
 

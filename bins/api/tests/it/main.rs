@@ -17,5 +17,6 @@ mod hostile;
 mod jobs;
 mod openapi;
 mod pages;
+mod schemathesis;
 mod support;
 mod system;
