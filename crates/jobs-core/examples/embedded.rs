@@ -5,25 +5,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobs_core::runtime::{HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
+use jobs_core::runtime::{HandlerError, Worker, WorkerConfig};
+use jobs_core::typed::{self, Context, Job};
 use jobs_core::{Acquire, JobStatus, LockService, RecoveryPolicy, SystemClock, async_trait};
 use jobs_sqlite::SqliteJobStore;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// Greets every name in the payload, one item at a time, checkpointing as it goes.
-struct Greeter;
+/// Greets every name, one item at a time, checkpointing as it goes: a typed job, so the
+/// payload and the checkpoint are Rust types, never JSON by hand.
+#[derive(Serialize, Deserialize)]
+struct Greet {
+    names: Vec<String>,
+}
 
 #[async_trait]
-impl JobHandler for Greeter {
-    fn job_type(&self) -> &str {
-        "greet"
-    }
+impl Job for Greet {
+    const TYPE: &'static str = "greet";
+    /// Names greeted so far.
+    type Checkpoint = usize;
+    /// Nothing shared between runs.
+    type State = ();
 
-    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
-        let names: Vec<String> = context.payload()?;
-        let done: usize = context.checkpoint()?.unwrap_or(0);
-        context.update_progress(|progress| progress.total = Some(names.len() as u64));
-        for (index, name) in names.iter().enumerate().skip(done) {
+    async fn run(self, _state: &(), context: Context<Self>) -> Result<(), HandlerError> {
+        let done = context.checkpoint().copied().unwrap_or(0);
+        context.update_progress(|progress| progress.total = Some(self.names.len() as u64));
+        for (index, name) in self.names.iter().enumerate().skip(done) {
             context.check_cancelled()?; // a safe point: stop here on cancel or shutdown
             println!("hello, {name}");
             context.set_checkpoint(&(index + 1));
@@ -43,13 +50,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Run a worker in the background until `shutdown` fires.
     let shutdown = CancellationToken::new();
     let worker = Worker::new(store.clone(), clock.clone(), WorkerConfig::default())
-        .handler(Arc::new(Greeter));
+        .handler(typed::handler::<Greet>(()));
     let running = tokio::spawn(worker.run(shutdown.clone()));
 
     // Start a job: one active "greet" job per resource at a time.
     let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
-    let names = serde_json::json!(["Ada", "Grace", "Barbara"]);
-    let Acquire::Created(job) = lock.acquire("team-1", "greet", names).await? else {
+    let greet = Greet {
+        names: vec!["Ada".into(), "Grace".into(), "Barbara".into()],
+    };
+    let Acquire::Created(job) = lock.enqueue("team-1", &greet).await? else {
         return Err("another greet job is active for team-1".into());
     };
 

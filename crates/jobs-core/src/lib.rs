@@ -6,6 +6,7 @@
 //! - the [`JobStore`] trait that the store crates (`jobs-postgres`, `jobs-sqlite`) implement;
 //! - the [`LockService`]: one active job per (resource, job type), lazy rescue, resume, cancel;
 //! - the worker runtime in [`runtime`]: handlers, heartbeats, retries, graceful shutdown;
+//! - typed jobs in [`typed`]: a job type as a Rust type, its payload and checkpoint decoded;
 //! - the injectable [`Clock`];
 //! - with the `conformance` feature, the suite every store runs ([`conformance`]).
 //!
@@ -19,6 +20,7 @@ mod lock;
 pub mod runtime;
 pub mod state;
 mod store;
+pub mod typed;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

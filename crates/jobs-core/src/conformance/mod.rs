@@ -41,6 +41,7 @@ mod registry;
 mod rescue;
 mod resume;
 mod runtime;
+mod typed;
 
 pub use acquire::*;
 pub use chain::*;
@@ -55,6 +56,7 @@ pub use registry::*;
 pub use rescue::*;
 pub use resume::*;
 pub use runtime::*;
+pub use typed::*;
 
 /// Calls `$callback!(case_name);` for every case of the suite.
 #[macro_export]
@@ -141,6 +143,9 @@ macro_rules! conformance_cases {
         $callback!(runtime_heartbeats_while_a_handler_holds_its_thread);
         $callback!(runtime_runs_a_chain_job_after_job);
         $callback!(runtime_retries_a_completion_whose_next_job_is_refused);
+        // typed jobs
+        $callback!(typed_job_resumes_from_its_typed_checkpoint);
+        $callback!(typed_job_with_a_payload_that_does_not_decode_fails_at_once);
         // model
         $callback!(random_operations_match_the_reference_model);
     };
