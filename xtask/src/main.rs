@@ -3,8 +3,9 @@
 //! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
 //!   both stores and both blob backends, and the embedding example. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
-//! - `cargo xtask bench jobs|ocr|api|guidelines ...`: benchmarks (`bench.rs`,
-//!   `bench_api.rs`, `bench_guidelines.rs`).
+//! - `cargo xtask bench jobs|ocr|api|guidelines|recovery ...`: benchmarks (`bench.rs`,
+//!   `bench_api.rs`, `bench_guidelines.rs`, `bench_recovery.rs`: a worker process SIGKILLed
+//!   mid-book and a second one that takes over).
 //! - `cargo xtask demo`: a book from the sample pages through OCR, guidelines and finalize
 //!   against a running API.
 
@@ -16,6 +17,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod bench_api;
 mod bench_guidelines;
+mod bench_recovery;
 mod demo;
 mod tidy;
 
@@ -24,6 +26,7 @@ const USAGE: &str = "usage: cargo xtask ci
        cargo xtask bench ocr [--pages N] [--parallelism P]
        cargo xtask bench api [--connections C] [--seconds S] [--max-requests N]
        cargo xtask bench guidelines [--pages N]
+       cargo xtask bench recovery [--pages N] [--stale-after D] [--heartbeat-interval D] [--second at-kill|standby]
        cargo xtask demo [--url URL] [--pages N]";
 
 fn main() -> Result<()> {
@@ -63,6 +66,7 @@ fn bench(args: &[String]) -> Result<()> {
         Some("ocr") => runtime.block_on(bench::ocr(&flags)),
         Some("api") => runtime.block_on(bench_api::run(&flags)),
         Some("guidelines") => runtime.block_on(bench_guidelines::run(&flags)),
+        Some("recovery") => runtime.block_on(bench_recovery::run(&flags)),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);

@@ -1,0 +1,367 @@
+//! `cargo xtask bench recovery [--pages N] [--stale-after D] [--heartbeat-interval D]
+//! [--second at-kill|standby]` (SPEC section 8): a `worker` process SIGKILLed in the middle
+//! of a book's `ocr` job (real tesseract), and a second worker process that takes the job
+//! over from its checkpoint.
+//!
+//! Both workers are the release `worker` binary (built here) with the product's timings:
+//! the defaults, or the `--stale-after` / `--heartbeat-interval` given, on a fresh database
+//! of the local Postgres (`TestDatabase`) and a `file://` store. The book is `--pages`
+//! fixture pages (default 40, the twelve fixtures repeated); the first worker is killed
+//! once a third of them are done. The second worker is started right after the kill
+//! (`--second at-kill`, the default: a replacement process) or is running from the start
+//! (`--second standby`: the survivor of a pair).
+//!
+//! Figures:
+//! - `recover_s`: from the kill until the second worker has the job running again: its
+//!   claim's `started_at` (written by the claim) minus the time of the kill. The job must
+//!   first be stale (`stale_after` since its last heartbeat, which progress keeps within a
+//!   second of the kill), and then be found by a rescuer, which every worker runs every
+//!   `heartbeat_interval` (the first time at its start): so about `stale_after` when the
+//!   second worker starts at the kill, and up to `stale_after + heartbeat_interval` for a
+//!   standby worker, whose rescues fall anywhere in that period.
+//! - `next_page_s`: from the kill until the second worker made its first page durable (the
+//!   checkpoint grew; polled every 50 ms).
+//! - `pages_redone`: page recognitions beyond one per page, counted by a `tesseract` on
+//!   the workers' `PATH` that logs each page it is given before running the real one: the
+//!   pages the killed worker recognized (or was recognizing) that its durable checkpoint
+//!   did not name yet.
+//! - `pages_lost`: pages of the book not done in the manifest at the end, or whose stored
+//!   text is missing or not the page's text (character error rate 3 % or more). Must be
+//!   0: the bench fails otherwise, after printing its figures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use books::{BookId, Books, IngestLimits, OcrStatus, UploadedFile, layout};
+use jobs_core::{Acquire, Job, JobId, JobStatus, JobStore, LockService, SystemClock};
+use jobs_postgres::testing::TestDatabase;
+use ocr::testing::{character_error_rate, fixture_pages};
+
+use crate::bench::{Flags, report};
+
+/// Longest the whole job may take.
+const JOB_LIMIT: Duration = Duration::from_secs(600);
+
+pub(crate) async fn run(flags: &Flags) -> Result<()> {
+    let pages: usize = flags.get("pages", 40)?;
+    if pages < 3 {
+        bail!("--pages must be at least 3");
+    }
+    let stale_after = flags.text("stale-after", "30s");
+    let heartbeat_interval = flags.text("heartbeat-interval", "5s");
+    let stale_after_s = seconds(&stale_after)?;
+    let heartbeat_interval_s = seconds(&heartbeat_interval)?;
+    let second = flags.text("second", "at-kill");
+    if second != "at-kill" && second != "standby" {
+        bail!("--second {second}: use at-kill or standby");
+    }
+    ocr::TesseractEngine::default()
+        .version()
+        .await
+        .context("the tesseract CLI (scripts/install-tesseract.sh)")?;
+    let worker_binary = build_worker()?;
+
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir()?;
+    let storage_url = format!("file://{}/objects", dir.path().display());
+    let books = Books::new(app::storage::open_blob_store(&storage_url).await?);
+    let book_id = BookId::parse("recovery")?;
+    books.create(&book_id, "Recovery benchmark").await?;
+    let files = fixture_pages()
+        .into_iter()
+        .cycle()
+        .take(pages)
+        .enumerate()
+        .map(|(index, page)| UploadedFile {
+            name: format!("page-{:04}.png", index + 1),
+            bytes: page.png,
+        })
+        .collect();
+    books
+        .ingest_pages(&book_id, files, &IngestLimits::default())
+        .await?;
+    let jobs = app::stores::open_job_store(database.url()).await?;
+    let (tesseract_dir, runs) = counting_tesseract(dir.path())?;
+    let launch = |id: &str| {
+        WorkerProcess::start(
+            &worker_binary,
+            &[
+                "--database-url",
+                database.url(),
+                "--storage",
+                &storage_url,
+                "--worker-id",
+                id,
+                "--types",
+                ocr::OCR_JOB_TYPE,
+                "--stale-after",
+                &stale_after,
+                "--heartbeat-interval",
+                &heartbeat_interval,
+            ],
+            &tesseract_dir,
+            dir.path(),
+            id,
+        )
+    };
+
+    let mut first = launch("recovery-a")?;
+    let mut standby = if second == "standby" {
+        Some(launch("recovery-b")?)
+    } else {
+        None
+    };
+    let lock = LockService::new(
+        jobs.clone(),
+        Arc::new(SystemClock),
+        jobs_core::RecoveryPolicy::default(),
+    );
+    let job = match lock
+        .acquire(book_id.as_str(), ocr::OCR_JOB_TYPE, serde_json::json!({}))
+        .await?
+    {
+        Acquire::Created(job) => job,
+        Acquire::Busy(job) => bail!("a fresh database has an active job: {job:?}"),
+    };
+    let kill_at = pages.div_ceil(3) as u64;
+    let before_kill = wait_for(&jobs, job.id, &[&first], |job| {
+        job.status.is_terminal()
+            || (job.worker_id.as_deref() == Some("recovery-a") && job.progress.completed >= kill_at)
+    })
+    .await?;
+    if before_kill.status.is_terminal() || before_kill.worker_id.as_deref() != Some("recovery-a") {
+        bail!("the first worker did not run the job to a third: {before_kill:#?}");
+    }
+    first.kill()?;
+    let killed_at = jobs_core::Clock::now(&SystemClock);
+    let killed = Instant::now();
+    let mut second_worker = match standby.take() {
+        Some(worker) => worker,
+        None => launch("recovery-b")?,
+    };
+    let durable = done_pages(&jobs.get(job.id).await?);
+
+    let taken = wait_for(&jobs, job.id, &[&first, &second_worker], |job| {
+        job.worker_id.as_deref() == Some("recovery-b") || job.status.is_terminal()
+    })
+    .await?;
+    let started = taken
+        .started_at
+        .filter(|_| taken.worker_id.as_deref() == Some("recovery-b"))
+        .with_context(|| format!("the second worker never claimed the job: {taken:#?}"))?;
+    let recover_s = (started - killed_at).as_seconds_f64();
+    wait_for(&jobs, job.id, &[&second_worker], |job| {
+        job.status.is_terminal() || done_pages(job) > durable
+    })
+    .await?;
+    let next_page_s = killed.elapsed().as_secs_f64();
+    let done = wait_for(&jobs, job.id, &[&second_worker], |job| {
+        job.status.is_terminal()
+    })
+    .await?;
+    second_worker.kill()?;
+    if done.status != JobStatus::Completed {
+        bail!(
+            "the job ended {}: {done:#?}\n{}",
+            done.status,
+            second_worker.log()
+        );
+    }
+
+    let pages_lost = lost_pages(&books, &book_id, pages).await?;
+    let recognitions = std::fs::read_to_string(&runs)
+        .map(|text| text.lines().count())
+        .unwrap_or(0);
+    let round = |value: f64| (value * 1000.0).round() / 1000.0;
+    report(&serde_json::json!({
+        "bench": "recovery",
+        "pages": pages,
+        "second": second,
+        "stale_after_s": stale_after_s,
+        "heartbeat_interval_s": heartbeat_interval_s,
+        "killed_after_pages": before_kill.progress.completed,
+        "durable_at_kill": durable,
+        "recover_s": round(recover_s),
+        "next_page_s": round(next_page_s),
+        "pages_redone": recognitions.saturating_sub(pages),
+        "pages_lost": pages_lost,
+        "attempt": done.attempt,
+    }));
+    drop(first);
+    drop(second_worker);
+    database.drop().await;
+    if pages_lost > 0 {
+        bail!("{pages_lost} page(s) lost");
+    }
+    Ok(())
+}
+
+/// Seconds of a duration written as the workers take it: `500ms`, `4s`, `2m`.
+fn seconds(text: &str) -> Result<f64> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |at| text.split_at(at));
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("{text}: not a duration"))?;
+    Ok(match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => bail!("{text}: use ms, s or m"),
+    })
+}
+
+/// Builds the release `worker` binary and returns its path.
+fn build_worker() -> Result<PathBuf> {
+    let output = crate::cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "worker",
+            "--bin",
+            "worker",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    if !output.status.success() {
+        bail!("building the worker failed: {}", output.status);
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == "worker"
+        })
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .context("cargo build named no worker executable")
+}
+
+/// A folder with a `tesseract` that appends a line to `runs.log` for each page it is
+/// given, then runs the real one.
+fn counting_tesseract(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let real = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|path| path.join("tesseract"))
+                .find(|path| path.is_file())
+        })
+        .context("tesseract on PATH")?;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let runs = dir.join("runs.log");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = stdin ]; then echo page >> '{}'; fi\nexec '{}' \"$@\"\n",
+        runs.display(),
+        real.display()
+    );
+    let shim = bin.join("tesseract");
+    std::fs::write(&shim, script)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))?;
+    Ok((bin, runs))
+}
+
+/// A `worker` process, killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    fn start(
+        binary: &Path,
+        args: &[&str],
+        tesseract_dir: &Path,
+        dir: &Path,
+        id: &str,
+    ) -> Result<Self> {
+        let log = dir.join(format!("{id}.log"));
+        let path = format!(
+            "{}:{}",
+            tesseract_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(binary)
+            .args(args)
+            .env("PATH", path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self { child, log })
+    }
+
+    /// SIGKILL, and reap.
+    fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn done_pages(job: &Job) -> usize {
+    job.checkpoint
+        .as_ref()
+        .and_then(|checkpoint| checkpoint["done"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// Polls the job every 50 ms until `done` holds; fails after [`JOB_LIMIT`] with the logs.
+async fn wait_for(
+    jobs: &Arc<dyn JobStore>,
+    id: JobId,
+    workers: &[&WorkerProcess],
+    done: impl Fn(&Job) -> bool,
+) -> Result<Job> {
+    let deadline = Instant::now() + JOB_LIMIT;
+    loop {
+        let job = jobs.get(id).await?;
+        if done(&job) {
+            return Ok(job);
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers.iter().map(|worker| worker.log()).collect();
+            bail!("timed out: {job:#?}\n{}", logs.join("\n---\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The book's pages that are not done with their own text stored.
+async fn lost_pages(books: &Books, book_id: &BookId, pages: usize) -> Result<usize> {
+    let manifest = books.manifest(book_id).await?;
+    let fixtures = fixture_pages();
+    let mut lost = pages.saturating_sub(manifest.pages.len());
+    for (entry, fixture) in manifest.pages.iter().zip(fixtures.iter().cycle()) {
+        let key = layout::book_key(book_id, &layout::ocr_text_path(entry.page));
+        let text = match books.store().get(&key).await {
+            Ok(blob) => String::from_utf8_lossy(&blob.bytes).into_owned(),
+            Err(_) => String::new(),
+        };
+        if entry.ocr.status != OcrStatus::Done || character_error_rate(&fixture.text, &text) >= 0.03
+        {
+            lost += 1;
+        }
+    }
+    Ok(lost)
+}
