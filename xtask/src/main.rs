@@ -116,10 +116,12 @@ fn install(script: &str) -> Result<String> {
 
 fn ci() -> Result<()> {
     // Tools the tests run for real, installed when missing: the tesseract CLI (OCR tests),
-    // moto (the S3 tests start their own server), an OpenAPI validator (API tests),
+    // poppler-utils and qpdf (PDF uploads, and their tests' encrypted PDFs), moto (the S3
+    // tests start their own server), an OpenAPI validator (API tests),
     // schemathesis (the API's schema fuzzing test), headless Chromium with its WebDriver
     // (dashboard tests).
     eprintln!("{}", install("install-tesseract.sh")?);
+    eprintln!("{}", install("install-poppler.sh")?);
     let moto_server = install("install-moto.sh")?;
     let openapi_validator = install("install-openapi-validator.sh")?;
     let schemathesis = install("install-schemathesis.sh")?;

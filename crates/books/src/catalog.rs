@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::manifest::{Manifest, SCHEMA_VERSION};
 use crate::writer::ManifestWriter;
-use crate::{BookId, DecodeBudget, layout};
+use crate::{BookId, DecodeBudget, PdfTools, layout};
 
 /// Why a manifest operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,7 @@ pub struct Books {
     store: Arc<dyn BlobStore>,
     policy: UpdatePolicy,
     decode_budget: DecodeBudget,
+    pdf_tools: PdfTools,
 }
 
 impl Books {
@@ -130,6 +131,7 @@ impl Books {
             store,
             policy: UpdatePolicy::default(),
             decode_budget: DecodeBudget::unlimited(),
+            pdf_tools: PdfTools::default(),
         }
     }
 
@@ -149,6 +151,18 @@ impl Books {
     /// The decode budget of these books' ingestions.
     pub fn decode_budget(&self) -> &DecodeBudget {
         &self.decode_budget
+    }
+
+    /// Replaces the poppler-utils programs that read uploaded PDFs (default: found on
+    /// `PATH`).
+    pub fn with_pdf_tools(mut self, tools: PdfTools) -> Self {
+        self.pdf_tools = tools;
+        self
+    }
+
+    /// The programs that read uploaded PDFs.
+    pub fn pdf_tools(&self) -> &PdfTools {
+        &self.pdf_tools
     }
 
     /// The underlying store (for page images, OCR text and guidelines).

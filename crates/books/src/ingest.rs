@@ -1,23 +1,33 @@
-//! Page ingestion (SPEC 4.1): validate, decode under limits, convert to PNG, store, and
-//! record in the manifest, all or nothing.
+//! Page ingestion (SPEC 4.1, 4.6): validate, decode under limits, convert to PNG, store,
+//! and record in the manifest, all or nothing.
 //!
 //! Steps of [`Books::ingest_pages`]:
-//! 1. Request limits (file count, total bytes), then each file is decoded and converted to
-//!    PNG on a blocking thread, a few at a time. The name must be a plain file name; the
-//!    format is sniffed from the content (never the name); dimensions are checked from the
-//!    header before any pixel is decoded, the file's decode memory is reserved from the
-//!    process's [`DecodeBudget`], and the decoder runs under dimension and allocation
-//!    limits. A JPEG without its end-of-image marker is refused as truncated (the decoder
-//!    would pad it).
+//! 1. Request limits (file count, total bytes), then every file is inspected, a few at a
+//!    time: the name must be a plain file name; the format is sniffed from the content
+//!    (never the name). An image's dimensions are read from its header before any pixel
+//!    is decoded. A PDF is written to the request's staging folder (a local temp dir) and
+//!    `pdfinfo` gives its page count, page sizes and encryption (see [`crate::pdf`]).
 //! 2. If any file is rejected, the error lists every bad file with its reason and nothing
-//!    has touched storage.
-//! 3. Page numbers are reserved in the manifest (`next_page`, one conditional write), the
-//!    PNGs are stored at those numbers, then the pages are added to the manifest (a second
-//!    conditional write). A failure after the reservation deletes the stored images; the
-//!    reserved numbers stay unused.
+//!    has been decoded or rendered.
+//! 3. Each image, and each PDF page, is converted a few at a time, each reserving its
+//!    memory from the process's [`DecodeBudget`] first. Images are decoded under dimension
+//!    and allocation limits and re-encoded as PNG on a blocking thread (a JPEG without its
+//!    end-of-image marker is refused as truncated: the decoder would pad it). A PDF page is
+//!    rendered by `pdftoppm` into the staging folder, and with [`TextLayers::Keep`] its
+//!    text layer, if it has one, is staged beside it: only file names and hashes stay in
+//!    memory, so a PDF of a thousand pages takes no more memory than a few pages. A page
+//!    that fails rejects its file (the file's remaining pages are skipped) and, again,
+//!    the request, with nothing stored.
+//! 4. Page numbers are reserved in the manifest (`next_page`, one conditional write), the
+//!    PNGs (and text layers) are stored at those numbers, then the pages are added to the
+//!    manifest (a second conditional write); a page with a text layer is added with its
+//!    OCR done by engine `pdf-text`. A failure after the reservation deletes what was
+//!    stored; the reserved numbers stay unused. The staging folder goes with the request.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use blob_store::PutMode;
@@ -30,7 +40,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::catalog::storage;
-use crate::{BookId, Books, BooksError, Page, layout};
+use crate::pdf::{self, PDF_TEXT_ENGINE, PdfPage, PdfTools};
+use crate::{BookId, Books, BooksError, OcrStatus, Page, layout};
 
 /// One uploaded file.
 #[derive(Debug, Clone)]
@@ -56,8 +67,15 @@ pub struct IngestLimits {
     pub max_request_bytes: u64,
     /// Largest allocation a decoder may make for one image (1 GiB).
     pub max_decode_alloc_bytes: u64,
-    /// Files decoded at once (default: number of CPUs).
+    /// Files decoded, or PDF pages rendered, at once (default: number of CPUs).
     pub decode_concurrency: usize,
+    /// Largest accepted PDF (256 MiB: a scanned book is far larger than one page image).
+    pub max_pdf_bytes: u64,
+    /// Most pages of one PDF (1,000).
+    pub max_pdf_pages: u32,
+    /// Longest run of one PDF tool (reading a PDF's pages, rendering a page, reading its
+    /// text); a PDF whose page takes longer is refused (60 s).
+    pub pdf_timeout: Duration,
 }
 
 impl Default for IngestLimits {
@@ -70,6 +88,9 @@ impl Default for IngestLimits {
             max_request_bytes: 512 * 1024 * 1024,
             max_decode_alloc_bytes: 1024 * 1024 * 1024,
             decode_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            max_pdf_bytes: 256 * 1024 * 1024,
+            max_pdf_pages: 1_000,
+            pdf_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -78,11 +99,12 @@ impl Default for IngestLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileRejection {
-    /// Not PNG, JPEG, WebP, TIFF, BMP or GIF (judged by content).
-    #[error("unsupported format (accepted: png, jpeg, webp, tiff, bmp, gif)")]
+    /// Not PNG, JPEG, WebP, TIFF, BMP, GIF or PDF (judged by content).
+    #[error("unsupported format (accepted: png, jpeg, webp, tiff, bmp, gif, pdf)")]
     UnsupportedFormat,
-    /// Recognized but undecodable (truncated, damaged).
-    #[error("corrupt image: {detail}")]
+    /// Recognized but undecodable (truncated, damaged): an image, or a PDF that poppler
+    /// cannot open or whose page it cannot render.
+    #[error("corrupt file: {detail}")]
     Corrupt {
         /// The decoder's diagnosis.
         detail: String,
@@ -117,13 +139,58 @@ pub enum FileRejection {
         /// Height limit.
         max_height: u32,
     },
+    /// An encrypted PDF, with or without a password to open it: it must be decrypted
+    /// first (`qpdf --decrypt`).
+    #[error(
+        "encrypted PDF: remove its encryption (e.g. `qpdf --decrypt --password=... in.pdf \
+         out.pdf`) and upload it again"
+    )]
+    EncryptedPdf,
+    /// A PDF with more pages than allowed.
+    #[error("too many pages: {pages}, limit {max} per PDF")]
+    TooManyPages {
+        /// Pages of the PDF.
+        pages: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A PDF page larger than the pixel limit at 300 dpi (code `too_many_pixels`).
+    #[error(
+        "too many pixels: page {page} is {width}x{height} at 300 dpi, limit \
+         {max_width}x{max_height}"
+    )]
+    PdfPageTooLarge {
+        /// The page.
+        page: u32,
+        /// Width at 300 dpi.
+        width: u32,
+        /// Height at 300 dpi.
+        height: u32,
+        /// Width limit.
+        max_width: u32,
+        /// Height limit.
+        max_height: u32,
+    },
+    /// A PDF tool ran longer than `pdf_timeout` on the file (or on one of its pages).
+    #[error("the PDF took too long to read{}: over {seconds}s", page.map(|page| format!(" at page {page}")).unwrap_or_default())]
+    RenderTimeout {
+        /// The page, when one page was being rendered or read.
+        page: Option<u32>,
+        /// The limit, in seconds.
+        seconds: u64,
+    },
 }
 
 impl FileRejection {
     /// A stable machine-readable code: `unsupported_format`, `corrupt`, `too_large`,
-    /// `empty`, `invalid_name` or `too_many_pixels`.
+    /// `empty`, `invalid_name`, `too_many_pixels`, `encrypted_pdf`, `too_many_pages` or
+    /// `render_timeout`.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::EncryptedPdf => "encrypted_pdf",
+            Self::TooManyPages { .. } => "too_many_pages",
+            Self::PdfPageTooLarge { .. } => "too_many_pixels",
+            Self::RenderTimeout { .. } => "render_timeout",
             Self::UnsupportedFormat => "unsupported_format",
             Self::Empty => "empty",
             Self::InvalidName { .. } => "invalid_name",
@@ -185,6 +252,33 @@ pub enum IngestError {
     /// The book is missing, or the manifest or storage failed.
     #[error(transparent)]
     Books(#[from] BooksError),
+    /// A PDF was uploaded and this server cannot read PDFs: poppler-utils is missing.
+    /// Nothing is stored.
+    #[error("the PDF tools are unavailable: {reason}")]
+    PdfToolsMissing {
+        /// What is missing, and what to install.
+        reason: String,
+    },
+    /// The local staging folder (a temp dir) or a PDF tool's process failed.
+    #[error("{what} failed")]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How an upload treats the text layers of its PDF pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextLayers {
+    /// A page with a text layer ([`pdf::text_layer`]) keeps it as its text: it is stored
+    /// as the page's OCR text and the page is added with OCR done by engine `pdf-text`.
+    #[default]
+    Keep,
+    /// Text layers are not read: every page is left for OCR (the API's `?ocr=force`).
+    Ignore,
 }
 
 /// The memory that decoding uploaded images may take at once, shared by every request of
@@ -249,10 +343,65 @@ impl DecodeBudget {
 /// A file converted to PNG, not yet stored.
 struct ConvertedPage {
     source_name: String,
-    png: Bytes,
+    png: Content,
+    png_bytes: u64,
     width: u32,
     height: u32,
     sha256: String,
+    /// A PDF page's text layer, and its length in characters.
+    text: Option<(Content, u64)>,
+}
+
+/// Bytes waiting to be stored: in memory (a converted image) or in the staging folder (a
+/// rendered PDF page, its text).
+enum Content {
+    Memory(Bytes),
+    Staged(PathBuf),
+}
+
+impl Content {
+    async fn load(&self) -> Result<Bytes, IngestError> {
+        match self {
+            Self::Memory(bytes) => Ok(bytes.clone()),
+            Self::Staged(path) => tokio::fs::read(path)
+                .await
+                .map(Bytes::from)
+                .map_err(|source| IngestError::Local {
+                    what: "reading a staged page",
+                    source,
+                }),
+        }
+    }
+}
+
+/// A file after inspection.
+enum Inspected {
+    Image(UploadedFile, Header),
+    Pdf(Arc<StagedPdf>),
+}
+
+/// A PDF written to the staging folder, with its pages.
+struct StagedPdf {
+    name: String,
+    path: PathBuf,
+    pages: Vec<PdfPage>,
+    /// Set when one of its pages fails: its other pages are skipped.
+    failed: AtomicBool,
+}
+
+/// One conversion: an image, or one page of a PDF.
+enum Unit {
+    Image(UploadedFile, Header),
+    PdfPage(Arc<StagedPdf>, PdfPage),
+}
+
+/// What the conversions share.
+struct Convert<'a> {
+    limits: IngestLimits,
+    budget: &'a DecodeBudget,
+    tools: &'a PdfTools,
+    staging: Option<&'a Path>,
+    text_layers: TextLayers,
 }
 
 /// Images stored at once.
@@ -270,14 +419,27 @@ const ACCEPTED_FORMATS: [ImageFormat; 6] = [
 
 impl Books {
     /// Adds `files` as new pages of the book, numbered in upload order after its last
-    /// page, each converted to PNG with its size and SHA-256 in the manifest. All or
-    /// nothing: any invalid file fails the whole request before any storage call.
-    /// Returns the new pages.
+    /// page (a PDF gives one page per PDF page, in order), each converted to PNG with its
+    /// size and SHA-256 in the manifest; PDF pages with a text layer keep it
+    /// ([`TextLayers::Keep`]). All or nothing: any invalid file fails the whole request
+    /// before any storage call. Returns the new pages.
     pub async fn ingest_pages(
         &self,
         book_id: &BookId,
         files: Vec<UploadedFile>,
         limits: &IngestLimits,
+    ) -> Result<Vec<Page>, IngestError> {
+        self.ingest_pages_with(book_id, files, limits, TextLayers::Keep)
+            .await
+    }
+
+    /// [`Books::ingest_pages`], with PDF text layers kept or ignored as `text_layers` says.
+    pub async fn ingest_pages_with(
+        &self,
+        book_id: &BookId,
+        files: Vec<UploadedFile>,
+        limits: &IngestLimits,
+        text_layers: TextLayers,
     ) -> Result<Vec<Page>, IngestError> {
         if files.is_empty() {
             return Err(IngestError::NoFiles);
@@ -295,16 +457,46 @@ impl Books {
                 max: limits.max_request_bytes,
             });
         }
+        // Removed (with everything rendered into it) when the request ends, however.
+        let staging = if files.iter().any(|file| pdf::is_pdf(&file.bytes)) {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("folio-upload-")
+                    .tempdir()
+                    .map_err(|source| IngestError::Local {
+                        what: "creating the upload's staging folder",
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        let convert = Convert {
+            limits: *limits,
+            budget: self.decode_budget(),
+            tools: self.pdf_tools(),
+            staging: staging.as_ref().map(tempfile::TempDir::path),
+            text_layers,
+        };
 
-        let converted = convert_all(files, *limits, self.decode_budget()).await?;
-        let mut pages = Vec::with_capacity(converted.len());
+        let names: Vec<String> = files.iter().map(|file| file.name.clone()).collect();
+        let inspected = convert.inspect_all(files).await?;
+        let mut units = Vec::new();
         let mut rejected = Vec::new();
-        for (index, (name, result)) in converted.into_iter().enumerate() {
+        for (index, result) in inspected.into_iter().enumerate() {
             match result {
-                Ok(page) => pages.push(page),
+                Ok(Inspected::Image(file, header)) => {
+                    units.push((index, Unit::Image(file, header)))
+                }
+                Ok(Inspected::Pdf(document)) => units.extend(
+                    document
+                        .pages
+                        .iter()
+                        .map(|page| (index, Unit::PdfPage(document.clone(), *page))),
+                ),
                 Err(reason) => rejected.push(RejectedFile {
                     index,
-                    name,
+                    name: names[index].clone(),
                     reason,
                 }),
             }
@@ -312,14 +504,41 @@ impl Books {
         if !rejected.is_empty() {
             return Err(IngestError::InvalidFiles { rejected });
         }
-        Ok(self.store_pages(book_id, pages).await?)
+
+        let converted = convert.convert_all(units).await?;
+        let mut pages = Vec::with_capacity(converted.len());
+        for (index, result) in converted {
+            match result {
+                Ok(Some(page)) => pages.push(page),
+                // A page of a PDF that already failed.
+                Ok(None) => {}
+                Err(reason) => {
+                    if rejected
+                        .last()
+                        .is_none_or(|last: &RejectedFile| last.index != index)
+                    {
+                        rejected.push(RejectedFile {
+                            index,
+                            name: names[index].clone(),
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        if !rejected.is_empty() {
+            return Err(IngestError::InvalidFiles { rejected });
+        }
+        let stored = self.store_pages(book_id, pages).await;
+        drop(staging);
+        stored
     }
 
     async fn store_pages(
         &self,
         book_id: &BookId,
         converted: Vec<ConvertedPage>,
-    ) -> Result<Vec<Page>, BooksError> {
+    ) -> Result<Vec<Page>, IngestError> {
         let count = u32::try_from(converted.len()).unwrap_or(u32::MAX);
         let mut first_page = 0;
         self.update(book_id, |manifest| {
@@ -328,39 +547,43 @@ impl Books {
         })
         .await?;
 
-        let pages: Vec<Page> = converted
-            .iter()
-            .zip(first_page..)
-            .map(|(page, number)| {
-                Page::new(
-                    number,
-                    page.source_name.clone(),
-                    page.width,
-                    page.height,
-                    page.png.len() as u64,
-                    page.sha256.clone(),
-                )
-            })
-            .collect();
-        let keys: Vec<String> = pages
-            .iter()
-            .map(|page| layout::book_key(book_id, &page.image))
-            .collect();
+        let now = chrono::Utc::now();
+        let mut pages = Vec::with_capacity(converted.len());
+        let mut blobs = Vec::with_capacity(converted.len());
+        for (page, number) in converted.into_iter().zip(first_page..) {
+            let mut entry = Page::new(
+                number,
+                page.source_name,
+                page.width,
+                page.height,
+                page.png_bytes,
+                page.sha256,
+            );
+            blobs.push((layout::book_key(book_id, &entry.image), page.png));
+            if let Some((text, chars)) = page.text {
+                let path = layout::ocr_text_path(number);
+                blobs.push((layout::book_key(book_id, &path), text));
+                entry.ocr.status = OcrStatus::Done;
+                entry.ocr.text = Some(path);
+                entry.ocr.engine = Some(PDF_TEXT_ENGINE.to_owned());
+                entry.ocr.chars = Some(chars);
+                entry.ocr.updated_at = Some(now);
+            }
+            pages.push(entry);
+        }
+        let keys: Vec<String> = blobs.iter().map(|(key, _)| key.clone()).collect();
 
-        let stored = stream::iter(
-            keys.iter()
-                .cloned()
-                .zip(converted.into_iter().map(|page| page.png)),
-        )
-        .map(|(key, png)| async move {
-            self.store()
-                .put(&key, png, PutMode::Overwrite)
-                .await
-                .map_err(|source| storage(book_id, source))
-        })
-        .buffer_unordered(STORE_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await;
+        let stored = stream::iter(blobs)
+            .map(|(key, content)| async move {
+                let bytes = content.load().await?;
+                self.store()
+                    .put(&key, bytes, PutMode::Overwrite)
+                    .await
+                    .map_err(|source| IngestError::Books(storage(book_id, source)))
+            })
+            .buffer_unordered(STORE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await;
         if let Err(error) = stored {
             self.delete_images(&keys).await;
             return Err(error);
@@ -376,12 +599,12 @@ impl Books {
             .await
         {
             self.delete_images(&keys).await;
-            return Err(error);
+            return Err(error.into());
         }
         Ok(pages)
     }
 
-    /// Best-effort cleanup of images that no manifest will reference.
+    /// Best-effort cleanup of images (and texts) that no manifest will reference.
     async fn delete_images(&self, keys: &[String]) {
         for key in keys {
             if let Err(error) = self.store().delete(key).await {
@@ -391,48 +614,226 @@ impl Books {
     }
 }
 
-/// Converts every file, `decode_concurrency` at a time, in order; fails only when the
-/// decode budget is busy for too long (a bad file is a rejection in the list).
-async fn convert_all(
-    files: Vec<UploadedFile>,
-    limits: IngestLimits,
-    budget: &DecodeBudget,
-) -> Result<Vec<(String, Result<ConvertedPage, FileRejection>)>, IngestError> {
-    stream::iter(files)
-        .map(|file| async move {
-            let name = file.name.clone();
-            convert_one(file, limits, budget)
-                .await
-                .map(|result| (name, result))
+/// A file's result: `Err` for a rejection; the outer error fails the whole request.
+type Outcome<T> = Result<Result<T, FileRejection>, IngestError>;
+
+impl Convert<'_> {
+    /// Inspects every file, `decode_concurrency` at a time, in order.
+    async fn inspect_all(
+        &self,
+        files: Vec<UploadedFile>,
+    ) -> Result<Vec<Result<Inspected, FileRejection>>, IngestError> {
+        stream::iter(files.into_iter().enumerate())
+            .map(|(index, file)| self.inspect_one(index, file))
+            .buffered(self.limits.decode_concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    /// Checks one file's name and header; a PDF is staged and read by `pdfinfo`.
+    async fn inspect_one(&self, index: usize, file: UploadedFile) -> Outcome<Inspected> {
+        let limits = self.limits;
+        if let Err(rejection) = check_name(&file.name).and_then(|()| {
+            if file.bytes.is_empty() {
+                Err(FileRejection::Empty)
+            } else {
+                Ok(())
+            }
+        }) {
+            return Ok(Err(rejection));
+        }
+        let (Some(staging), true) = (self.staging, pdf::is_pdf(&file.bytes)) else {
+            return Ok(blocking(move || {
+                let header = inspect(&file, &limits)?;
+                Ok(Inspected::Image(file, header))
+            })
+            .await);
+        };
+        let size = file.bytes.len() as u64;
+        if size > limits.max_pdf_bytes {
+            return Ok(Err(FileRejection::TooLarge {
+                bytes: size,
+                max: limits.max_pdf_bytes,
+            }));
+        }
+        let path = staging.join(format!("{index}.pdf"));
+        tokio::fs::write(&path, &file.bytes)
+            .await
+            .map_err(|source| IngestError::Local {
+                what: "staging an uploaded PDF",
+                source,
+            })?;
+        let pages = match pdf::inspect(self.tools, &path, &file.bytes, &limits).await? {
+            Ok(pages) => pages,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        Ok(Ok(Inspected::Pdf(Arc::new(StagedPdf {
+            name: file.name,
+            path,
+            pages,
+            failed: AtomicBool::new(false),
+        }))))
+    }
+
+    /// Converts every unit, `decode_concurrency` at a time, in order; each with the index
+    /// of its file. `Ok(None)` is a page skipped because its PDF already failed.
+    async fn convert_all(
+        &self,
+        units: Vec<(usize, Unit)>,
+    ) -> Result<Vec<(usize, Result<Option<ConvertedPage>, FileRejection>)>, IngestError> {
+        stream::iter(units)
+            .map(|(index, unit)| async move {
+                self.convert_one(index, unit)
+                    .await
+                    .map(|result| (index, result))
+            })
+            .buffered(self.limits.decode_concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    async fn convert_one(&self, index: usize, unit: Unit) -> Outcome<Option<ConvertedPage>> {
+        let limits = self.limits;
+        match unit {
+            Unit::Image(file, header) => {
+                let permit = self.budget.reserve(header.decode_bytes).await?;
+                Ok(blocking(move || {
+                    let converted = convert_to_png(file, &header, &limits);
+                    drop(permit);
+                    converted.map(Some)
+                })
+                .await)
+            }
+            Unit::PdfPage(document, page) => {
+                if document.failed.load(Ordering::Relaxed) {
+                    return Ok(Ok(None));
+                }
+                let result = self.render_page(index, &document, page).await?;
+                if result.is_err() {
+                    document.failed.store(true, Ordering::Relaxed);
+                }
+                Ok(result.map(Some))
+            }
+        }
+    }
+
+    /// Renders one PDF page into the staging folder (within the decode budget), hashes
+    /// it, and stages its text layer.
+    async fn render_page(
+        &self,
+        index: usize,
+        document: &StagedPdf,
+        page: PdfPage,
+    ) -> Outcome<ConvertedPage> {
+        let limits = self.limits;
+        let staging = self.staging.unwrap_or_else(|| Path::new("."));
+        let out_root = staging.join(format!("{index}-{:05}", page.number));
+        let permit = self.budget.reserve(page.decode_bytes()).await?;
+        let rendered = pdf::render(self.tools, &document.path, &page, &out_root, &limits).await?;
+        drop(permit);
+        let png_path = match rendered {
+            Ok(path) => path,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        let number = page.number;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let checked = hash_png(&png_path, &limits);
+            (png_path, checked)
         })
-        .buffered(limits.decode_concurrency.max(1))
-        .try_collect()
-        .await
+        .await;
+        let (png_path, (png_bytes, width, height, sha256)) = match hashed {
+            Ok((path, Ok(Ok(checked)))) => (path, checked),
+            Ok((_, Ok(Err(rejection)))) => return Ok(Err(rejection)),
+            Ok((_, Err(source))) => {
+                return Err(IngestError::Local {
+                    what: "reading a rendered page",
+                    source,
+                });
+            }
+            Err(join_error) => {
+                return Ok(Err(FileRejection::Corrupt {
+                    detail: format!("page {number} could not be read: {join_error}"),
+                }));
+            }
+        };
+        let text = match self.text_layers {
+            TextLayers::Ignore => None,
+            TextLayers::Keep => {
+                match pdf::page_text(self.tools, &document.path, number, &limits).await? {
+                    Ok(Some(text)) => {
+                        let chars = text.chars().count() as u64;
+                        let path = out_root.with_extension("txt");
+                        tokio::fs::write(&path, text).await.map_err(|source| {
+                            IngestError::Local {
+                                what: "staging a page's text",
+                                source,
+                            }
+                        })?;
+                        Some((Content::Staged(path), chars))
+                    }
+                    Ok(None) => None,
+                    Err(rejection) => return Ok(Err(rejection)),
+                }
+            }
+        };
+        Ok(Ok(ConvertedPage {
+            source_name: document.name.clone(),
+            png: Content::Staged(png_path),
+            png_bytes,
+            width,
+            height,
+            sha256,
+            text,
+        }))
+    }
 }
 
-/// Checks one file's name and header, reserves its decode memory, then decodes and
-/// converts it on a blocking thread (which holds the reservation until it is done).
-async fn convert_one(
-    file: UploadedFile,
-    limits: IngestLimits,
-    budget: &DecodeBudget,
-) -> Result<Result<ConvertedPage, FileRejection>, IngestError> {
-    let (file, header) = match blocking(move || {
-        let header = inspect(&file, &limits);
-        Ok((file, header))
-    })
-    .await
-    {
-        Ok((file, Ok(header))) => (file, header),
-        Ok((_, Err(rejection))) | Err(rejection) => return Ok(Err(rejection)),
-    };
-    let permit = budget.reserve(header.decode_bytes).await?;
-    Ok(blocking(move || {
-        let converted = convert_to_png(file, &header, &limits);
-        drop(permit);
-        converted
-    })
-    .await)
+/// The size, dimensions (from the PNG header, checked against the limits) and SHA-256 of
+/// a rendered page, read from its file in pieces. Blocking.
+#[allow(clippy::type_complexity)]
+fn hash_png(
+    path: &Path,
+    limits: &IngestLimits,
+) -> std::io::Result<Result<(u64, u32, u32, String), FileRejection>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut header = [0_u8; 24];
+    let mut buffer = vec![0_u8; 64 * 1024];
+    let mut total = 0_u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        let start = total as usize;
+        if start < header.len() {
+            let take = (header.len() - start).min(read);
+            header[start..start + take].copy_from_slice(&buffer[..take]);
+        }
+        hasher.update(&buffer[..read]);
+        total += read as u64;
+    }
+    if total < 24 || !header.starts_with(b"\x89PNG\r\n\x1a\n") || &header[12..16] != b"IHDR" {
+        return Ok(Err(FileRejection::Corrupt {
+            detail: "the renderer wrote no PNG".to_owned(),
+        }));
+    }
+    let width = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
+    let height = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
+    if width > limits.max_width || height > limits.max_height {
+        return Ok(Err(FileRejection::TooManyPixels {
+            width,
+            height,
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+        }));
+    }
+    let sha256 = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok(Ok((total, width, height, sha256)))
 }
 
 /// Runs CPU-bound work on a blocking thread; a panic there is a corrupt file.
@@ -545,10 +946,12 @@ fn convert_to_png(
     let sha256 = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     Ok(ConvertedPage {
         source_name: file.name,
-        png: Bytes::from(png),
+        png_bytes: png.len() as u64,
+        png: Content::Memory(Bytes::from(png)),
         width: image.width(),
         height: image.height(),
         sha256,
+        text: None,
     })
 }
 

@@ -9,7 +9,8 @@
 //! - [`ManifestWriter`]: folds many page updates into one manifest write every
 //!   `manifest_flush_every` pages.
 //! - [`Books::ingest_pages`]: validates, decodes (under limits) and converts uploads to
-//!   PNG, all or nothing.
+//!   PNG, all or nothing; a PDF becomes one page per PDF page ([`pdf`]: rendered at 300
+//!   dpi by poppler-utils, text layers kept as OCR text of engine `pdf-text`).
 //!
 //! Architecture Invariant: this crate sees storage only through `dyn BlobStore`; it knows
 //! nothing of S3, the filesystem, HTTP or jobs.
@@ -19,14 +20,19 @@ mod catalog;
 mod ingest;
 pub mod layout;
 mod manifest;
+pub mod pdf;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod writer;
 
 pub use book_id::{BookId, InvalidBookId};
 pub use catalog::{Books, BooksError, UpdatePolicy};
 pub use ingest::{
-    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, UploadedFile,
+    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, TextLayers,
+    UploadedFile,
 };
 pub use manifest::{
     GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,
 };
+pub use pdf::{PDF_TEXT_ENGINE, PdfTools};
 pub use writer::{ManifestChange, ManifestWriter};

@@ -8,3 +8,4 @@ mod ingest;
 mod manifest_updates;
 mod lost_answers;
 mod manifest_writer;
+mod pdf;
