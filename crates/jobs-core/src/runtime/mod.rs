@@ -15,7 +15,9 @@
 //! - The runner alone ends claims: success completes; `Terminal` fails; `Retryable` and
 //!   panics requeue with exponential backoff and jitter until attempts are used; a cancelled
 //!   handler is marked cancelled; ends are batched into one store call, fenced per job.
-//! - Every `heartbeat_interval` it touches its registry row and rescues stuck jobs.
+//! - Every `heartbeat_interval` it touches its registry row; every second (or
+//!   `heartbeat_interval`, if shorter) it rescues stuck jobs, so a dead worker's job is
+//!   requeued within a second of going stale.
 //! - On shutdown it stops claiming, fires every handler's token with reason `Shutdown`, waits
 //!   up to `shutdown_grace`, and hands back what is left as `interrupted` without using an
 //!   attempt.
@@ -123,6 +125,12 @@ impl WorkerConfig {
             stale_after: self.stale_after,
             pending_timeout: self.pending_timeout,
         }
+    }
+
+    /// How often the worker rescues stuck jobs: every second, or every heartbeat when that
+    /// is more often.
+    pub fn rescue_interval(&self) -> Duration {
+        self.heartbeat_interval.min(Duration::from_secs(1))
     }
 
     /// The delay before retry number `attempt` (1-based), at least `after` (see
@@ -419,27 +427,34 @@ struct ClaimLoop<'a> {
     backlog: &'a Notify,
 }
 
-/// Every `heartbeat_interval`: refresh the registry row and rescue stuck jobs.
+/// Refreshes the registry row every `heartbeat_interval` and rescues stuck jobs every
+/// [`WorkerConfig::rescue_interval`].
 async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
     let lock = LockService::new(
         runtime.store.clone(),
         runtime.clock.clone(),
         runtime.config.recovery_policy(),
     );
-    let mut interval = tokio::time::interval(runtime.config.heartbeat_interval);
+    // Rescue at least every second: a job goes stale at any moment, and a rescue that waits
+    // a whole heartbeat interval (5 s by default) after it adds that much to its recovery.
+    let mut interval = tokio::time::interval(runtime.config.rescue_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut touched: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             () = stop.cancelled() => return,
         }
-        let worker_id = &runtime.config.worker_id;
-        if let Err(error) = runtime
-            .store
-            .touch_worker(worker_id, runtime.clock.now())
-            .await
-        {
-            tracing::warn!(error = %error_chain(&error), "worker registry refresh failed");
+        if touched.is_none_or(|at| at.elapsed() >= runtime.config.heartbeat_interval) {
+            touched = Some(Instant::now());
+            let worker_id = &runtime.config.worker_id;
+            if let Err(error) = runtime
+                .store
+                .touch_worker(worker_id, runtime.clock.now())
+                .await
+            {
+                tracing::warn!(error = %error_chain(&error), "worker registry refresh failed");
+            }
         }
         match lock.rescue().await {
             Ok(report) if !report.is_empty() => {
