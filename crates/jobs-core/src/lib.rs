@@ -32,7 +32,7 @@ pub use job::{
     ChainStep, Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,
     storable_text, truncate_to_micros,
 };
-pub use lock::{Acquire, LockError, LockService, RecoveryPolicy};
+pub use lock::{Acquire, AcquireRequest, LockError, LockService, RecoveryPolicy};
 pub use state::{IllegalTransition, Transition};
 pub use store::{
     ActiveIndex, ClaimParams, Finish, FinishChain, FinishOutcome, HeartbeatAck, HeartbeatParams,

@@ -87,6 +87,42 @@ pub enum Acquire {
     Busy(Job),
 }
 
+/// One job to create with [`LockService::acquire_many`]: what [`LockService::acquire_chain`]
+/// takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcquireRequest {
+    /// The resource the job works on.
+    pub resource_key: String,
+    /// The job type.
+    pub job_type: String,
+    /// The job's payload.
+    pub payload: serde_json::Value,
+    /// The chain to run after it (see [`Job::then`]); empty for none.
+    pub then: Vec<ChainStep>,
+}
+
+impl AcquireRequest {
+    /// A job of `job_type` on `resource_key` with `payload`, without a chain.
+    pub fn new(
+        resource_key: impl Into<String>,
+        job_type: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self {
+            resource_key: resource_key.into(),
+            job_type: job_type.into(),
+            payload,
+            then: Vec::new(),
+        }
+    }
+
+    /// The same request with `then` as its chain.
+    pub fn with_chain(mut self, then: Vec<ChainStep>) -> Self {
+        self.then = then;
+        self
+    }
+}
+
 /// Errors of the lock service.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -187,6 +223,88 @@ impl LockService {
         self.insert_with_rescue(job).await
     }
 
+    /// [`LockService::acquire_chain`] of many jobs at once: answers per request, in order,
+    /// `Created` or `Busy` with the active job, through one [`JobStore::insert_many`] (one
+    /// round trip per batch in the common case). Requests of one batch for the same
+    /// (resource, job type) count in order: the first creates the job (or is `Busy` with the
+    /// active one), the rest are `Busy` with it. Requests that found a stuck active job get
+    /// the lazy rescue of [`LockService::acquire`], and only those are inserted again.
+    pub async fn acquire_many(
+        &self,
+        requests: Vec<AcquireRequest>,
+    ) -> Result<Vec<Acquire>, StoreError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        let jobs: Vec<NewJob> = requests
+            .into_iter()
+            .map(|request| NewJob {
+                id: JobId::new(),
+                resource_key: request.resource_key,
+                job_type: request.job_type,
+                payload: request.payload,
+                max_attempts: self.max_attempts,
+                checkpoint: None,
+                resumed_from: None,
+                then: request.then,
+                now,
+            })
+            .collect();
+        let mut answers = self.store.insert_many(jobs.clone()).await?;
+        if answers.len() != jobs.len() {
+            return Err(StoreError::Corrupt(format!(
+                "insert_many answered {} of {} jobs",
+                answers.len(),
+                jobs.len()
+            )));
+        }
+        // Lazy rescue: each stuck active job once, then the requests that found one again.
+        let stuck: Vec<usize> = (0..jobs.len())
+            .filter(|&index| match &answers[index] {
+                Insert::Busy(active) => self.policy.is_stuck(active, now),
+                Insert::Inserted(_) => false,
+            })
+            .collect();
+        if !stuck.is_empty() {
+            let mut rescued = std::collections::HashSet::new();
+            for &index in &stuck {
+                let job = &jobs[index];
+                if !rescued.insert((job.resource_key.as_str(), job.job_type.as_str())) {
+                    continue;
+                }
+                let scope = RescueScope::Resource {
+                    resource_key: job.resource_key.clone(),
+                    job_type: job.job_type.clone(),
+                };
+                let report = self
+                    .store
+                    .rescue(&self.policy.rescue_params(now, scope))
+                    .await?;
+                tracing::info!(job.id = %answers[index].job().id, ?report, "lazy rescue before acquire");
+            }
+            let again = stuck.iter().map(|&index| jobs[index].clone()).collect();
+            let retried = self.store.insert_many(again).await?;
+            if retried.len() != stuck.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "insert_many answered {} of {} jobs",
+                    retried.len(),
+                    stuck.len()
+                )));
+            }
+            for (index, answer) in stuck.into_iter().zip(retried) {
+                answers[index] = answer;
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| match answer {
+                Insert::Inserted(created) => Acquire::Created(created),
+                Insert::Busy(active) => Acquire::Busy(active),
+            })
+            .collect())
+    }
+
     /// Creates a new pending job that continues a failed or cancelled one: same type,
     /// resource, payload and chain (a failure or cancel stopped the chain; the resumed job
     /// carries it on), its checkpoint copied, `resumed_from` set. Busy rules apply.
@@ -264,5 +382,28 @@ impl LockService {
             }
             Insert::Busy(active) => Ok(Acquire::Busy(active)),
         }
+    }
+}
+
+impl LockService {
+    /// [`LockService::enqueue`] of many typed jobs at once, each on its resource: answers per
+    /// job, in order, as [`LockService::acquire_many`] does.
+    ///
+    /// # Panics
+    /// When a job does not serialize to JSON, as [`LockService::enqueue`].
+    pub async fn enqueue_many<'a, J: crate::typed::Job>(
+        &self,
+        jobs: impl IntoIterator<Item = (&'a str, &'a J)>,
+    ) -> Result<Vec<Acquire>, StoreError> {
+        let requests = jobs
+            .into_iter()
+            .map(|(resource_key, job)| {
+                let payload = serde_json::to_value(job).unwrap_or_else(|error| {
+                    panic!("a `{}` job does not serialize: {error}", J::TYPE)
+                });
+                AcquireRequest::new(resource_key, J::TYPE, payload)
+            })
+            .collect();
+        self.acquire_many(requests).await
     }
 }

@@ -24,6 +24,15 @@ pub enum Insert {
     Busy(Job),
 }
 
+impl Insert {
+    /// The job inserted, or the active one.
+    pub fn job(&self) -> &Job {
+        match self {
+            Insert::Inserted(job) | Insert::Busy(job) => job,
+        }
+    }
+}
+
 /// Which jobs [`JobStore::claim`] may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimParams {
@@ -372,6 +381,16 @@ pub trait JobStore: Send + Sync + 'static {
     /// Inserts a pending job unless one for the same (resource, job type) is active, in
     /// which case it returns that one. Race-free: the database's unique index decides.
     async fn insert(&self, job: NewJob) -> Result<Insert, StoreError>;
+
+    /// Inserts many jobs, each as [`JobStore::insert`] would, and answers per job in input
+    /// order: [`Insert::Inserted`] or [`Insert::Busy`] with the active job of its (resource,
+    /// job type). Jobs of one batch for the same (resource, job type) count in input order:
+    /// the first is inserted (or is `Busy` with the job already active), the rest are `Busy`
+    /// with that job. Race-free as `insert` is: the database's unique index decides, and a
+    /// busy answer names a job that was active during the call. One round trip (one
+    /// statement or one transaction) per batch in the common case; workers are woken once
+    /// per batch. An empty batch answers an empty list without touching the database.
+    async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError>;
 
     /// One job.
     async fn get(&self, id: JobId) -> Result<Job, StoreError>;

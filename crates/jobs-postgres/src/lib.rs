@@ -26,6 +26,7 @@ use sqlx::{Acquire, Row};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+mod bulk;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -754,6 +755,10 @@ impl JobStore for PgJobStore {
             Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
             Err(error) => Err(translate(error)),
         }
+    }
+
+    async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError> {
+        bulk::insert_many(&self.pool, jobs).await
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {

@@ -489,6 +489,40 @@ impl JobStore for SqliteJobStore {
         }
     }
 
+    async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One write transaction: no other writer runs until it commits, so a conflict is
+        // always with a job this transaction sees (committed, or inserted by an earlier job
+        // of the batch), and the first job of a (resource, type) wins over the later ones.
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(translate)?;
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut inserted_any = false;
+        for job in &jobs {
+            let answer = match insert_job(&mut transaction, job, None)
+                .await
+                .map_err(translate)?
+            {
+                Ok(inserted) => {
+                    inserted_any = true;
+                    Insert::Inserted(job_from_row(&inserted)?)
+                }
+                Err(active) => Insert::Busy(job_from_row(&active)?),
+            };
+            answers.push(answer);
+        }
+        transaction.commit().await.map_err(translate)?;
+        if inserted_any {
+            self.signal.notify_waiters();
+        }
+        Ok(answers)
+    }
+
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
         let row = sqlx::query("SELECT * FROM folio_jobs WHERE id = ?1")
             .bind(id.to_string())

@@ -29,6 +29,7 @@ use crate::{
 };
 
 mod acquire;
+mod bulk;
 mod chain;
 mod claim;
 mod errors;
@@ -44,6 +45,7 @@ mod runtime;
 mod typed;
 
 pub use acquire::*;
+pub use bulk::*;
 pub use chain::*;
 pub use claim::*;
 pub use errors::*;
@@ -70,6 +72,16 @@ macro_rules! conformance_cases {
         $callback!(concurrent_acquires_for_one_key_create_exactly_one_job);
         $callback!(acquire_rescues_a_stale_running_job_before_answering_busy);
         $callback!(acquire_fails_an_expired_pending_job_before_answering_busy);
+        // bulk enqueue
+        $callback!(acquire_many_answers_created_or_busy_per_item_in_order);
+        $callback!(acquire_many_gives_duplicates_in_a_batch_the_first_ones_job);
+        $callback!(acquire_many_answers_busy_with_an_already_active_job);
+        $callback!(acquire_many_of_an_empty_batch_does_nothing);
+        $callback!(acquire_many_creates_a_batch_of_5000);
+        $callback!(concurrent_acquire_many_batches_never_create_two_active_jobs);
+        $callback!(acquire_many_racing_single_acquires_never_create_two_active_jobs);
+        $callback!(acquire_many_rescues_stuck_active_jobs_before_answering_busy);
+        $callback!(enqueue_many_stores_typed_jobs_in_order);
         // claim
         $callback!(claim_takes_due_jobs_oldest_first);
         $callback!(claim_skips_jobs_that_are_not_due_yet);
