@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation.
 //!
 //! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
-//!   both stores and both blob backends, and the embedding example. Services must be up
+//!   both stores and both blob backends, the embedding example, and the library crates'
+//!   docs (`-D warnings`) and packages. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
 //! - `cargo xtask bench jobs|ocr|api|guidelines|recovery ...`: benchmarks (`bench.rs`,
 //!   `bench_api.rs`, `bench_guidelines.rs`, `bench_recovery.rs`: a worker process SIGKILLed
@@ -161,5 +162,27 @@ fn ci() -> Result<()> {
         "embedded",
     ]);
     run(example)?;
-    Ok(())
+    package_libraries()
+}
+
+/// The crates other services embed: their docs build without a warning and each packages
+/// (and builds from its package) on its own.
+const LIBRARIES: [&str; 4] = ["jobs-core", "jobs-postgres", "jobs-sqlite", "blob-store"];
+
+fn package_libraries() -> Result<()> {
+    let mut doc = cargo();
+    doc.args(["doc", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    for library in LIBRARIES {
+        doc.args(["--package", library]);
+    }
+    run(doc)?;
+
+    // `--allow-dirty`: CI's clone is clean; locally the check should not need a commit.
+    let mut package = cargo();
+    package.args(["package", "--allow-dirty"]);
+    for library in LIBRARIES {
+        package.args(["--package", library]);
+    }
+    run(package)
 }

@@ -130,14 +130,18 @@ mod tests {
         }
     }
 
-    fn migration_versions(database: &str) -> BTreeSet<String> {
-        fs::read_dir(root().join("migrations").join(database))
-            .unwrap()
+    /// The versions in a store crate's `migrations` folder (each crate embeds its own, so
+    /// it packages alone).
+    fn migration_versions(store_crate: &str) -> BTreeSet<String> {
+        let folder = root().join("crates").join(store_crate).join("migrations");
+        fs::read_dir(&folder)
+            .unwrap_or_else(|error| panic!("reading {}: {error}", folder.display()))
             .map(|entry| {
                 let name = entry.unwrap().file_name().into_string().unwrap();
                 assert!(
                     name.ends_with(".sql"),
-                    "unexpected file {name} in migrations/{database}"
+                    "unexpected file {name} in {}",
+                    folder.display()
                 );
                 name.split('_').next().unwrap().to_owned()
             })
@@ -146,12 +150,12 @@ mod tests {
 
     #[test]
     fn both_migration_folders_have_the_same_versions() {
-        let postgres = migration_versions("postgres");
-        let sqlite = migration_versions("sqlite");
+        let postgres = migration_versions("jobs-postgres");
+        let sqlite = migration_versions("jobs-sqlite");
         assert!(!postgres.is_empty());
         assert_eq!(
             postgres, sqlite,
-            "migrations/postgres and migrations/sqlite differ"
+            "crates/jobs-postgres/migrations and crates/jobs-sqlite/migrations differ"
         );
     }
 

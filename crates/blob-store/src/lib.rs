@@ -11,6 +11,40 @@
 //! module holds the suite every backend runs, and a harness that starts a local
 //! S3-compatible server (moto) for tests.
 //!
+//! # Example
+//!
+//! An optimistic read-modify-write: the write names the etag it read, so a concurrent
+//! writer's change is never overwritten (the same on S3 with `If-Match`).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use blob_store::{BlobError, BlobStore, FileBlobStore, PutMode};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = FileBlobStore::open(dir.path()).await?;
+//! store.put("books/a/count", Bytes::from("1"), PutMode::Create).await?;
+//!
+//! let read = store.get("books/a/count").await?;
+//! let next = Bytes::from("2");
+//! store.put("books/a/count", next, PutMode::Update { etag: read.etag.clone() }).await?;
+//!
+//! // A second write from the same, now stale, read is refused.
+//! let stale = store
+//!     .put("books/a/count", Bytes::from("2"), PutMode::Update { etag: read.etag })
+//!     .await;
+//! assert!(matches!(stale, Err(BlobError::PreconditionFailed { .. })));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `s3`: the S3 backend (aws-sdk-s3 with rustls); off by default.
+//! - `conformance`: the suite every backend runs, a local S3 server harness (moto) and a
+//!   fault-injecting proxy for tests.
+//!
 //! Architecture Invariant: this is the only workspace crate (besides the application
 //! assembly) that depends on aws-sdk-s3, and only with its `s3` feature, which domain
 //! crates never turn on: they see only `dyn BlobStore` and never reach the AWS SDK.

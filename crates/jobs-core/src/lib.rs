@@ -10,6 +10,91 @@
 //! - the injectable [`Clock`];
 //! - with the `conformance` feature, the suite every store runs ([`conformance`]).
 //!
+//! # Example
+//!
+//! A typed job on the SQLite store (`jobs-sqlite`; `jobs-postgres` is the same for many
+//! machines): a worker runs it, checkpointing after each step, while the caller waits.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use jobs_core::runtime::{HandlerError, Worker, WorkerConfig};
+//! use jobs_core::typed::{self, Context, Job};
+//! use jobs_core::{Acquire, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock};
+//! use serde::{Deserialize, Serialize};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Thumbnails {
+//!     sizes: Vec<u32>,
+//! }
+//!
+//! #[jobs_core::async_trait]
+//! impl Job for Thumbnails {
+//!     const TYPE: &'static str = "thumbnails";
+//!     type Checkpoint = usize; // sizes done
+//!     type State = ();
+//!
+//!     async fn run(self, _: &(), context: Context<Self>) -> Result<(), HandlerError> {
+//!         let done = context.checkpoint().copied().unwrap_or(0);
+//!         for (index, _size) in self.sizes.iter().enumerate().skip(done) {
+//!             context.check_cancelled()?; // stop here on cancel or shutdown
+//!             context.set_checkpoint(&(index + 1)); // a resume starts after it
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("sqlite://{}/jobs.db", dir.path().display());
+//! let store: Arc<dyn JobStore> = Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await?);
+//!
+//! let shutdown = CancellationToken::new();
+//! let worker = Worker::new(store.clone(), Arc::new(SystemClock), WorkerConfig::default())
+//!     .handler(typed::handler::<Thumbnails>(()));
+//! let running = tokio::spawn(worker.run(shutdown.clone()));
+//!
+//! // One active `thumbnails` job per resource: a second enqueue answers `Busy`.
+//! let lock = LockService::new(store.clone(), Arc::new(SystemClock), RecoveryPolicy::default());
+//! let job = Thumbnails { sizes: vec![64, 256, 1024] };
+//! let Acquire::Created(job) = lock.enqueue("image-7", &job).await? else {
+//!     unreachable!("nothing else runs on image-7");
+//! };
+//! let job = loop {
+//!     let job = store.get(job.id).await?;
+//!     if job.status.is_terminal() {
+//!         break job;
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+//! };
+//! assert_eq!(job.status, JobStatus::Completed);
+//! assert_eq!(job.checkpoint, Some(serde_json::json!(3)));
+//! shutdown.cancel();
+//! running.await??;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A job moves only `pending -> running -> completed | failed | cancelled` (and back to
+//!   `pending` for a retry); terminal statuses never change. Stores enforce this in SQL; the
+//!   conformance suite checks each store against [`state`].
+//! - At most one active (pending or running) job per (resource, job type), decided by the
+//!   database's unique index, also under races.
+//! - Fencing: every write of a running job names the lease of its claim; after a takeover
+//!   the old worker's writes change nothing.
+//! - A worker that dies is detected by its stale heartbeat and its job requeued (or failed
+//!   when its attempts are used); a resumed job starts from the last checkpoint.
+//! - Every failure keeps its original message (cleaned of NUL and capped, see
+//!   [`storable_text`]).
+//!
+//! # Feature flags
+//!
+//! - `conformance`: the suite every [`JobStore`] implementation runs from its tests.
+//!
 //! Architecture Invariant: this crate knows nothing of sqlx, Postgres, SQLite, axum or S3.
 //! Stores receive every timestamp from the caller, so time is always the injected clock's.
 

@@ -38,7 +38,7 @@ const MIGRATIONS_TABLE: &str = "folio_schema_migrations";
 
 /// The migrations of `migrations/postgres`.
 pub fn migrator() -> Migrator {
-    let mut migrator = sqlx::migrate!("../../migrations/postgres");
+    let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
     migrator
 }

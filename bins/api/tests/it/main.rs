@@ -17,7 +17,6 @@ mod hostile;
 mod jobs;
 mod openapi;
 mod pages;
-mod pdf;
 mod schemathesis;
 mod support;
 mod system;
