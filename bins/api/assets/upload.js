@@ -10,7 +10,7 @@ import { upload, seg } from './api.js';
 import { h, setText, plural, pageRanges, errorText } from './ui.js';
 
 /** What the server takes (its rejection lists png, jpeg, webp, tiff, bmp, gif): no PDF yet. */
-const ACCEPT = 'image/png,image/jpeg,image/webp,image/tiff,image/bmp,image/gif,.png,.jpg,.jpeg,.webp,.tif,.tiff,.bmp,.gif';
+const ACCEPT = 'image/png,image/jpeg,image/webp,image/tiff,image/bmp,image/gif,application/pdf,.png,.jpg,.jpeg,.webp,.tif,.tiff,.bmp,.gif,.pdf';
 /** A batch of at most this many files shows its files while it is sent. */
 const OPEN_WHILE_SENDING = 4;
 /** Batches kept in the log. */
@@ -29,9 +29,9 @@ function size(bytes) {
 export function uploadPanel(bookId, scope, onUploaded) {
   const input = h('input', { type: 'file', id: 'file-input', multiple: true, accept: ACCEPT });
   const dropzone = h('div', { id: 'dropzone', class: 'dropzone' },
-    h('p', { class: 'dropzone-text' }, h('strong', {}, 'Drop page images here'), h('span', { class: 'muted' }, ' or choose files:')),
+    h('p', { class: 'dropzone-text' }, h('strong', {}, 'Drop page images or PDFs here'), h('span', { class: 'muted' }, ' or choose files:')),
     input,
-    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP or GIF images, one per page. Pages are numbered in the order the files are given.'),
+    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP or GIF images, one per page, or PDFs, one page per PDF page (a page with a text layer keeps its text). Pages are numbered in the order the files are given.'),
   );
   const ocrAfter = h('input', { type: 'checkbox', id: 'ocr-after-upload', checked: true });
   // The whole pipeline from one upload: OCR, then guidelines, then finalize as a chain.

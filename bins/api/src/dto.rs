@@ -433,31 +433,62 @@ pub struct LatestJobQuery {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
-    /// Start an `ocr` job for the book after the upload.
+    /// `true`: start an `ocr` job for the book after the upload; `force`: the same, and
+    /// PDF text layers are ignored (every page is OCRed); `false` (default): no job.
     #[serde(default)]
-    pub ocr: bool,
-    /// With `ocr=true`: the chain of the `ocr` job, comma-separated job types in pipeline
-    /// order, each started when the one before it completes: `then=guidelines,finalize`
-    /// processes the whole book. Without `ocr=true`, or any other value, it is 422
-    /// `invalid_request` and nothing is stored.
+    pub ocr: UploadOcr,
+    /// With `ocr=true` or `ocr=force`: the chain of the `ocr` job, comma-separated job
+    /// types in pipeline order, each started when the one before it completes:
+    /// `then=guidelines,finalize` processes the whole book. Without an `ocr` job, or any
+    /// other value, it is 422 `invalid_request` and nothing is stored.
     pub then: Option<String>,
+}
+
+/// The `ocr` query parameter of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum UploadOcr {
+    /// No `ocr` job (PDF pages with a text layer still keep it, as `pdf-text`).
+    #[default]
+    #[serde(rename = "false")]
+    No,
+    /// An `ocr` job for the book's pages not done (pages with a PDF text layer are done).
+    #[serde(rename = "true")]
+    Yes,
+    /// PDF text layers are ignored, and an `ocr` job recognizes every page of the upload.
+    #[serde(rename = "force")]
+    Force,
+}
+
+impl UploadOcr {
+    /// Whether the upload starts an `ocr` job.
+    pub fn starts_job(self) -> bool {
+        self != Self::No
+    }
+
+    /// The values, as the document lists them.
+    const VALUES: [&'static str; 3] = ["false", "true", "force"];
 }
 
 /// The query of an upload is documented as one object parameter (`style: form`, `explode:
 /// true`, so each property is a query parameter of its own), because `then` depends on `ocr`
 /// and only a schema over both can say so: either no chain (`then` absent or empty, `ocr`
-/// either way), or `ocr=true` with a chain.
+/// any value), or `ocr=true` or `ocr=force` with a chain.
 impl IntoParams for UploadQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let ocr = || {
+        let ocr = |values: &[&str]| {
             ObjectBuilder::new()
-                .schema_type(Type::Boolean)
-                .description(Some("Start an `ocr` job for the book after the upload."))
+                .schema_type(Type::String)
+                .enum_values(Some(values.iter().copied()))
+                .description(Some(
+                    "`true`: start an `ocr` job for the book after the upload (PDF pages \
+                     with a text layer are done already, engine `pdf-text`); `force`: \
+                     ignore PDF text layers and OCR every page; `false`: no job.",
+                ))
         };
         let no_chain = ObjectBuilder::new()
             .schema_type(Type::Object)
             .title(Some("without a chain"))
-            .property("ocr", ocr().default(Some(json!(false))))
+            .property("ocr", ocr(&UploadOcr::VALUES).default(Some(json!("false"))))
             .property(
                 "then",
                 ObjectBuilder::new()
@@ -474,7 +505,7 @@ impl IntoParams for UploadQuery {
         let with_chain = ObjectBuilder::new()
             .schema_type(Type::Object)
             .title(Some("an ocr job with a chain"))
-            .property("ocr", ocr().enum_values(Some([true])))
+            .property("ocr", ocr(&UploadOcr::VALUES[1..]))
             .required("ocr")
             .property(
                 "then",
@@ -492,9 +523,10 @@ impl IntoParams for UploadQuery {
             .item(no_chain)
             .item(with_chain)
             .description(Some(
-                "`ocr=true` starts an `ocr` job for the book after the upload; with it, \
+                "`ocr=true` starts an `ocr` job for the book after the upload (`ocr=force` \
+                 too, and PDF text layers are ignored: every page is OCRed); with it, \
                  `then` chains the rest of the pipeline to that job (`then=guidelines,finalize` \
-                 processes the whole book). `then` needs `ocr=true` (else 422 \
+                 processes the whole book). `then` needs `ocr=true` or `ocr=force` (else 422 \
                  `invalid_request`, and nothing is stored); an empty `then` is no chain. Any \
                  other query parameter is 422 `invalid_request`.",
             ));
@@ -802,10 +834,10 @@ pub struct UploadedPages {
 #[derive(Debug, Clone, Copy)]
 pub struct UploadForm;
 
-/// The media types of the page images an upload takes (what `books` decodes), for the
-/// `encoding` of the `files` part in the document.
+/// The media types of the page images and PDFs an upload takes (what `books` decodes), for
+/// the `encoding` of the `files` part in the document.
 pub const UPLOAD_MEDIA_TYPES: &str =
-    "image/png, image/jpeg, image/webp, image/tiff, image/bmp, image/gif";
+    "image/png, image/jpeg, image/webp, image/tiff, image/bmp, image/gif, application/pdf";
 
 impl PartialSchema for UploadForm {
     fn schema() -> RefOr<Schema> {
@@ -818,11 +850,19 @@ impl PartialSchema for UploadForm {
             .min_items(Some(1))
             .max_items(Some(limits.max_files))
             .description(Some(format!(
-                "The page images (PNG, JPEG, WebP, TIFF, BMP or GIF), in page order: at least \
-                 one, at most {} (else 413 `payload_too_large`), each at most {} bytes and \
-                 {} x {} pixels. A file that is not such an image is rejected, and then nothing \
-                 is stored (422, or 415 when every rejected file is of an unsupported format).",
-                limits.max_files, limits.max_file_bytes, limits.max_width, limits.max_height
+                "The page images (PNG, JPEG, WebP, TIFF, BMP or GIF) and PDFs, in page order: \
+                 at least one, at most {} (else 413 `payload_too_large`), each image at most \
+                 {} bytes and {} x {} pixels. A PDF (at most {} bytes and {} pages, not \
+                 encrypted) gives one page per PDF page, rendered at 300 dpi (each at most \
+                 the same pixels). A file that is not such an image or PDF is rejected, and \
+                 then nothing is stored (422, or 415 when every rejected file is of an \
+                 unsupported format).",
+                limits.max_files,
+                limits.max_file_bytes,
+                limits.max_width,
+                limits.max_height,
+                limits.max_pdf_bytes,
+                limits.max_pdf_pages
             )));
         ObjectBuilder::new()
             .schema_type(Type::Object)

@@ -6,14 +6,14 @@ use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use axum::response::{IntoResponse, Response};
 use blob_store::BlobError;
-use books::{BookId, IngestError, Manifest, OcrStatus, UploadedFile, layout};
+use books::{BookId, IngestError, Manifest, OcrStatus, TextLayers, UploadedFile, layout};
 use futures::{StreamExt, TryStreamExt};
 use jobs_core::{Acquire, ChainStep};
 use ocr::{OCR_JOB_TYPE, OcrPayload};
 
 use crate::dto::{
     Book, BookList, BookPath, BookSummary, CreateBook, Job, Page, PagePath, UPLOAD_MEDIA_TYPES,
-    UploadForm, UploadQuery, UploadedPages,
+    UploadForm, UploadOcr, UploadQuery, UploadedPages,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, page_number};
@@ -127,12 +127,15 @@ pub(crate) async fn get_book(
     Ok(axum::Json(Book::from(&manifest)))
 }
 
-/// Uploads pages: every `files` field becomes a page, numbered in upload order after the
-/// book's last page. All or nothing: when any file is invalid nothing is stored and the
-/// error lists each bad file with its reason (`details.rejected`). With `?ocr=true` an
-/// `ocr` job starts for the book; `&then=guidelines,finalize` chains the rest of the
-/// pipeline to it. When an `ocr` job is already active, the answer is that job
-/// (`job_created: false`) with its own chain.
+/// Uploads pages: every `files` field becomes a page (a PDF one page per PDF page, rendered
+/// at 300 dpi), numbered in upload order after the book's last page. A PDF page with a
+/// text layer keeps it as its text (OCR done, engine `pdf-text`). All or nothing: when any
+/// file is invalid nothing is stored and the error lists each bad file with its reason
+/// (`details.rejected`: `encrypted_pdf`, `corrupt`, `too_many_pages`, ...). With
+/// `?ocr=true` an `ocr` job starts for the book (for its pages not done); `?ocr=force`
+/// also ignores PDF text layers, so every page is OCRed; `&then=guidelines,finalize`
+/// chains the rest of the pipeline to it. When an `ocr` job is already active, the answer
+/// is that job (`job_created: false`) with its own chain.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/pages", tag = "books",
     params(BookPath, UploadQuery),
@@ -140,9 +143,9 @@ pub(crate) async fn get_book(
         (UploadForm = "multipart/form-data", encoding(("files" = (content_type = UPLOAD_MEDIA_TYPES)))),
     )),
     responses(
-        (status = 201, description = "The new pages, and the ocr job with `?ocr=true`", body = UploadedPages),
+        (status = 201, description = "The new pages, and the ocr job with `?ocr=true` or `?ocr=force`", body = UploadedPages),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`), no files, a part other than `files`, bad id, `then` without `ocr=true`, an invalid chain, or an unknown query parameter", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`, each with its code: `unsupported_format`, `corrupt`, `too_large`, `empty`, `invalid_name`, `too_many_pixels`, `encrypted_pdf`, `too_many_pages`, `render_timeout`), no files, a part other than `files`, bad id, `then` without `ocr=true` or `ocr=force`, an invalid chain, or an unknown query parameter", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not multipart, or every rejected file is of an unsupported format", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: too many files or bytes", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed multipart body", body = ErrorBody),
@@ -191,11 +194,16 @@ pub(crate) async fn upload_pages(
         }
         files.push(UploadedFile { name, bytes });
     }
+    let text_layers = if query.ocr == UploadOcr::Force {
+        TextLayers::Ignore
+    } else {
+        TextLayers::Keep
+    };
     let pages = books
-        .ingest_pages(&book_id, files, limits)
+        .ingest_pages_with(&book_id, files, limits, text_layers)
         .await
         .map_err(ingest_error)?;
-    let (job, job_created) = if query.ocr {
+    let (job, job_created) = if query.ocr.starts_job() {
         match state
             .lock()
             .acquire_chain(book_id.as_str(), OCR_JOB_TYPE, ocr_payload(None), then)
@@ -223,9 +231,9 @@ fn upload_chain(query: &UploadQuery) -> Result<Vec<ChainStep>, ApiError> {
     let Some(text) = query.then.as_deref().filter(|text| !text.is_empty()) else {
         return Ok(Vec::new());
     };
-    if !query.ocr {
+    if !query.ocr.starts_job() {
         return Err(ApiError::invalid(
-            "then needs ocr=true: the chain follows the upload's ocr job",
+            "then needs ocr=true or ocr=force: the chain follows the upload's ocr job",
         ));
     }
     let then: Vec<String> = text.split(',').map(|name| name.trim().to_owned()).collect();
@@ -296,6 +304,10 @@ fn ingest_error(error: IngestError) -> ApiError {
             retry_after: waited.max(std::time::Duration::from_secs(1)),
         },
         IngestError::Books(error) => error.into(),
+        error @ IngestError::PdfToolsMissing { .. } => {
+            tracing::error!(%error, "a PDF was uploaded and this server cannot read PDFs: install poppler-utils");
+            ApiError::Internal(anyhow::Error::new(error))
+        }
         error => ApiError::Internal(anyhow::Error::new(error)),
     }
 }

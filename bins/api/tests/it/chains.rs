@@ -488,7 +488,7 @@ fn chains_are_documented_with_their_job_types_and_constraints() {
         assert!(job[field].is_object(), "Job.{field} is documented: {job}");
     }
     // The upload's `ocr` and `then` are one object parameter, so that `then` can need
-    // `ocr=true`: no chain (ocr either way), or `ocr=true` with a chain.
+    // an ocr job: no chain (any `ocr`), or `ocr=true` or `ocr=force` with a chain.
     let upload = document["paths"]["/v1/books/{book_id}/pages"]["post"]["parameters"]
         .as_array()
         .unwrap()
@@ -506,7 +506,7 @@ fn chains_are_documented_with_their_job_types_and_constraints() {
     );
     assert_eq!(
         branches[1]["properties"]["ocr"]["enum"],
-        json!([true]),
+        json!(["true", "force"]),
         "{upload}"
     );
     assert_eq!(

@@ -17,6 +17,7 @@ mod hostile;
 mod jobs;
 mod openapi;
 mod pages;
+mod pdf;
 mod schemathesis;
 mod support;
 mod system;

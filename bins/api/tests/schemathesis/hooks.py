@@ -1,12 +1,14 @@
 """Schemathesis hooks for Folio's schema fuzzing test (bins/api/tests/it/schemathesis.rs).
 
 The document says which media types an upload's `files` part takes (`encoding.contentType`
-of `POST /v1/books/{book_id}/pages`: PNG, JPEG, WebP, TIFF, BMP, GIF), but a schema cannot
-say "bytes that decode as an image", and schemathesis generates no image by itself: it
-takes the bytes of a media type from a strategy registered for it. These strategies make
-real images, so a schema-valid upload is one the server must accept (positive data
+of `POST /v1/books/{book_id}/pages`: PNG, JPEG, WebP, TIFF, BMP, GIF, PDF), but a schema
+cannot say "bytes that decode as an image", and schemathesis generates no file by itself:
+it takes the bytes of a media type from a strategy registered for it. These strategies
+make real files, so a schema-valid upload is one the server must accept (positive data
 acceptance holds for uploads too). PNG and BMP files are built here with random sizes and
-pixels; JPEG, GIF and WebP are the smallest valid files schemathesis ships for uploads.
+pixels; JPEG, GIF, WebP and PDF are the smallest valid files schemathesis ships for
+uploads (the PDF is rendered by poppler-utils, which `cargo xtask ci` installs). A media
+type the document does not name is never drawn.
 """
 
 import struct
@@ -71,3 +73,4 @@ schemathesis.openapi.media_type("image/bmp", bmp_images())
 schemathesis.openapi.media_type("image/jpeg", st.just(FILE_SAMPLES["jpg"]))
 schemathesis.openapi.media_type("image/gif", st.just(FILE_SAMPLES["gif"]))
 schemathesis.openapi.media_type("image/webp", st.just(FILE_SAMPLES["webp"]))
+schemathesis.openapi.media_type("application/pdf", st.just(FILE_SAMPLES["pdf"]))
