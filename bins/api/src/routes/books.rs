@@ -33,6 +33,7 @@ const LIST_CONCURRENCY: usize = 16;
         (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within the request timeout", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
     )
 )]
@@ -149,6 +150,9 @@ pub(crate) async fn get_book(
         (status = 415, description = "`unsupported_media_type`: not multipart, or every rejected file is of an unsupported format", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: too many files or bytes", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed multipart body", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within the upload timeout", body = ErrorBody),
+        (status = 503, description = "`server_busy`: other uploads hold the memory for decoding images; nothing was stored, send it again after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the upload again"))),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
 )]
