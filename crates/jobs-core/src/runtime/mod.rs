@@ -263,6 +263,7 @@ impl Worker {
             self.metrics.clone(),
             finisher_rx,
             self.config.finish_batch.max(1),
+            self.config.stale_after,
         ));
         let runtime = Arc::new(Runtime {
             store: self.store.clone(),
@@ -374,17 +375,12 @@ impl Worker {
                 now: self.clock.now(),
             };
             WorkerMetrics::inc(&self.metrics.claim_batches);
-            let claimed = match self.store.claim(&params).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "claim failed; retrying after the poll interval");
-                    drop(permits);
-                    tokio::select! {
-                        () = tokio::time::sleep(self.config.poll_interval) => continue,
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            };
+            // A failed claim waits like an empty one: for the next job signal (a store whose
+            // connection comes back sends one) or the poll interval.
+            let claimed = self.store.claim(&params).await.unwrap_or_else(|error| {
+                tracing::warn!(error = %error_chain(&error), "claim failed; retrying at the next job signal or poll");
+                Vec::new()
+            });
             let got = claimed.len();
             for job in claimed {
                 WorkerMetrics::inc(&self.metrics.claimed);
@@ -707,26 +703,30 @@ fn decide(runtime: &Runtime, shared: &Shared, ran: Ran) -> Option<(FinishOutcome
 }
 
 /// Collects job ends from every job task and writes them in batches: one store call for
-/// whatever arrived while the previous call ran.
+/// whatever arrived while the previous call ran. A failed write is retried with backoff for
+/// up to `stale_after` (a database restart, say): until then the jobs' leases may still
+/// hold, and a later write would only be fenced out after a rescue.
 async fn finish_batches(
     store: Arc<dyn JobStore>,
     clock: Arc<dyn Clock>,
     metrics: Arc<WorkerMetrics>,
     mut requests: mpsc::Receiver<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     batch_size: usize,
+    stale_after: Duration,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
     while requests.recv_many(&mut batch, batch_size).await > 0 {
         let (finishes, replies): (Vec<Finish>, Vec<_>) = batch.drain(..).unzip();
         let mut delay = Duration::from_millis(50);
+        let started = Instant::now();
         WorkerMetrics::inc(&metrics.finish_batches);
         let results = loop {
             match store.finish(clock.now(), &finishes).await {
                 Ok(results) => break results.into_iter().map(Some).collect::<Vec<_>>(),
-                Err(error) if delay < Duration::from_secs(5) => {
+                Err(error) if started.elapsed() < stale_after => {
                     tracing::warn!(error = %error_chain(&error), "writing job ends failed; retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(error) => {
                     tracing::error!(error = %error_chain(&error), "writing job ends failed; giving up");
