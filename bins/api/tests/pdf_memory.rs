@@ -1,0 +1,225 @@
+//! The `api` process's peak memory (`VmHWM`) while it ingests one large scanned PDF: its
+//! pages are rendered one per `pdftoppm` process, a few at a time, into a staging folder,
+//! and stored one by one, so the process holds the request and a few pages, never every
+//! rendered page. A test binary of its own: rendering keeps both cores busy for a while.
+//!
+//! `FOLIO_PDF_MEMORY_PAGES` sets the page count (default 20, a few seconds of rendering
+//! per page on a busy 2-core machine); the figures are printed. With 200 pages (a 19 MiB
+//! PDF of full-page 300 dpi scans) on 2 cores shared with other builds (load 7-8): 348 s
+//! (0.57 pages/s), api peak RSS 72 MiB (idle 31 MiB), each `pdftoppm` 72 MiB at most.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use books::testing::{LETTER, PdfBuilder, require_poppler};
+
+const MIB: u64 = 1024 * 1024;
+
+/// An `api` process on SQLite and local files in a temp dir; killed when dropped.
+struct ApiProcess {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl ApiProcess {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_api"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/folio.db", dir.path().display()),
+                "--storage",
+                &format!("file://{}/objects", dir.path().display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the api binary");
+        let api = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(900))
+                .build()
+                .unwrap(),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !api
+            .client
+            .get(format!("{}/healthz", api.base))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "the api did not start in 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        api
+    }
+
+    /// The process's peak resident memory so far, in bytes.
+    fn peak_rss(&self) -> u64 {
+        peak_rss_of(self.child.id()).expect("VmHWM of the api process")
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `VmHWM` of a process, in bytes (`None` once it is gone).
+fn peak_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
+}
+
+/// A full letter page at 300 dpi (2550 x 3300, 8-bit gray) of the fixture pages' text
+/// tiled down the page: what a scanner gives for a page of a book.
+fn full_page_scan() -> Vec<u8> {
+    let (width, height) = (2550_u32, 3300_u32);
+    let mut page = image::GrayImage::from_pixel(width, height, image::Luma([255]));
+    let mut y = 150;
+    for fixture in ocr::testing::fixture_pages().iter().cycle() {
+        let strip = image::load_from_memory(&fixture.png).unwrap().to_luma8();
+        if y + strip.height() > height - 150 {
+            break;
+        }
+        image::imageops::overlay(&mut page, &strip, 150, i64::from(y));
+        y += strip.height();
+    }
+    let mut png = Vec::new();
+    page.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_scanned_pdf_is_ingested_with_bounded_memory() {
+    require_poppler().await;
+    let pages: usize = std::env::var("FOLIO_PDF_MEMORY_PAGES")
+        .ok()
+        .and_then(|pages| pages.parse().ok())
+        .unwrap_or(20);
+    let scan = full_page_scan();
+    let pdf = (0..pages)
+        .fold(PdfBuilder::new(), |pdf, _| {
+            pdf.scanned_page_of_size(&scan, LETTER)
+        })
+        .build();
+    let api = ApiProcess::start().await;
+    let response = api
+        .client
+        .post(format!("{}/v1/books", api.base))
+        .json(&serde_json::json!({"id": "big", "title": "big"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let idle = api.peak_rss();
+
+    // Sample the PDF tools' peak memory while the upload runs.
+    let sampling = tokio::sync::watch::channel(false);
+    let children_peak = {
+        let api_id = api.child.id();
+        let mut stop = sampling.1.clone();
+        tokio::spawn(async move {
+            let api = ApiChildren(api_id);
+            let mut peak = 0;
+            while !*stop.borrow() {
+                for child in api.children() {
+                    peak = peak_rss_of(child).unwrap_or(0).max(peak);
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(10), stop.changed()).await;
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let boundary = "pdf-memory-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; \
+         filename=\"book.pdf\"\r\nContent-Type: application/pdf\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&pdf);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = api
+        .client
+        .post(format!("{}/v1/books/big/pages", api.base))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap();
+    let elapsed = started.elapsed();
+    sampling.0.send(true).unwrap();
+    let children_peak = children_peak.await.unwrap();
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["pages"].as_array().unwrap().len(), pages);
+    let peak = api.peak_rss();
+    eprintln!(
+        "one PDF of {pages} scanned letter pages ({} MiB, each a {} KiB 2550x3300 gray PNG \
+         scan) rendered at 300 dpi: {:.1} s ({:.2} pages/s), api peak RSS {} MiB (idle {} \
+         MiB), PDF tools' peak RSS {} MiB",
+        pdf.len() as u64 / MIB,
+        scan.len() / 1024,
+        elapsed.as_secs_f64(),
+        pages as f64 / elapsed.as_secs_f64(),
+        peak / MIB,
+        idle / MIB,
+        children_peak / MIB,
+    );
+    // The request itself (held by the multipart reader, then written to the staging
+    // folder) and a few pages: never every rendered page (200 of them are over 1 GiB as
+    // bitmaps, and tens of MiB as PNGs).
+    let bound = idle + 3 * pdf.len() as u64 + 128 * MIB;
+    assert!(
+        peak < bound,
+        "peak RSS {} MiB is over {} MiB",
+        peak / MIB,
+        bound / MIB
+    );
+}
+
+/// The children of a process, read from `/proc` (for the sampling task).
+struct ApiChildren(u32);
+
+impl ApiChildren {
+    fn children(&self) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.0)) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|children| {
+                children
+                    .split_whitespace()
+                    .filter_map(|id| id.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+}
