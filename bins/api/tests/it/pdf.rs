@@ -109,6 +109,7 @@ async fn a_scanned_pdf_is_ocred_page_by_page_by_tesseract() {
     {
         assert_eq!(engine, "tesseract");
         let cer = character_error_rate(&fixture.text, &text);
+        eprintln!("fixture page {} CER {cer:.4}", fixture.number);
         assert!(
             cer < MAX_CER,
             "page {}: CER {cer:.3}: {text:?}",
@@ -140,6 +141,7 @@ async fn text_layer_pages_are_done_at_upload_and_the_ocr_job_completes_at_once()
     {
         assert_eq!(engine, "pdf-text");
         let cer = character_error_rate(&fixture.text, &text);
+        eprintln!("fixture page {} CER {cer:.4}", fixture.number);
         assert!(
             cer < 0.001,
             "page {}: CER {cer:.3}: {text:?}",
@@ -172,6 +174,7 @@ async fn a_mixed_pdf_keeps_its_text_pages_and_ocrs_its_scanned_ones() {
     assert_eq!(engines, ["tesseract", "pdf-text", "tesseract", "pdf-text"]);
     for ((_, text), fixture) in pages.iter().zip(&fixtures[6..10]) {
         let cer = character_error_rate(&fixture.text, text);
+        eprintln!("fixture page {} CER {cer:.4}", fixture.number);
         assert!(
             cer < MAX_CER,
             "page {}: CER {cer:.3}: {text:?}",
@@ -198,6 +201,7 @@ async fn ocr_force_ignores_text_layers_and_ocrs_every_page() {
     for ((engine, text), fixture) in pages.iter().zip(&fixtures[10..12]) {
         assert_eq!(engine, "tesseract");
         let cer = character_error_rate(&fixture.text, text);
+        eprintln!("fixture page {} CER {cer:.4}", fixture.number);
         // The text page is Helvetica 12 pt at 300 dpi: tesseract reads it well too.
         assert!(
             cer < MAX_CER,
