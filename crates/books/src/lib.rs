@@ -28,8 +28,7 @@ mod writer;
 pub use book_id::{BookId, InvalidBookId};
 pub use catalog::{Books, BooksError, UpdatePolicy};
 pub use ingest::{
-    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, TextLayers,
-    UploadedFile,
+    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, TextLayers, UploadedFile,
 };
 pub use manifest::{
     GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,

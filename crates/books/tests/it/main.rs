@@ -5,7 +5,7 @@ mod book_ids;
 mod counting_store;
 mod images;
 mod ingest;
-mod manifest_updates;
 mod lost_answers;
+mod manifest_updates;
 mod manifest_writer;
 mod pdf;
