@@ -28,7 +28,9 @@ use crate::{job_from_row, translate};
 
 /// Inserts each job of the batch whose (resource, type) has no active job, and returns the
 /// inserted rows and the active rows of the others. The batch holds at most one job per
-/// (resource, type). One notification for the whole batch, when it inserted any.
+/// (resource, type). One notification for the whole batch, when it inserted any. The
+/// active jobs are looked up per item not inserted, through the one-active index (`LATERAL`):
+/// a join would let the generic plan hash the batch and scan every active job.
 const INSERT_MANY: &str = "
 WITH batch AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[],
@@ -51,9 +53,11 @@ SELECT inserted.* FROM inserted LEFT JOIN notified ON true
 UNION ALL
 SELECT job.*
 FROM batch
-JOIN folio_jobs AS job
-  ON job.resource_key = batch.resource_key AND job.job_type = batch.job_type
- AND job.status IN ('pending', 'running')
+CROSS JOIN LATERAL (
+    SELECT * FROM folio_jobs
+    WHERE resource_key = batch.resource_key AND job_type = batch.job_type
+      AND status IN ('pending', 'running')
+) AS job
 WHERE batch.id NOT IN (SELECT id FROM inserted)";
 
 /// How many rounds a batch gets before its remaining jobs are an error: each round after the
