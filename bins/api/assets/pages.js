@@ -10,7 +10,24 @@ import { getBlob, request, seg } from './api.js';
 import { h, setAttr, setText, statusBadge, updateStatusBadge, plural, errorText } from './ui.js';
 
 const IMAGE_CONCURRENCY = 4;
-const FILTERS = ['all', 'pending', 'running', 'done', 'failed'];
+const FILTERS = ['all', 'pending', 'running', 'done', 'failed', 'review'];
+
+/** A filter's label with its count. */
+function filterLabel(value, count) {
+  if (value === 'all') return `All pages (${count})`;
+  if (value === 'review') return `Needs review (${count})`;
+  return `${value[0].toUpperCase()}${value.slice(1)} (${count})`;
+}
+
+/**
+ * Whether a done page should be looked at (its OCR confidence is under the worker's
+ * threshold, or no word was found), and the confidence to show, rounded.
+ */
+export function reviewOf(page, status) {
+  if (status !== 'done' || !page.ocr?.needs_review) return null;
+  const confidence = page.ocr.confidence;
+  return { confidence: typeof confidence === 'number' ? Math.round(confidence) : null };
+}
 
 /** The OCR status of a page as the grid shows it: `running` for the page an active OCR job works on. */
 export function tileStatus(page, runningPages) {
@@ -38,7 +55,7 @@ export function pageGrid(bookId, scope, actions) {
   const grid = h('div', { id: 'pages', class: 'page-grid' });
   const summary = h('p', { class: 'pages-summary muted', 'aria-live': 'polite' });
   const filter = h('select', { id: 'page-filter', 'aria-label': 'Show pages' },
-    FILTERS.map((value) => h('option', { value }, value === 'all' ? 'All pages' : `${value[0].toUpperCase()}${value.slice(1)} only`)));
+    FILTERS.map((value) => h('option', { value }, value === 'all' ? 'All pages' : value === 'review' ? 'Needs review only' : `${value[0].toUpperCase()}${value.slice(1)} only`)));
   const empty = h('p', { class: 'empty', hidden: true }, 'No pages yet. Drop page images on the upload area to add them.');
   const filteredEmpty = h('p', { class: 'empty', hidden: true }, 'No page has this status.');
   const element = h('section', { class: 'card pages-card', 'aria-labelledby': 'pages-title' },
@@ -139,12 +156,26 @@ export function pageGrid(bookId, scope, actions) {
     // The whole error (code and message) is in the tile's title and label and in the
     // viewer; the tile itself says it in two words, which fit any tile width.
     const error = status === 'failed' ? page.ocr?.error || 'no reason recorded' : null;
+    const review = reviewOf(page, status);
+    const reviewText = review && (review.confidence === null
+      ? 'needs review: no words found'
+      : `needs review: OCR confidence ${review.confidence} %`);
     setAttr(tile, 'data-ocr-status', status);
-    setAttr(tile, 'aria-label', `Page ${page.page}: OCR ${status}${error ? `: ${error}` : ''}`);
-    const titleLines = [page.source_name, error && `OCR failed: ${error}`].filter(Boolean);
+    setAttr(tile, 'data-needs-review', review ? 'true' : null);
+    setAttr(tile, 'aria-label', `Page ${page.page}: OCR ${status}${error ? `: ${error}` : ''}${reviewText ? `, ${reviewText}` : ''}`);
+    const titleLines = [page.source_name, error && `OCR failed: ${error}`, reviewText].filter(Boolean);
     setAttr(tile, 'title', titleLines.length ? titleLines.join('\n') : null);
     const badge = tile.querySelector('.status');
     if (badge.dataset.status !== status) updateStatusBadge(badge, status);
+    // A page to look at carries a small badge beside its status; its text is the title.
+    let reviewBadge = tile.querySelector('.review-badge');
+    if (review && !reviewBadge) {
+      reviewBadge = h('span', { class: 'review-badge', 'aria-hidden': 'true' }, 'Review');
+      tile.querySelector('.page-number').after(reviewBadge);
+    } else if (!review && reviewBadge) {
+      reviewBadge.remove();
+    }
+    if (reviewBadge) setAttr(reviewBadge, 'title', reviewText);
     // A failed page's note and retry sit over the bottom of its thumbnail, so every
     // tile keeps the same size.
     const failure = tile.querySelector('.tile-failure');
@@ -163,7 +194,8 @@ export function pageGrid(bookId, scope, actions) {
     const wanted = filter.value;
     let shown = 0;
     for (const tile of tiles.values()) {
-      const visible = wanted === 'all' || tile.dataset.ocrStatus === wanted;
+      const visible = wanted === 'all'
+        || (wanted === 'review' ? tile.dataset.needsReview === 'true' : tile.dataset.ocrStatus === wanted);
       if (tile.hidden === visible) tile.hidden = !visible;
       if (visible) shown += 1;
     }
@@ -179,12 +211,13 @@ export function pageGrid(bookId, scope, actions) {
       const item = Number.parseInt(ocrJob.progress?.current_item, 10);
       if (Number.isFinite(item)) running.add(item);
     }
-    const counts = { pending: 0, running: 0, done: 0, failed: 0 };
+    const counts = { pending: 0, running: 0, done: 0, failed: 0, review: 0 };
     const seen = new Set();
     const fragment = document.createDocumentFragment();
     for (const page of pages) {
       const status = tileStatus(page, running);
       counts[status] = (counts[status] || 0) + 1;
+      if (reviewOf(page, status)) counts.review += 1;
       seen.add(page.page);
       let tile = tiles.get(page.page);
       if (!tile) {
@@ -209,11 +242,12 @@ export function pageGrid(bookId, scope, actions) {
       if (counts.running) parts.push(`${counts.running} running`);
       if (counts.pending) parts.push(`${counts.pending} pending`);
       if (counts.failed) parts.push(`${counts.failed} failed`);
+      if (counts.review) parts.push(`${counts.review} to review`);
     }
     setText(summary, parts.join(' · '));
     for (const option of filter.options) {
       const value = option.value;
-      const label = value === 'all' ? `All pages (${pages.length})` : `${value[0].toUpperCase()}${value.slice(1)} (${counts[value] || 0})`;
+      const label = filterLabel(value, value === 'all' ? pages.length : counts[value] || 0);
       if (option.textContent !== label) option.textContent = label;
     }
     applyFilter();

@@ -558,6 +558,51 @@ pub struct CreateBook {
     /// The title (1-500 characters).
     #[schema(schema_with = title_schema)]
     pub title: String,
+    /// The OCR language (see [`language_schema`]); the server's `--tesseract-languages` when
+    /// absent or null.
+    #[schema(schema_with = create_book_language_schema)]
+    pub language: Option<String>,
+}
+
+/// Body of `PATCH /v1/books/{book_id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBook {
+    /// The new OCR language (see [`language_schema`]).
+    #[schema(schema_with = language_schema)]
+    pub language: String,
+}
+
+/// The schema of a book's language: tesseract codes joined by `+`, each installed on this
+/// server (the pattern lists them, from `tesseract --list-langs` at start), else 422.
+pub fn language_schema() -> ObjectBuilder {
+    let installed = crate::languages::installed().map_or_else(
+        || "any (tesseract does not run on the API's host; a worker without the language fails the book's ocr job with `language_not_installed`)".to_owned(),
+        |codes| codes.join(", "),
+    );
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(crate::languages::pattern()))
+        .min_length(Some(1))
+        .max_length(Some(
+            ocr::languages::MAX_CODES * (ocr::languages::MAX_CODE_CHARS + 1) - 1,
+        ))
+        .description(Some(format!(
+            "The OCR language of the book, as for `tesseract -l`: codes joined by `+` \
+             (`eng`, `deu`, `eng+fra`), at most {}, each installed on the server (else 422 \
+             `invalid_request` with `details.missing` and `details.installed`). Installed: \
+             {installed}. `ocr` jobs read the book's pages in it; pages already read keep \
+             their text.",
+            ocr::languages::MAX_CODES
+        )))
+}
+
+fn create_book_language_schema() -> ObjectBuilder {
+    language_schema().schema_type(
+        [Type::String, Type::Null]
+            .into_iter()
+            .collect::<SchemaType>(),
+    )
 }
 
 /// The longest title, in characters (Unicode scalar values, as JSON Schema counts them).
@@ -608,6 +653,9 @@ pub struct Book {
     pub book_id: String,
     /// The title.
     pub title: String,
+    /// The OCR language (`eng`, `deu`, `eng+fra`); null for books created before books had
+    /// a language, which are read in the worker's `--tesseract-languages`.
+    pub language: Option<String>,
     /// When the book was created.
     pub created_at: DateTime<Utc>,
     /// When the manifest last changed.
@@ -624,6 +672,7 @@ impl From<&Manifest> for Book {
             schema_version: manifest.schema_version,
             book_id: manifest.book_id.to_string(),
             title: manifest.title.clone(),
+            language: manifest.language.clone(),
             created_at: manifest.created_at,
             updated_at: manifest.updated_at,
             pages: manifest
@@ -726,6 +775,11 @@ impl Page {
                 attempts: ocr.attempts,
                 error: ocr.error.clone(),
                 updated_at: ocr.updated_at,
+                hocr_url: (ocr.status == OcrStatus::Done && ocr.hocr.is_some())
+                    .then(|| format!("/v1/books/{book_id}/pages/{}/hocr", page.page)),
+                confidence: ocr.confidence,
+                words: ocr.words,
+                needs_review: ocr.needs_review,
             },
         }
     }
@@ -748,6 +802,33 @@ pub struct PageOcr {
     pub error: Option<String>,
     /// When this state last changed.
     pub updated_at: Option<DateTime<Utc>>,
+    /// Where to fetch the page's hOCR (words with boxes and confidences), once done by an
+    /// engine that gives one (tesseract).
+    pub hocr_url: Option<String>,
+    /// The mean confidence of the recognized words, 0 to 100 (tesseract); null for other
+    /// engines and for a page without words.
+    pub confidence: Option<f64>,
+    /// Words recognized (tesseract); null for other engines.
+    pub words: Option<u64>,
+    /// Whether a person should look at the page: its confidence is under the worker's
+    /// `--ocr-review-below` (default 60), or tesseract found no word on it.
+    pub needs_review: bool,
+}
+
+/// A book's pages: `GET /v1/books/{book_id}/pages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PageList {
+    /// The pages, by number.
+    pub pages: Vec<Page>,
+}
+
+/// Query of `GET /v1/books/{book_id}/pages`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageListQuery {
+    /// `true`: only pages marked `needs_review`; `false`: only pages not marked; every page
+    /// when absent.
+    pub needs_review: Option<bool>,
 }
 
 /// OCR status of a page.
@@ -952,6 +1033,22 @@ pub struct Readiness {
     pub storage: Check,
     /// Workers seen within `stale_after`; null when the database does not answer.
     pub live_workers: Option<usize>,
+    /// The OCR engine of the in-process worker (`--with-worker` running `ocr` jobs), as
+    /// checked at start; null without one. A worker whose engine cannot run never starts.
+    pub ocr: Option<OcrReadiness>,
+}
+
+/// The OCR engine of the in-process worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OcrReadiness {
+    /// `tesseract` or `openai`.
+    pub engine: String,
+    /// Its version (`tesseract 5.3.0`); null for `openai`.
+    pub version: Option<String>,
+    /// The languages installed for it, sorted (without `osd`); empty for `openai`.
+    pub languages: Vec<String>,
+    /// The language of books without one (`--tesseract-languages`).
+    pub default_language: String,
 }
 
 /// One readiness check.

@@ -22,6 +22,7 @@ pub mod dto;
 mod error;
 mod events;
 mod extract;
+pub mod languages;
 mod observe;
 mod routes;
 pub mod server;

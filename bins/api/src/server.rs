@@ -130,6 +130,7 @@ impl Cli {
             upload_timeout: self.upload_timeout,
             decode_budget_bytes: (self.decode_budget > 0).then_some(self.decode_budget),
             decode_wait: self.decode_wait,
+            default_language: self.worker.ocr.tesseract_languages.clone(),
             ..ApiConfig::default()
         }
     }
@@ -155,7 +156,20 @@ pub async fn run(cli: Cli) -> Result<()> {
     let blob_store = app::storage::open_blob_store(&cli.common.storage).await?;
     let mut state = AppState::builder(job_store.clone(), blob_store.clone(), cli.api_config())
         .shutdown(shutdown.clone());
+    match crate::languages::installed() {
+        Some(languages) => {
+            tracing::info!(languages = %languages.join(","), "tesseract languages installed")
+        }
+        None => tracing::info!(
+            "tesseract does not run here: book languages are not checked against installed ones"
+        ),
+    }
     let worker = if cli.with_worker {
+        // Fail fast: a worker whose OCR engine cannot run exits now, naming what to install.
+        if let Some(engine) = app::preflight::check_ocr(&cli.worker).await? {
+            tracing::info!(engine = %engine.engine, version = ?engine.version, languages = %engine.languages.join(","), "ocr engine ready");
+            state = state.ocr_engine(engine);
+        }
         let deps = app::handlers::HandlerDeps::new(blob_store, &cli.worker);
         let mut worker = Worker::new(job_store, Arc::new(SystemClock), cli.worker.worker_config());
         for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use app::preflight::OcrEngineInfo;
 use blob_store::BlobStore;
 use books::{Books, DecodeBudget, IngestLimits};
 use jobs_core::runtime::WorkerMetrics;
@@ -39,6 +40,8 @@ pub struct ApiConfig {
     pub event_poll_interval: Duration,
     /// Comment lines sent this often keep idle event streams open through proxies.
     pub event_keep_alive: Duration,
+    /// The OCR language of books created without one (`--tesseract-languages`).
+    pub default_language: String,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +58,7 @@ impl Default for ApiConfig {
             json_body_limit: 64 * 1024,
             event_poll_interval: Duration::from_millis(500),
             event_keep_alive: Duration::from_secs(15),
+            default_language: "eng".to_owned(),
         }
     }
 }
@@ -80,6 +84,7 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: ApiConfig,
     pub(crate) worker_metrics: Option<Arc<WorkerMetrics>>,
+    pub(crate) ocr_engine: Option<OcrEngineInfo>,
     pub(crate) http_metrics: HttpMetrics,
     pub(crate) shutdown: CancellationToken,
 }
@@ -106,6 +111,7 @@ impl AppState {
             config,
             clock: Arc::new(SystemClock),
             worker_metrics: None,
+            ocr_engine: None,
             shutdown: CancellationToken::new(),
         }
     }
@@ -139,10 +145,18 @@ pub struct AppStateBuilder {
     config: ApiConfig,
     clock: Arc<dyn Clock>,
     worker_metrics: Option<Arc<WorkerMetrics>>,
+    ocr_engine: Option<OcrEngineInfo>,
     shutdown: CancellationToken,
 }
 
 impl AppStateBuilder {
+    /// The OCR engine of the in-process worker as its start-up check found it, shown by
+    /// `/readyz`.
+    pub fn ocr_engine(mut self, engine: OcrEngineInfo) -> Self {
+        self.ocr_engine = Some(engine);
+        self
+    }
+
     /// The clock of the lock service (tests move time by hand).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -183,6 +197,7 @@ impl AppStateBuilder {
                 clock: self.clock,
                 config: self.config,
                 worker_metrics: self.worker_metrics,
+                ocr_engine: self.ocr_engine,
                 http_metrics: HttpMetrics::default(),
                 shutdown: self.shutdown,
             }),

@@ -31,6 +31,10 @@ struct Cli {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     app::telemetry::init_logging(cli.common.log_format);
+    // Fail fast: a worker whose OCR engine cannot run exits now, naming what to install.
+    if let Some(engine) = app::preflight::check_ocr(&cli.worker).await? {
+        tracing::info!(engine = %engine.engine, version = ?engine.version, languages = %engine.languages.join(","), "ocr engine ready");
+    }
     let shutdown = app::shutdown_on_signals();
     let store = app::stores::open_job_store(&cli.common.database_url).await?;
     let deps = app::handlers::HandlerDeps::open(&cli.common.storage, &cli.worker).await?;

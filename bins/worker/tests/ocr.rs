@@ -197,9 +197,11 @@ impl Book {
             .await
             .unwrap()
             .iter()
-            .map(|entry| {
+            // Each page's hOCR sits beside its text: count the texts.
+            .filter_map(|entry| {
                 let name = entry.key.strip_prefix(&prefix).unwrap();
-                name.trim_end_matches(".txt").parse().unwrap()
+                name.strip_suffix(".txt")
+                    .map(|number| number.parse().unwrap())
             })
             .collect()
     }

@@ -141,6 +141,24 @@ pub enum OcrEngineKind {
     Openai,
 }
 
+fn tesseract_languages(text: &str) -> Result<String, String> {
+    if ocr::languages::valid(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a tesseract language: write codes such as eng, deu or chi_sim, \
+             joined by + (eng+deu)"
+        ))
+    }
+}
+
+fn confidence(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a confidence from 0 to 100")),
+    }
+}
+
 /// How `ocr` jobs run.
 #[derive(Debug, Clone, Args)]
 pub struct OcrArgs {
@@ -156,9 +174,16 @@ pub struct OcrArgs {
     #[arg(long, env = "FOLIO_OCR_TIMEOUT", value_parser = duration, default_value = "2m")]
     pub ocr_timeout: Duration,
 
-    /// Tesseract languages, as for `tesseract -l` (`eng`, `eng+deu`).
-    #[arg(long, env = "FOLIO_TESSERACT_LANGUAGES", default_value = "eng")]
+    /// Tesseract languages, as for `tesseract -l` (`eng`, `eng+deu`): the language of books
+    /// created without one, and of books from before books had a language. A worker that
+    /// runs `ocr` jobs with tesseract refuses to start unless every one is installed.
+    #[arg(long, env = "FOLIO_TESSERACT_LANGUAGES", default_value = "eng", value_parser = tesseract_languages)]
     pub tesseract_languages: String,
+
+    /// Pages whose mean word confidence (0-100, from tesseract) is under this are marked
+    /// `needs_review` (as are pages where tesseract found no word).
+    #[arg(long, env = "FOLIO_OCR_REVIEW_BELOW", default_value_t = ocr::DEFAULT_REVIEW_BELOW, value_parser = confidence)]
+    pub ocr_review_below: f64,
 
     /// The OpenAI-compatible API base, e.g. `https://api.openai.com/v1`.
     #[arg(long, env = "FOLIO_OPENAI_BASE_URL")]
@@ -232,6 +257,8 @@ mod tests {
         assert_eq!(cli.worker.storage_wait, Duration::from_secs(60));
         assert_eq!(cli.worker.ocr.ocr_engine, OcrEngineKind::Tesseract);
         assert!(cli.worker.ocr.concurrency() >= 1);
+        assert_eq!(cli.worker.ocr.ocr_review_below, 60.0);
+        assert_eq!(cli.worker.ocr.tesseract_languages, "eng");
     }
 
     #[test]
@@ -260,6 +287,25 @@ mod tests {
         assert_eq!(cli.worker.extraction.extractor, ExtractorKind::Openai);
         assert_eq!(cli.worker.extraction.extractor_model, "x");
         assert!(Cli::try_parse_from(["worker", "--extractor", "magic"]).is_err());
+        let cli = Cli::try_parse_from([
+            "worker",
+            "--ocr-review-below",
+            "75.5",
+            "--tesseract-languages",
+            "eng+deu",
+        ])
+        .unwrap();
+        assert_eq!(cli.worker.ocr.ocr_review_below, 75.5);
+        assert_eq!(cli.worker.ocr.tesseract_languages, "eng+deu");
+        for bad in [
+            ["--ocr-review-below", "101"],
+            ["--tesseract-languages", "eng deu"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["worker", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

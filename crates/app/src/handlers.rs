@@ -240,6 +240,7 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
                 concurrency: deps.ocr.concurrency(),
                 manifest_flush_every: deps.manifest_flush_every.max(1),
                 storage_wait: deps.storage_wait,
+                review_below: deps.ocr.ocr_review_below,
                 ..OcrJobConfig::default()
             },
         )),

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod handlers;
+pub mod preflight;
 pub mod storage;
 pub mod stores;
 pub mod telemetry;

@@ -172,7 +172,19 @@ impl Books {
 
     /// Creates a book with an empty manifest; [`BooksError::BookExists`] if it exists.
     pub async fn create(&self, book_id: &BookId, title: &str) -> Result<Manifest, BooksError> {
-        let manifest = Manifest::new(book_id.clone(), title, Utc::now());
+        self.create_with_language(book_id, title, None).await
+    }
+
+    /// Creates a book with an empty manifest and its OCR `language` (as for `tesseract -l`;
+    /// `None`: the worker's default); [`BooksError::BookExists`] if it exists.
+    pub async fn create_with_language(
+        &self,
+        book_id: &BookId,
+        title: &str,
+        language: Option<String>,
+    ) -> Result<Manifest, BooksError> {
+        let mut manifest = Manifest::new(book_id.clone(), title, Utc::now());
+        manifest.language = language;
         let key = layout::manifest_key(book_id);
         match self
             .store

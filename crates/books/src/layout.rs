@@ -25,6 +25,11 @@ pub fn ocr_text_path(page: u32) -> String {
     format!("ocr/{page:04}.txt")
 }
 
+/// A page's hOCR, relative to the book: `ocr/{page:04}.hocr`.
+pub fn ocr_hocr_path(page: u32) -> String {
+    format!("ocr/{page:04}.hocr")
+}
+
 /// The folder of the per-page guidelines, relative to the book.
 pub const PAGE_GUIDELINES_DIR: &str = "guidelines/pages/";
 

@@ -11,7 +11,12 @@ use crate::layout;
 
 /// The manifest schema this crate writes. Manifests with a higher version are refused
 /// rather than rewritten without fields this version does not know.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the fields of SPEC 3.3 and `next_page`.
+/// - 2: the book's `language`; per page `ocr.hocr`, `ocr.confidence`, `ocr.words` and
+///   `ocr.needs_review`. Every new field has a default, so version 1 manifests read as they
+///   are (and are written back as version 2).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A book's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +27,11 @@ pub struct Manifest {
     pub book_id: BookId,
     /// The title.
     pub title: String,
+    /// The OCR language of the book, as for `tesseract -l` (`eng`, `deu`, `eng+fra`). `None`
+    /// in books created before books had a language: their `ocr` jobs read them with the
+    /// worker's `--tesseract-languages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// When the book was created.
     pub created_at: DateTime<Utc>,
     /// When the manifest was last written.
@@ -75,6 +85,21 @@ pub struct OcrState {
     pub error: Option<String>,
     /// When this state last changed.
     pub updated_at: Option<DateTime<Utc>>,
+    /// The page's hOCR (words with their boxes and confidences), relative to the book
+    /// (`ocr/0001.hocr`), once done by an engine that gives one (tesseract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hocr: Option<String>,
+    /// The mean confidence of the recognized words, 0 to 100, from an engine that gives one
+    /// (tesseract); `None` for other engines and for a page without words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Words recognized, from an engine that counts them (tesseract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words: Option<u64>,
+    /// Whether a person should look at the page: its `confidence` is under the worker's
+    /// `--ocr-review-below`, or the engine found no words on it.
+    #[serde(default)]
+    pub needs_review: bool,
 }
 
 impl Default for OcrState {
@@ -87,6 +112,10 @@ impl Default for OcrState {
             attempts: 0,
             error: None,
             updated_at: None,
+            hocr: None,
+            confidence: None,
+            words: None,
+            needs_review: false,
         }
     }
 }
@@ -146,6 +175,7 @@ impl Manifest {
             schema_version: SCHEMA_VERSION,
             book_id,
             title: title.into(),
+            language: None,
             created_at: now,
             updated_at: now,
             next_page: 1,
@@ -215,5 +245,51 @@ impl Page {
             sha256: sha256.into(),
             ocr: OcrState::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_manifest_reads_with_the_defaults_of_the_new_fields() {
+        let json = r#"{
+            "schema_version": 1, "book_id": "b1", "title": "T",
+            "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+            "next_page": 2,
+            "pages": [{"page": 1, "image": "pages/0001.png", "source_name": "a.png",
+                       "width": 1, "height": 1, "bytes": 1, "sha256": "00",
+                       "ocr": {"status": "done", "text": "ocr/0001.txt", "engine": "tesseract",
+                               "chars": 3, "attempts": 1, "error": null, "updated_at": null}}],
+            "guidelines": {"status": "none", "pages_done": 0, "final": null}
+        }"#;
+        let manifest: Manifest = serde_json::from_str(json).unwrap();
+        assert_eq!(manifest.language, None);
+        let ocr = &manifest.pages[0].ocr;
+        assert_eq!(ocr.status, OcrStatus::Done);
+        assert_eq!(
+            (ocr.hocr.as_deref(), ocr.confidence, ocr.words),
+            (None, None, None)
+        );
+        assert!(!ocr.needs_review);
+    }
+
+    #[test]
+    fn the_quality_fields_round_trip() {
+        let mut manifest = Manifest::new(BookId::parse("b1").unwrap(), "T", Utc::now());
+        manifest.language = Some("deu".to_owned());
+        let mut page = Page::new(1, "a.png", 1, 1, 1, "00");
+        page.ocr.hocr = Some(layout::ocr_hocr_path(1));
+        page.ocr.confidence = Some(42.5);
+        page.ocr.words = Some(7);
+        page.ocr.needs_review = true;
+        manifest.upsert_page(page);
+        let json = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(json["language"], "deu");
+        assert_eq!(json["pages"][0]["ocr"]["hocr"], "ocr/0001.hocr");
+        assert_eq!(json["pages"][0]["ocr"]["needs_review"], true);
+        let back: Manifest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, manifest);
     }
 }

@@ -135,12 +135,6 @@ pub async fn run_pipeline(
     pages: Vec<Bytes>,
     options: PipelineOptions,
 ) -> Result<PipelineReport, BenchError> {
-    let started = Instant::now();
-    let books = Books::new(blob_store);
-    let book_id = BookId::parse(&format!("bench-{:016x}", rand::random::<u64>()))
-        .expect("generated book ids are valid");
-    books.create(&book_id, "OCR benchmark").await?;
-    let count = pages.len();
     let files = pages
         .into_iter()
         .enumerate()
@@ -149,9 +143,32 @@ pub async fn run_pipeline(
             bytes,
         })
         .collect();
-    books
-        .ingest_pages(&book_id, files, &IngestLimits::default())
-        .await?;
+    run_pipeline_on_files(blob_store, job_store, files, options).await
+}
+
+/// [`run_pipeline`] on uploaded files as they are (page images, or PDFs that ingestion
+/// renders to one page per PDF page, their text layers ignored so every page is OCRed):
+/// the upload's time includes the rendering.
+pub async fn run_pipeline_on_files(
+    blob_store: Arc<dyn BlobStore>,
+    job_store: Arc<dyn JobStore>,
+    files: Vec<UploadedFile>,
+    options: PipelineOptions,
+) -> Result<PipelineReport, BenchError> {
+    let started = Instant::now();
+    let books = Books::new(blob_store);
+    let book_id = BookId::parse(&format!("bench-{:016x}", rand::random::<u64>()))
+        .expect("generated book ids are valid");
+    books.create(&book_id, "OCR benchmark").await?;
+    let count = books
+        .ingest_pages_with(
+            &book_id,
+            files,
+            &IngestLimits::default(),
+            books::TextLayers::Ignore,
+        )
+        .await?
+        .len();
     let upload = started.elapsed();
 
     let clock = Arc::new(SystemClock);
@@ -220,16 +237,13 @@ pub async fn run_bare_tesseract(
     let started = Instant::now();
     stream::iter(pages.iter().enumerate())
         .map(|(index, png)| {
-            let image = PageImage {
-                page: index as u32 + 1,
-                png: png.clone(),
-            };
+            let image = PageImage::new(index as u32 + 1, png.clone());
             let engine = &engine;
             let cancel = &cancel;
-            async move { engine.recognize(&image, cancel).await }
+            async move { engine.recognize_page(&image, cancel).await }
         })
         .buffer_unordered(parallelism.max(1))
-        .try_collect::<Vec<String>>()
+        .try_collect::<Vec<_>>()
         .await?;
     Ok(BareReport {
         pages: pages.len(),

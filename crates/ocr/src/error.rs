@@ -86,6 +86,21 @@ pub enum OcrError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The book's language is not installed for the engine (a tesseract language whose
+    /// traineddata is missing). It would hit every page, so the job fails as a whole.
+    #[error(
+        "tesseract language {} not installed (install {}, e.g. scripts/install-tesseract.sh {}); installed: {}",
+        missing.join("+"),
+        missing.iter().map(|code| crate::languages::package(code)).collect::<Vec<_>>().join(" "),
+        missing.join(" "),
+        installed.join(", ")
+    )]
+    LanguageNotInstalled {
+        /// The languages asked for that are missing.
+        missing: Vec<String>,
+        /// The languages installed.
+        installed: Vec<String>,
+    },
     /// The cancellation token fired; the engine stopped (and killed its process).
     #[error("recognition cancelled")]
     Cancelled,
@@ -98,6 +113,7 @@ impl OcrError {
         match self {
             Self::InvalidImage { .. }
             | Self::EngineUnavailable { .. }
+            | Self::LanguageNotInstalled { .. }
             | Self::ExitStatus { .. }
             | Self::InvalidResponse { .. } => ErrorKind::Terminal,
             Self::Spawn { .. } | Self::Timeout { .. } | Self::Killed { .. } => retryable,
@@ -120,7 +136,7 @@ impl OcrError {
     /// than marking each page failed.
     pub fn affects_every_page(&self) -> bool {
         match self {
-            Self::EngineUnavailable { .. } => true,
+            Self::EngineUnavailable { .. } | Self::LanguageNotInstalled { .. } => true,
             // Bad credentials or a wrong endpoint or model fail every page the same way.
             Self::Http { status, .. } => matches!(status, 401 | 403 | 404),
             _ => false,
@@ -139,6 +155,7 @@ impl OcrError {
             Self::Http { .. } => "ocr_http",
             Self::Transport { .. } => "ocr_transport",
             Self::InvalidResponse { .. } => "ocr_invalid_response",
+            Self::LanguageNotInstalled { .. } => "language_not_installed",
             Self::Cancelled => "cancelled",
         }
     }

@@ -43,7 +43,7 @@ pub struct OcrPayload {
 pub type OcrCheckpoint = PageCheckpoint;
 
 /// How `ocr` jobs run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OcrJobConfig {
     /// Pages recognized at once within one job (default: number of CPUs).
     pub concurrency: usize,
@@ -54,7 +54,13 @@ pub struct OcrJobConfig {
     /// How long unavailable storage is waited out before the job stops with
     /// `storage_unavailable` (default 60 s).
     pub storage_wait: std::time::Duration,
+    /// Pages whose mean word confidence is under this (0-100, default 60) are marked
+    /// `needs_review`.
+    pub review_below: f64,
 }
+
+/// The default of [`OcrJobConfig::review_below`].
+pub const DEFAULT_REVIEW_BELOW: f64 = 60.0;
 
 impl Default for OcrJobConfig {
     fn default() -> Self {
@@ -63,6 +69,7 @@ impl Default for OcrJobConfig {
             manifest_flush_every: 5,
             retry: PageRetryPolicy::default(),
             storage_wait: page_jobs::DEFAULT_STORAGE_WAIT,
+            review_below: DEFAULT_REVIEW_BELOW,
         }
     }
 }
@@ -149,12 +156,22 @@ impl JobHandler for OcrHandler {
             Some(checkpoint) => checkpoint,
             None => Self::plan(&manifest, &payload)?,
         };
-        tracing::info!(book.id = %book_id, pages = checkpoint.pages.len(), remaining = checkpoint.remaining().len(), engine = self.engine.name(), "ocr started");
+        // A language this worker cannot read fails every page alike: stop before the first.
+        if let Err(error) = self
+            .engine
+            .check_language(manifest.language.as_deref())
+            .await
+        {
+            return Err(HandlerError::terminal(error.code(), error_chain(&error)));
+        }
+        tracing::info!(book.id = %book_id, pages = checkpoint.pages.len(), remaining = checkpoint.remaining().len(), engine = self.engine.name(), language = manifest.language.as_deref().unwrap_or("(worker default)"), "ocr started");
         let work = Arc::new(OcrWork {
             store: self.books.store().clone(),
             engine: self.engine.clone(),
             book_id: book_id.clone(),
             storage_wait: self.config.storage_wait,
+            language: manifest.language.clone(),
+            review_below: self.config.review_below,
             images: manifest
                 .pages
                 .iter()
@@ -189,15 +206,27 @@ struct OcrWork {
     engine: Arc<dyn OcrEngine>,
     book_id: BookId,
     storage_wait: std::time::Duration,
+    language: Option<String>,
+    review_below: f64,
     images: HashMap<u32, String>,
+}
+
+/// What one page's work recorded.
+#[derive(Debug, Clone)]
+struct PageDone {
+    chars: u64,
+    hocr: bool,
+    confidence: Option<f64>,
+    words: Option<u64>,
+    needs_review: bool,
 }
 
 #[async_trait::async_trait]
 impl PageWork for OcrWork {
-    /// Characters recognized.
-    type Done = u64;
+    /// Characters recognized and the quality signals.
+    type Done = PageDone;
 
-    async fn run(&self, page: u32, stop: &CancellationToken) -> Result<u64, PageError> {
+    async fn run(&self, page: u32, stop: &CancellationToken) -> Result<PageDone, PageError> {
         let image = self
             .images
             .get(&page)
@@ -217,8 +246,13 @@ impl PageWork for OcrWork {
             }
             Err(error) => return Err(PageError::storage(&error)),
         };
-        let text = match self.engine.recognize(&PageImage { page, png }, stop).await {
-            Ok(text) => text,
+        let image = PageImage {
+            page,
+            png,
+            language: self.language.clone(),
+        };
+        let recognized = match self.engine.recognize_page(&image, stop).await {
+            Ok(recognized) => recognized,
             Err(error) => {
                 let message = error_chain(&error);
                 if error.affects_every_page() {
@@ -236,18 +270,32 @@ impl PageWork for OcrWork {
                 return Err(PageError::of_kind(error.kind(), error.code(), message));
             }
         };
-        let text_key = layout::book_key(&self.book_id, &layout::ocr_text_path(page));
-        let chars = text.chars().count() as u64;
-        let text = Bytes::from(text);
-        ride_out_storage(self.storage_wait, stop, BlobError::is_transient, || {
-            self.store.put(&text_key, text.clone(), PutMode::Overwrite)
-        })
-        .await
-        .map_err(|error| PageError::storage(&error))?;
-        Ok(chars)
+        let needs_review = recognized.needs_review(self.review_below);
+        let done = PageDone {
+            chars: recognized.text.chars().count() as u64,
+            hocr: recognized.hocr.is_some(),
+            confidence: recognized.confidence,
+            words: recognized.words,
+            needs_review,
+        };
+        // The hOCR first: a page whose text is stored always has its hOCR beside it.
+        let mut outputs = Vec::with_capacity(2);
+        if let Some(hocr) = recognized.hocr {
+            outputs.push((layout::ocr_hocr_path(page), Bytes::from(hocr)));
+        }
+        outputs.push((layout::ocr_text_path(page), Bytes::from(recognized.text)));
+        for (path, bytes) in outputs {
+            let key = layout::book_key(&self.book_id, &path);
+            ride_out_storage(self.storage_wait, stop, BlobError::is_transient, || {
+                self.store.put(&key, bytes.clone(), PutMode::Overwrite)
+            })
+            .await
+            .map_err(|error| PageError::storage(&error))?;
+        }
+        Ok(done)
     }
 
-    fn done_change(&self, page: u32, chars: u64, tries: u32) -> ManifestChange {
+    fn done_change(&self, page: u32, done: PageDone, tries: u32) -> ManifestChange {
         let engine = self.engine.name().to_owned();
         let now = Utc::now();
         Box::new(move |manifest: &mut Manifest| {
@@ -255,10 +303,14 @@ impl PageWork for OcrWork {
                 entry.ocr.status = OcrStatus::Done;
                 entry.ocr.text = Some(layout::ocr_text_path(page));
                 entry.ocr.engine = Some(engine.clone());
-                entry.ocr.chars = Some(chars);
+                entry.ocr.chars = Some(done.chars);
                 entry.ocr.attempts += tries;
                 entry.ocr.error = None;
                 entry.ocr.updated_at = Some(now);
+                entry.ocr.hocr = done.hocr.then(|| layout::ocr_hocr_path(page));
+                entry.ocr.confidence = done.confidence;
+                entry.ocr.words = done.words;
+                entry.ocr.needs_review = done.needs_review;
             }
         })
     }
@@ -276,6 +328,10 @@ impl PageWork for OcrWork {
                 entry.ocr.attempts += tries;
                 entry.ocr.error = Some(reason.clone());
                 entry.ocr.updated_at = Some(now);
+                entry.ocr.hocr = None;
+                entry.ocr.confidence = None;
+                entry.ocr.words = None;
+                entry.ocr.needs_review = false;
             }
         }))
     }

@@ -23,14 +23,17 @@ pub mod bench;
 mod engine;
 mod error;
 mod handler;
+pub mod languages;
 mod openai;
 mod tesseract;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use engine::{OcrEngine, PageImage};
+pub use engine::{OcrEngine, PageImage, Recognized};
 pub use error::OcrError;
-pub use handler::{OCR_JOB_TYPE, OcrCheckpoint, OcrHandler, OcrJobConfig, OcrPayload};
+pub use handler::{
+    DEFAULT_REVIEW_BELOW, OCR_JOB_TYPE, OcrCheckpoint, OcrHandler, OcrJobConfig, OcrPayload,
+};
 pub use openai::{DEFAULT_PROMPT as OPENAI_DEFAULT_PROMPT, OpenAiConfig, OpenAiEngine};
 pub use page_jobs::PageRetryPolicy;
-pub use tesseract::{TesseractConfig, TesseractEngine};
+pub use tesseract::{TesseractConfig, TesseractEngine, word_quality};

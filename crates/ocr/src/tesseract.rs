@@ -1,7 +1,7 @@
 //! [`TesseractEngine`]: the `tesseract` CLI, one process per page.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::tail;
-use crate::{OcrEngine, OcrError, PageImage};
+use crate::{OcrEngine, OcrError, PageImage, Recognized};
 
 /// The 8-byte signature every PNG starts with.
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -43,8 +43,9 @@ impl Default for TesseractConfig {
 
 /// The `tesseract` CLI as an [`OcrEngine`].
 ///
-/// Each page is one process, `tesseract stdin stdout -l LANG`, with the PNG on standard
-/// input and `OMP_THREAD_LIMIT=1` (pages run in parallel instead; multi-threaded tesseract
+/// Each page is one process, `tesseract stdin BASE -l LANG txt tsv hocr` (the page's language,
+/// else the configured one), with the PNG on standard input, the three outputs in a
+/// temporary folder, and `OMP_THREAD_LIMIT=1` (pages run in parallel instead; multi-threaded tesseract
 /// on few cores is several times slower per page). The process is killed on timeout, on
 /// cancel, and when the future is dropped. Failures are classified by how the process
 /// ended: a non-zero exit status is terminal for the page (it cannot read this image), a
@@ -59,7 +60,6 @@ pub struct TesseractEngine {
 enum Ended {
     Exited {
         status: std::io::Result<ExitStatus>,
-        stdout: Vec<u8>,
         stderr: Vec<u8>,
     },
     TimedOut,
@@ -77,32 +77,53 @@ impl TesseractEngine {
         &self.config
     }
 
-    /// The command that recognizes one PNG given on standard input, printing its text:
-    /// exactly what [`OcrEngine::recognize`] runs (benchmarks run it bare).
-    pub fn command(&self) -> Command {
+    /// The command that recognizes one PNG given on standard input as `language`, writing
+    /// `OUTPUT_BASE.txt`, `.tsv` and `.hocr` in one run: exactly what
+    /// [`OcrEngine::recognize_page`] runs (benchmarks run it bare).
+    pub fn command(&self, language: &str, output_base: &Path) -> Command {
         let mut command = Command::new(&self.config.program);
         command
             .arg("stdin")
-            .arg("stdout")
+            .arg(output_base)
             .arg("-l")
-            .arg(&self.config.languages);
+            .arg(language);
         if let Some(mode) = self.config.page_segmentation_mode {
             command.arg("--psm").arg(mode.to_string());
         }
         command
+            .args(["txt", "tsv", "hocr"])
             .env("OMP_THREAD_LIMIT", "1")
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         command
     }
 
+    /// The language a page is read in: the page's, else the configured one.
+    fn language<'a>(&'a self, page: &'a PageImage) -> &'a str {
+        page.language.as_deref().unwrap_or(&self.config.languages)
+    }
+
     /// `tesseract --version`'s first line; [`OcrError::EngineUnavailable`] when the program
     /// cannot run. Use it to check the installation at startup.
     pub async fn version(&self) -> Result<String, OcrError> {
+        let text = self.run_info("--version").await?;
+        Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+    }
+
+    /// The languages installed (`tesseract --list-langs`, without `osd` and script models,
+    /// sorted); [`OcrError::EngineUnavailable`] when the program cannot run.
+    pub async fn installed_languages(&self) -> Result<Vec<String>, OcrError> {
+        Ok(crate::languages::parse_list(
+            &self.run_info("--list-langs").await?,
+        ))
+    }
+
+    /// What `tesseract ARGUMENT` prints (on stdout, or stderr for old versions).
+    async fn run_info(&self, argument: &str) -> Result<String, OcrError> {
         let output = Command::new(&self.config.program)
-            .arg("--version")
+            .arg(argument)
             .kill_on_drop(true)
             .output()
             .await
@@ -110,25 +131,19 @@ impl TesseractEngine {
         if !output.status.success() {
             return Err(OcrError::EngineUnavailable {
                 reason: format!(
-                    "`{} --version` failed with {}",
+                    "`{} {argument}` failed with {}",
                     self.config.program.display(),
                     output.status
                 ),
                 source: None,
             });
         }
-        // Old versions print the version on stderr.
         let text = if output.stdout.is_empty() {
             output.stderr
         } else {
             output.stdout
         };
-        Ok(String::from_utf8_lossy(&text)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned())
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 
     fn spawn_error(&self, error: std::io::Error) -> OcrError {
@@ -136,7 +151,8 @@ impl TesseractEngine {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
                 OcrError::EngineUnavailable {
                     reason: format!(
-                        "cannot run `{}` (install Debian's tesseract-ocr package)",
+                        "cannot run `{}` (install Debian's tesseract-ocr package: \
+                         scripts/install-tesseract.sh)",
                         self.config.program.display()
                     ),
                     source: Some(error),
@@ -158,6 +174,14 @@ impl OcrEngine for TesseractEngine {
         page: &PageImage,
         cancel: &CancellationToken,
     ) -> Result<String, OcrError> {
+        Ok(self.recognize_page(page, cancel).await?.text)
+    }
+
+    async fn recognize_page(
+        &self,
+        page: &PageImage,
+        cancel: &CancellationToken,
+    ) -> Result<Recognized, OcrError> {
         let png = page.png.clone();
         // tesseract reads a non-image standard input as a list of file names: only ever
         // hand it a PNG.
@@ -169,8 +193,14 @@ impl OcrEngine for TesseractEngine {
         if cancel.is_cancelled() {
             return Err(OcrError::Cancelled);
         }
+        // The three outputs of one run land here; the folder goes when this returns.
+        let dir = tempfile::Builder::new()
+            .prefix("folio-ocr-")
+            .tempdir()
+            .map_err(|source| OcrError::Spawn { source })?;
+        let base = dir.path().join("page");
         let mut child = self
-            .command()
+            .command(self.language(page), &base)
             .spawn()
             .map_err(|error| self.spawn_error(error))?;
         let ended = tokio::select! {
@@ -189,30 +219,79 @@ impl OcrEngine for TesseractEngine {
                 let _ = child.kill().await;
                 Err(OcrError::Cancelled)
             }
-            Ended::Exited {
-                status,
-                stdout,
-                stderr,
-            } => {
+            Ended::Exited { status, stderr } => {
                 let status = status.map_err(|source| OcrError::Spawn { source })?;
                 let stderr = tail(&String::from_utf8_lossy(&stderr), 500);
                 if let Some(signal) = status.signal() {
                     return Err(OcrError::Killed { signal, stderr });
                 }
                 match status.code() {
-                    Some(0) => Ok(clean_text(&String::from_utf8_lossy(&stdout))),
-                    Some(code) => Err(OcrError::ExitStatus { code, stderr }),
-                    None => Err(OcrError::Killed { signal: 0, stderr }),
+                    Some(0) => {}
+                    Some(code) => return Err(OcrError::ExitStatus { code, stderr }),
+                    None => return Err(OcrError::Killed { signal: 0, stderr }),
                 }
+                let read = |extension: &'static str| {
+                    let path = base.with_extension(extension);
+                    async move {
+                        tokio::fs::read(&path)
+                            .await
+                            .map_err(|_| OcrError::ExitStatus {
+                                code: 0,
+                                stderr: format!("tesseract wrote no {extension} output"),
+                            })
+                    }
+                };
+                let text = read("txt").await?;
+                let tsv = read("tsv").await?;
+                let hocr = read("hocr").await?;
+                let (confidence, words) = word_quality(&String::from_utf8_lossy(&tsv));
+                Ok(Recognized {
+                    text: clean_text(&String::from_utf8_lossy(&text)),
+                    hocr: Some(String::from_utf8_lossy(&hocr).into_owned()),
+                    confidence,
+                    words: Some(words),
+                })
             }
+        }
+    }
+
+    async fn check_language(&self, language: Option<&str>) -> Result<(), OcrError> {
+        let language = language.unwrap_or(&self.config.languages);
+        let installed = self.installed_languages().await?;
+        let missing = crate::languages::missing(language, &installed);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(OcrError::LanguageNotInstalled { missing, installed })
         }
     }
 }
 
-/// Feeds the PNG, reads both outputs and waits for the exit.
+/// The mean confidence of the words of tesseract's TSV output (rows of level 5 with text
+/// and a confidence of 0 or more), and their number. `None` without words.
+pub fn word_quality(tsv: &str) -> (Option<f64>, u64) {
+    let mut sum = 0.0;
+    let mut words = 0_u64;
+    for row in tsv.lines().skip(1) {
+        let fields: Vec<&str> = row.split('\t').collect();
+        if fields.len() < 12 || fields[0] != "5" || fields[11].trim().is_empty() {
+            continue;
+        }
+        let Ok(confidence) = fields[10].parse::<f64>() else {
+            continue;
+        };
+        if confidence >= 0.0 {
+            sum += confidence;
+            words += 1;
+        }
+    }
+    let mean = (words > 0).then(|| (sum / words as f64 * 100.0).round() / 100.0);
+    (mean, words)
+}
+
+/// Feeds the PNG, reads its standard error and waits for the exit.
 async fn run_to_end(child: &mut Child, png: Bytes) -> Ended {
     let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let feed = async move {
         if let Some(mut stdin) = stdin {
@@ -221,13 +300,9 @@ async fn run_to_end(child: &mut Child, png: Bytes) -> Ended {
             let _ = stdin.shutdown().await;
         }
     };
-    let ((), stdout, stderr) = tokio::join!(feed, read_all(stdout), read_all(stderr));
+    let ((), stderr) = tokio::join!(feed, read_all(stderr));
     let status = child.wait().await;
-    Ended::Exited {
-        status,
-        stdout,
-        stderr,
-    }
+    Ended::Exited { status, stderr }
 }
 
 async fn read_all(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
@@ -253,6 +328,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn word_quality_is_the_mean_confidence_of_words_with_text() {
+        let tsv = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n\
+                   1\t1\t0\t0\t0\t0\t0\t0\t10\t10\t-1\t\n\
+                   5\t1\t1\t1\t1\t1\t0\t0\t1\t1\t90.5\tHallo\n\
+                   5\t1\t1\t1\t1\t2\t0\t0\t1\t1\t60.5\tWelt\n\
+                   5\t1\t1\t1\t1\t3\t0\t0\t1\t1\t95\t \n\
+                   5\t1\t1\t1\t1\t4\t0\t0\t1\t1\t-1\tx\n";
+        assert_eq!(word_quality(tsv), (Some(75.5), 2));
+        assert_eq!(word_quality("level\tconf\n"), (None, 0));
+    }
+
+    #[test]
     fn clean_text_drops_form_feeds_and_trailing_space() {
         assert_eq!(clean_text("Title \n\nBody\n\x0c"), "Title\n\nBody");
     }
@@ -265,10 +352,7 @@ mod tests {
         });
         let error = engine
             .recognize(
-                &PageImage {
-                    page: 1,
-                    png: Bytes::from_static(PNG_SIGNATURE),
-                },
+                &PageImage::new(1, Bytes::from_static(PNG_SIGNATURE)),
                 &CancellationToken::new(),
             )
             .await
@@ -282,10 +366,7 @@ mod tests {
         let engine = TesseractEngine::default();
         let error = engine
             .recognize(
-                &PageImage {
-                    page: 1,
-                    png: Bytes::from_static(b"/etc/passwd\n"),
-                },
+                &PageImage::new(1, Bytes::from_static(b"/etc/passwd\n")),
                 &CancellationToken::new(),
             )
             .await

@@ -49,6 +49,74 @@ pub fn fixture_pages() -> Vec<FixturePage> {
         .collect()
 }
 
+/// The German page: a letter-size page at 300 dpi (2550 x 3300) of German text with
+/// umlauts and `ß` (`deu-page.png`, made by `generate-deu.sh`), numbered 1. Read it with
+/// `deu`.
+pub fn german_page() -> FixturePage {
+    let dir = fixtures_dir();
+    FixturePage {
+        number: 1,
+        png: Bytes::from(std::fs::read(dir.join("deu-page.png")).expect("fixture png is readable")),
+        text: std::fs::read_to_string(dir.join("deu-page.txt")).expect("fixture text is readable"),
+    }
+}
+
+/// Letter size at 300 dpi, in pixels.
+pub const FULL_PAGE_SIZE: (u32, u32) = (2550, 3300);
+
+/// `count` full book pages: letter size at 300 dpi (2550 x 3300, 8-bit grey PNG), each the
+/// fixture strips (scaled 1.5 times, so their 26 px letters become about 10 pt at 300 dpi)
+/// stacked in one column from the top margin down, as many as fit, continuing through the
+/// fixtures in order from page to page. The text of each is its strips' texts in order.
+pub fn full_pages(count: usize) -> Vec<FixturePage> {
+    use image::{GrayImage, ImageFormat, Luma, imageops};
+
+    const MARGIN: u32 = 150;
+    let (width, height) = FULL_PAGE_SIZE;
+    let strips: Vec<(GrayImage, String)> = fixture_pages()
+        .into_iter()
+        .map(|page| {
+            let strip = image::load_from_memory_with_format(&page.png, ImageFormat::Png)
+                .expect("fixture pngs decode")
+                .to_luma8();
+            let scaled = imageops::resize(
+                &strip,
+                strip.width() * 3 / 2,
+                strip.height() * 3 / 2,
+                imageops::FilterType::Triangle,
+            );
+            (scaled, page.text)
+        })
+        .collect();
+    let mut next = 0;
+    (1..=count)
+        .map(|number| {
+            let mut canvas = GrayImage::from_pixel(width, height, Luma([255]));
+            let mut texts = Vec::new();
+            let mut top = MARGIN;
+            loop {
+                let (strip, text) = &strips[next % strips.len()];
+                if top + strip.height() > height - MARGIN {
+                    break;
+                }
+                imageops::overlay(&mut canvas, strip, i64::from(MARGIN), i64::from(top));
+                texts.push(text.trim_end().to_owned());
+                top += strip.height();
+                next += 1;
+            }
+            let mut png = std::io::Cursor::new(Vec::new());
+            canvas
+                .write_to(&mut png, ImageFormat::Png)
+                .expect("a png encodes");
+            FixturePage {
+                number: number as u32,
+                png: Bytes::from(png.into_inner()),
+                text: texts.join("\n"),
+            }
+        })
+        .collect()
+}
+
 /// Edit distance over characters between `expected` and `actual` divided by the length
 /// of `expected`, after collapsing every run of whitespace into one space.
 pub fn character_error_rate(expected: &str, actual: &str) -> f64 {
@@ -86,6 +154,27 @@ pub async fn require_tesseract() {
              (apt-get install tesseract-ocr): {error}"
         );
     }
+}
+
+/// Panics with an install hint unless tesseract has every one of `languages`: tests that
+/// need a language pack fail, never skip.
+pub async fn require_tesseract_languages(languages: &[&str]) {
+    require_tesseract().await;
+    let installed = TesseractEngine::default()
+        .installed_languages()
+        .await
+        .expect("tesseract --list-langs runs");
+    let missing: Vec<&str> = languages
+        .iter()
+        .copied()
+        .filter(|language| !installed.iter().any(|have| have == language))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "this test needs the tesseract languages {missing:?}: run scripts/install-tesseract.sh {} \
+         (cargo xtask ci does); installed: {installed:?}",
+        missing.join(" ")
+    );
 }
 
 pub use page_jobs::testing::ScriptStep;

@@ -3,7 +3,7 @@
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG};
 use axum::response::{IntoResponse, Response};
 use blob_store::BlobError;
 use books::{BookId, IngestError, Manifest, OcrStatus, TextLayers, UploadedFile, layout};
@@ -12,8 +12,8 @@ use jobs_core::{Acquire, ChainStep};
 use ocr::{OCR_JOB_TYPE, OcrPayload};
 
 use crate::dto::{
-    Book, BookList, BookPath, BookSummary, CreateBook, Job, Page, PagePath, UPLOAD_MEDIA_TYPES,
-    UploadForm, UploadOcr, UploadQuery, UploadedPages,
+    Book, BookList, BookPath, BookSummary, CreateBook, Job, Page, PageList, PageListQuery,
+    PagePath, UPLOAD_MEDIA_TYPES, UpdateBook, UploadForm, UploadOcr, UploadQuery, UploadedPages,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, page_number};
@@ -29,7 +29,7 @@ const LIST_CONCURRENCY: usize = 16;
     responses(
         (status = 201, description = "The new book", body = Book),
         (status = 409, description = "`book_exists`", body = ErrorBody),
-        (status = 422, description = "`invalid_request`: bad id or title", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad id or title, or a language that is not installed (`details.missing`, `details.installed`)", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -52,7 +52,17 @@ pub(crate) async fn create_book(
         Some(id) => book_id(id)?,
         None => id_from_title(title),
     };
-    let manifest = state.books().create(&book_id, title).await?;
+    let language = match request.language {
+        Some(language) => {
+            crate::languages::check(&language)?;
+            language
+        }
+        None => state.config().default_language.clone(),
+    };
+    let manifest = state
+        .books()
+        .create_with_language(&book_id, title, Some(language))
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(Book::from(&manifest))))
 }
 
@@ -126,6 +136,74 @@ pub(crate) async fn get_book(
     let book_id = book_id(&book)?;
     let manifest = state.books().manifest(&book_id).await?;
     Ok(axum::Json(Book::from(&manifest)))
+}
+
+/// Changes a book: its OCR language. Pages already read keep their text; the next `ocr`
+/// job (a page retry, or a job for pages not done) reads in the new language.
+#[utoipa::path(
+    patch, path = "/v1/books/{book_id}", tag = "books",
+    params(BookPath),
+    request_body = UpdateBook,
+    responses(
+        (status = 200, description = "The book", body = Book),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id, or a language that is not installed (`details.missing`, `details.installed`)", body = ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = ErrorBody),
+    )
+)]
+pub(crate) async fn update_book(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+    Json(request): Json<UpdateBook>,
+) -> Result<axum::Json<Book>, ApiError> {
+    let book_id = book_id(&book)?;
+    crate::languages::check(&request.language)?;
+    let books = state.books();
+    books.manifest(&book_id).await?;
+    let language = request.language;
+    let manifest = books
+        .update(&book_id, move |manifest| {
+            manifest.language = Some(language.clone());
+        })
+        .await?;
+    Ok(axum::Json(Book::from(&manifest)))
+}
+
+/// A book's pages with their OCR state; `?needs_review=true` lists only the pages whose OCR
+/// quality is low (mean word confidence under the worker's `--ocr-review-below`, or no
+/// word found), `false` only the others.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/pages", tag = "books",
+    params(BookPath, PageListQuery),
+    responses(
+        (status = 200, description = "The pages, by number", body = PageList),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or query", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_pages(
+    State(state): State<AppState>,
+    Path(book): Path<String>,
+    Query(query): Query<PageListQuery>,
+) -> Result<axum::Json<PageList>, ApiError> {
+    let book_id = book_id(&book)?;
+    let manifest = state.books().manifest(&book_id).await?;
+    Ok(axum::Json(PageList {
+        pages: manifest
+            .pages
+            .iter()
+            .filter(|page| {
+                query
+                    .needs_review
+                    .is_none_or(|wanted| page.ocr.needs_review == wanted)
+            })
+            .map(|page| Page::new(&book_id, page))
+            .collect(),
+    }))
 }
 
 /// Uploads pages: every `files` field becomes a page (a PDF one page per PDF page, rendered
@@ -437,6 +515,50 @@ pub(crate) async fn get_page_text(
         .await
         .map_err(|error| missing_blob(error, &book_id, page.page, "text"))?;
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], blob.bytes).into_response())
+}
+
+/// The page's hOCR (tesseract's XHTML: every word with its box and confidence); 404 while
+/// its OCR is not done, or when its engine gives no hOCR. Served as `text/html` in a
+/// sandbox (`Content-Security-Policy: sandbox`), so a browser that opens it runs nothing.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/pages/{page}/hocr", tag = "books",
+    params(PagePath),
+    responses(
+        (status = 200, description = "The hOCR", body = String, content_type = "text/html"),
+        (status = 404, description = "`not_found`: no such book or page, OCR not done, or no hOCR from its engine", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_page_hocr(
+    State(state): State<AppState>,
+    Path((book, page)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (book_id, page) = manifest_page(&state, &book, &page).await?;
+    let path = match (&page.ocr.status, &page.ocr.hocr) {
+        (OcrStatus::Done, Some(path)) => path.clone(),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "page {} of book {book_id} has no hOCR: its OCR is not done, or its engine \
+                 gives none",
+                page.page
+            )));
+        }
+    };
+    let blob = state
+        .books()
+        .store()
+        .get(&layout::book_key(&book_id, &path))
+        .await
+        .map_err(|error| missing_blob(error, &book_id, page.page, "hOCR"))?;
+    Ok((
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8"),
+            (CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'"),
+        ],
+        blob.bytes,
+    )
+        .into_response())
 }
 
 /// Runs OCR again for one page (e.g. a failed one): starts an `ocr` job with payload

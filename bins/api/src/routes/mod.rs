@@ -65,10 +65,12 @@ fn upload_routes() -> OpenApiRouter<AppState> {
 fn v1_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(books::create_book, books::list_books))
-        .routes(routes!(books::get_book))
+        .routes(routes!(books::get_book, books::update_book))
+        .routes(routes!(books::list_pages))
         .routes(routes!(books::get_page))
         .routes(routes!(books::get_page_image))
         .routes(routes!(books::get_page_text))
+        .routes(routes!(books::get_page_hocr))
         .routes(routes!(books::retry_page_ocr))
         .routes(routes!(guidelines::get_guidelines))
         .routes(routes!(guidelines::get_page_guidelines))

@@ -8,7 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use blob_store::BlobError;
 
-use crate::dto::{Check, Health, Readiness};
+use crate::dto::{Check, Health, OcrReadiness, Readiness};
 use crate::state::AppState;
 
 /// Longest time one readiness check may take. A database that is down does not refuse a
@@ -30,7 +30,9 @@ pub(crate) async fn healthz() -> axum::Json<Health> {
     })
 }
 
-/// Readiness: the database and the storage answer; also counts live workers.
+/// Readiness: the database and the storage answer; also counts live workers, and with
+/// `--with-worker` running `ocr` jobs shows its OCR engine (version, installed languages)
+/// as checked at start (a worker whose engine cannot run never starts).
 #[utoipa::path(
     get, path = "/readyz", tag = "system",
     responses(
@@ -76,6 +78,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             database,
             storage,
             live_workers,
+            ocr: state.inner.ocr_engine.as_ref().map(|engine| OcrReadiness {
+                engine: engine.engine.clone(),
+                version: engine.version.clone(),
+                languages: engine.languages.clone(),
+                default_language: engine.default_language.clone(),
+            }),
         }),
     )
         .into_response()

@@ -508,6 +508,67 @@ async fn a_page_the_ocr_engine_cannot_read_shows_as_failed_and_its_retry_works()
 }
 
 #[tokio::test]
+async fn a_page_read_with_low_confidence_carries_a_review_badge_and_its_own_filter() {
+    let dashboard = Dashboard::start(None).await;
+    dashboard.goto("/").await;
+    dashboard
+        .create_book_with_form("A book with a blurred page")
+        .await;
+    dashboard.set_ocr_after_upload(true).await;
+    let clean = ocr::testing::fixture_pages()[0].png.to_vec();
+    let blurred = crate::ocr_quality::degraded(&clean);
+    dashboard
+        .drop_files(&[("clean.png", clean), ("blurred.png", blurred)])
+        .await;
+    dashboard
+        .wait_tiles("both pages done", JOB_DEADLINE, |tiles| {
+            tiles.len() == 2 && tiles.iter().all(|tile| tile.status == "done")
+        })
+        .await;
+    let marked = dashboard
+        .wait_for(
+            "the review badge of page 2",
+            UI_DEADLINE,
+            "#pages .page-tile[data-needs-review=\"true\"]",
+            "(e) => e.length === 1 ? [e[0].dataset.page, e[0].getAttribute('aria-label'), \
+             e[0].querySelectorAll('.review-badge').length] : null",
+        )
+        .await;
+    assert_eq!(marked[0], "2", "{marked}");
+    assert!(
+        marked[1]
+            .as_str()
+            .unwrap()
+            .contains("needs review: OCR confidence"),
+        "a screen reader hears it: {marked}"
+    );
+    assert_eq!(marked[2], 1);
+    let clean_badges = dashboard
+        .js(
+            "return document.querySelectorAll('#pages .page-tile[data-page=\"1\"] .review-badge').length",
+            vec![],
+        )
+        .await;
+    assert_eq!(clean_badges, 0, "the clean page has no badge");
+    let shown = dashboard
+        .js(
+            "const filter = document.querySelector('#page-filter'); \
+             filter.value = 'review'; filter.dispatchEvent(new Event('change')); \
+             return [...document.querySelectorAll('#pages .page-tile')] \
+               .filter((tile) => !tile.hidden).map((tile) => tile.dataset.page);",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!(["2"]),
+        "the filter shows the page to review only"
+    );
+    dashboard.screenshot("needs-review").await;
+    dashboard.finish().await;
+}
+
+#[tokio::test]
 async fn a_rejected_batch_lists_each_bad_file_with_its_reason_and_adds_no_page() {
     let dashboard = Dashboard::start(None).await;
     dashboard.goto("/").await;

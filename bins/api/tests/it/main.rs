@@ -15,6 +15,7 @@ mod events;
 mod guidelines;
 mod hostile;
 mod jobs;
+mod ocr_quality;
 mod openapi;
 mod pages;
 mod pdf;

@@ -388,3 +388,80 @@ async fn the_worker_serves_health_and_metrics_over_http() {
     drop(worker);
     setup.database.drop().await;
 }
+
+/// Runs the worker binary to its end with `PATH` set to `path` (`tesseract` is found there or
+/// not), on a SQLite database in a temp dir: its exit status and standard error.
+fn run_worker_with_path(
+    path: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/jobs.db", dir.path().display()),
+            "--storage",
+            &format!("file://{}/objects", dir.path().display()),
+        ])
+        .args(extra)
+        .env("PATH", path)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_worker_without_tesseract_exits_at_start_naming_the_package() {
+    // A PATH with no tesseract on it (the worker needs nothing else from PATH to start).
+    let empty = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (status, stderr) = run_worker_with_path(empty.path(), &[]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tesseract-ocr") && stderr.contains("scripts/install-tesseract.sh"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // A worker that runs no ocr jobs does not need tesseract: it starts (and is stopped).
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args([
+            "--database-url",
+            &format!("sqlite://{}/jobs.db", dir.path().display()),
+            "--storage",
+            &format!("file://{}/objects", dir.path().display()),
+            "--types",
+            "guidelines,finalize",
+        ])
+        .env("PATH", empty.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(child.try_wait().unwrap().is_none(), "it keeps running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_lacking_a_configured_language_exits_at_start_naming_its_package() {
+    // tesseract itself is there: PATH holds a link to it, and nothing else.
+    let tesseract = ["/usr/bin/tesseract", "/usr/local/bin/tesseract"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("this test needs the tesseract CLI: run scripts/install-tesseract.sh");
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(tesseract, bin.path().join("tesseract")).unwrap();
+    let (status, stderr) =
+        run_worker_with_path(bin.path(), &["--tesseract-languages", "eng+zzz_test"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tesseract-ocr-zzz-test")
+            && stderr.contains("scripts/install-tesseract.sh zzz_test"),
+        "{stderr}"
+    );
+}

@@ -42,6 +42,7 @@ pub(crate) fn job_config(concurrency: usize, flush_every: usize) -> OcrJobConfig
             backoff: jobs_core::Backoff::new(Duration::from_millis(10), Duration::from_millis(100)),
         },
         storage_wait: Duration::from_secs(5),
+        ..OcrJobConfig::default()
     }
 }
 

@@ -292,3 +292,68 @@ async fn an_engine_that_cannot_run_fails_the_job_as_a_whole_and_leaves_pages_pen
             .all(|page| page.ocr.status == OcrStatus::Pending)
     );
 }
+
+#[tokio::test]
+async fn tesseract_pages_record_their_hocr_confidence_and_words_in_the_book_language() {
+    ocr::testing::require_tesseract().await;
+    let harness = Harness::with_pages(2).await;
+    harness
+        .books
+        .update(&harness.book_id, |manifest| {
+            manifest.language = Some("eng".to_owned());
+        })
+        .await
+        .unwrap();
+    let worker = harness.start_worker(Arc::new(TesseractEngine::default()), job_config(2, 5));
+    let job = harness.enqueue(json!({})).await;
+    let job = harness.wait_terminal(job.id).await;
+    worker.stop().await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:#?}");
+    let manifest = harness.manifest().await;
+    for page in &manifest.pages {
+        let ocr = &page.ocr;
+        assert_eq!(
+            ocr.hocr.as_deref(),
+            Some(books::layout::ocr_hocr_path(page.page).as_str())
+        );
+        assert!(ocr.confidence.unwrap() > 85.0, "{ocr:?}");
+        assert!(ocr.words.unwrap() > 20, "{ocr:?}");
+        assert!(!ocr.needs_review, "{ocr:?}");
+        let key = books::layout::book_key(&harness.book_id, ocr.hocr.as_deref().unwrap());
+        let hocr = harness.books.store().get(&key).await.unwrap().bytes;
+        assert!(String::from_utf8_lossy(&hocr).contains("ocrx_word"));
+    }
+}
+
+#[tokio::test]
+async fn a_book_language_the_worker_lacks_fails_the_job_before_any_page() {
+    ocr::testing::require_tesseract().await;
+    let harness = Harness::with_pages(2).await;
+    harness
+        .books
+        .update(&harness.book_id, |manifest| {
+            manifest.language = Some("eng+zzz_test".to_owned());
+        })
+        .await
+        .unwrap();
+    let worker = harness.start_worker(Arc::new(TesseractEngine::default()), job_config(2, 5));
+    let job = harness.enqueue(json!({})).await;
+    let job = harness.wait_terminal(job.id).await;
+    worker.stop().await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:#?}");
+    let error = job.error.unwrap();
+    assert_eq!(error.code, "language_not_installed");
+    assert!(
+        error.message.contains("tesseract-ocr-zzz-test"),
+        "{}",
+        error.message
+    );
+    assert!(!error.retryable);
+    let manifest = harness.manifest().await;
+    assert!(
+        manifest
+            .pages
+            .iter()
+            .all(|page| page.ocr.status == OcrStatus::Pending)
+    );
+}

@@ -21,10 +21,7 @@ impl FakeServerEngine for FakeChatServer {
 }
 
 fn page() -> PageImage {
-    PageImage {
-        page: 1,
-        png: fixture_pages()[0].png.clone(),
-    }
+    PageImage::new(1, fixture_pages()[0].png.clone())
 }
 
 #[tokio::test]

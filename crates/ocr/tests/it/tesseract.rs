@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use ocr::testing::{
+    character_error_rate, fixture_pages, german_page, require_tesseract,
+    require_tesseract_languages,
+};
 use ocr::{OcrEngine, OcrError, PageImage, TesseractConfig, TesseractEngine};
 use tokio_util::sync::CancellationToken;
 
@@ -14,10 +17,7 @@ async fn tesseract_reads_every_fixture_page_with_under_three_percent_character_e
     let engine = TesseractEngine::default();
     let cancel = CancellationToken::new();
     for page in fixture_pages() {
-        let image = PageImage {
-            page: page.number,
-            png: page.png.clone(),
-        };
+        let image = PageImage::new(page.number, page.png.clone());
         let text = engine.recognize(&image, &cancel).await.unwrap();
         let rate = character_error_rate(&page.text, &text);
         assert!(
@@ -36,10 +36,7 @@ async fn a_cancelled_recognition_kills_tesseract_at_once() {
     // A large blank page keeps tesseract busy long enough to cancel it mid-run.
     let engine = TesseractEngine::default();
     let cancel = CancellationToken::new();
-    let page = PageImage {
-        page: 1,
-        png: large_page(),
-    };
+    let page = PageImage::new(1, large_page());
     let started = Instant::now();
     let canceller = {
         let cancel = cancel.clone();
@@ -61,10 +58,7 @@ async fn a_page_over_the_timeout_is_killed_and_retryable() {
         timeout: Duration::from_millis(50),
         ..TesseractConfig::default()
     });
-    let page = PageImage {
-        page: 1,
-        png: large_page(),
-    };
+    let page = PageImage::new(1, large_page());
     let error = engine
         .recognize(&page, &CancellationToken::new())
         .await
@@ -81,10 +75,7 @@ async fn a_png_tesseract_cannot_read_fails_the_page_by_exit_status() {
     bytes.extend_from_slice(&[0_u8; 64]);
     let error = TesseractEngine::default()
         .recognize(
-            &PageImage {
-                page: 1,
-                png: Bytes::from(bytes),
-            },
+            &PageImage::new(1, Bytes::from(bytes)),
             &CancellationToken::new(),
         )
         .await
@@ -108,10 +99,7 @@ async fn a_process_killed_by_a_signal_is_retryable() {
     });
     let error = engine
         .recognize(
-            &PageImage {
-                page: 1,
-                png: fixture_pages()[0].png.clone(),
-            },
+            &PageImage::new(1, fixture_pages()[0].png.clone()),
             &CancellationToken::new(),
         )
         .await
@@ -193,4 +181,110 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[tokio::test]
+async fn one_run_gives_the_text_its_hocr_and_its_word_confidence() {
+    require_tesseract().await;
+    let page = &fixture_pages()[0];
+    let recognized = TesseractEngine::default()
+        .recognize_page(
+            &PageImage::new(1, page.png.clone()),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(character_error_rate(&page.text, &recognized.text) < 0.03);
+    let hocr = recognized.hocr.as_deref().unwrap();
+    assert!(
+        hocr.contains("ocrx_word") && hocr.contains("x_wconf"),
+        "{hocr}"
+    );
+    assert_eq!(
+        recognized.words,
+        Some(page.text.split_whitespace().count() as u64)
+    );
+    let confidence = recognized.confidence.unwrap();
+    assert!(confidence > 85.0, "{confidence}");
+    assert!(!recognized.needs_review(60.0));
+}
+
+#[tokio::test]
+async fn a_german_page_read_with_deu_has_under_three_percent_character_errors() {
+    require_tesseract_languages(&["deu"]).await;
+    let page = german_page();
+    let engine = TesseractEngine::default();
+    let cancel = CancellationToken::new();
+    let german = engine
+        .recognize_page(
+            &PageImage::new(1, page.png.clone()).with_language("deu"),
+            &cancel,
+        )
+        .await
+        .unwrap();
+    let rate = character_error_rate(&page.text, &german.text);
+    println!(
+        "deu: CER {rate:.4}, confidence {:?}, words {:?}",
+        german.confidence, german.words
+    );
+    assert!(rate < 0.03, "CER {rate:.4}\n{}", german.text);
+    // The same page read as English loses the umlauts and the ß.
+    let english = engine
+        .recognize_page(&PageImage::new(1, page.png.clone()), &cancel)
+        .await
+        .unwrap();
+    let english_rate = character_error_rate(&page.text, &english.text);
+    println!(
+        "eng: CER {english_rate:.4}, confidence {:?}",
+        english.confidence
+    );
+    assert!(english_rate > rate, "eng {english_rate} vs deu {rate}");
+}
+
+#[tokio::test]
+async fn a_language_that_is_not_installed_is_named_with_its_package() {
+    require_tesseract().await;
+    let engine = TesseractEngine::default();
+    engine.check_language(None).await.unwrap();
+    engine.check_language(Some("eng")).await.unwrap();
+    let error = engine
+        .check_language(Some("eng+zzz_test"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, OcrError::LanguageNotInstalled { missing, .. } if missing == &["zzz_test"]),
+        "{error:?}"
+    );
+    assert!(error.affects_every_page());
+    assert_eq!(error.code(), "language_not_installed");
+    let message = error.to_string();
+    assert!(
+        message.contains("tesseract-ocr-zzz-test") && message.contains("eng"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn full_pages_are_letter_size_and_read_back() {
+    require_tesseract().await;
+    let pages = ocr::testing::full_pages(2);
+    let first = image_size(&pages[0].png);
+    assert_eq!(first, ocr::testing::FULL_PAGE_SIZE);
+    assert_ne!(pages[0].text, pages[1].text);
+    let recognized = TesseractEngine::default()
+        .recognize_page(
+            &PageImage::new(1, pages[0].png.clone()),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let rate = character_error_rate(&pages[0].text, &recognized.text);
+    assert!(rate < 0.03, "CER {rate}\n{}", recognized.text);
+}
+
+/// Width and height from a PNG's header.
+fn image_size(png: &[u8]) -> (u32, u32) {
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    (width, height)
 }
