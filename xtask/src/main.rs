@@ -24,7 +24,7 @@ mod tidy;
 
 const USAGE: &str = "usage: cargo xtask ci
        cargo xtask bench jobs --store postgres|sqlite [--jobs N] [--concurrency C]
-       cargo xtask bench ocr [--pages N] [--parallelism P]
+       cargo xtask bench ocr [--pages N] [--parallelism P] [--pdf true]
        cargo xtask bench api [--connections C] [--seconds S] [--max-requests N]
        cargo xtask bench guidelines [--pages N]
        cargo xtask bench recovery [--pages N] [--stale-after D] [--heartbeat-interval D] [--second at-kill|standby]
@@ -102,8 +102,15 @@ fn run(mut command: Command) -> Result<()> {
 
 /// Runs an install script from `scripts/` and returns what it printed (a tool's path).
 fn install(script: &str) -> Result<String> {
+    install_with(script, &[])
+}
+
+/// Runs an install script from `scripts/` with arguments (e.g. the tesseract language packs
+/// the tests read: `deu`) and returns what it printed.
+fn install_with(script: &str, args: &[&str]) -> Result<String> {
     let output = Command::new("bash")
         .arg(root().join("scripts").join(script))
+        .args(args)
         .output()
         .with_context(|| format!("running scripts/{script}"))?;
     if !output.status.success() {
@@ -121,7 +128,7 @@ fn ci() -> Result<()> {
     // tests start their own server), an OpenAPI validator (API tests),
     // schemathesis (the API's schema fuzzing test), headless Chromium with its WebDriver
     // (dashboard tests).
-    eprintln!("{}", install("install-tesseract.sh")?);
+    eprintln!("{}", install_with("install-tesseract.sh", &["deu"])?);
     eprintln!("{}", install("install-poppler.sh")?);
     let moto_server = install("install-moto.sh")?;
     let openapi_validator = install("install-openapi-validator.sh")?;
