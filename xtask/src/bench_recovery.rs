@@ -16,9 +16,8 @@
 //!   claim's `started_at` (written by the claim) minus the time of the kill. The job must
 //!   first be stale (`stale_after` since its last heartbeat, which progress keeps within a
 //!   second of the kill), and then be found by a rescuer, which every worker runs every
-//!   `heartbeat_interval` (the first time at its start): so about `stale_after` when the
-//!   second worker starts at the kill, and up to `stale_after + heartbeat_interval` for a
-//!   standby worker, whose rescues fall anywhere in that period.
+//!   second (the first time at its start): so about `stale_after` when the second worker
+//!   starts at the kill, and up to `stale_after` + 1 s for a standby worker.
 //! - `next_page_s`: from the kill until the second worker made its first page durable (the
 //!   checkpoint grew; polled every 50 ms).
 //! - `pages_redone`: page recognitions beyond one per page, counted by a `tesseract` on
@@ -109,11 +108,6 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
     };
 
     let mut first = launch("recovery-a")?;
-    let mut standby = if second == "standby" {
-        Some(launch("recovery-b")?)
-    } else {
-        None
-    };
     let lock = LockService::new(
         jobs.clone(),
         Arc::new(SystemClock),
@@ -125,6 +119,17 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
     {
         Acquire::Created(job) => job,
         Acquire::Busy(job) => bail!("a fresh database has an active job: {job:?}"),
+    };
+    // A standby worker starts once the first has claimed the job, so the job is the
+    // first's whichever worker polls sooner.
+    let mut standby = if second == "standby" {
+        wait_for(&jobs, job.id, &[&first], |job| {
+            job.status.is_terminal() || job.worker_id.as_deref() == Some("recovery-a")
+        })
+        .await?;
+        Some(launch("recovery-b")?)
+    } else {
+        None
     };
     let kill_at = pages.div_ceil(3) as u64;
     let before_kill = wait_for(&jobs, job.id, &[&first], |job| {
