@@ -434,6 +434,20 @@ pub trait JobStore: Send + Sync + 'static {
     /// safe.
     async fn rescue(&self, params: &RescueParams) -> Result<RescueReport, StoreError>;
 
+    /// Retention: deletes at most `limit` finished jobs (completed, failed or cancelled)
+    /// whose `finished_at` is before `finished_before`, oldest first, and returns how many it
+    /// deleted. Pending and running jobs are never deleted. Links to a deleted job from the
+    /// jobs that remain (`resumed_from`, `previous_job_id`, `next_job_id`) become `None`, so
+    /// a link always names an existing job. Safe to call from many workers at once: each job
+    /// is deleted once, and a call skips rows another transaction holds rather than wait for
+    /// them. Fewer than `limit` means nothing more was eligible (or free) at the time; a
+    /// `limit` of 0 deletes nothing.
+    async fn delete_finished(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
     /// The definition of the one-active-job index, read back from the database.
     async fn active_index(&self) -> Result<ActiveIndex, StoreError>;
 

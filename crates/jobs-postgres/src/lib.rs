@@ -487,6 +487,29 @@ const RESCUE_PENDING_SCOPED: &str = rescue_pending!(" AND resource_key = $4 AND 
 
 const NOTIFY: &str = "SELECT pg_notify('folio_jobs', 'requeued')";
 
+/// Retention: the oldest `$2` finished jobs that ended before `$1`, from the
+/// `folio_jobs_finished` index (a range that ends where the young jobs begin), locked with
+/// SKIP LOCKED so a row another transaction holds (a resume's insert checking the job it
+/// names) is left for the next round rather than waited for; then deleted by primary key.
+/// The foreign keys' `ON DELETE SET NULL` clears the links of the jobs that remain, through
+/// the partial index of each link column (`migrations/postgres/0008_retention.sql`).
+const DELETE_FINISHED: &str = "
+DELETE FROM folio_jobs
+WHERE id = ANY (ARRAY(
+    SELECT id FROM folio_jobs
+    WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < $1
+    ORDER BY finished_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED))";
+
+/// The transaction-level advisory lock that lets one retention delete run at a time across
+/// every worker. Two at once could deadlock: each locks its own batch, then clearing the
+/// links into it waits for a row the other one locked (the first job of a chain in one
+/// batch, the second in the other: `next_job_id` names one way, `previous_job_id` the
+/// other). A batch holds it for milliseconds, and deletes of one table in parallel would
+/// only contend for the same index pages. The key spells `folio_rt`.
+const RETENTION_LOCK: i64 = 0x666f_6c69_6f5f_7274;
+
 const REGISTER_WORKER: &str = "
 INSERT INTO folio_workers (id, host, job_types, started_at, last_seen)
 VALUES ($1, $2, $3, $4, $5)
@@ -935,6 +958,31 @@ impl JobStore for PgJobStore {
         Ok(report)
     }
 
+    async fn delete_finished(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let mut transaction = self.pool.begin().await.map_err(translate)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(RETENTION_LOCK)
+            .execute(&mut *transaction)
+            .await
+            .map_err(translate)?;
+        let deleted = sqlx::query(DELETE_FINISHED)
+            .bind(finished_before)
+            .bind(i64::from(limit))
+            .execute(&mut *transaction)
+            .await
+            .map_err(translate)?
+            .rows_affected();
+        transaction.commit().await.map_err(translate)?;
+        Ok(deleted)
+    }
+
     async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
         let definition: String = sqlx::query_scalar(
             "SELECT indexdef FROM pg_indexes
@@ -1257,6 +1305,119 @@ mod plans {
         let plan: Json<serde_json::Value> = row.try_get(0).expect("a JSON plan");
         assert!(looks_up(&plan.0, "resource_key ="), "{}", plan.0);
         assert!(most_rows_in_one_node(&plan.0) <= 50, "{}", plan.0);
+        drop(connection);
+        database.drop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_deletes_read_a_batch_and_the_links_into_it_from_indexes() {
+        let database = crate::testing::TestDatabase::create().await;
+        let store = database.store().await;
+        // 20,000 jobs in id order, job i ending i minutes after a start 60 days ago: the
+        // newest 100 active, the rest finished. Jobs link to the one before them as chains do
+        // (two of three `previous_job_id`, the finished one before it `next_job_id`), and one
+        // in 50 was resumed from the job seven before it.
+        let mut connection = store.pool().acquire().await.expect("a connection");
+        sqlx::raw_sql(
+            "CREATE FUNCTION pg_temp.job(i int) RETURNS uuid LANGUAGE sql IMMUTABLE
+             AS $$ SELECT (lpad(to_hex(i), 12, '0') || '70008000' || lpad(to_hex(i), 12, '0'))::uuid $$;
+             INSERT INTO folio_jobs (id, resource_key, job_type, status, payload, max_attempts,
+                                     attempt, error, worker_id, started_at, heartbeat_at,
+                                     run_at, created_at, finished_at,
+                                     previous_job_id, next_job_id, resumed_from)
+             SELECT pg_temp.job(i), 'book-' || i, 'ocr', status, '{}', 3,
+                    CASE WHEN status = 'pending' THEN 0 ELSE 1 END,
+                    CASE WHEN status = 'failed' THEN '{}'::jsonb END,
+                    CASE WHEN status <> 'pending' THEN 'w' END,
+                    CASE WHEN status <> 'pending' THEN now() END,
+                    CASE WHEN status <> 'pending' THEN now() END,
+                    now(), now(),
+                    CASE WHEN status NOT IN ('pending', 'running')
+                         THEN now() - interval '60 days' + i * interval '1 minute' END,
+                    CASE WHEN i % 3 <> 1 THEN pg_temp.job(i - 1) END,
+                    CASE WHEN i % 3 <> 0 AND status NOT IN ('pending', 'running')
+                         THEN pg_temp.job(i + 1) END,
+                    CASE WHEN i % 50 = 0 THEN pg_temp.job(i - 7) END
+             FROM (SELECT i, CASE WHEN i > 19900 THEN (ARRAY['pending', 'running'])[1 + i % 2]
+                                  WHEN i % 200 = 0 THEN 'failed'
+                                  WHEN i % 200 = 1 THEN 'cancelled'
+                                  ELSE 'completed' END AS status
+                   FROM generate_series(1, 20000) AS i) AS jobs",
+        )
+        .execute(&mut *connection)
+        .await
+        .expect("20,000 linked jobs");
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "PREPARE retention (timestamptz, int8) AS {DELETE_FINISHED}"
+        )))
+        .execute(&mut *connection)
+        .await
+        .expect("prepare");
+        // A batch reads its rows from the finished-jobs index and deletes them by key; a
+        // round with nothing old enough reads no row.
+        for (before, deleted) in [("now() - interval '90 days'", 0), ("now()", 500)] {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE retention ({before}, 500)"
+            )))
+            .fetch_one(&mut *connection)
+            .await
+            .expect("explain");
+            let plan: Json<serde_json::Value> = row.try_get(0).expect("a JSON plan");
+            let text = plan.0.to_string();
+            assert!(looks_up(&plan.0, "finished_at <"), "{text}");
+            assert!(text.contains("folio_jobs_finished"), "{text}");
+            assert!(!text.contains("Seq Scan"), "{text}");
+            assert!(most_rows_in_one_node(&plan.0) <= deleted, "{text}");
+        }
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM folio_jobs")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("count");
+        assert_eq!(left, 19_500);
+        let dangling: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM folio_jobs j
+             WHERE EXISTS (SELECT 1 FROM unnest(ARRAY[j.previous_job_id, j.next_job_id,
+                                                      j.resumed_from]) AS link (id)
+                           WHERE link.id IS NOT NULL
+                             AND NOT EXISTS (SELECT 1 FROM folio_jobs k WHERE k.id = link.id))",
+        )
+        .fetch_one(&mut *connection)
+        .await
+        .expect("links");
+        assert_eq!(dangling, 0);
+        let cleared: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM folio_jobs WHERE id = pg_temp.job(501) AND previous_job_id IS NULL",
+        )
+        .fetch_one(&mut *connection)
+        .await
+        .expect("the job after the batch");
+        assert_eq!(
+            cleared, 1,
+            "the first job left no longer names the last one deleted"
+        );
+
+        // Each delete makes the foreign keys clear the links into the deleted row with this
+        // statement (as Postgres writes it): each must find them through its column's
+        // partial index, not a scan of the table per deleted job.
+        for column in ["resumed_from", "previous_job_id", "next_job_id"] {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "PREPARE unlink_{column} (uuid) AS UPDATE ONLY folio_jobs SET {column} = NULL \
+                 WHERE $1 OPERATOR(pg_catalog.=) {column}"
+            )))
+            .execute(&mut *connection)
+            .await
+            .expect("prepare");
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "EXPLAIN (FORMAT JSON) EXECUTE unlink_{column} (pg_temp.job(9000))"
+            )))
+            .fetch_one(&mut *connection)
+            .await
+            .expect("explain");
+            let plan: Json<serde_json::Value> = row.try_get(0).expect("a JSON plan");
+            let text = plan.0.to_string();
+            assert!(text.contains(&format!("folio_jobs_{column}")), "{text}");
+            assert!(!text.contains("Seq Scan"), "{column}: {text}");
+        }
         drop(connection);
         database.drop().await;
     }

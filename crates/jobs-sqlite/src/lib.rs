@@ -318,6 +318,34 @@ WHERE status = 'pending' AND run_at < ?2
   AND (?4 IS NULL OR (resource_key = ?4 AND job_type = ?5))
 RETURNING id";
 
+/// Retention: the oldest `?2` finished jobs that ended before `?1`, from the
+/// `folio_jobs_finished` index (a range that ends where the young jobs begin).
+const SELECT_FINISHED: &str = "
+SELECT id FROM folio_jobs
+WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?1
+ORDER BY finished_at
+LIMIT ?2";
+
+/// Clears the links that jobs outside a retention batch (`?1`, a JSON array of ids) have
+/// into it: what `ON DELETE SET NULL` does on Postgres, which SQLite cannot add to an existing
+/// table (`migrations/0008_retention.sql`). Each column's partial index finds the jobs.
+const UNLINK_RESUMED_FROM: &str = "
+UPDATE folio_jobs SET resumed_from = NULL
+WHERE resumed_from IN (SELECT value FROM json_each(?1))
+  AND id NOT IN (SELECT value FROM json_each(?1))";
+const UNLINK_PREVIOUS: &str = "
+UPDATE folio_jobs SET previous_job_id = NULL
+WHERE previous_job_id IN (SELECT value FROM json_each(?1))
+  AND id NOT IN (SELECT value FROM json_each(?1))";
+const UNLINK_NEXT: &str = "
+UPDATE folio_jobs SET next_job_id = NULL
+WHERE next_job_id IN (SELECT value FROM json_each(?1))
+  AND id NOT IN (SELECT value FROM json_each(?1))";
+
+/// Deletes a retention batch (`?1`, a JSON array of ids). Links among the batch's own jobs
+/// go with them: the foreign keys are checked at the end of the statement.
+const DELETE_JOBS: &str = "DELETE FROM folio_jobs WHERE id IN (SELECT value FROM json_each(?1))";
+
 const REGISTER_WORKER: &str = "
 INSERT INTO folio_workers (id, host, job_types, started_at, last_seen)
 VALUES (?1, ?2, ?3, ?4, ?5)
@@ -733,6 +761,50 @@ impl JobStore for SqliteJobStore {
         Ok(report)
     }
 
+    async fn delete_finished(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        // One write transaction: no other writer runs until it commits, so no job can come
+        // to name the batch between the unlinking and the delete, and concurrent calls take
+        // turns (each sees the jobs the one before deleted as gone).
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(translate)?;
+        let ids = sqlx::query_scalar::<_, String>(SELECT_FINISHED)
+            .bind(micros(finished_before))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(translate)?;
+        if ids.is_empty() {
+            transaction.commit().await.map_err(translate)?;
+            return Ok(0);
+        }
+        let batch = json_text(&ids);
+        for unlink in [UNLINK_RESUMED_FROM, UNLINK_PREVIOUS, UNLINK_NEXT] {
+            sqlx::query(unlink)
+                .bind(&batch)
+                .execute(&mut *transaction)
+                .await
+                .map_err(translate)?;
+        }
+        let deleted = sqlx::query(DELETE_JOBS)
+            .bind(&batch)
+            .execute(&mut *transaction)
+            .await
+            .map_err(translate)?
+            .rows_affected();
+        transaction.commit().await.map_err(translate)?;
+        Ok(deleted)
+    }
+
     async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
         let definition: String = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'folio_jobs_one_active'",
@@ -873,6 +945,59 @@ mod plans {
             assert!(
                 !listing.lines().any(|line| line.trim() == "SCAN folio_jobs"),
                 "{listing}"
+            );
+        }
+    }
+
+    /// Retention reads a batch from the finished-jobs index, and finds the jobs that name it
+    /// (to clear their links, and in the foreign keys' check as it deletes) through the
+    /// partial index of each link column: no statement scans the table.
+    #[tokio::test]
+    async fn retention_reads_a_batch_and_the_links_into_it_from_indexes() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store = SqliteJobStore::connect(&url).await.expect("open");
+        let batch = Some(r#"["00000000-0000-7000-8000-000000000001"]"#);
+        let cases = [
+            (
+                SELECT_FINISHED,
+                vec![Some("0"), Some("500")],
+                vec!["SEARCH folio_jobs USING INDEX folio_jobs_finished (finished_at<?)"],
+            ),
+            (
+                UNLINK_RESUMED_FROM,
+                vec![batch],
+                vec!["folio_jobs_resumed_from (resumed_from=?)"],
+            ),
+            (
+                UNLINK_PREVIOUS,
+                vec![batch],
+                vec!["folio_jobs_previous_job_id (previous_job_id=?)"],
+            ),
+            (
+                UNLINK_NEXT,
+                vec![batch],
+                vec!["folio_jobs_next_job_id (next_job_id=?)"],
+            ),
+            (
+                DELETE_JOBS,
+                vec![batch],
+                vec![
+                    "sqlite_autoindex_folio_jobs_1 (id=?)",
+                    "folio_jobs_resumed_from (resumed_from=?)",
+                    "folio_jobs_previous_job_id (previous_job_id=?)",
+                    "folio_jobs_next_job_id (next_job_id=?)",
+                ],
+            ),
+        ];
+        for (sql, arguments, indexes) in cases {
+            let plan = plan(&store, sql, &arguments).await;
+            for index in indexes {
+                assert!(plan.contains(index), "{index}:\n{plan}");
+            }
+            assert!(
+                !plan.lines().any(|line| line.trim() == "SCAN folio_jobs"),
+                "{plan}"
             );
         }
     }

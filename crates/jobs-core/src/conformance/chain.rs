@@ -21,7 +21,7 @@ fn step(job_type: &str, payload: serde_json::Value) -> ChainStep {
 }
 
 /// A [`TEST_TYPE`] job for `key` with chain `then`, created by `lock`.
-async fn chained(lock: &LockService, key: &str, then: Vec<ChainStep>) -> Job {
+pub(super) async fn chained(lock: &LockService, key: &str, then: Vec<ChainStep>) -> Job {
     let payload = serde_json::json!({ "key": key });
     match lock.acquire_chain(key, TEST_TYPE, payload, then).await {
         Ok(Acquire::Created(job)) => job,
@@ -30,7 +30,7 @@ async fn chained(lock: &LockService, key: &str, then: Vec<ChainStep>) -> Job {
 }
 
 /// Claims the due jobs of `job_type`.
-async fn claim_type(fx: &Fixture, job_type: &str, limit: u32) -> Vec<Job> {
+pub(super) async fn claim_type(fx: &Fixture, job_type: &str, limit: u32) -> Vec<Job> {
     fx.store
         .claim(&ClaimParams {
             worker_id: WORKER.to_owned(),
@@ -50,7 +50,7 @@ async fn claim_one_of(fx: &Fixture, job_type: &str) -> Job {
 }
 
 /// Ends `job`'s claim as the runner does (its chain marked from the job), and reads it back.
-async fn finish_as_runner(
+pub(super) async fn finish_as_runner(
     fx: &Fixture,
     job: &Job,
     outcome: FinishOutcome,

@@ -41,6 +41,7 @@ mod model;
 mod registry;
 mod rescue;
 mod resume;
+mod retention;
 mod runtime;
 mod typed;
 
@@ -57,6 +58,7 @@ pub use model::*;
 pub use registry::*;
 pub use rescue::*;
 pub use resume::*;
+pub use retention::*;
 pub use runtime::*;
 pub use typed::*;
 
@@ -128,6 +130,13 @@ macro_rules! conformance_cases {
         $callback!(failure_and_cancel_stop_the_chain);
         $callback!(resume_of_a_chained_job_carries_its_chain);
         $callback!(refused_next_job_rolls_the_completion_back);
+        // retention
+        $callback!(retention_deletes_only_finished_jobs_older_than_the_cutoff);
+        $callback!(retention_deletes_at_most_limit_jobs_oldest_first);
+        $callback!(retention_clears_links_to_deleted_jobs);
+        $callback!(retention_deletes_chains_whose_jobs_name_each_other);
+        $callback!(concurrent_retention_deletes_take_each_job_once);
+        $callback!(runtime_deletes_finished_jobs_past_the_retention);
         // errors, listing, schema
         $callback!(unknown_job_is_not_found_for_every_operation);
         $callback!(list_returns_newest_first_with_filters);

@@ -13,7 +13,7 @@ use crate::runtime::{
     CancelReason, HandlerError, JobContext, JobHandler, Worker, WorkerConfig, WorkerMetrics,
 };
 use crate::{
-    Acquire, ChainStep, ClaimParams, Job, JobId, JobQuery, JobStatus, JobStore, LockService,
+    Acquire, ChainStep, ClaimParams, Clock, Job, JobId, JobQuery, JobStatus, JobStore, LockService,
     RecoveryPolicy, RescueScope, SystemClock, codes,
 };
 
@@ -172,9 +172,17 @@ pub struct RunningWorker {
 impl RunningWorker {
     /// Starts a worker with `config` over `store`.
     pub fn start(store: Arc<dyn JobStore>, config: WorkerConfig) -> Self {
+        Self::start_with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// Starts a worker with `config` over `store`, taking time from `clock`.
+    pub fn start_with_clock(
+        store: Arc<dyn JobStore>,
+        config: WorkerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let handler = Arc::new(StepsHandler::default());
         let shutdown = CancellationToken::new();
-        let clock = Arc::new(SystemClock);
         let lock = LockService::new(store.clone(), clock.clone(), config.recovery_policy());
         let worker = Worker::new(store.clone(), clock, config).handler(handler.clone());
         let metrics = worker.metrics();

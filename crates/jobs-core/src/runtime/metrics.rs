@@ -40,6 +40,8 @@ pub struct WorkerMetrics {
     pub rescued_requeued: AtomicU64,
     /// Jobs failed by this worker's rescuer (stale with attempts used, or pending timeout).
     pub rescued_failed: AtomicU64,
+    /// Finished jobs this worker deleted past the retention.
+    pub retention_deleted: AtomicU64,
     /// Jobs running now.
     pub running: AtomicU64,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
@@ -100,6 +102,11 @@ impl WorkerMetrics {
                 &self.lease_lost,
             ),
             ("folio_worker_panics_total", "Handler panics.", &self.panics),
+            (
+                "folio_worker_jobs_deleted_total",
+                "Finished jobs deleted past the retention.",
+                &self.retention_deleted,
+            ),
         ];
         for (name, help, value) in counters {
             let value = value.load(Ordering::Relaxed);
@@ -176,11 +183,13 @@ mod tests {
     fn renders_counters_and_a_cumulative_histogram() {
         let metrics = WorkerMetrics::default();
         WorkerMetrics::inc(&metrics.completed);
+        metrics.retention_deleted.fetch_add(3, Ordering::Relaxed);
         metrics.observe_duration(Duration::from_millis(30));
         metrics.observe_duration(Duration::from_secs(2));
         let mut text = String::new();
         metrics.render(&mut text);
         assert!(text.contains("folio_worker_jobs_finished_total{outcome=\"completed\"} 1"));
+        assert!(text.contains("folio_worker_jobs_deleted_total 3"));
         assert!(text.contains("folio_worker_job_duration_seconds_bucket{le=\"0.05\"} 1"));
         assert!(text.contains("folio_worker_job_duration_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("folio_worker_job_duration_seconds_count 2"));

@@ -18,6 +18,9 @@
 //! - Every `heartbeat_interval` it touches its registry row; every second (or
 //!   `heartbeat_interval`, if shorter) it rescues stuck jobs, so a dead worker's job is
 //!   requeued within a second of going stale.
+//! - With a `job_retention`, once a minute (by its clock) it deletes the finished jobs that
+//!   ended longer ago, `retention_batch` at a time with a short pause between batches, in a
+//!   task of its own so a long backlog never delays a rescue.
 //! - On shutdown it stops claiming, fires every handler's token with reason `Shutdown`, waits
 //!   up to `shutdown_grace`, and hands back what is left as `interrupted` without using an
 //!   attempt.
@@ -31,6 +34,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -81,6 +85,11 @@ pub struct WorkerConfig {
     pub claimers: Option<usize>,
     /// Most job ends written in one statement.
     pub finish_batch: usize,
+    /// Finished jobs (completed, failed, cancelled) that ended longer ago than this are
+    /// deleted; `None` keeps them forever.
+    pub job_retention: Option<Duration>,
+    /// Most finished jobs one retention delete removes (one short transaction).
+    pub retention_batch: u32,
 }
 
 impl Default for WorkerConfig {
@@ -114,11 +123,30 @@ impl Default for WorkerConfig {
             claim_batch: 256,
             claimers: None,
             finish_batch: 512,
+            job_retention: Some(Self::DEFAULT_JOB_RETENTION),
+            retention_batch: 500,
         }
     }
 }
 
 impl WorkerConfig {
+    /// The default `job_retention`: 30 days.
+    pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+    /// How often, by the worker's clock, a worker looks for finished jobs past the retention.
+    pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// The pause between two retention batches: other writers (the one writer of SQLite
+    /// above all) get their turn, and a backlog drains at a bounded pace.
+    pub const RETENTION_PAUSE: Duration = Duration::from_millis(100);
+
+    /// Finished jobs that ended before the returned time are deleted, as of `now`; `None`
+    /// when jobs are kept forever (or the retention reaches back before any time).
+    pub fn retention_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let retention = chrono::Duration::from_std(self.job_retention?).ok()?;
+        now.checked_sub_signed(retention)
+    }
+
     /// The recovery policy these timings imply.
     pub fn recovery_policy(&self) -> RecoveryPolicy {
         RecoveryPolicy {
@@ -275,6 +303,7 @@ impl Worker {
         });
         let maintenance_stop = CancellationToken::new();
         let maintenance = tokio::spawn(maintain(runtime.clone(), maintenance_stop.clone()));
+        let retention = tokio::spawn(retain(runtime.clone(), maintenance_stop.clone()));
 
         let tracker = TaskTracker::new();
         // Claim loops share the slots: while one claim's jobs start, the next claim runs. Only
@@ -329,6 +358,7 @@ impl Worker {
         }
         maintenance_stop.cancel();
         let _ = maintenance.await;
+        let _ = retention.await;
         drop(runtime);
         let _ = finisher.await;
         if let Err(error) = self.store.remove_worker(&self.config.worker_id).await {
@@ -467,6 +497,71 @@ async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error_chain(&error), "rescue failed"),
+        }
+    }
+}
+
+/// Whether a retention round is due at `now`: the first one at once, then one every
+/// [`WorkerConfig::RETENTION_INTERVAL`] by the worker's clock (also when the clock went back
+/// since the last round, as only a test's clock does).
+fn retention_due(last_round: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    let interval = chrono::Duration::from_std(WorkerConfig::RETENTION_INTERVAL)
+        .expect("a minute fits in a chrono duration");
+    last_round.is_none_or(|last| now < last || now - last >= interval)
+}
+
+/// Retention: looks every [`WorkerConfig::rescue_interval`] (real time) whether a round is due
+/// by the worker's clock; a round deletes the finished jobs past `job_retention` in batches
+/// of `retention_batch` until a batch comes back short, pausing
+/// [`WorkerConfig::RETENTION_PAUSE`] between batches. Every worker runs it; the store lets
+/// concurrent deletes each take their own jobs. A failed batch is logged and the round ends:
+/// the next round tries again.
+async fn retain(runtime: Arc<Runtime>, stop: CancellationToken) {
+    if runtime.config.job_retention.is_none() {
+        return;
+    }
+    let batch = runtime.config.retention_batch.max(1);
+    let mut interval = tokio::time::interval(runtime.config.rescue_interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_round = None;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now = runtime.clock.now();
+        if !retention_due(last_round, now) {
+            continue;
+        }
+        last_round = Some(now);
+        let Some(cutoff) = runtime.config.retention_cutoff(now) else {
+            continue;
+        };
+        let mut deleted = 0;
+        loop {
+            match runtime.store.delete_finished(cutoff, batch).await {
+                Ok(count) => {
+                    deleted += count;
+                    runtime
+                        .metrics
+                        .retention_deleted
+                        .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    if count < u64::from(batch) {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "deleting finished jobs past the retention failed; retrying next round");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(WorkerConfig::RETENTION_PAUSE) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, finished_before = %cutoff, "deleted finished jobs past the retention");
         }
     }
 }
@@ -739,5 +834,52 @@ async fn finish_batches(
                 result.unwrap_or_else(|| Err(StoreError::Backend("job store unavailable".into())));
             let _ = reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn retention_rounds_run_at_once_then_once_a_minute_by_the_clock() {
+        let start = Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap();
+        let seconds = chrono::Duration::seconds;
+        assert!(retention_due(None, start));
+        assert!(!retention_due(Some(start), start));
+        assert!(!retention_due(Some(start), start + seconds(59)));
+        assert!(retention_due(Some(start), start + seconds(60)));
+        assert!(retention_due(
+            Some(start),
+            start + chrono::Duration::days(31)
+        ));
+        assert!(
+            retention_due(Some(start), start - seconds(1)),
+            "a clock moved back does not stop retention"
+        );
+    }
+
+    #[test]
+    fn retention_cutoff_is_now_minus_the_retention_and_none_keeps_jobs_forever() {
+        let now = Utc.with_ymd_and_hms(2030, 3, 1, 0, 0, 0).unwrap();
+        let config = WorkerConfig::default();
+        assert_eq!(config.job_retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(config.retention_batch, 500);
+        assert_eq!(
+            config.retention_cutoff(now),
+            Some(Utc.with_ymd_and_hms(2030, 1, 30, 0, 0, 0).unwrap())
+        );
+        let forever = WorkerConfig {
+            job_retention: None,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(forever.retention_cutoff(now), None);
+        let longer_than_time = WorkerConfig {
+            job_retention: Some(Duration::MAX),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(longer_than_time.retention_cutoff(now), None);
     }
 }
