@@ -61,6 +61,21 @@ pub enum BooksError {
         #[source]
         source: BlobError,
     },
+    /// A newer run of the same job type wrote the manifest: this run lost its job and
+    /// must stop writing (see [`crate::Fence`]).
+    #[error(
+        "manifest write of {book_id} refused: {job_type} run {ours:?} is fenced by the newer run {newer:?}"
+    )]
+    Fenced {
+        /// The book.
+        book_id: BookId,
+        /// The job type whose part of the manifest is fenced.
+        job_type: String,
+        /// This run.
+        ours: crate::Fence,
+        /// The newer run that wrote the manifest.
+        newer: crate::Fence,
+    },
     /// Listing the books failed.
     #[error("listing books failed")]
     ListFailed {
@@ -263,16 +278,22 @@ impl Books {
     where
         F: FnMut(&mut Manifest) + Send,
     {
-        self.update_unconfirmed(book_id, change, &mut None).await
+        self.update_unconfirmed(book_id, None, change, &mut None)
+            .await
     }
 
     /// [`Books::update`] that also knows the last write a previous call sent without
     /// learning its outcome (`unconfirmed`, kept by the caller between calls): when the
     /// stored manifest is exactly that write, it is returned and `change` is not applied
     /// (it is in there already). A failed write's bytes are left in `unconfirmed`.
+    ///
+    /// With `fence` (a job type and its run), the write is refused with
+    /// [`BooksError::Fenced`] when a newer run of that type wrote the manifest; else the
+    /// run is recorded in `writers`.
     pub(crate) async fn update_unconfirmed<F>(
         &self,
         book_id: &BookId,
+        fence: Option<&(String, crate::Fence)>,
         mut change: F,
         unconfirmed: &mut Option<Unconfirmed>,
     ) -> Result<Manifest, BooksError>
@@ -289,6 +310,21 @@ impl Books {
                 // `updated_at` makes every write's bytes unique: these are ours.
                 tracing::info!(book.id = %book_id, attempt, "an earlier manifest write whose answer was lost is stored; not applied again");
                 return Ok(manifest);
+            }
+            if let Some((job_type, ours)) = fence {
+                match manifest.writers.get(job_type) {
+                    Some(newer) if newer > ours => {
+                        return Err(BooksError::Fenced {
+                            book_id: book_id.clone(),
+                            job_type: job_type.clone(),
+                            ours: ours.clone(),
+                            newer: newer.clone(),
+                        });
+                    }
+                    _ => {
+                        manifest.writers.insert(job_type.clone(), ours.clone());
+                    }
+                }
             }
             change(&mut manifest);
             manifest.book_id = book_id.clone();

@@ -31,7 +31,7 @@ pub use ingest::{
     DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, TextLayers, UploadedFile,
 };
 pub use manifest::{
-    GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,
+    Fence, GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,
 };
 pub use pdf::{PDF_TEXT_ENGINE, PdfTools};
 pub use writer::{ManifestChange, ManifestWriter};

@@ -16,7 +16,8 @@ use crate::layout;
 /// - 2: the book's `language`; per page `ocr.hocr`, `ocr.confidence`, `ocr.words` and
 ///   `ocr.needs_review`. Every new field has a default, so version 1 manifests read as they
 ///   are (and are written back as version 2).
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: `writers`, the newest run of each job type that wrote the manifest (its fence).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A book's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,24 @@ pub struct Manifest {
     pub pages: Vec<Page>,
     /// Guidelines progress.
     pub guidelines: GuidelinesState,
+    /// Per job type, the newest job run that wrote its part of the manifest. A write by an
+    /// older run (a worker that lost its job while cut off, say) is refused: see
+    /// [`Fence`].
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub writers: std::collections::BTreeMap<String, Fence>,
+}
+
+/// Who writes a manifest for a job: the job's id and the lease of its run. Runs are
+/// ordered by job id (ids are UUIDv7, so a newer job has a greater id; one job of a type
+/// is active per book at a time) and then by lease (each claim of a job raises it). A
+/// [`crate::ManifestWriter`] with a fence refuses to write once a newer run of its job
+/// type has written the manifest, with [`crate::BooksError::Fenced`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fence {
+    /// The job's id (a UUIDv7 in text).
+    pub job: String,
+    /// The job's lease while this run holds it.
+    pub lease: i64,
 }
 
 /// One page of a book.
@@ -181,6 +200,7 @@ impl Manifest {
             next_page: 1,
             pages: Vec::new(),
             guidelines: GuidelinesState::default(),
+            writers: std::collections::BTreeMap::new(),
         }
     }
 

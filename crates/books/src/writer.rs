@@ -25,6 +25,8 @@ pub struct ManifestWriter {
     /// The last write of a failed flush, which may have been stored all the same: the
     /// next flush then finds its changes in, and does not apply them twice.
     unconfirmed: Option<Unconfirmed>,
+    /// The job type and run this writer writes for, when fenced.
+    fence: Option<(String, crate::Fence)>,
 }
 
 struct PendingChange(ManifestChange);
@@ -43,7 +45,17 @@ impl ManifestWriter {
             flush_every: flush_every.max(1),
             pending: Vec::new(),
             unconfirmed: None,
+            fence: None,
         }
+    }
+
+    /// Writes for run `fence` of a `job_type` job: once a newer run of that type has
+    /// written the manifest, every flush fails with [`BooksError::Fenced`] and writes
+    /// nothing, so a worker that lost its job (cut off from the database while another
+    /// took over) cannot overwrite the newer run's pages when it comes back.
+    pub fn fenced(mut self, job_type: impl Into<String>, fence: crate::Fence) -> Self {
+        self.fence = Some((job_type.into(), fence));
+        self
     }
 
     /// Queues `change`; when `flush_every` changes are queued, writes them all and
@@ -73,6 +85,7 @@ impl ManifestWriter {
             .books
             .update_unconfirmed(
                 &self.book_id,
+                self.fence.as_ref(),
                 |manifest| {
                     for change in pending {
                         (change.0)(manifest);

@@ -14,8 +14,10 @@
 //! 4. A failed page is recorded and the job goes on ([`OnPageFailure::Record`], bulk OCR),
 //!    or it stops the job, naming the page ([`OnPageFailure::FailJob`], extraction in
 //!    order). Errors that would hit every page ([`PageError::Fatal`]) stop the job.
-//! 5. On cancel (request, shutdown, lost lease) no new page starts, pages in flight are
-//!    abandoned, and the manifest is written with what finished.
+//! 5. On cancel (request, lost lease) or a fatal error no new page starts, pages in flight
+//!    are abandoned, and the manifest is written with what finished. On shutdown no new
+//!    page starts either, but pages in flight finish (within the worker's shutdown grace):
+//!    a rolling restart redoes no page.
 //! 6. Object storage that is unavailable (an outage, throttling, timeouts: a transient
 //!    [`BlobError`] after the store's own retries) is waited out for up to
 //!    [`PageJobConfig::storage_wait`]: a manifest write is retried with backoff, and
@@ -36,7 +38,7 @@ use async_trait::async_trait;
 use blob_store::BlobError;
 use books::{BookId, Books, BooksError, Manifest, ManifestChange};
 use jobs_core::Backoff;
-use jobs_core::runtime::{ErrorKind, HandlerError, JobContext, error_chain};
+use jobs_core::runtime::{CancelReason, ErrorKind, HandlerError, JobContext, error_chain};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -154,6 +156,10 @@ pub const STORAGE_UNAVAILABLE: &str = "storage_unavailable";
 
 /// The error code of any other storage failure (permissions, missing bucket, bad key).
 pub const STORAGE: &str = "storage";
+
+/// The error code of a run whose manifest write was refused because a newer run of its
+/// job wrote the manifest ([`BooksError::Fenced`]).
+pub const FENCED: &str = "fenced";
 
 /// How long a book job waits out unavailable storage by default.
 pub const DEFAULT_STORAGE_WAIT: Duration = Duration::from_secs(60);
@@ -391,8 +397,21 @@ pub async fn run_pages<W: PageWork>(
         progress.message = None;
     });
 
+    // `stop`: no new page starts. `abandon`: pages in flight give up; on shutdown it stays
+    // unfired, so they finish.
     let stop = context.cancellation_token().child_token();
-    let mut writer = books.manifest_writer(book_id, config.manifest_flush_every);
+    let abandon = CancellationToken::new();
+    let mut draining = false;
+    // Fenced by this run: a worker that lost the job (cut off while another took it over)
+    // finds its manifest writes refused once the newer run has written.
+    let job = context.job();
+    let fence = books::Fence {
+        job: job.id.to_string(),
+        lease: job.lease.0,
+    };
+    let mut writer = books
+        .manifest_writer(book_id, config.manifest_flush_every)
+        .fenced(job.job_type.clone(), fence);
     let mut queue = remaining.into_iter();
     let mut tasks = JoinSet::new();
     let mut unflushed_done: Vec<u32> = Vec::new();
@@ -405,9 +424,27 @@ pub async fn run_pages<W: PageWork>(
                 break;
             };
             context.update_progress(|progress| progress.current_item = Some(page.to_string()));
-            tasks.spawn(try_page(work.clone(), page, config.retry, stop.clone()));
+            tasks.spawn(try_page(
+                work.clone(),
+                page,
+                config.retry,
+                stop.clone(),
+                abandon.clone(),
+            ));
         }
-        let Some(joined) = tasks.join_next().await else {
+        let next = tokio::select! {
+            joined = tasks.join_next() => joined,
+            () = stop.cancelled(), if !draining && !abandon.is_cancelled() => {
+                if context.cancel_reason() == Some(CancelReason::Shutdown) {
+                    tracing::info!(book.id = %book_id, in_flight = tasks.len(), "shutting down: finishing the pages in flight");
+                    draining = true;
+                } else {
+                    abandon.cancel();
+                }
+                continue;
+            }
+        };
+        let Some(joined) = next else {
             break;
         };
         let outcome = match joined {
@@ -467,6 +504,9 @@ pub async fn run_pages<W: PageWork>(
             }
             Ok(None) => {}
             Err(error) => {
+                if matches!(error, BooksError::Fenced { .. }) {
+                    tracing::warn!(book.id = %book_id, error = %error_chain(&error), "manifest write refused: a newer run has the job; stopping");
+                }
                 fatal.get_or_insert(books_error(error));
                 stop.cancel();
             }
@@ -526,17 +566,19 @@ async fn record_durable(context: &JobContext, checkpoint: &PageCheckpoint) {
     }
 }
 
-/// Tries one page up to the policy's tries.
+/// Tries one page up to the policy's tries. A try in flight gives up when `abandon` fires;
+/// no retry starts once `stop` has.
 async fn try_page<W: PageWork>(
     work: Arc<W>,
     page: u32,
     retry: PageRetryPolicy,
     stop: CancellationToken,
+    abandon: CancellationToken,
 ) -> PageOutcome<W::Done> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let (code, message, after) = match work.run(page, &stop).await {
+        let (code, message, after) = match work.run(page, &abandon).await {
             Ok(done) => return PageOutcome::Done { page, done, tries },
             Err(PageError::Cancelled) => return PageOutcome::Abandoned,
             Err(PageError::Fatal(error)) => return PageOutcome::Fatal(error),
@@ -608,6 +650,9 @@ pub fn books_error(error: BooksError) -> HandlerError {
         BooksError::CorruptManifest { .. } | BooksError::UnsupportedSchema { .. } => {
             HandlerError::terminal("manifest", message)
         }
+        // This run lost its job to a newer one, whose lease also refuses this run's end in
+        // the job store: the error only stops the handler.
+        BooksError::Fenced { .. } => HandlerError::retryable(FENCED, message),
         _ if unavailable => HandlerError::retryable(STORAGE_UNAVAILABLE, message),
         _ => HandlerError::retryable(STORAGE, message),
     }

@@ -313,3 +313,99 @@ async fn eight_concurrent_writers_lose_none_of_200_page_updates_on_the_file_back
 async fn eight_concurrent_writers_lose_none_of_200_page_updates_on_s3() {
     eight_concurrent_writers_lose_none_of_200_page_updates(s3_test_store().await).await;
 }
+
+fn fence(job: &str, lease: i64) -> books::Fence {
+    books::Fence {
+        job: job.to_owned(),
+        lease,
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_writer_is_refused_once_a_newer_run_of_its_job_type_wrote() {
+    let fixture = file_test_store().await;
+    let books = Books::new(fixture.store());
+    let book = id("fenced");
+    books.create(&book, "Fenced").await.unwrap();
+    // UUIDv7 text: the second job was created after the first.
+    let (job_a, job_b) = (
+        "01a229de-0000-7000-8000-000000000001",
+        "01a229df-0000-7000-8000-000000000001",
+    );
+    let mut first_run = books
+        .manifest_writer(&book, 1)
+        .fenced("ocr", fence(job_a, 1));
+    first_run
+        .push(|manifest: &mut Manifest| manifest.upsert_page(page(1)))
+        .await
+        .unwrap();
+    // The job is taken over (lease 2) and the new run writes.
+    let mut second_run = books
+        .manifest_writer(&book, 1)
+        .fenced("ocr", fence(job_a, 2));
+    second_run
+        .push(|manifest: &mut Manifest| manifest.upsert_page(page(2)))
+        .await
+        .unwrap();
+    // Another job type's runs are not fenced by it.
+    let mut guidelines = books
+        .manifest_writer(&book, 1)
+        .fenced("guidelines", fence(job_a, 1));
+    guidelines
+        .push(|manifest: &mut Manifest| manifest.title = "Renamed".to_owned())
+        .await
+        .unwrap();
+    let before = books.manifest(&book).await.unwrap();
+
+    // The first run comes back: refused, nothing written.
+    let error = first_run
+        .push(|manifest: &mut Manifest| manifest.upsert_page(page(3)))
+        .await
+        .unwrap_err();
+    match &error {
+        BooksError::Fenced {
+            job_type,
+            ours,
+            newer,
+            ..
+        } => {
+            assert_eq!(job_type, "ocr");
+            assert_eq!(ours, &fence(job_a, 1));
+            assert_eq!(newer, &fence(job_a, 2));
+        }
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert!(!error.is_transient());
+    assert_eq!(books.manifest(&book).await.unwrap(), before);
+    assert_eq!(before.writers["ocr"], fence(job_a, 2));
+    assert_eq!(before.writers["guidelines"], fence(job_a, 1));
+
+    // A newer job of the type (a resume) fences every run of the older one, whatever the
+    // lease; an unfenced update (an upload, say) is never refused.
+    let mut resumed = books
+        .manifest_writer(&book, 1)
+        .fenced("ocr", fence(job_b, 1));
+    resumed
+        .push(|manifest: &mut Manifest| manifest.upsert_page(page(4)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        second_run
+            .push(|manifest: &mut Manifest| manifest.upsert_page(page(5)))
+            .await,
+        Err(BooksError::Fenced { .. })
+    ));
+    books
+        .update(&book, |manifest| manifest.upsert_page(page(6)))
+        .await
+        .unwrap();
+    let pages: Vec<u32> = books
+        .manifest(&book)
+        .await
+        .unwrap()
+        .pages
+        .iter()
+        .map(|page| page.page)
+        .collect();
+    assert_eq!(pages, [1, 2, 4, 6]);
+}

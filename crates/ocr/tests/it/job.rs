@@ -218,7 +218,7 @@ async fn cancel_stops_at_a_page_boundary_and_resume_redoes_only_unrecorded_pages
 }
 
 #[tokio::test]
-async fn shutdown_hands_the_job_back_with_every_finished_page_recorded() {
+async fn shutdown_finishes_the_pages_in_flight_and_hands_the_job_back() {
     let harness = Harness::with_pages(12).await;
     let first = Arc::new(ScriptedEngine::new().with_delay(Duration::from_millis(250)));
     let worker = harness.start_worker(first.clone(), job_config(2, 5));
@@ -238,6 +238,13 @@ async fn shutdown_hands_the_job_back_with_every_finished_page_recorded() {
         done_pages(&harness.manifest().await)
     );
     assert!(!checkpoint.done.is_empty());
+    // The pages in flight at the shutdown finished: every page the first worker started
+    // is recorded, so none is read twice.
+    let started: BTreeSet<u32> = first.calls().keys().copied().collect();
+    assert_eq!(
+        checkpoint.done.iter().copied().collect::<BTreeSet<_>>(),
+        started
+    );
 
     let second = Arc::new(ScriptedEngine::new());
     let worker = harness.start_worker(second.clone(), job_config(2, 5));
