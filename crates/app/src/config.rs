@@ -81,6 +81,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_SHUTDOWN_GRACE", value_parser = duration, default_value = "30s")]
     pub shutdown_grace: Duration,
 
+    /// Finished jobs (completed, failed, cancelled) that ended longer ago than this are
+    /// deleted by the workers, a small batch at a time, about once a minute; `0` keeps them
+    /// forever.
+    #[arg(long, env = "FOLIO_JOB_RETENTION", value_parser = duration, default_value = "30d")]
+    pub job_retention: Duration,
+
     /// This worker's id; a unique one (host, pid, random) when not given.
     #[arg(long, env = "FOLIO_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -221,6 +227,7 @@ impl WorkerArgs {
             poll_interval: self.poll_interval,
             progress_flush: self.progress_flush,
             shutdown_grace: self.shutdown_grace,
+            job_retention: Some(self.job_retention).filter(|retention| !retention.is_zero()),
             ..defaults
         }
     }
@@ -252,6 +259,10 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_secs(1));
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.concurrency, 2);
+        assert_eq!(
+            config.job_retention,
+            Some(Duration::from_secs(30 * 24 * 60 * 60))
+        );
         assert_eq!(cli.worker.extraction.extractor, ExtractorKind::Rules);
         assert_eq!(cli.worker.manifest_flush_every, 5);
         assert_eq!(cli.worker.storage_wait, Duration::from_secs(60));
@@ -325,5 +336,21 @@ mod tests {
         assert_eq!(cli.worker.types, ["ocr", "finalize"]);
         let error = Cli::try_parse_from(["worker", "--stale-after", "soon"]).unwrap_err();
         assert!(error.to_string().contains("500ms"), "{error}");
+    }
+
+    #[test]
+    fn job_retention_parses_and_zero_keeps_jobs_forever() {
+        let retention = |value: &str| {
+            Cli::try_parse_from(["worker", "--job-retention", value])
+                .unwrap()
+                .worker
+                .worker_config()
+                .job_retention
+        };
+        assert_eq!(retention("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(retention("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(retention("0"), None);
+        assert_eq!(retention("0s"), None);
+        assert!(Cli::try_parse_from(["worker", "--job-retention", "a month"]).is_err());
     }
 }
