@@ -90,6 +90,10 @@
 //!   when its attempts are used); a resumed job starts from the last checkpoint.
 //! - Every failure keeps its original message (cleaned of NUL and capped, see
 //!   [`storable_text`]).
+//! - Only finished jobs are ever deleted: workers delete those that ended longer ago than
+//!   [`runtime::WorkerConfig::job_retention`] (30 days by default; `None` keeps them), a
+//!   small batch at a time; a link to a deleted job (`resumed_from`, `previous_job_id`,
+//!   `next_job_id`) becomes `None`.
 //!
 //! # Feature flags
 //!
