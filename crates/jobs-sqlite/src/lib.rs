@@ -19,7 +19,7 @@ use jobs_core::{
     RescueParams, RescueReport, RescueScope, StoreError, Transition, WorkerInfo,
     parse_active_index,
 };
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -74,11 +74,29 @@ impl SqliteJobStore {
             pool,
             signal: Arc::new(Notify::new()),
         };
-        migrator()
-            .run(&store.pool)
-            .await
-            .map_err(|error| StoreError::Backend(Box::new(error)))?;
+        store.migrate().await?;
         Ok(store)
+    }
+
+    /// Runs the pending migrations in one `BEGIN IMMEDIATE` transaction. Safe when several
+    /// processes open a new file at once: sqlx takes no lock on SQLite, so each would find
+    /// the migrations missing and apply them over the others' ("table folio_jobs already
+    /// exists"). The write lock makes the others wait (the busy timeout) and then find
+    /// every migration applied. Each migration still runs in a savepoint of its own.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let backend = |error: MigrateError| StoreError::Backend(Box::new(error));
+        let mut transaction = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(translate)?;
+        // `run_direct`, sqlx's own way around `Migrator::run` on a connection, whose
+        // `Acquire<'a>` bound makes the future `Send` for no caller that spawns `connect`.
+        migrator()
+            .run_direct(None, &mut *transaction, false)
+            .await
+            .map_err(backend)?;
+        transaction.commit().await.map_err(translate)
     }
 
     /// The pool, for health checks.
@@ -999,6 +1017,42 @@ mod plans {
                 !plan.lines().any(|line| line.trim() == "SCAN folio_jobs"),
                 "{plan}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod migrations {
+    //! Several stores opening one new file at once, as processes starting together do.
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stores_opening_a_new_file_at_once_apply_each_migration_once_and_all_open() {
+        for _round in 0..5 {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+            let opening: Vec<_> = (0..8)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { SqliteJobStore::connect(&url).await })
+                })
+                .collect();
+            let mut stores = Vec::new();
+            for store in opening {
+                stores.push(store.await.expect("no panic").expect("every store opens"));
+            }
+            let applied: Vec<(i64, bool)> = sqlx::query_as(
+                "SELECT version, success FROM folio_schema_migrations ORDER BY version",
+            )
+            .fetch_all(stores[0].pool())
+            .await
+            .expect("read the migrations");
+            let expected: Vec<(i64, bool)> = migrator()
+                .iter()
+                .map(|migration| (migration.version, true))
+                .collect();
+            assert_eq!(applied, expected);
         }
     }
 }
