@@ -14,6 +14,10 @@ use jobs_core::{
 };
 use jobs_postgres::testing::TestDatabase;
 
+mod deploy;
+mod process;
+mod startup;
+
 /// A `worker` process; killed when dropped.
 struct WorkerProcess {
     id: String,
@@ -137,7 +141,16 @@ async fn eventually<T, F: Future<Output = Result<T, String>>>(
     what: &str,
     probe: impl Fn() -> F,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    eventually_within(Duration::from_secs(30), what, probe).await
+}
+
+/// [`eventually`] with a deadline of `limit`.
+async fn eventually_within<T, F: Future<Output = Result<T, String>>>(
+    limit: Duration,
+    what: &str,
+    probe: impl Fn() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match probe().await {
             Ok(value) => return value,
