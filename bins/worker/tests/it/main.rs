@@ -1,10 +1,10 @@
 //! Process-level tests of the `worker` binary on Postgres: a worker killed, paused or
-//! stopped mid-job, and a second worker that takes over.
+//! stopped mid-job, and a second worker that takes over; the metrics server; the start-up
+//! checks of the OCR engine. Modules: `startup` (processes starting at once on an empty
+//! database), `deploy` (the files in `deploy/`), `process` (the process helper).
 
-use std::fs;
 use std::future::Future;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,16 +13,16 @@ use jobs_core::{
     Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
 };
 use jobs_postgres::testing::TestDatabase;
+use process::Process;
 
 mod deploy;
 mod process;
 mod startup;
 
-/// A `worker` process; killed when dropped.
+/// A `worker` process running `bench.steps` jobs; killed when dropped.
 struct WorkerProcess {
     id: String,
-    child: Child,
-    log: PathBuf,
+    process: Process,
     _dir: tempfile::TempDir,
 }
 
@@ -34,8 +34,8 @@ impl WorkerProcess {
     /// Starts a worker with the suite's timings and `extra` flags (a poll interval among them).
     fn start_with(database_url: &str, id: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join(format!("{id}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        command
             .args([
                 "--database-url",
                 database_url,
@@ -54,36 +54,20 @@ impl WorkerProcess {
                 "--concurrency",
                 "2",
             ])
-            .env("RUST_LOG", "info,jobs_core=debug")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the worker binary");
+            .env("RUST_LOG", "info,jobs_core=debug");
         Self {
             id: id.to_owned(),
-            child,
-            log,
+            process: Process::spawn(command, id, dir.path()),
             _dir: dir,
         }
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {signal} failed");
+        self.process.signal(signal);
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }
 
@@ -270,7 +254,7 @@ async fn a_paused_worker_is_fenced_out_after_another_takes_its_job_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second() {
     let setup = setup().await;
-    let mut stopping = WorkerProcess::start(setup.database.url(), "worker-a");
+    let stopping = WorkerProcess::start(setup.database.url(), "worker-a");
     let job = setup.enqueue(30, 100).await;
     setup
         .wait_for(job.id, "progress", |job| job.progress.completed >= 3)
@@ -293,19 +277,18 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
     .await;
 
     stopping.signal("-TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let status = stopping.child.wait().unwrap();
-        (status, stopping)
-    });
     let taken = setup
         .wait_for(job.id, "takeover", |job| {
             job.worker_id.as_deref() == Some("worker-b")
         })
         .await;
-    let (status, stopping) = status.await.unwrap();
+    let status = stopping
+        .process
+        .wait_for_exit(Duration::from_secs(30))
+        .await;
     assert!(
-        status.success(),
-        "worker-a exits cleanly on SIGTERM: {status}\n{}",
+        status.is_some_and(|status| status.success()),
+        "worker-a exits cleanly on SIGTERM: {status:?}\n{}",
         stopping.log()
     );
     assert_eq!(
@@ -354,10 +337,8 @@ async fn the_worker_serves_health_and_metrics_over_http() {
     );
     wait_for_log(&worker, "serving /healthz and /metrics").await;
     let address = worker
-        .log()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|line| Some(line["fields"]["address"].as_str()?.to_owned()))
+        .process
+        .logged_address()
         .expect("the metrics address in the log");
     let job = setup.enqueue(3, 10).await;
     setup
