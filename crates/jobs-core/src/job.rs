@@ -295,6 +295,12 @@ pub struct Job {
     /// (resource, type) that was already active (whose `previous_job_id` stays as it was).
     #[serde(default)]
     pub next_job_id: Option<JobId>,
+    /// The W3C `traceparent` of the span that enqueued the job (see [`crate::trace`]): the
+    /// request that acquired it, or what the job it continues had (a chain's next job and a
+    /// resumed job inherit it). The worker's span of the first attempt is its child; later
+    /// attempts link to it. `None` when the job was enqueued outside a trace.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
     /// Whether a cancel was requested while it ran.
     pub cancel_requested: bool,
     /// The worker that holds or last held it.
@@ -332,6 +338,9 @@ pub struct NewJob {
     pub resumed_from: Option<JobId>,
     /// See [`Job::then`]; empty for a job without a chain.
     pub then: Vec<ChainStep>,
+    /// See [`Job::trace_parent`]. Stores keep only a valid one
+    /// ([`crate::trace::storable_trace_parent`]) and drop any other without an error.
+    pub trace_parent: Option<String>,
     /// Creation time; also the time it may first run.
     pub now: DateTime<Utc>,
 }

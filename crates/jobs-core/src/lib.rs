@@ -7,6 +7,8 @@
 //! - the [`LockService`]: one active job per (resource, job type), lazy rescue, resume, cancel;
 //! - the worker runtime in [`runtime`]: handlers, heartbeats, retries, graceful shutdown;
 //! - typed jobs in [`typed`]: a job type as a Rust type, its payload and checkpoint decoded;
+//! - tracing across the queue in [`trace`]: a span around every handler run, and the trace
+//!   of the request that enqueued a job carried to the worker;
 //! - the injectable [`Clock`];
 //! - with the `conformance` feature, the suite every store runs ([`conformance`]).
 //!
@@ -98,6 +100,9 @@
 //! # Feature flags
 //!
 //! - `conformance`: the suite every [`JobStore`] implementation runs from its tests.
+//! - `opentelemetry`: acquires store the current span's OpenTelemetry context as the job's
+//!   W3C `traceparent`, and the worker's span of a job's first attempt is its child (a retry
+//!   links to it), through `tracing-opentelemetry` (see [`trace`]).
 //!
 //! Architecture Invariant: this crate knows nothing of sqlx, Postgres, SQLite, axum or S3.
 //! Stores receive every timestamp from the caller, so time is always the injected clock's.
@@ -109,6 +114,7 @@ mod lock;
 pub mod runtime;
 pub mod state;
 mod store;
+pub mod trace;
 pub mod typed;
 
 #[cfg(feature = "conformance")]

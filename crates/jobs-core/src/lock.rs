@@ -99,6 +99,9 @@ pub struct AcquireRequest {
     pub payload: serde_json::Value,
     /// The chain to run after it (see [`Job::then`]); empty for none.
     pub then: Vec<ChainStep>,
+    /// The W3C `traceparent` to store with the job (see [`Job::trace_parent`]); `None`
+    /// takes the current span's ([`crate::trace::current_trace_parent`]).
+    pub trace_parent: Option<String>,
 }
 
 impl AcquireRequest {
@@ -113,12 +116,20 @@ impl AcquireRequest {
             job_type: job_type.into(),
             payload,
             then: Vec::new(),
+            trace_parent: None,
         }
     }
 
     /// The same request with `then` as its chain.
     pub fn with_chain(mut self, then: Vec<ChainStep>) -> Self {
         self.then = then;
+        self
+    }
+
+    /// The same request with `trace_parent` as the job's trace parent instead of the
+    /// current span's (an invalid one is dropped: the job is stored without one).
+    pub fn with_trace_parent(mut self, trace_parent: impl Into<String>) -> Self {
+        self.trace_parent = Some(trace_parent.into());
         self
     }
 }
@@ -187,6 +198,7 @@ impl LockService {
     /// Creates a pending job for (`resource_key`, `job_type`), or answers `Busy` with the
     /// active one. Before answering `Busy` it rescues a stuck active job (lazy rescue), so a
     /// resource whose worker died is never locked forever, even with no worker running.
+    /// The job's trace parent is the current span's (see [`crate::trace`]).
     pub async fn acquire(
         &self,
         resource_key: &str,
@@ -218,6 +230,7 @@ impl LockService {
             checkpoint: None,
             resumed_from: None,
             then,
+            trace_parent: crate::trace::current_trace_parent(),
             now,
         };
         self.insert_with_rescue(job).await
@@ -228,7 +241,8 @@ impl LockService {
     /// round trip per batch in the common case). Requests of one batch for the same
     /// (resource, job type) count in order: the first creates the job (or is `Busy` with the
     /// active one), the rest are `Busy` with it. Requests that found a stuck active job get
-    /// the lazy rescue of [`LockService::acquire`], and only those are inserted again.
+    /// the lazy rescue of [`LockService::acquire`], and only those are inserted again. A
+    /// request without a trace parent of its own takes the current span's.
     pub async fn acquire_many(
         &self,
         requests: Vec<AcquireRequest>,
@@ -237,6 +251,7 @@ impl LockService {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
+        let current_trace_parent = crate::trace::current_trace_parent();
         let jobs: Vec<NewJob> = requests
             .into_iter()
             .map(|request| NewJob {
@@ -248,6 +263,9 @@ impl LockService {
                 checkpoint: None,
                 resumed_from: None,
                 then: request.then,
+                trace_parent: request
+                    .trace_parent
+                    .or_else(|| current_trace_parent.clone()),
                 now,
             })
             .collect();
@@ -306,8 +324,9 @@ impl LockService {
     }
 
     /// Creates a new pending job that continues a failed or cancelled one: same type,
-    /// resource, payload and chain (a failure or cancel stopped the chain; the resumed job
-    /// carries it on), its checkpoint copied, `resumed_from` set. Busy rules apply.
+    /// resource, payload, chain (a failure or cancel stopped the chain; the resumed job
+    /// carries it on) and trace parent (the current span's when the old job had none), its
+    /// checkpoint copied, `resumed_from` set. Busy rules apply.
     pub async fn resume(&self, id: JobId) -> Result<Acquire, LockError> {
         self.resume_job(id, None).await
     }
@@ -343,6 +362,9 @@ impl LockService {
             checkpoint: previous.checkpoint,
             resumed_from: Some(previous.id),
             then: then.unwrap_or(previous.then),
+            trace_parent: previous
+                .trace_parent
+                .or_else(crate::trace::current_trace_parent),
             now: self.clock.now(),
         };
         Ok(self.insert_with_rescue(job).await?)

@@ -34,15 +34,15 @@ use crate::{job_from_row, translate};
 const INSERT_MANY: &str = "
 WITH batch AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[],
-                         $6::jsonb[], $7::uuid[], $8::jsonb[], $9::timestamptz[])
+                         $6::jsonb[], $7::uuid[], $8::jsonb[], $9::timestamptz[], $10::text[])
         AS batch(id, resource_key, job_type, payload, max_attempts, checkpoint, resumed_from,
-                 \"then\", created_at)
+                 \"then\", created_at, trace_parent)
 ), inserted AS (
     INSERT INTO folio_jobs
         (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
-         \"then\", run_at, created_at)
+         \"then\", trace_parent, run_at, created_at)
     SELECT id, resource_key, job_type, 'pending', payload, max_attempts, checkpoint,
-           resumed_from, \"then\", created_at, created_at
+           resumed_from, \"then\", trace_parent, created_at, created_at
     FROM batch
     ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
     RETURNING *
@@ -165,6 +165,7 @@ fn statement<'q>(
     let mut resumed_froms = Vec::with_capacity(n);
     let mut thens = Vec::with_capacity(n);
     let mut created_ats = Vec::with_capacity(n);
+    let mut trace_parents = Vec::with_capacity(n);
     for &index in indexes {
         let job = &jobs[index];
         ids.push(*job.id.as_uuid());
@@ -176,6 +177,9 @@ fn statement<'q>(
         resumed_froms.push(job.resumed_from.map(|id| *id.as_uuid()));
         thens.push(Json(job.then.clone()));
         created_ats.push(job.now);
+        trace_parents.push(
+            jobs_core::trace::storable_trace_parent(job.trace_parent.as_deref()).map(str::to_owned),
+        );
     }
     sqlx::query(INSERT_MANY)
         .bind(ids)
@@ -187,4 +191,5 @@ fn statement<'q>(
         .bind(resumed_froms)
         .bind(thens)
         .bind(created_ats)
+        .bind(trace_parents)
 }

@@ -298,6 +298,7 @@ fn job_from_row(row: &PgRow) -> Result<Job, StoreError> {
             .try_get::<Option<Uuid>, _>("next_job_id")
             .map_err(translate)?
             .map(JobId::from_uuid),
+        trace_parent: row.try_get("trace_parent").map_err(translate)?,
         cancel_requested: row.try_get("cancel_requested").map_err(translate)?,
         worker_id: row.try_get("worker_id").map_err(translate)?,
         lease: Lease(row.try_get("lease").map_err(translate)?),
@@ -336,8 +337,8 @@ const INSERT: &str = "
 WITH inserted AS (
     INSERT INTO folio_jobs
         (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
-         \"then\", previous_job_id, run_at, created_at)
-    VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $9, $10, $8, $8)
+         \"then\", previous_job_id, trace_parent, run_at, created_at)
+    VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $9, $10, $11, $8, $8)
     ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
     RETURNING *
 ), notified AS (
@@ -426,7 +427,7 @@ UPDATE folio_jobs
 SET status = 'completed', error = NULL, finished_at = $3,
     progress = COALESCE($4, progress), checkpoint = COALESCE($5, checkpoint)
 WHERE id = $1 AND lease = $2 AND status = 'running'
-RETURNING resource_key, max_attempts, \"then\"";
+RETURNING resource_key, max_attempts, \"then\", trace_parent";
 
 /// Links a job just completed to the job its chain continues in.
 const LINK_NEXT: &str = "UPDATE folio_jobs SET next_job_id = $2 WHERE id = $1";
@@ -649,6 +650,9 @@ async fn insert_job(
             .bind(job.now)
             .bind(Json(&job.then))
             .bind(previous.map(|id| *id.as_uuid()))
+            .bind(jobs_core::trace::storable_trace_parent(
+                job.trace_parent.as_deref(),
+            ))
             .fetch_optional(&mut *connection)
             .await?;
         if let Some(row) = inserted {
@@ -700,6 +704,8 @@ async fn complete_chained(
         checkpoint: None,
         resumed_from: None,
         then: rest.to_vec(),
+        // The next job continues the trace of the one it follows.
+        trace_parent: row.try_get("trace_parent")?,
         now,
     };
     let next_id: Uuid = match insert_job(connection, &next, Some(finish.id)).await? {

@@ -191,6 +191,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         next_job_id: get_opt_text("next_job_id")?
             .map(|text| job_id(&text))
             .transpose()?,
+        trace_parent: get_opt_text("trace_parent")?,
         cancel_requested: get_int("cancel_requested")? != 0,
         worker_id: get_opt_text("worker_id")?,
         lease: Lease(get_int("lease")?),
@@ -235,8 +236,8 @@ fn scope_params(scope: &RescueScope) -> (Option<&str>, Option<&str>) {
 const INSERT: &str = "
 INSERT INTO folio_jobs
     (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
-     \"then\", previous_job_id, run_at, created_at)
-VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?9, ?10, ?8, ?8)
+     \"then\", previous_job_id, trace_parent, run_at, created_at)
+VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?8, ?8)
 ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING *";
 
@@ -299,7 +300,7 @@ UPDATE folio_jobs
 SET status = 'completed', error = NULL, finished_at = ?3,
     progress = COALESCE(?4, progress), checkpoint = COALESCE(?5, checkpoint)
 WHERE id = ?1 AND lease = ?2 AND status = 'running'
-RETURNING resource_key, max_attempts, \"then\"";
+RETURNING resource_key, max_attempts, \"then\", trace_parent";
 
 /// Links a job just completed to the job its chain continues in.
 const LINK_NEXT: &str = "UPDATE folio_jobs SET next_job_id = ?2 WHERE id = ?1";
@@ -447,6 +448,9 @@ async fn insert_job(
             .bind(micros(job.now))
             .bind(json_text(&job.then))
             .bind(previous.map(|id| id.to_string()))
+            .bind(jobs_core::trace::storable_trace_parent(
+                job.trace_parent.as_deref(),
+            ))
             .fetch_optional(&mut *connection)
             .await?;
         if let Some(row) = inserted {
@@ -507,6 +511,8 @@ async fn complete_chained(
         checkpoint: None,
         resumed_from: None,
         then: rest.to_vec(),
+        // The next job continues the trace of the one it follows.
+        trace_parent: row.try_get("trace_parent")?,
         now,
     };
     let (next_id, inserted) = match insert_job(connection, &next, Some(finish.id)).await? {

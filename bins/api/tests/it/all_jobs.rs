@@ -26,6 +26,7 @@ async fn job_in(app: &TestApp, book: &str, job_type: &str, status: JobStatus) ->
         checkpoint: None,
         resumed_from: None,
         then: Vec::new(),
+        trace_parent: None,
         now: created,
     };
     let Insert::Inserted(job) = app.job_store.insert(new).await.unwrap() else {

@@ -102,6 +102,7 @@ pub async fn concurrent_claimers_take_every_job_exactly_once(store: Arc<dyn JobS
                         checkpoint: None,
                         resumed_from: None,
                         then: Vec::new(),
+                        trace_parent: None,
                         now,
                     };
                     store.insert(job).await.unwrap();

@@ -43,6 +43,7 @@ mod rescue;
 mod resume;
 mod retention;
 mod runtime;
+mod trace;
 mod typed;
 
 pub use acquire::*;
@@ -60,6 +61,7 @@ pub use rescue::*;
 pub use resume::*;
 pub use retention::*;
 pub use runtime::*;
+pub use trace::*;
 pub use typed::*;
 
 /// Calls `$callback!(case_name);` for every case of the suite.
@@ -130,6 +132,9 @@ macro_rules! conformance_cases {
         $callback!(failure_and_cancel_stop_the_chain);
         $callback!(resume_of_a_chained_job_carries_its_chain);
         $callback!(refused_next_job_rolls_the_completion_back);
+        // trace parents
+        $callback!(trace_parent_is_stored_and_an_invalid_one_dropped);
+        $callback!(chained_and_resumed_jobs_inherit_the_trace_parent);
         // retention
         $callback!(retention_deletes_only_finished_jobs_older_than_the_cutoff);
         $callback!(retention_deletes_at_most_limit_jobs_oldest_first);

@@ -416,7 +416,9 @@ impl Worker {
                 WorkerMetrics::inc(&self.metrics.claimed);
                 let permit = permits.split(1).expect("one permit per claimed job");
                 let handler = self.handlers[&job.job_type].clone();
-                let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.job_type, attempt = job.attempt);
+                // `job.id`, `job.type`, `resource`, `attempt`; the enqueuing trace as parent
+                // (first attempt) or link (see `crate::trace`).
+                let span = crate::trace::job_span(&job);
                 // Registered before its task starts, so a shutdown right now still reaches it.
                 let running = runtime.register(job);
                 tracker.spawn(execute(runtime.clone(), handler, running, permit).instrument(span));
