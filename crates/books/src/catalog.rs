@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use blob_store::{Blob, BlobError, BlobStore, ETag, PutMode};
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use jobs_core::{Clock, SystemClock};
 
 use crate::manifest::{Manifest, SCHEMA_VERSION};
 use crate::writer::ManifestWriter;
@@ -137,6 +138,8 @@ pub struct Books {
     policy: UpdatePolicy,
     decode_budget: DecodeBudget,
     pdf_tools: PdfTools,
+    /// The manifests' timestamps, as the jobs' come from the job runtime's clock.
+    clock: Arc<dyn Clock>,
 }
 
 impl Books {
@@ -147,7 +150,20 @@ impl Books {
             policy: UpdatePolicy::default(),
             decode_budget: DecodeBudget::unlimited(),
             pdf_tools: PdfTools::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Takes the manifests' timestamps (`created_at`, `updated_at`, a page's OCR
+    /// `updated_at`) from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time now, by these books' clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Replaces the retry bounds of [`Books::update`].
@@ -198,7 +214,7 @@ impl Books {
         title: &str,
         language: Option<String>,
     ) -> Result<Manifest, BooksError> {
-        let mut manifest = Manifest::new(book_id.clone(), title, Utc::now());
+        let mut manifest = Manifest::new(book_id.clone(), title, self.now());
         manifest.language = language;
         let key = layout::manifest_key(book_id);
         match self
@@ -326,10 +342,14 @@ impl Books {
                     }
                 }
             }
+            let previous = manifest.updated_at;
             change(&mut manifest);
             manifest.book_id = book_id.clone();
             manifest.schema_version = SCHEMA_VERSION;
-            manifest.updated_at = Utc::now();
+            // Later than the write it replaces, even on a clock that stands still or runs
+            // behind another host's: every write's bytes differ from the last one's, which
+            // is how a write whose answer was lost is recognized.
+            manifest.updated_at = self.now().max(previous + chrono::Duration::microseconds(1));
             let bytes = encode(&manifest);
             match self
                 .store

@@ -547,7 +547,7 @@ impl Books {
         })
         .await?;
 
-        let now = chrono::Utc::now();
+        let now = self.now();
         let mut pages = Vec::with_capacity(converted.len());
         let mut blobs = Vec::with_capacity(converted.len());
         for (page, number) in converted.into_iter().zip(first_page..) {

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use blob_store::{BlobError, BlobStore, PutMode};
 use books::{BookId, Books, Manifest, ManifestChange, OcrStatus, layout};
 use bytes::Bytes;
-use chrono::Utc;
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler, error_chain};
 use page_jobs::{
     OnPageFailure, PageCheckpoint, PageError, PageJobConfig, PageRetryPolicy, PageWork,
@@ -166,6 +165,7 @@ impl JobHandler for OcrHandler {
         }
         tracing::info!(book.id = %book_id, pages = checkpoint.pages.len(), remaining = checkpoint.remaining().len(), engine = self.engine.name(), language = manifest.language.as_deref().unwrap_or("(worker default)"), "ocr started");
         let work = Arc::new(OcrWork {
+            books: self.books.clone(),
             store: self.books.store().clone(),
             engine: self.engine.clone(),
             book_id: book_id.clone(),
@@ -202,6 +202,7 @@ impl JobHandler for OcrHandler {
 
 /// One page of an `ocr` job: read the PNG, recognize, write the text.
 struct OcrWork {
+    books: Books,
     store: Arc<dyn BlobStore>,
     engine: Arc<dyn OcrEngine>,
     book_id: BookId,
@@ -297,7 +298,7 @@ impl PageWork for OcrWork {
 
     fn done_change(&self, page: u32, done: PageDone, tries: u32) -> ManifestChange {
         let engine = self.engine.name().to_owned();
-        let now = Utc::now();
+        let now = self.books.now();
         Box::new(move |manifest: &mut Manifest| {
             if let Some(entry) = manifest.page_mut(page) {
                 entry.ocr.status = OcrStatus::Done;
@@ -318,7 +319,7 @@ impl PageWork for OcrWork {
     fn failed_change(&self, page: u32, reason: &str, tries: u32) -> Option<ManifestChange> {
         let engine = self.engine.name().to_owned();
         let reason = reason.to_owned();
-        let now = Utc::now();
+        let now = self.books.now();
         Some(Box::new(move |manifest: &mut Manifest| {
             if let Some(entry) = manifest.page_mut(page) {
                 entry.ocr.status = OcrStatus::Failed;

@@ -409,3 +409,35 @@ async fn a_fenced_writer_is_refused_once_a_newer_run_of_its_job_type_wrote() {
         .collect();
     assert_eq!(pages, [1, 2, 4, 6]);
 }
+
+#[tokio::test]
+async fn manifest_timestamps_come_from_the_books_clock_and_every_write_moves_them_on() {
+    use chrono::TimeZone;
+    let fixture = file_test_store().await;
+    let start = chrono::Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap();
+    let clock = Arc::new(jobs_core::ManualClock::new(start));
+    let books = Books::new(fixture.store()).with_clock(clock.clone());
+    let created = books.create(&id("timed"), "Timed").await.unwrap();
+    assert_eq!(created.created_at, start);
+    assert_eq!(books.now(), start);
+    // The clock stands still: each write still moves `updated_at` on, by a microsecond.
+    let first = books
+        .update(&id("timed"), |manifest| manifest.upsert_page(page(1)))
+        .await
+        .unwrap();
+    let second = books
+        .update(&id("timed"), |manifest| manifest.upsert_page(page(2)))
+        .await
+        .unwrap();
+    assert!(first.updated_at > created.updated_at);
+    assert_eq!(
+        second.updated_at - first.updated_at,
+        chrono::Duration::microseconds(1)
+    );
+    clock.advance(Duration::from_secs(60));
+    let later = books
+        .update(&id("timed"), |manifest| manifest.title = "Later".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(later.updated_at, start + chrono::Duration::seconds(60));
+}
