@@ -14,8 +14,6 @@ use utoipa::openapi::{Ref, RefOr, Required};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
-use crate::routes::BOOK_JOB_TYPES;
-
 // ---------------------------------------------------------------------------------------
 // Path parameters. Handlers take them as text and validate them (`crate::extract`) before
 // any storage call; these types only document them, with every rule the validation
@@ -285,28 +283,11 @@ pub struct CreateJob {
     pub then: Option<Vec<String>>,
 }
 
-/// Every chain a job of the type at `position` in the pipeline may carry: each ordered
-/// selection of the types after it (the empty one included), as `routes::jobs::chain`
-/// accepts them.
-fn chains_after(position: usize) -> Vec<Vec<&'static str>> {
-    let followers = &BOOK_JOB_TYPES[position + 1..];
-    (0..1u32 << followers.len())
-        .map(|mask| {
-            followers
-                .iter()
-                .enumerate()
-                .filter(|(index, _)| mask & (1 << index) != 0)
-                .map(|(_, job_type)| *job_type)
-                .collect()
-        })
-        .collect()
-}
-
 /// The schema of [`CreateJob`]: one alternative per job type, each with the chains that
 /// type may carry, so the document states the whole rule the server enforces.
 impl PartialSchema for CreateJob {
     fn schema() -> RefOr<Schema> {
-        let pipeline = BOOK_JOB_TYPES;
+        let pipeline = app::jobs::PIPELINE;
         let mut alternatives = OneOfBuilder::new().description(Some(format!(
             "A job to start on the book: `type`, and optionally `resume` and `then`. `then` is \
              a chain: job types to run on the book after this one, in the pipeline's order \
@@ -320,18 +301,22 @@ impl PartialSchema for CreateJob {
              `invalid_request`, before anything is written.",
             pipeline.join(", ")
         )));
-        for (position, job_type) in pipeline.iter().enumerate() {
+        for job_type in pipeline {
             let chains: Vec<Value> = std::iter::once(Value::Null)
-                .chain(chains_after(position).into_iter().map(|chain| json!(chain)))
+                .chain(
+                    app::jobs::chains(job_type)
+                        .into_iter()
+                        .map(|chain| json!(chain)),
+                )
                 .collect();
             let alternative = ObjectBuilder::new()
                 .schema_type(Type::Object)
-                .title(Some(*job_type))
+                .title(Some(job_type))
                 .property(
                     "type",
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .enum_values(Some([*job_type]))
+                        .enum_values(Some([job_type]))
                         .description(Some("The job type.")),
                 )
                 .required("type")
@@ -397,12 +382,13 @@ pub struct AllJobsQuery {
     pub before: Option<String>,
 }
 
-/// The schema of the `type` filter: one of `BOOK_JOB_TYPES`. It carries the description,
-/// which a parameter whose schema is built by hand does not get from its doc comment.
+/// The schema of the `type` filter: one of the pipeline's steps (`app::jobs::PIPELINE`).
+/// It carries the description, which a parameter whose schema is built by hand does not
+/// get from its doc comment.
 fn book_job_type_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(BOOK_JOB_TYPES))
+        .enum_values(Some(app::jobs::PIPELINE))
         .description(Some("Only jobs of this type."))
         .build()
 }
@@ -497,7 +483,7 @@ impl IntoParams for UploadQuery {
                     .description(Some("Empty: no chain.")),
             )
             .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-        let chains: Vec<String> = chains_after(0)
+        let chains: Vec<String> = app::jobs::chains(ocr::OCR_JOB_TYPE)
             .into_iter()
             .filter(|chain| !chain.is_empty())
             .map(|chain| chain.join(","))

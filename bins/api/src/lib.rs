@@ -29,7 +29,7 @@ pub mod server;
 mod state;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorObject};
-pub use routes::{BOOK_JOB_TYPES, openapi, operations};
+pub use routes::{openapi, operations};
 pub use state::{ApiConfig, AppState};
 
 use axum::Router;

@@ -1,5 +1,5 @@
-//! The job handlers this application runs, by job type: the one registry of job types that
-//! the api and the worker both read.
+//! The job handlers this application runs, one for each type of the registry in
+//! [`crate::jobs`], and which of them a worker selects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +20,8 @@ use ocr::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExtractionArgs, ExtractorKind, OcrArgs, OcrEngineKind, WorkerArgs};
-
-/// A job that does nothing: measures the runtime's own cost (`cargo xtask bench jobs`).
-pub const BENCH_NOOP: &str = "bench.noop";
-/// A job of timed, checkpointed steps: exercises crash, pause and shutdown recovery.
-pub const BENCH_STEPS: &str = "bench.steps";
+use crate::jobs;
+pub use crate::jobs::{BENCH_NOOP, BENCH_STEPS};
 
 /// Runs [`BENCH_NOOP`] jobs.
 #[derive(Debug, Default)]
@@ -106,26 +103,6 @@ impl JobHandler for StepsHandler {
     }
 }
 
-/// The product's job types, in pipeline order: what a worker runs by default and what
-/// clients may start on a book.
-pub const PRODUCT_TYPES: [&str; 3] = [OCR_JOB_TYPE, GUIDELINES_JOB_TYPE, FINALIZE_JOB_TYPE];
-
-/// Job types that exist for benchmarks and process tests. A worker runs them only when
-/// `--types` names them; no default registers them.
-pub const BENCH_TYPES: [&str; 2] = [BENCH_NOOP, BENCH_STEPS];
-
-/// Every job type this application can run.
-pub const KNOWN_TYPES: [&str; 5] = [
-    OCR_JOB_TYPE,
-    GUIDELINES_JOB_TYPE,
-    FINALIZE_JOB_TYPE,
-    BENCH_NOOP,
-    BENCH_STEPS,
-];
-
-/// Job types whose handlers read and write books in object storage.
-const TYPES_NEEDING_STORAGE: [&str; 3] = PRODUCT_TYPES;
-
 /// What the handlers need from the application: storage and their settings.
 #[derive(Debug, Clone)]
 pub struct HandlerDeps {
@@ -158,7 +135,7 @@ impl HandlerDeps {
     pub async fn open(storage_url: &str, worker: &WorkerArgs) -> Result<Self> {
         let needs_storage = selected_types(&worker.types)?
             .iter()
-            .any(|wanted| TYPES_NEEDING_STORAGE.contains(wanted));
+            .any(|wanted| jobs::get(wanted).is_some_and(|row| row.needs_storage));
         let blob_store = if needs_storage {
             Some(crate::storage::open_blob_store(storage_url).await?)
         } else {
@@ -246,26 +223,26 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
         )),
         other => bail!(
             "unknown job type {other:?}; known types: {}",
-            KNOWN_TYPES.join(", ")
+            jobs::ALL.join(", ")
         ),
     })
 }
 
-/// The types `types` selects: the product's types when empty, else `types` in the order
-/// of [`KNOWN_TYPES`]. An unknown type is an error that names the known ones.
+/// The types `types` selects: [`jobs::DEFAULT_TYPES`] when empty, else `types` in the
+/// order of [`jobs::ALL`]. An unknown type is an error that names the known ones.
 pub fn selected_types(types: &[String]) -> Result<Vec<&'static str>> {
     if types.is_empty() {
-        return Ok(PRODUCT_TYPES.to_vec());
+        return Ok(jobs::DEFAULT_TYPES.to_vec());
     }
     for wanted in types {
-        if !KNOWN_TYPES.contains(&wanted.as_str()) {
+        if jobs::get(wanted).is_none() {
             bail!(
                 "unknown job type {wanted:?}; known types: {}",
-                KNOWN_TYPES.join(", ")
+                jobs::ALL.join(", ")
             );
         }
     }
-    Ok(KNOWN_TYPES
+    Ok(jobs::ALL
         .iter()
         .copied()
         .filter(|known| types.iter().any(|wanted| wanted == known))
@@ -314,10 +291,11 @@ mod tests {
             .map(|handler| handler.job_type().to_owned())
             .collect();
         assert_eq!(
-            default, PRODUCT_TYPES,
-            "the default is the product's types only"
+            default,
+            jobs::DEFAULT_TYPES,
+            "the default is the registry's default types only"
         );
-        for bench in BENCH_TYPES {
+        for bench in [BENCH_NOOP, BENCH_STEPS] {
             assert!(!default.iter().any(|job_type| job_type == bench));
         }
         let error = select_handlers(&["ocr2".to_owned()], &deps)
@@ -328,6 +306,18 @@ mod tests {
             error.contains("bench.noop") && error.contains("ocr"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn every_registered_type_has_its_handler() {
+        let deps = deps(&[]).await;
+        let all: Vec<String> = jobs::ALL.iter().map(|name| (*name).to_owned()).collect();
+        let handlers: Vec<String> = select_handlers(&all, &deps)
+            .unwrap()
+            .iter()
+            .map(|handler| handler.job_type().to_owned())
+            .collect();
+        assert_eq!(handlers, jobs::ALL);
     }
 
     #[tokio::test]

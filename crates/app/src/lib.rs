@@ -1,10 +1,11 @@
 //! The application assembly shared by the `api` and `worker` binaries: configuration
-//! (flags with env twins), job and blob stores picked from URLs, the job handlers, logging
-//! and shutdown signals. Binaries parse their flags and call into here; tests reach the same
-//! code.
+//! (flags with env twins), job and blob stores picked from URLs, the registry of job types
+//! and their handlers, logging and shutdown signals. Binaries parse their flags and call
+//! into here; tests reach the same code.
 
 pub mod config;
 pub mod handlers;
+pub mod jobs;
 pub mod preflight;
 pub mod storage;
 pub mod stores;

@@ -1,6 +1,7 @@
 //! Jobs of a book: start (or resume), list, latest; every book's jobs, a page at a time; one
 //! job: get, events, cancel, resume.
 
+use app::jobs::{self, ChainError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{KeepAlive, Sse};
@@ -16,7 +17,6 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, job_id};
-use crate::routes::BOOK_JOB_TYPES;
 use crate::state::AppState;
 
 /// Default and largest `limit` of a job listing.
@@ -48,50 +48,33 @@ fn created_or_active(acquire: Acquire) -> Result<(StatusCode, axum::Json<Job>), 
     }
 }
 
+/// `text` as a job type a client may start on a book, or 422 naming the known ones.
 fn job_type(text: &str) -> Result<&'static str, ApiError> {
-    BOOK_JOB_TYPES
-        .iter()
-        .find(|known| **known == text)
-        .copied()
-        .ok_or_else(|| ApiError::Invalid {
-            message: format!(
-                "unknown job type {:?}: known types are {}",
-                text.chars().take(100).collect::<String>(),
-                BOOK_JOB_TYPES.join(", ")
-            ),
-            details: Some(json!({ "known_types": BOOK_JOB_TYPES })),
-        })
+    jobs::pipeline_step(text).ok_or_else(|| unknown_type(text))
 }
 
-/// The chain of a job of type `first`: the steps of `then` (empty: no chain), or 422 when a
-/// type is unknown, named twice (`first` included), or out of the pipeline's order (the
-/// order of `BOOK_JOB_TYPES`: each type must come later than the one before it).
-pub(crate) fn chain(first: &str, then: &[String]) -> Result<Vec<ChainStep>, ApiError> {
-    let pipeline = BOOK_JOB_TYPES;
-    let position = |job_type: &str| pipeline.iter().position(|known| *known == job_type);
-    let invalid = |message: String| ApiError::Invalid {
-        message,
-        details: Some(json!({ "then": then, "pipeline": pipeline })),
-    };
-    let mut previous = first;
-    let mut steps = Vec::with_capacity(then.len());
-    for (index, text) in then.iter().enumerate() {
-        let job_type = job_type(text)?;
-        if job_type == first || then[..index].iter().any(|earlier| earlier == job_type) {
-            return Err(invalid(format!(
-                "job type {job_type} is named twice in the chain"
-            )));
-        }
-        if position(job_type) <= position(previous) {
-            return Err(invalid(format!(
-                "{job_type} cannot run after {previous}: a chain follows the pipeline's order ({})",
-                pipeline.join(", ")
-            )));
-        }
-        steps.push(ChainStep::new(job_type, json!({})));
-        previous = job_type;
+fn unknown_type(text: &str) -> ApiError {
+    ApiError::Invalid {
+        message: ChainError::UnknownType(text.to_owned()).to_string(),
+        details: Some(json!({ "known_types": jobs::PIPELINE })),
     }
-    Ok(steps)
+}
+
+/// The chain of a job of type `first`: the steps of `then` (empty: no chain), or 422 when
+/// the registry's rule ([`app::jobs::chain`]) refuses it: a type is unknown, named twice
+/// (`first` included), or out of the pipeline's order.
+pub(crate) fn chain(first: &str, then: &[String]) -> Result<Vec<ChainStep>, ApiError> {
+    match jobs::chain(first, then) {
+        Ok(steps) => Ok(steps
+            .into_iter()
+            .map(|job_type| ChainStep::new(job_type, json!({})))
+            .collect()),
+        Err(ChainError::UnknownType(text)) => Err(unknown_type(&text)),
+        Err(error) => Err(ApiError::Invalid {
+            message: error.to_string(),
+            details: Some(json!({ "then": then, "pipeline": jobs::PIPELINE })),
+        }),
+    }
 }
 
 /// Starts a job on a book, or with `resume: true` continues the latest failed or

@@ -27,10 +27,6 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
 use crate::{auth, observe};
 
-/// The job types a client may start on a book with `POST /v1/books/{book_id}/jobs`: the
-/// product's types of the one registry in `app`.
-pub const BOOK_JOB_TYPES: [&str; 3] = app::handlers::PRODUCT_TYPES;
-
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
 
