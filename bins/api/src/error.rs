@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::dto::{Job, RejectedFile};
+use crate::languages::LanguageRefused;
 
 /// The stable error codes (SPEC section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -302,6 +303,15 @@ impl IntoResponse for ApiError {
                 .insert(ErrorCause(Arc::new(cause)));
         }
         response
+    }
+}
+
+impl From<LanguageRefused> for ApiError {
+    fn from(refused: LanguageRefused) -> Self {
+        Self::Invalid {
+            message: refused.message,
+            details: refused.details,
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) fn job_events(
             return None;
         }
         let poll = cursor.state.config().event_poll_interval;
-        let shutdown = cursor.state.inner.shutdown.clone();
+        let shutdown = cursor.state.shutdown().clone();
         loop {
             let job = match cursor.next.take() {
                 Some(job) => job,

@@ -9,9 +9,7 @@
 
 use std::sync::OnceLock;
 
-use serde_json::json;
-
-use crate::error::ApiError;
+use serde_json::{Value, json};
 
 /// The installed languages (sorted, without `osd`), or `None` when tesseract does not run.
 pub fn installed() -> Option<&'static [String]> {
@@ -50,15 +48,27 @@ pub fn pattern() -> String {
     }
 }
 
-/// 422 `invalid_request` unless `language` is valid and (when the list is known) installed;
-/// the details name the missing codes and the installed ones.
-pub(crate) fn check(language: &str) -> Result<(), ApiError> {
+/// Why a book's language is refused; the API answers it 422 `invalid_request`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LanguageRefused {
+    /// What is wrong.
+    pub(crate) message: String,
+    /// The missing codes and the installed ones, when the language is not installed.
+    pub(crate) details: Option<Value>,
+}
+
+/// Refused unless `language` is valid and (when the list is known) installed; the details
+/// name the missing codes and the installed ones.
+pub(crate) fn check(language: &str) -> Result<(), LanguageRefused> {
     if !ocr::languages::valid(language) {
-        return Err(ApiError::invalid(format!(
-            "language {language:?} is not a tesseract language: codes such as eng, deu or \
-             chi_sim, joined by + (eng+deu), at most {}",
-            ocr::languages::MAX_CODES
-        )));
+        return Err(LanguageRefused {
+            message: format!(
+                "language {language:?} is not a tesseract language: codes such as eng, deu or \
+                 chi_sim, joined by + (eng+deu), at most {}",
+                ocr::languages::MAX_CODES
+            ),
+            details: None,
+        });
     }
     let Some(installed) = installed() else {
         return Ok(());
@@ -67,7 +77,7 @@ pub(crate) fn check(language: &str) -> Result<(), ApiError> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(ApiError::Invalid {
+    Err(LanguageRefused {
         message: format!(
             "tesseract language {} is not installed (Debian {}); installed: {}",
             missing.join(", "),

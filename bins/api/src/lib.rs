@@ -23,6 +23,7 @@ mod error;
 mod events;
 mod extract;
 pub mod languages;
+mod metrics;
 mod observe;
 mod routes;
 pub mod server;

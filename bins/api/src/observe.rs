@@ -1,11 +1,10 @@
-//! Observing middleware: request metrics by matched route, the one log line of a 5xx
-//! cause, the JSON body of 405 answers, and request timeouts.
+//! Observing middleware: request metrics by matched route (recorded into
+//! [`crate::metrics`]), the one log line of a 5xx cause, the JSON body of 405 answers, and
+//! request timeouts.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -23,65 +22,6 @@ use crate::state::AppState;
 
 /// Route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
-
-/// Request counts and durations by method, route and status.
-#[derive(Debug, Default)]
-pub(crate) struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Counts>>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    count: u64,
-    seconds: f64,
-}
-
-impl HttpMetrics {
-    fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let mut requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let counts = requests
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
-        counts.count += 1;
-        counts.seconds += elapsed.as_secs_f64();
-    }
-
-    /// Appends the Prometheus text of the counters to `out`.
-    pub(crate) fn render(&self, out: &mut String) {
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        out.push_str(
-            "# HELP folio_http_requests_total HTTP requests answered, by method, route and status.\n\
-             # TYPE folio_http_requests_total counter\n",
-        );
-        for ((method, route, status), counts) in &requests {
-            let _ = writeln!(
-                out,
-                "folio_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}",
-                counts.count
-            );
-        }
-        out.push_str(
-            "# HELP folio_http_request_duration_seconds Time to produce the response, by method, route and status.\n\
-             # TYPE folio_http_request_duration_seconds summary\n",
-        );
-        for ((method, route, status), counts) in &requests {
-            let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-            let _ = writeln!(
-                out,
-                "folio_http_request_duration_seconds_sum{{{labels}}} {}\n\
-                 folio_http_request_duration_seconds_count{{{labels}}} {}",
-                counts.seconds, counts.count
-            );
-        }
-    }
-}
 
 /// Records metrics, logs the cause of 5xx answers once, and gives 405 answers the API's
 /// error body.
@@ -118,8 +58,7 @@ pub(crate) async fn observe(
         );
     }
     state
-        .inner
-        .http_metrics
+        .http_metrics()
         .record(&method, &route, status.as_u16(), started.elapsed());
     response
 }

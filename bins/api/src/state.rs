@@ -10,7 +10,7 @@ use jobs_core::runtime::WorkerMetrics;
 use jobs_core::{Clock, JobStore, LockService, RecoveryPolicy, SystemClock};
 use tokio_util::sync::CancellationToken;
 
-use crate::observe::HttpMetrics;
+use crate::metrics::HttpMetrics;
 
 /// Settings of the HTTP API. The defaults follow SPEC sections 4.1 and 5.
 #[derive(Debug, Clone)]
@@ -73,20 +73,20 @@ impl ApiConfig {
 /// What handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) job_store: Arc<dyn JobStore>,
-    pub(crate) books: Books,
-    pub(crate) lock: LockService,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) config: ApiConfig,
-    pub(crate) worker_metrics: Option<Arc<WorkerMetrics>>,
-    pub(crate) ocr_engine: Option<OcrEngineInfo>,
-    pub(crate) http_metrics: HttpMetrics,
-    pub(crate) shutdown: CancellationToken,
+struct Inner {
+    job_store: Arc<dyn JobStore>,
+    books: Books,
+    lock: LockService,
+    clock: Arc<dyn Clock>,
+    config: ApiConfig,
+    worker_metrics: Option<Arc<WorkerMetrics>>,
+    ocr_engine: Option<OcrEngineInfo>,
+    http_metrics: HttpMetrics,
+    shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -134,6 +134,32 @@ impl AppState {
     /// The lock service the API starts, cancels and resumes jobs with.
     pub fn lock(&self) -> &LockService {
         &self.inner.lock
+    }
+
+    /// The clock of the lock service; `/readyz` counts workers seen within the stale window
+    /// by it.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    /// The in-process worker's metrics (`--with-worker`), served on `/metrics`.
+    pub(crate) fn worker_metrics(&self) -> Option<&WorkerMetrics> {
+        self.inner.worker_metrics.as_deref()
+    }
+
+    /// The in-process worker's OCR engine as its start-up check found it.
+    pub(crate) fn ocr_engine(&self) -> Option<&OcrEngineInfo> {
+        self.inner.ocr_engine.as_ref()
+    }
+
+    /// The API's request metrics.
+    pub(crate) fn http_metrics(&self) -> &HttpMetrics {
+        &self.inner.http_metrics
+    }
+
+    /// Fires at graceful shutdown: open event streams end.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) async fn healthz() -> axum::Json<Health> {
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let seen_since = state.inner.clock.now()
+    let seen_since = state.clock().now()
         - chrono::Duration::from_std(state.config().recovery.stale_after)
             .unwrap_or(chrono::Duration::seconds(30));
     let database =
@@ -78,7 +78,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             database,
             storage,
             live_workers,
-            ocr: state.inner.ocr_engine.as_ref().map(|engine| OcrReadiness {
+            ocr: state.ocr_engine().map(|engine| OcrReadiness {
                 engine: engine.engine.clone(),
                 version: engine.version.clone(),
                 languages: engine.languages.clone(),
@@ -111,8 +111,8 @@ fn failed(message: &str) -> Check {
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();
-    state.inner.http_metrics.render(&mut text);
-    if let Some(worker) = &state.inner.worker_metrics {
+    state.http_metrics().render(&mut text);
+    if let Some(worker) = state.worker_metrics() {
         worker.render(&mut text);
     }
     (
