@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! - `cargo xtask ci`: what CI runs: format check, clippy with `-D warnings`, every test on
+//! - `cargo xtask ci`: what CI runs: the supply-chain check (`cargo deny`: licenses, bans
+//!   and sources of `deny.toml`), format check, clippy with `-D warnings`, every test on
 //!   both stores and both blob backends, the embedding example, and the library crates'
 //!   docs (`-D warnings`) and packages. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
@@ -134,6 +135,17 @@ fn ci() -> Result<()> {
     let openapi_validator = install("install-openapi-validator.sh")?;
     let schemathesis = install("install-schemathesis.sh")?;
     let chromedriver = install("install-chromium.sh")?;
+    // cargo-deny, built once (several minutes) into ~/.cache/folio/cargo-deny.
+    let cargo_deny = install("install-cargo-deny.sh")?;
+
+    // Supply chain: deny.toml's licenses, bans and sources. Not advisories: they need the
+    // RustSec database, which cargo-deny clones from GitHub, and CI cannot reach GitHub
+    // (with `--offline` cargo-deny reads only an existing clone, and CI has none); deny.toml
+    // says the same. Where GitHub is reachable: `cargo deny check advisories`.
+    let mut deny = Command::new(&cargo_deny);
+    deny.current_dir(root())
+        .args(["deny", "check", "bans", "licenses", "sources"]);
+    run(deny)?;
 
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);

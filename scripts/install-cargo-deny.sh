@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs cargo-deny (licenses, bans, sources and advisories of the dependency graph, as
+# deny.toml says) from crates.io, pinned, when missing. `cargo xtask ci` runs it.
+#
+# Idempotent: an installed binary of the pinned version is left alone. Prints the path of the
+# `cargo-deny` binary on stdout (the build's output goes to stderr).
+#
+#   "$(scripts/install-cargo-deny.sh)" deny check bans licenses sources
+#
+# The first install compiles for several minutes. It builds in its own target directory
+# (removed afterwards), not the workspace's, so it does not hold the workspace's build lock.
+#
+# Env: FOLIO_CARGO_DENY_ROOT overrides the install root (default ~/.cache/folio/cargo-deny).
+set -euo pipefail
+
+# 0.20.2 needs Rust 1.88 or newer.
+version="0.20.2"
+root="${FOLIO_CARGO_DENY_ROOT:-${HOME:-/root}/.cache/folio/cargo-deny}"
+binary="$root/bin/cargo-deny"
+
+if [[ -x "$binary" ]] && [[ "$("$binary" --version 2>/dev/null)" == "cargo-deny $version" ]]; then
+    echo "$binary"
+    exit 0
+fi
+
+mkdir -p "$root"
+build="$(mktemp -d "${TMPDIR:-/tmp}/cargo-deny-build.XXXXXX")"
+trap 'rm -rf "$build"' EXIT
+CARGO_TARGET_DIR="$build" cargo install cargo-deny --locked --version "$version" \
+    --root "$root" --force >&2
+"$binary" --version >&2
+echo "$binary"
