@@ -212,13 +212,15 @@ impl AppStateBuilder {
         AppState {
             inner: Arc::new(Inner {
                 job_store: self.job_store,
-                books: Books::new(self.blob_store).with_decode_budget(
-                    self.config
-                        .decode_budget_bytes
-                        .map_or_else(DecodeBudget::unlimited, |bytes| {
-                            DecodeBudget::new(bytes, self.config.decode_wait)
-                        }),
-                ),
+                books: Books::new(self.blob_store)
+                    .with_clock(self.clock.clone())
+                    .with_decode_budget(
+                        self.config
+                            .decode_budget_bytes
+                            .map_or_else(DecodeBudget::unlimited, |bytes| {
+                                DecodeBudget::new(bytes, self.config.decode_wait)
+                            }),
+                    ),
                 lock,
                 clock: self.clock,
                 config: self.config,

@@ -13,6 +13,7 @@ use extraction::{
     GuidelinesHandler, OpenAiExtractor, OpenAiExtractorConfig, RulesExtractor,
 };
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler};
+use jobs_core::{Clock, SystemClock};
 use ocr::{
     OCR_JOB_TYPE, OcrEngine, OcrHandler, OcrJobConfig, OpenAiConfig, OpenAiEngine, TesseractConfig,
     TesseractEngine,
@@ -116,17 +117,24 @@ pub struct HandlerDeps {
     pub manifest_flush_every: usize,
     /// How long book jobs wait out unavailable storage.
     pub storage_wait: std::time::Duration,
+    /// The clock of the books' manifest timestamps: the worker's own.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl HandlerDeps {
     /// The dependencies a worker configured by `worker` needs, over `blob_store`.
     pub fn new(blob_store: Arc<dyn BlobStore>, worker: &WorkerArgs) -> Self {
+        Self::over(Some(blob_store), worker)
+    }
+
+    fn over(blob_store: Option<Arc<dyn BlobStore>>, worker: &WorkerArgs) -> Self {
         Self {
-            blob_store: Some(blob_store),
+            blob_store,
             ocr: worker.ocr.clone(),
             extraction: worker.extraction.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
             storage_wait: worker.storage_wait,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -141,13 +149,7 @@ impl HandlerDeps {
         } else {
             None
         };
-        Ok(Self {
-            blob_store,
-            ocr: worker.ocr.clone(),
-            extraction: worker.extraction.clone(),
-            manifest_flush_every: worker.manifest_flush_every as usize,
-            storage_wait: worker.storage_wait,
-        })
+        Ok(Self::over(blob_store, worker))
     }
 }
 
@@ -194,9 +196,11 @@ pub fn extractor(args: &ExtractionArgs, ocr: &OcrArgs) -> Result<Arc<dyn Extract
 /// The handler of one known job type.
 fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
     let books = || -> Result<Books> {
-        Ok(Books::new(deps.blob_store.clone().with_context(|| {
-            format!("the {job_type} job needs object storage (--storage)")
-        })?))
+        let store = deps
+            .blob_store
+            .clone()
+            .with_context(|| format!("the {job_type} job needs object storage (--storage)"))?;
+        Ok(Books::new(store).with_clock(deps.clock.clone()))
     };
     Ok(match job_type {
         BENCH_NOOP => Arc::new(NoopHandler),
