@@ -128,9 +128,11 @@ fn ci() -> Result<()> {
     // poppler-utils and qpdf (PDF uploads, and their tests' encrypted PDFs), moto (the S3
     // tests start their own server), an OpenAPI validator (API tests),
     // schemathesis (the API's schema fuzzing test), headless Chromium with its WebDriver
-    // (dashboard tests).
+    // (dashboard tests), systemd-analyze (the units' test), iproute2 and runuser (the
+    // many-host tests' network namespaces and their Postgres).
     eprintln!("{}", install_with("install-tesseract.sh", &["deu"])?);
     eprintln!("{}", install("install-poppler.sh")?);
+    eprintln!("{}", install("install-host-tools.sh")?);
     let moto_server = install("install-moto.sh")?;
     let openapi_validator = install("install-openapi-validator.sh")?;
     let schemathesis = install("install-schemathesis.sh")?;
