@@ -7,6 +7,7 @@
 //! as UUID text, times as integer microseconds (exact comparisons in SQL), JSON as text.
 //! The schema lives in `migrations/sqlite` at the workspace root.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,22 @@ impl SqliteJobStore {
     /// Opens (creating it and its folder if missing) the database at `url`, such as
     /// `sqlite://folio-data/folio.db`, and runs the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // Processes opening a new file at once meet each other's locks where SQLite waits
+        // for none (a connection switching the file to WAL answers "database is locked" at
+        // once): opening is idempotent, so it is tried again for as long as a busy lock is
+        // waited for anywhere else.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::open(url).await {
+                Err(error) if is_busy(&error) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url).map_err(translate)?;
         let path = options.get_filename();
         if let Some(parent) = path
@@ -63,7 +80,7 @@ impl SqliteJobStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -103,6 +120,30 @@ impl SqliteJobStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// How long a statement waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `error` is SQLite's `SQLITE_BUSY` (or one of its extended codes): a lock held
+/// elsewhere, worth another try.
+fn is_busy(error: &StoreError) -> bool {
+    let StoreError::Backend(source) = error else {
+        return false;
+    };
+    let database = match source.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(database)) => Some(database.as_ref()),
+        _ => source
+            .downcast_ref::<MigrateError>()
+            .and_then(|error| match error {
+                MigrateError::Execute(sqlx::Error::Database(database)) => Some(database.as_ref()),
+                _ => None,
+            }),
+    };
+    database
+        .and_then(|database| database.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// Whether the database refused a write for breaking one of its constraints: a refusal of
@@ -240,6 +281,30 @@ INSERT INTO folio_jobs
 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?8, ?8)
 ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING *";
+
+/// [`INSERT`] for a whole batch, from a JSON array of the jobs (each field a string or
+/// number, the JSON ones as their text): rows are inserted in array order, so of two jobs
+/// of one (resource, type) the first wins and the second meets it as the active job.
+/// (`WHERE true` tells SQLite's parser that `ON CONFLICT` is the upsert clause.)
+const INSERT_MANY: &str = "
+INSERT INTO folio_jobs
+    (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
+     \"then\", previous_job_id, trace_parent, run_at, created_at)
+SELECT value ->> '$.id', value ->> '$.resource_key', value ->> '$.job_type', 'pending',
+       value ->> '$.payload', value ->> '$.max_attempts', value ->> '$.checkpoint',
+       value ->> '$.resumed_from', value ->> '$.then', NULL, value ->> '$.trace_parent',
+       value ->> '$.now', value ->> '$.now'
+FROM json_each(?1) WHERE true
+ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
+RETURNING *";
+
+/// The active jobs of a JSON array of `[resource_key, job_type]` pairs, each found through
+/// the one-active index.
+const SELECT_ACTIVE_MANY: &str = "
+SELECT folio_jobs.* FROM json_each(?1) AS wanted
+JOIN folio_jobs ON folio_jobs.resource_key = wanted.value ->> '$[0]'
+               AND folio_jobs.job_type = wanted.value ->> '$[1]'
+               AND folio_jobs.status IN ('pending', 'running')";
 
 const SELECT_ACTIVE: &str = "
 SELECT * FROM folio_jobs
@@ -546,33 +611,77 @@ impl JobStore for SqliteJobStore {
             return Ok(Vec::new());
         }
         // One write transaction: no other writer runs until it commits, so a conflict is
-        // always with a job this transaction sees (committed, or inserted by an earlier job
-        // of the batch), and the first job of a (resource, type) wins over the later ones.
+        // with a job this transaction sees (committed, or inserted by an earlier job of the
+        // batch), which stays active until the commit. One statement inserts the batch; one
+        // more reads the active jobs the others met.
+        let batch: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                serde_json::json!({
+                    "id": job.id.to_string(),
+                    "resource_key": job.resource_key,
+                    "job_type": job.job_type,
+                    "payload": json_text(&job.payload),
+                    "max_attempts": job.max_attempts,
+                    "checkpoint": job.checkpoint.as_ref().map(json_text),
+                    "resumed_from": job.resumed_from.map(|id| id.to_string()),
+                    "then": json_text(&job.then),
+                    "trace_parent": jobs_core::trace::storable_trace_parent(job.trace_parent.as_deref()),
+                    "now": micros(job.now),
+                })
+            })
+            .collect();
         let mut transaction = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(translate)?;
-        let mut answers = Vec::with_capacity(jobs.len());
-        let mut inserted_any = false;
-        for job in &jobs {
-            let answer = match insert_job(&mut transaction, job, None)
+        let rows = sqlx::query(INSERT_MANY)
+            .bind(json_text(&batch))
+            .fetch_all(&mut *transaction)
+            .await
+            .map_err(translate)?;
+        let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let job = job_from_row(row)?;
+            inserted.insert(job.id, job);
+        }
+        let busy: Vec<(&str, &str)> = jobs
+            .iter()
+            .filter(|job| !inserted.contains_key(&job.id))
+            .map(|job| (job.resource_key.as_str(), job.job_type.as_str()))
+            .collect();
+        let mut active: HashMap<(String, String), Job> = HashMap::new();
+        if !busy.is_empty() {
+            let rows = sqlx::query(SELECT_ACTIVE_MANY)
+                .bind(json_text(&busy))
+                .fetch_all(&mut *transaction)
                 .await
-                .map_err(translate)?
-            {
-                Ok(inserted) => {
-                    inserted_any = true;
-                    Insert::Inserted(job_from_row(&inserted)?)
-                }
-                Err(active) => Insert::Busy(job_from_row(&active)?),
-            };
-            answers.push(answer);
+                .map_err(translate)?;
+            for row in &rows {
+                let job = job_from_row(row)?;
+                active.insert((job.resource_key.clone(), job.job_type.clone()), job);
+            }
         }
         transaction.commit().await.map_err(translate)?;
-        if inserted_any {
+        if !inserted.is_empty() {
             self.signal.notify_waiters();
         }
-        Ok(answers)
+        jobs.iter()
+            .map(|job| match inserted.remove(&job.id) {
+                Some(created) => Ok(Insert::Inserted(created)),
+                None => active
+                    .get(&(job.resource_key.clone(), job.job_type.clone()))
+                    .cloned()
+                    .map(Insert::Busy)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "job {} was neither inserted nor met an active job",
+                            job.id
+                        ))
+                    }),
+            })
+            .collect()
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
@@ -971,6 +1080,23 @@ mod plans {
                 "{listing}"
             );
         }
+    }
+
+    /// A bulk insert's busy jobs find their active job through the one-active index.
+    #[tokio::test]
+    async fn bulk_inserts_find_the_active_jobs_they_met_through_the_one_active_index() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store = SqliteJobStore::connect(&url).await.expect("open");
+        let busy = plan(&store, SELECT_ACTIVE_MANY, &[Some(r#"[["book-1","ocr"]]"#)]).await;
+        assert!(
+            busy.contains("SEARCH folio_jobs USING INDEX folio_jobs_one_active (resource_key=? AND job_type=?)"),
+            "{busy}"
+        );
+        assert!(
+            !busy.lines().any(|line| line.trim() == "SCAN folio_jobs"),
+            "{busy}"
+        );
     }
 
     /// Retention reads a batch from the finished-jobs index, and finds the jobs that name it
