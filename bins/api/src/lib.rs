@@ -28,6 +28,7 @@ mod observe;
 mod routes;
 pub mod server;
 mod state;
+mod trace;
 
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorObject};
 pub use routes::{openapi, operations};
@@ -38,7 +39,7 @@ use axum::Router;
 /// The whole HTTP service over `state`: every route of SPEC section 5 with its layers
 /// (auth on `/v1`, body limits, timeouts, request tracing, metrics).
 pub fn app(state: AppState) -> Router {
-    routes::router(state).0
+    routes::router(state).0.layer(trace::layer())
 }
 
 /// The `(method, path)` of every operation the router of [`app`] serves, taken from the

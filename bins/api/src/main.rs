@@ -12,8 +12,16 @@ async fn main() -> ExitCode {
         eprintln!("api: {error}");
         return ExitCode::from(2);
     }
-    app::telemetry::init_logging(cli.common.log_format);
-    match api::server::run(cli).await {
+    let telemetry = match app::telemetry::init_logging(&cli.common, "folio-api") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("api: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let ran = api::server::run(cli).await;
+    telemetry.shutdown().await;
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("api: {error:#}");

@@ -30,7 +30,14 @@ struct Cli {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    app::telemetry::init_logging(cli.common.log_format);
+    let telemetry = app::telemetry::init_logging(&cli.common, "folio-worker")?;
+    let ran = run(cli).await;
+    // The spans of the last jobs are exported before the process ends.
+    telemetry.shutdown().await;
+    ran
+}
+
+async fn run(cli: Cli) -> Result<()> {
     // Fail fast: a worker whose OCR engine cannot run exits now, naming what to install.
     if let Some(engine) = app::preflight::check_ocr(&cli.worker).await? {
         tracing::info!(engine = %engine.engine, version = ?engine.version, languages = %engine.languages.join(","), "ocr engine ready");

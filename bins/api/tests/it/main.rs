@@ -22,3 +22,5 @@ mod pdf;
 mod schemathesis;
 mod support;
 mod system;
+#[cfg(feature = "otlp")]
+mod trace;
