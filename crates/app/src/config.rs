@@ -30,6 +30,14 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, env = "FOLIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Export traces with OpenTelemetry to this OTLP collector over HTTP/protobuf, e.g.
+    /// `http://localhost:4318` (`/v1/traces` is appended unless the URL ends with it). Off
+    /// when not given (builds with the `otlp` feature also honour the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`). A build without the `otlp` feature refuses to start
+    /// with it.
+    #[arg(long, env = "FOLIO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How logs are written (to stderr; the level comes from `RUST_LOG`, default `info`).
@@ -252,6 +260,7 @@ mod tests {
         let cli = Cli::try_parse_from(["worker"]).unwrap();
         assert_eq!(cli.common.database_url, "sqlite://folio-data/folio.db");
         assert_eq!(cli.common.storage, "file://folio-data/objects");
+        assert_eq!(cli.common.otlp_endpoint, None);
         let config = cli.worker.worker_config();
         assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
         assert_eq!(config.stale_after, Duration::from_secs(30));

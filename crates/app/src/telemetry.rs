@@ -50,15 +50,15 @@ impl Telemetry {
 /// Logs to stderr in `common.log_format`; the level comes from `RUST_LOG` (default `info`).
 /// Colours only on a terminal: a log file or journald gets plain text.
 ///
-/// With the `otlp` feature and an OTLP endpoint (the standard `OTEL_EXPORTER_OTLP_ENDPOINT`),
-/// spans at `info` and above (whatever `RUST_LOG` says) are also exported as OpenTelemetry
-/// traces of the service `service_name` (unless `OTEL_SERVICE_NAME` or
+/// With an OTLP endpoint (`--otlp-endpoint`, see [`CommonArgs::otlp_endpoint`]) and the
+/// `otlp` feature, spans at `info` and above (whatever `RUST_LOG` says) are also exported
+/// as OpenTelemetry traces of the service `service_name` (unless `OTEL_SERVICE_NAME` or
 /// `OTEL_RESOURCE_ATTRIBUTES` names one): the API's request spans, the workers' job spans,
-/// with the events logged inside them. Without the feature nothing is exported. Must run
-/// inside a Tokio runtime when it exports.
+/// with the events logged inside them. An endpoint without the feature is an error.
+/// Must run inside a Tokio runtime when it exports.
 pub fn init_logging(common: &CommonArgs, service_name: &str) -> Result<Telemetry> {
     #[cfg(feature = "otlp")]
-    let (telemetry, export) = match otlp::endpoint() {
+    let (telemetry, export) = match otlp::endpoint(common.otlp_endpoint.as_deref()) {
         Some(endpoint) => {
             let provider = otlp::provider(&endpoint, service_name)?;
             let layer = otlp::layer(&provider);
@@ -72,6 +72,12 @@ pub fn init_logging(common: &CommonArgs, service_name: &str) -> Result<Telemetry
     #[cfg(not(feature = "otlp"))]
     let (telemetry, export): (Telemetry, Option<BoxedLayer>) = {
         let _ = service_name;
+        if let Some(endpoint) = &common.otlp_endpoint {
+            anyhow::bail!(
+                "--otlp-endpoint (FOLIO_OTLP_ENDPOINT) is {endpoint:?}, but this build cannot \
+                 export traces: build it with the `otlp` feature, or unset the flag"
+            );
+        }
         (Telemetry::default(), None)
     };
     let layers: Vec<BoxedLayer> = std::iter::once(log_layer(common.log_format))
@@ -102,6 +108,25 @@ pub fn render_worker_metrics(metrics: &WorkerMetrics) -> String {
     text
 }
 
+#[cfg(all(test, not(feature = "otlp")))]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn an_otlp_endpoint_without_the_feature_is_an_error() {
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            common: CommonArgs,
+        }
+        let cli = Cli::try_parse_from(["api", "--otlp-endpoint", "http://127.0.0.1:4318"]).unwrap();
+        let error = init_logging(&cli.common, "folio-test").unwrap_err();
+        assert!(error.to_string().contains("`otlp` feature"), "{error}");
+    }
+}
+
 #[cfg(feature = "otlp")]
 mod otlp {
     //! OTLP over HTTP/protobuf through the workspace's reqwest (rustls): no gRPC stack and
@@ -121,17 +146,17 @@ mod otlp {
 
     use super::BoxedLayer;
 
-    /// The standard variable that names the collector.
+    /// The standard variable, honoured when the flag is not given.
     const OTEL_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     /// The longest export request.
     const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
     /// The largest collector answer read.
     const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
-    /// The collector; `None` when none is named.
-    pub(super) fn endpoint() -> Option<String> {
-        std::env::var(OTEL_ENDPOINT)
-            .ok()
+    /// The collector: the flag's, else the standard variable's; `None` when neither is set.
+    pub(super) fn endpoint(flag: Option<&str>) -> Option<String> {
+        flag.map(str::to_owned)
+            .or_else(|| std::env::var(OTEL_ENDPOINT).ok())
             .map(|endpoint| endpoint.trim().to_owned())
             .filter(|endpoint| !endpoint.is_empty())
     }
@@ -162,7 +187,7 @@ mod otlp {
             .with_endpoint(url.clone())
             .with_timeout(EXPORT_TIMEOUT)
             .build()
-            .with_context(|| format!("{OTEL_ENDPOINT}={endpoint:?}: the OTLP exporter to {url}"))?;
+            .with_context(|| format!("--otlp-endpoint {endpoint:?}: the OTLP exporter to {url}"))?;
         let detected = Resource::builder().build();
         let named = detected
             .get(&opentelemetry::Key::from_static_str("service.name"))
