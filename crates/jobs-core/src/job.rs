@@ -88,10 +88,35 @@ pub enum JobStatus {
     Cancelled,
 }
 
+/// The names of [`JobStatus::ACTIVE`] as a list of SQL string literals, `'pending', 'running'`,
+/// for `concat!` into an `ARRAY[...]`; [`active_statuses_sql!`](crate::active_statuses_sql)
+/// is the same list in parentheses, for `IN`.
+#[macro_export]
+macro_rules! active_status_names_sql {
+    () => {
+        "'pending', 'running'"
+    };
+}
+
+/// The active statuses as an SQL list, `('pending', 'running')`: a string literal, so a store
+/// builds every query that names the active set at compile time,
+/// `concat!("... WHERE status IN ", jobs_core::active_statuses_sql!())`. It is the one
+/// spelling of [`JobStatus::ACTIVE`] in SQL: a unit test fails when the two differ, and each
+/// store has a test that no query of its sources writes the list by hand. (Migrations cannot
+/// use it; the conformance suite reads the one-active index back and compares it instead.)
+#[macro_export]
+macro_rules! active_statuses_sql {
+    () => {
+        concat!("(", $crate::active_status_names_sql!(), ")")
+    };
+}
+
 impl JobStatus {
     /// The active statuses: at most one job per (resource, job type) is in one of these.
     /// Both stores' partial unique index must name exactly these; the conformance suite
     /// reads the index back from each database and compares.
+    /// Store SQL spells this set only through [`active_statuses_sql!`](crate::active_statuses_sql)
+    /// (a unit test compares the two).
     pub const ACTIVE: [JobStatus; 2] = [JobStatus::Pending, JobStatus::Running];
     /// The terminal statuses: no write ever changes a job in one of these.
     pub const TERMINAL: [JobStatus; 3] = [
@@ -354,6 +379,19 @@ pub fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sql_list_of_active_statuses_is_job_status_active() {
+        let names: Vec<String> = JobStatus::ACTIVE
+            .iter()
+            .map(|status| format!("'{}'", status.as_str()))
+            .collect();
+        assert_eq!(crate::active_status_names_sql!(), names.join(", "));
+        assert_eq!(
+            crate::active_statuses_sql!(),
+            format!("({})", names.join(", "))
+        );
+    }
 
     #[test]
     fn storable_text_writes_nul_as_an_escape_and_keeps_the_rest() {

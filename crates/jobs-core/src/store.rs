@@ -499,26 +499,32 @@ impl dyn JobStore {
     }
 }
 
-/// Parses the SQL text of the one-active-job index (`CREATE UNIQUE INDEX name ON table
-/// (col, col) WHERE status IN ('a', 'b')`, in either database's spelling). Both stores read
-/// the definition back from their catalog and hand it here.
-pub fn parse_active_index(definition: &str) -> Result<ActiveIndex, StoreError> {
+/// Parses the SQL text of the one-active-job index as a store reads it back from its catalog,
+/// `CREATE UNIQUE INDEX name ON table [USING method] (col, col) WHERE predicate`, whitespace
+/// runs counting as one space. The predicate is in the database's own spelling, so the store
+/// parses it: `predicate_statuses` returns the status names it admits, in the order written,
+/// or `None` when it does not recognise the predicate. Either that or a name that is no
+/// [`JobStatus`] is [`StoreError::Corrupt`].
+pub fn parse_active_index(
+    definition: &str,
+    predicate_statuses: fn(&str) -> Option<Vec<&str>>,
+) -> Result<ActiveIndex, StoreError> {
     let corrupt = || StoreError::Corrupt(format!("unexpected index definition: {definition}"));
     let definition = definition.split_whitespace().collect::<Vec<_>>().join(" ");
     let upper = definition.to_ascii_uppercase();
-    let unique = upper.trim_start().starts_with("CREATE UNIQUE INDEX");
+    let unique = upper.starts_with("CREATE UNIQUE INDEX");
     let where_at = upper.find(" WHERE ").ok_or_else(corrupt)?;
-    let (head, predicate) = definition.split_at(where_at);
+    let head = &definition[..where_at];
+    let predicate = &definition[where_at + " WHERE ".len()..];
     let open = head.find('(').ok_or_else(corrupt)?;
     let close = head.rfind(')').ok_or_else(corrupt)?;
     let columns = head[open + 1..close]
         .split(',')
         .map(|column| column.trim().trim_matches('"').to_owned())
         .collect();
-    let statuses = predicate
-        .split('\'')
-        .skip(1)
-        .step_by(2)
+    let statuses = predicate_statuses(predicate)
+        .ok_or_else(corrupt)?
+        .into_iter()
         .map(|name| name.parse::<JobStatus>().map_err(|_| corrupt()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ActiveIndex {
@@ -532,11 +538,17 @@ pub fn parse_active_index(definition: &str) -> Result<ActiveIndex, StoreError> {
 mod tests {
     use super::*;
 
+    /// A predicate spelling for the tests: the names, comma-separated.
+    fn names(predicate: &str) -> Option<Vec<&str>> {
+        Some(predicate.split(',').map(str::trim).collect())
+    }
+
     #[test]
-    fn parses_postgres_index_definition() {
+    fn parses_the_head_and_hands_the_predicate_to_the_store() {
         let index = parse_active_index(
-            "CREATE UNIQUE INDEX folio_jobs_one_active ON public.folio_jobs USING btree \
-             (resource_key, job_type) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]))",
+            "CREATE UNIQUE INDEX folio_jobs_one_active ON public.folio_jobs USING btree\n \
+             (resource_key, \"job_type\") WHERE pending,  running",
+            names,
         )
         .unwrap();
         assert!(index.unique);
@@ -545,18 +557,10 @@ mod tests {
     }
 
     #[test]
-    fn parses_sqlite_index_definition() {
-        let index = parse_active_index(
-            "CREATE UNIQUE INDEX folio_jobs_one_active ON folio_jobs (resource_key, job_type)\n    WHERE status IN ('pending', 'running')",
-        )
-        .unwrap();
-        assert!(index.unique);
-        assert_eq!(index.statuses, [JobStatus::Pending, JobStatus::Running]);
-    }
-
-    #[test]
-    fn rejects_index_without_predicate() {
-        assert!(parse_active_index("CREATE INDEX x ON t (a)").is_err());
+    fn rejects_index_without_predicate_or_with_unknown_statuses() {
+        assert!(parse_active_index("CREATE INDEX x ON t (a)", names).is_err());
+        assert!(parse_active_index("CREATE INDEX x ON t (a) WHERE pending", |_| None).is_err());
+        assert!(parse_active_index("CREATE INDEX x ON t (a) WHERE pending, done", names).is_err());
     }
 }
 

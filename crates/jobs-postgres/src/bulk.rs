@@ -31,7 +31,8 @@ use crate::{job_from_row, translate};
 /// (resource, type). One notification for the whole batch, when it inserted any. The
 /// active jobs are looked up per item not inserted, through the one-active index (`LATERAL`):
 /// a join would let the generic plan hash the batch and scan every active job.
-const INSERT_MANY: &str = "
+const INSERT_MANY: &str = concat!(
+    "
 WITH batch AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[],
                          $6::jsonb[], $7::uuid[], $8::jsonb[], $9::timestamptz[], $10::text[])
@@ -44,7 +45,9 @@ WITH batch AS (
     SELECT id, resource_key, job_type, 'pending', payload, max_attempts, checkpoint,
            resumed_from, \"then\", trace_parent, created_at, created_at
     FROM batch
-    ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
+    ON CONFLICT (resource_key, job_type) WHERE status IN ",
+    jobs_core::active_statuses_sql!(),
+    " DO NOTHING
     RETURNING *
 ), notified AS (
     SELECT pg_notify('folio_jobs', min(job_type)) FROM inserted HAVING count(*) > 0
@@ -56,9 +59,12 @@ FROM batch
 CROSS JOIN LATERAL (
     SELECT * FROM folio_jobs
     WHERE resource_key = batch.resource_key AND job_type = batch.job_type
-      AND status IN ('pending', 'running')
+      AND status IN ",
+    jobs_core::active_statuses_sql!(),
+    "
 ) AS job
-WHERE batch.id NOT IN (SELECT id FROM inserted)";
+WHERE batch.id NOT IN (SELECT id FROM inserted)"
+);
 
 /// How many rounds a batch gets before its remaining jobs are an error: each round after the
 /// first only retries jobs that lost to a job committed during the round before.

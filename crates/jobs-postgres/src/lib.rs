@@ -333,22 +333,40 @@ fn rescue_statements(scope: &RescueScope) -> (&'static str, &'static str, Option
     }
 }
 
-const INSERT: &str = "
+/// The statuses the one-active index admits, from its predicate as `pg_indexes` deparses it:
+/// `(status = ANY (ARRAY['a'::text, 'b'::text]))`.
+fn active_index_statuses(predicate: &str) -> Option<Vec<&str>> {
+    let list = predicate
+        .strip_prefix("(status = ANY (ARRAY[")?
+        .strip_suffix("]))")?;
+    list.split(", ")
+        .map(|item| item.strip_prefix('\'')?.strip_suffix("'::text"))
+        .collect()
+}
+
+const INSERT: &str = concat!(
+    "
 WITH inserted AS (
     INSERT INTO folio_jobs
         (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
          \"then\", previous_job_id, trace_parent, run_at, created_at)
     VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $9, $10, $11, $8, $8)
-    ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
+    ON CONFLICT (resource_key, job_type) WHERE status IN ",
+    jobs_core::active_statuses_sql!(),
+    " DO NOTHING
     RETURNING *
 ), notified AS (
     SELECT pg_notify('folio_jobs', job_type) FROM inserted
 )
-SELECT inserted.* FROM inserted LEFT JOIN notified ON true";
+SELECT inserted.* FROM inserted LEFT JOIN notified ON true"
+);
 
-const SELECT_ACTIVE: &str = "
+const SELECT_ACTIVE: &str = concat!(
+    "
 SELECT * FROM folio_jobs
-WHERE resource_key = $1 AND job_type = $2 AND status IN ('pending', 'running')";
+WHERE resource_key = $1 AND job_type = $2 AND status IN ",
+    jobs_core::active_statuses_sql!()
+);
 
 /// Each requested type's due jobs come from its own ordered index range (locked with SKIP
 /// LOCKED), then the oldest `limit` of them are claimed under new leases. The update finds
@@ -432,13 +450,17 @@ RETURNING resource_key, max_attempts, \"then\", trace_parent";
 /// Links a job just completed to the job its chain continues in.
 const LINK_NEXT: &str = "UPDATE folio_jobs SET next_job_id = $2 WHERE id = $1";
 
-const REQUEST_CANCEL: &str = "
+const REQUEST_CANCEL: &str = concat!(
+    "
 UPDATE folio_jobs
 SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
     finished_at = CASE WHEN status = 'pending' THEN $2 ELSE finished_at END,
     cancel_requested = true
-WHERE id = $1 AND status IN ('pending', 'running')
-RETURNING *";
+WHERE id = $1 AND status IN ",
+    jobs_core::active_statuses_sql!(),
+    "
+RETURNING *"
+);
 
 /// Rescues come in two forms, for every job and for one resource's job of one type: the
 /// scoped form names the resource outright, so its plan (made once, generic) looks the
@@ -528,7 +550,8 @@ SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.
 /// own: with one, the planner would rather walk the primary key in order, which reads the
 /// whole table when a few old jobs still run; without, it reads the active jobs (at most one
 /// per resource and type) from their index and sorts them with the rest.
-const LIST: &str = "
+const LIST: &str = concat!(
+    "
 SELECT * FROM (
     (SELECT * FROM folio_jobs
      WHERE cardinality($1::text[]) > 0 AND status = ANY($1)
@@ -537,7 +560,11 @@ SELECT * FROM (
      LIMIT $5)
     UNION ALL
     (SELECT * FROM folio_jobs
-     WHERE status IN ('pending', 'running') AND $2::text[] && ARRAY['pending', 'running']
+     WHERE status IN ",
+    jobs_core::active_statuses_sql!(),
+    " AND $2::text[] && ARRAY[",
+    jobs_core::active_status_names_sql!(),
+    "]
        AND status = ANY($2) AND id < $3 AND ($4::text IS NULL OR job_type = $4))
     UNION ALL
     (SELECT * FROM folio_jobs
@@ -553,16 +580,20 @@ SELECT * FROM (
      LIMIT $5)
 ) AS jobs
 ORDER BY id DESC
-LIMIT $5";
+LIMIT $5"
+);
 
 /// A resource's jobs, newest first: its active ones (at most one per type) through the
 /// one-active index, its newest ended ones through the ended-jobs index. `$3` holds the
 /// statuses asked for (every status when the query names none), `$4` the keyset bound.
-const LIST_RESOURCE: &str = "
+const LIST_RESOURCE: &str = concat!(
+    "
 SELECT * FROM (
     (SELECT * FROM folio_jobs
      WHERE resource_key = $1 AND ($2::text IS NULL OR job_type = $2)
-       AND status IN ('pending', 'running') AND status = ANY($3) AND id < $4)
+       AND status IN ",
+    jobs_core::active_statuses_sql!(),
+    " AND status = ANY($3) AND id < $4)
     UNION ALL
     (SELECT * FROM folio_jobs
      WHERE resource_key = $1 AND ($2::text IS NULL OR job_type = $2)
@@ -571,7 +602,8 @@ SELECT * FROM (
      LIMIT $5)
 ) AS jobs
 ORDER BY id DESC
-LIMIT $5";
+LIMIT $5"
+);
 
 /// The keyset bound of a listing: below `before`, or below every id.
 fn list_before(before: Option<JobId>) -> Uuid {
@@ -998,7 +1030,7 @@ impl JobStore for PgJobStore {
         .await
         .map_err(translate)?
         .ok_or_else(|| StoreError::Corrupt("index folio_jobs_one_active is missing".into()))?;
-        parse_active_index(&definition)
+        parse_active_index(&definition, active_index_statuses)
     }
 
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
@@ -1219,7 +1251,7 @@ mod plans {
         let store = database.store().await;
         // 20,000 jobs in id order over 2,000 books: the newest 100 active, one in 200 failed,
         // one in 200 cancelled, the rest completed.
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO folio_jobs (id, resource_key, job_type, status, payload, max_attempts,
                                      attempt, error, worker_id, started_at, heartbeat_at,
                                      run_at, created_at, finished_at)
@@ -1231,13 +1263,17 @@ mod plans {
                     CASE WHEN status <> 'pending' THEN now() END,
                     CASE WHEN status <> 'pending' THEN now() END,
                     now(), now(),
-                    CASE WHEN status NOT IN ('pending', 'running') THEN now() END
-             FROM (SELECT i, CASE WHEN i > 19900 THEN (ARRAY['pending', 'running'])[1 + i % 2]
+                    CASE WHEN status NOT IN ",
+            jobs_core::active_statuses_sql!(),
+            " THEN now() END
+             FROM (SELECT i, CASE WHEN i > 19900 THEN (ARRAY[",
+            jobs_core::active_status_names_sql!(),
+            "])[1 + i % 2]
                                   WHEN i % 200 = 0 THEN 'failed'
                                   WHEN i % 200 = 1 THEN 'cancelled'
                                   ELSE 'completed' END AS status
-                   FROM generate_series(1, 20000) AS i) AS jobs",
-        )
+                   FROM generate_series(1, 20000) AS i) AS jobs"
+        ))
         .execute(store.pool())
         .await
         .expect("20,000 jobs");
@@ -1325,7 +1361,7 @@ mod plans {
         // in 50 was resumed from the job seven before it.
         let mut connection = store.pool().acquire().await.expect("a connection");
         sqlx::raw_sql(
-            "CREATE FUNCTION pg_temp.job(i int) RETURNS uuid LANGUAGE sql IMMUTABLE
+            concat!("CREATE FUNCTION pg_temp.job(i int) RETURNS uuid LANGUAGE sql IMMUTABLE
              AS $$ SELECT (lpad(to_hex(i), 12, '0') || '70008000' || lpad(to_hex(i), 12, '0'))::uuid $$;
              INSERT INTO folio_jobs (id, resource_key, job_type, status, payload, max_attempts,
                                      attempt, error, worker_id, started_at, heartbeat_at,
@@ -1338,17 +1374,17 @@ mod plans {
                     CASE WHEN status <> 'pending' THEN now() END,
                     CASE WHEN status <> 'pending' THEN now() END,
                     now(), now(),
-                    CASE WHEN status NOT IN ('pending', 'running')
+                    CASE WHEN status NOT IN ", jobs_core::active_statuses_sql!(), "
                          THEN now() - interval '60 days' + i * interval '1 minute' END,
                     CASE WHEN i % 3 <> 1 THEN pg_temp.job(i - 1) END,
-                    CASE WHEN i % 3 <> 0 AND status NOT IN ('pending', 'running')
+                    CASE WHEN i % 3 <> 0 AND status NOT IN ", jobs_core::active_statuses_sql!(), "
                          THEN pg_temp.job(i + 1) END,
                     CASE WHEN i % 50 = 0 THEN pg_temp.job(i - 7) END
-             FROM (SELECT i, CASE WHEN i > 19900 THEN (ARRAY['pending', 'running'])[1 + i % 2]
+             FROM (SELECT i, CASE WHEN i > 19900 THEN (ARRAY[", jobs_core::active_status_names_sql!(), "])[1 + i % 2]
                                   WHEN i % 200 = 0 THEN 'failed'
                                   WHEN i % 200 = 1 THEN 'cancelled'
                                   ELSE 'completed' END AS status
-                   FROM generate_series(1, 20000) AS i) AS jobs",
+                   FROM generate_series(1, 20000) AS i) AS jobs"),
         )
         .execute(&mut *connection)
         .await
@@ -1426,5 +1462,37 @@ mod plans {
         }
         drop(connection);
         database.drop().await;
+    }
+}
+
+#[cfg(test)]
+mod active_set {
+    //! The active statuses in this store's SQL: its queries take them from
+    //! `jobs_core::active_statuses_sql!`, and its index definition parses back to them.
+
+    use super::*;
+
+    #[test]
+    fn no_query_spells_the_active_statuses_by_hand() {
+        jobs_core::conformance::assert_no_hand_written_active_set(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        );
+    }
+
+    #[test]
+    fn parses_the_index_definition_postgres_deparses() {
+        // How `pg_indexes` shows the migration's `WHERE status IN ('pending', ...)`.
+        let statuses = JobStatus::ACTIVE.map(|status| format!("'{status}'::text"));
+        let definition = format!(
+            "CREATE UNIQUE INDEX folio_jobs_one_active ON public.folio_jobs USING btree \
+             (resource_key, job_type) WHERE (status = ANY (ARRAY[{}]))",
+            statuses.join(", ")
+        );
+        let index = parse_active_index(&definition, active_index_statuses).unwrap();
+        assert!(index.unique);
+        assert_eq!(index.columns, ["resource_key", "job_type"]);
+        assert_eq!(index.statuses, JobStatus::ACTIVE);
+        let other = "CREATE UNIQUE INDEX x ON folio_jobs (a) WHERE (status = 'pending'::text)";
+        assert!(parse_active_index(other, active_index_statuses).is_err());
     }
 }

@@ -274,19 +274,33 @@ fn scope_params(scope: &RescueScope) -> (Option<&str>, Option<&str>) {
     }
 }
 
-const INSERT: &str = "
+/// The statuses the one-active index admits, from its predicate as SQLite keeps the text of
+/// the migration: `status IN ('a', 'b')`.
+fn active_index_statuses(predicate: &str) -> Option<Vec<&str>> {
+    let list = predicate.strip_prefix("status IN (")?.strip_suffix(')')?;
+    list.split(',')
+        .map(|item| item.trim().strip_prefix('\'')?.strip_suffix('\''))
+        .collect()
+}
+
+const INSERT: &str = concat!(
+    "
 INSERT INTO folio_jobs
     (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
      \"then\", previous_job_id, trace_parent, run_at, created_at)
 VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?9, ?10, ?11, ?8, ?8)
-ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
-RETURNING *";
+ON CONFLICT (resource_key, job_type) WHERE status IN ",
+    jobs_core::active_statuses_sql!(),
+    " DO NOTHING
+RETURNING *"
+);
 
 /// [`INSERT`] for a whole batch, from a JSON array of the jobs (each field a string or
 /// number, the JSON ones as their text): rows are inserted in array order, so of two jobs
 /// of one (resource, type) the first wins and the second meets it as the active job.
 /// (`WHERE true` tells SQLite's parser that `ON CONFLICT` is the upsert clause.)
-const INSERT_MANY: &str = "
+const INSERT_MANY: &str = concat!(
+    "
 INSERT INTO folio_jobs
     (id, resource_key, job_type, status, payload, max_attempts, checkpoint, resumed_from,
      \"then\", previous_job_id, trace_parent, run_at, created_at)
@@ -295,20 +309,29 @@ SELECT value ->> '$.id', value ->> '$.resource_key', value ->> '$.job_type', 'pe
        value ->> '$.resumed_from', value ->> '$.then', NULL, value ->> '$.trace_parent',
        value ->> '$.now', value ->> '$.now'
 FROM json_each(?1) WHERE true
-ON CONFLICT (resource_key, job_type) WHERE status IN ('pending', 'running') DO NOTHING
-RETURNING *";
+ON CONFLICT (resource_key, job_type) WHERE status IN ",
+    jobs_core::active_statuses_sql!(),
+    " DO NOTHING
+RETURNING *"
+);
 
 /// The active jobs of a JSON array of `[resource_key, job_type]` pairs, each found through
 /// the one-active index.
-const SELECT_ACTIVE_MANY: &str = "
+const SELECT_ACTIVE_MANY: &str = concat!(
+    "
 SELECT folio_jobs.* FROM json_each(?1) AS wanted
 JOIN folio_jobs ON folio_jobs.resource_key = wanted.value ->> '$[0]'
                AND folio_jobs.job_type = wanted.value ->> '$[1]'
-               AND folio_jobs.status IN ('pending', 'running')";
+               AND folio_jobs.status IN ",
+    jobs_core::active_statuses_sql!()
+);
 
-const SELECT_ACTIVE: &str = "
+const SELECT_ACTIVE: &str = concat!(
+    "
 SELECT * FROM folio_jobs
-WHERE resource_key = ?1 AND job_type = ?2 AND status IN ('pending', 'running')";
+WHERE resource_key = ?1 AND job_type = ?2 AND status IN ",
+    jobs_core::active_statuses_sql!()
+);
 
 const CLAIM: &str = "
 UPDATE folio_jobs
@@ -370,13 +393,17 @@ RETURNING resource_key, max_attempts, \"then\", trace_parent";
 /// Links a job just completed to the job its chain continues in.
 const LINK_NEXT: &str = "UPDATE folio_jobs SET next_job_id = ?2 WHERE id = ?1";
 
-const REQUEST_CANCEL: &str = "
+const REQUEST_CANCEL: &str = concat!(
+    "
 UPDATE folio_jobs
 SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
     finished_at = CASE WHEN status = 'pending' THEN ?2 ELSE finished_at END,
     cancel_requested = 1
-WHERE id = ?1 AND status IN ('pending', 'running')
-RETURNING *";
+WHERE id = ?1 AND status IN ",
+    jobs_core::active_statuses_sql!(),
+    "
+RETURNING *"
+);
 
 const RESCUE_STALE: &str = "
 UPDATE folio_jobs
@@ -445,7 +472,8 @@ SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.
 /// read the whole table to find a few running jobs; `failed` and `cancelled` from theirs).
 /// [`JobQuery::listing_branches`] splits them. A branch whose statuses are not asked for
 /// stops before it reads a row: its test of the parameters does not depend on the row.
-const LIST: &str = "
+const LIST: &str = concat!(
+    "
 SELECT * FROM (
     SELECT * FROM (
         SELECT * FROM folio_jobs
@@ -456,8 +484,12 @@ SELECT * FROM (
     UNION ALL
     SELECT * FROM (
         SELECT * FROM folio_jobs INDEXED BY folio_jobs_one_active
-        WHERE status IN ('pending', 'running')
-          AND EXISTS (SELECT 1 FROM json_each(?2) WHERE value IN ('pending', 'running'))
+        WHERE status IN ",
+    jobs_core::active_statuses_sql!(),
+    "
+          AND EXISTS (SELECT 1 FROM json_each(?2) WHERE value IN ",
+    jobs_core::active_statuses_sql!(),
+    ")
           AND status IN (SELECT value FROM json_each(?2))
           AND id < ?3 AND (?4 IS NULL OR job_type = ?4)
         ORDER BY id DESC
@@ -478,7 +510,8 @@ SELECT * FROM (
         LIMIT ?5)
 )
 ORDER BY id DESC
-LIMIT ?5";
+LIMIT ?5"
+);
 
 /// A resource's jobs, newest first, found through `folio_jobs_by_resource`. `?3` holds the
 /// statuses asked for (every status when the query names none), `?4` the keyset bound.
@@ -946,7 +979,7 @@ impl JobStore for SqliteJobStore {
         .await
         .map_err(translate)?
         .ok_or_else(|| corrupt("index folio_jobs_one_active is missing"))?;
-        parse_active_index(&definition)
+        parse_active_index(&definition, active_index_statuses)
     }
 
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
@@ -1186,5 +1219,38 @@ mod migrations {
                 .collect();
             assert_eq!(applied, expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod active_set {
+    //! The active statuses in this store's SQL: its queries take them from
+    //! `jobs_core::active_statuses_sql!`, and its index definition parses back to them.
+
+    use super::*;
+
+    #[test]
+    fn no_query_spells_the_active_statuses_by_hand() {
+        jobs_core::conformance::assert_no_hand_written_active_set(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        );
+    }
+
+    #[test]
+    fn parses_the_index_definition_sqlite_keeps() {
+        let index = parse_active_index(
+            concat!(
+                "CREATE UNIQUE INDEX folio_jobs_one_active ON folio_jobs (resource_key, job_type)\n",
+                "    WHERE status IN ",
+                jobs_core::active_statuses_sql!()
+            ),
+            active_index_statuses,
+        )
+        .unwrap();
+        assert!(index.unique);
+        assert_eq!(index.columns, ["resource_key", "job_type"]);
+        assert_eq!(index.statuses, JobStatus::ACTIVE);
+        let other = "CREATE UNIQUE INDEX x ON folio_jobs (a) WHERE status = 'pending'";
+        assert!(parse_active_index(other, active_index_statuses).is_err());
     }
 }

@@ -317,3 +317,87 @@ pub fn assert_lease_lost<T: std::fmt::Debug>(
         other => panic!("expected LeaseLost ({status}), got {other:?}"),
     }
 }
+
+/// The 1-based lines of `source` that write the active set by hand: a quoted active status
+/// followed, across whitespace, an optional `::type` cast and one comma, by another one, as
+/// in `IN ('pending', 'running')` or `ARRAY['running','pending']`. Store queries take that
+/// list from [`active_statuses_sql!`](crate::active_statuses_sql) instead.
+pub fn hand_written_active_sets(source: &str) -> Vec<usize> {
+    let quoted: Vec<String> = crate::JobStatus::ACTIVE
+        .iter()
+        .map(|status| format!("'{}'", status.as_str()))
+        .collect();
+    // The rest of `text` after a quoted active status at its start, if there is one.
+    let active_literal = |text: &str| -> Option<(usize, usize)> {
+        quoted.iter().enumerate().find_map(|(which, literal)| {
+            text.starts_with(literal.as_str())
+                .then_some((which, literal.len()))
+        })
+    };
+    let mut lines = Vec::new();
+    for (at, _) in source.match_indices('\'') {
+        let Some((first, length)) = active_literal(&source[at..]) else {
+            continue;
+        };
+        let mut rest = &source[at + length..];
+        if let Some(cast) = rest.strip_prefix("::") {
+            rest = cast.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_' || c == ' ');
+        }
+        let Some(rest) = rest.trim_start().strip_prefix(',') else {
+            continue;
+        };
+        if active_literal(rest.trim_start()).is_some_and(|(second, _)| second != first) {
+            lines.push(source[..at].matches('\n').count() + 1);
+        }
+    }
+    lines.dedup();
+    lines
+}
+
+/// Panics naming every place in the Rust sources under `dir` (a store crate's `src`) that
+/// writes the active set by hand (see [`hand_written_active_sets`]).
+#[track_caller]
+pub fn assert_no_hand_written_active_set(dir: &std::path::Path) {
+    fn rust_files(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("a source directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, files);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(dir, &mut files);
+    assert!(!files.is_empty(), "no Rust sources under {}", dir.display());
+    let found: Vec<String> = files
+        .iter()
+        .flat_map(|file| {
+            let source = std::fs::read_to_string(file).expect("a readable source");
+            hand_written_active_sets(&source)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", file.display()))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "SQL that spells the active statuses by hand (use jobs_core::active_statuses_sql!() \
+         or active_status_names_sql!(), which follow JobStatus::ACTIVE): {found:?}"
+    );
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::hand_written_active_sets;
+
+    #[test]
+    fn finds_active_sets_written_by_hand_in_any_spelling() {
+        let source = "a\nWHERE status IN ('pending', 'running')\n\
+                      ARRAY['running','pending'::text]\n\
+                      x IN ('pending'::text,\n   'running'::text)\n\
+                      status = 'pending' OR status = 'running'\n\
+                      IN ('pending', 'failed'), ('completed', 'running')\n";
+        assert_eq!(hand_written_active_sets(source), [2, 3, 4]);
+    }
+}
