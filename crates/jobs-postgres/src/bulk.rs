@@ -24,7 +24,8 @@ use jobs_core::{Insert, Job, JobId, NewJob, StoreError};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::{job_from_row, translate};
+use crate::error::translate;
+use crate::rows::job_from_row;
 
 /// Inserts each job of the batch whose (resource, type) has no active job, and returns the
 /// inserted rows and the active rows of the others. The batch holds at most one job per

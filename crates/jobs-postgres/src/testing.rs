@@ -165,7 +165,7 @@ impl TestDatabase {
             .fetch_one(&mut *transaction)
             .await
             .expect("lock the job's row");
-        let job = crate::job_from_row(&row).expect("a job");
+        let job = crate::rows::job_from_row(&row).expect("a job");
         JobRowLock { job, transaction }
     }
 }
