@@ -20,7 +20,7 @@ use std::fs;
 use std::future::Future;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,12 @@ use books::{BookId, Books, OcrStatus, layout};
 use jobs_core::{Job, JobId, JobStatus, JobStore};
 use ocr::testing::{FixturePage, character_error_rate, fixture_pages, require_tesseract};
 use serde_json::{Value, json};
+use support::{
+    Process, api_binary, checkpointed_pages, counting_tesseract, eventually, logs, path_with,
+    recognitions, round, total, worker_binary,
+};
+
+mod support;
 
 const API_TOKEN: &str = "hosts-test-token";
 const HEARTBEAT_INTERVAL: &str = "1s";
@@ -144,172 +150,6 @@ impl Drop for Hosts {
     }
 }
 
-/// A process on a host, killed when dropped, with its stderr in a log file.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(mut command: Command, name: &str, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = command
-            .env("RUST_LOG", "info")
-            .env("FOLIO_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {name}: {error}"));
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn labelled_log(&self) -> String {
-        format!("--- {} ---\n{}", self.name, self.log())
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("{} exited with {status}\n{}", self.name, self.log());
-        }
-    }
-
-    /// SIGTERM, then waits (polling) for the exit; panics after `limit`.
-    async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop within {limit:?} of SIGTERM\n{}",
-                self.name,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `probe` every 100 ms until it gives `Some`; panics after `limit` with `context`.
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    context: impl Fn() -> String,
-    probe: impl Fn() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {limit:?} waiting for {what}\n{}",
-                context()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The `api` binary, built beside this package's `worker` (cargo gives a test the binaries
-/// of its own package only).
-fn api_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(build_api_binary).clone()
-}
-
-fn build_api_binary() -> PathBuf {
-    let worker = Path::new(env!("CARGO_BIN_EXE_worker"));
-    let profile_dir = worker.parent().expect("the profile folder");
-    let target_dir = profile_dir.parent().expect("the target folder");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet", "--package", "api", "--bin", "api"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "building the api binary failed: {status}");
-    profile_dir.join("api")
-}
-
-/// A folder with a `tesseract` that logs one line (the worker's id) per page it reads,
-/// then runs the real one: the count of recognitions, redone ones included.
-fn counting_tesseract(dir: &Path) -> (PathBuf, PathBuf) {
-    let real = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|path| path.join("tesseract"))
-                .find(|path| path.is_file())
-        })
-        .expect("tesseract on PATH");
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    let runs = dir.join("runs.log");
-    let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = stdin ]; then echo \"$FOLIO_WORKER_ID\" >> '{}'; fi\nexec '{}' \"$@\"\n",
-        runs.display(),
-        real.display()
-    );
-    let shim = bin.join("tesseract");
-    fs::write(&shim, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
-    (bin, runs)
-}
-
-/// Recognitions so far, per worker id.
-fn recognitions(runs: &Path) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for line in fs::read_to_string(runs).unwrap_or_default().lines() {
-        *counts.entry(line.to_owned()).or_default() += 1;
-    }
-    counts
-}
-
-fn total(counts: &BTreeMap<String, usize>) -> usize {
-    counts.values().sum()
-}
-
 /// Latencies of the client's API requests.
 #[derive(Default)]
 struct Latencies(Mutex<Vec<Duration>>);
@@ -410,19 +250,13 @@ impl Deployment {
             .args(["--storage", &self.storage_url])
             .args(["--api-token", API_TOKEN])
             .args(["--stale-after", STALE_AFTER])
+            .env("FOLIO_LOG_FORMAT", "text")
             .envs(self.s3_env.iter().map(|(key, value)| (key, value)));
         Process::spawn(command, host, self.dir.path())
     }
 
     fn worker(&self, host: &str, types: &str) -> Process {
-        let path = format!(
-            "{}:{}",
-            self.tesseract_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut command = self
-            .hosts
-            .command(host, Path::new(env!("CARGO_BIN_EXE_worker")));
+        let mut command = self.hosts.command(host, &worker_binary());
         command
             .args(["--database-url", self.hosts.database_url()])
             .args(["--storage", &self.storage_url])
@@ -434,7 +268,8 @@ impl Deployment {
             .args(["--progress-flush", "200ms", "--shutdown-grace", "10s"])
             .args(["--storage-wait", "30s"])
             .env("FOLIO_WORKER_ID", host)
-            .env("PATH", path)
+            .env("FOLIO_LOG_FORMAT", "text")
+            .env("PATH", path_with(&self.tesseract_dir))
             .envs(self.s3_env.iter().map(|(key, value)| (key, value)));
         Process::spawn(command, host, self.dir.path())
     }
@@ -594,33 +429,14 @@ fn multipart(files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-fn done_pages(job: &Job) -> usize {
-    job.checkpoint
-        .as_ref()
-        .and_then(|checkpoint| checkpoint["done"].as_array().map(Vec::len))
-        .unwrap_or(0)
-}
-
-fn round(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
-}
-
-fn logs(processes: &[&Process]) -> String {
-    processes
-        .iter()
-        .map(|process| process.labelled_log())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     on_client_host("cut", |deployment| async move {
         require_tesseract().await;
         const PAGES: usize = 36;
-        let mut api = deployment.api("api1");
-        let mut workers: BTreeMap<&str, Process> = ["w1", "w2", "w3"]
+        let api = deployment.api("api1");
+        let workers: BTreeMap<&str, Process> = ["w1", "w2", "w3"]
             .into_iter()
             .map(|host| (host, deployment.worker(host, "ocr")))
             .collect();
@@ -642,13 +458,13 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
             || everyone(&workers),
             || async {
                 let job = deployment.job(job_id).await?;
-                (job.status.is_terminal() || done_pages(&job) >= 6).then_some(job)
+                (job.status.is_terminal() || checkpointed_pages(&job) >= 6).then_some(job)
             },
         )
         .await;
         assert_eq!(running.status, JobStatus::Running, "{running:#?}");
         let victim = running.worker_id.clone().unwrap();
-        let durable_at_cut = done_pages(&running);
+        let durable_at_cut = checkpointed_pages(&running);
         let recognized_at_cut = total(&recognitions(&deployment.runs));
 
         deployment.hosts.cut(&victim);
@@ -720,7 +536,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
         assert_eq!(all.len(), 1, "{all:#?}");
         assert_eq!(done.attempt, 2, "{done:#?}");
         assert_eq!(done.worker_id.as_deref(), Some(new_owner.as_str()));
-        for process in workers.values_mut() {
+        for process in workers.values() {
             process.assert_running();
         }
         api.assert_running();
@@ -827,8 +643,8 @@ fn an_api_host_cut_off_leaves_its_clients_on_the_other() {
     on_client_host("api", |deployment| async move {
         require_tesseract().await;
         const PAGES: usize = 12;
-        let mut apis = [deployment.api("api1"), deployment.api("api2")];
-        let mut workers = [
+        let apis = [deployment.api("api1"), deployment.api("api2")];
+        let workers = [
             deployment.worker("w1", "ocr"),
             deployment.worker("w2", "ocr"),
         ];
@@ -893,7 +709,7 @@ fn an_api_host_cut_off_leaves_its_clients_on_the_other() {
                 .check_pages(&BookId::parse(id).unwrap(), PAGES)
                 .await;
         }
-        for process in apis.iter_mut().chain(workers.iter_mut()) {
+        for process in apis.iter().chain(workers.iter()) {
             process.assert_running();
         }
         let figures = json!({

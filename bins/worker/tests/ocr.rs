@@ -4,9 +4,8 @@
 //! a chain, whose book still ends finalized.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,76 +18,52 @@ use jobs_core::{
 use jobs_postgres::testing::TestDatabase;
 use ocr::OcrCheckpoint;
 use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use support::{Process, checkpointed_pages, eventually, logs, wait_for_job, worker_binary};
+
+mod support;
 
 const OCR_CONCURRENCY: usize = 2;
 const MANIFEST_FLUSH_EVERY: usize = 5;
 
-/// A `worker` process running `ocr` jobs; killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: PathBuf,
+/// A `worker` of `ocr` jobs only.
+fn ocr_worker(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Process {
+    let concurrency = OCR_CONCURRENCY.to_string();
+    let flush_every = MANIFEST_FLUSH_EVERY.to_string();
+    let flags = [
+        "--types",
+        "ocr",
+        "--ocr-concurrency",
+        &concurrency,
+        "--manifest-flush-every",
+        &flush_every,
+    ];
+    spawn_worker(database_url, storage_url, id, log_dir, &flags)
 }
 
-impl WorkerProcess {
-    /// A worker of `ocr` jobs only.
-    fn start(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Self {
-        let concurrency = OCR_CONCURRENCY.to_string();
-        let flush_every = MANIFEST_FLUSH_EVERY.to_string();
-        let flags = [
-            "--types",
-            "ocr",
-            "--ocr-concurrency",
-            &concurrency,
-            "--manifest-flush-every",
-            &flush_every,
-        ];
-        Self::spawn(database_url, storage_url, id, log_dir, &flags)
-    }
-
-    /// A worker of every product job type (`ocr`, `guidelines`, `finalize`) that reads one
-    /// page at a time and checkpoints after each.
-    fn start_pipeline(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Self {
-        let flags = ["--ocr-concurrency", "1", "--manifest-flush-every", "1"];
-        Self::spawn(database_url, storage_url, id, log_dir, &flags)
-    }
-
-    fn spawn(
-        database_url: &str,
-        storage_url: &str,
-        id: &str,
-        log_dir: &Path,
-        flags: &[&str],
-    ) -> Self {
-        let log = log_dir.join(format!("{id}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--database-url", database_url, "--storage", storage_url])
-            .args(["--worker-id", id, "--ocr-engine", "tesseract"])
-            .args(flags)
-            .args(["--heartbeat-interval", "200ms", "--stale-after", "2s"])
-            .args(["--poll-interval", "100ms", "--progress-flush", "100ms"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the worker binary");
-        Self { child, log }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// A worker of every product job type (`ocr`, `guidelines`, `finalize`) that reads one page
+/// at a time and checkpoints after each.
+fn pipeline_worker(database_url: &str, storage_url: &str, id: &str, log_dir: &Path) -> Process {
+    let flags = ["--ocr-concurrency", "1", "--manifest-flush-every", "1"];
+    spawn_worker(database_url, storage_url, id, log_dir, &flags)
 }
 
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `worker` process with the suite's timings and `flags`; killed when dropped.
+fn spawn_worker(
+    database_url: &str,
+    storage_url: &str,
+    id: &str,
+    log_dir: &Path,
+    flags: &[&str],
+) -> Process {
+    let mut command = Command::new(worker_binary());
+    command
+        .args(["--database-url", database_url, "--storage", storage_url])
+        .args(["--worker-id", id, "--ocr-engine", "tesseract"])
+        .args(flags)
+        .args(["--heartbeat-interval", "200ms", "--stale-after", "2s"])
+        .args(["--poll-interval", "100ms", "--progress-flush", "100ms"])
+        .env("RUST_LOG", "info");
+    Process::spawn(command, id, log_dir)
 }
 
 /// A book of the twelve fixture pages in a file store, and a job store.
@@ -135,12 +110,12 @@ impl Book {
         }
     }
 
-    fn worker(&self, database_url: &str, id: &str) -> WorkerProcess {
-        WorkerProcess::start(database_url, &self.storage_url, id, self.dir.path())
+    fn worker(&self, database_url: &str, id: &str) -> Process {
+        ocr_worker(database_url, &self.storage_url, id, self.dir.path())
     }
 
-    fn pipeline_worker(&self, database_url: &str, id: &str) -> WorkerProcess {
-        WorkerProcess::start_pipeline(database_url, &self.storage_url, id, self.dir.path())
+    fn pipeline_worker(&self, database_url: &str, id: &str) -> Process {
+        pipeline_worker(database_url, &self.storage_url, id, self.dir.path())
     }
 
     async fn enqueue(&self) -> Job {
@@ -159,29 +134,24 @@ impl Book {
         }
     }
 
-    /// Polls the job every 20 ms until `done` holds; panics after 120 s with the logs.
+    /// Polls the job until `done` holds; panics after 120 s with the logs.
     async fn wait_for(
         &self,
         id: JobId,
         what: &str,
-        workers: &[&WorkerProcess],
+        workers: &[&Process],
         done: impl Fn(&Job) -> bool,
     ) -> Job {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let job = self.jobs.get(id).await.unwrap();
-            if done(&job) {
-                return job;
-            }
-            if tokio::time::Instant::now() > deadline {
-                let logs: Vec<String> = workers.iter().map(|worker| worker.log()).collect();
-                panic!(
-                    "timed out waiting for {what}: {job:#?}\nlogs:\n{}",
-                    logs.join("\n---\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let context = || format!("logs:\n{}", logs(workers));
+        wait_for_job(
+            self.jobs.as_ref(),
+            id,
+            Duration::from_secs(120),
+            what,
+            context,
+            done,
+        )
+        .await
     }
 
     async fn manifest(&self) -> Manifest {
@@ -274,21 +244,14 @@ async fn a_twelve_page_book_is_read_by_a_worker_process(database_url: &str) {
 async fn a_worker_killed_mid_book_loses_no_page_and_the_next_redoes_few(database_url: &str) {
     require_tesseract().await;
     let book = Book::create(database_url).await;
-    let mut first = book.worker(database_url, "ocr-worker-a");
+    let first = book.worker(database_url, "ocr-worker-a");
     let job = book.enqueue().await;
     let running = book
         .wait_for(
             job.id,
             "a first manifest batch and more",
             &[&first],
-            |job| {
-                job.status.is_terminal()
-                    || job.checkpoint.as_ref().is_some_and(|value| {
-                        value["done"]
-                            .as_array()
-                            .is_some_and(|done| done.len() >= MANIFEST_FLUSH_EVERY)
-                    })
-            },
+            |job| job.status.is_terminal() || checkpointed_pages(job) >= MANIFEST_FLUSH_EVERY,
         )
         .await;
     assert_eq!(
@@ -385,7 +348,7 @@ async fn a_worker_killed_right_after_the_last_ocr_page_on_postgres_still_finaliz
     let database = TestDatabase::create().await;
     let url = database.url();
     let book = Book::create(url).await;
-    let mut first = book.pipeline_worker(url, "chain-worker-a");
+    let first = book.pipeline_worker(url, "chain-worker-a");
     let then = vec![
         ChainStep::new("guidelines", serde_json::json!({})),
         ChainStep::new("finalize", serde_json::json!({})),
@@ -407,32 +370,24 @@ async fn a_worker_killed_right_after_the_last_ocr_page_on_postgres_still_finaliz
 
     // Eleven pages checkpointed: the last one is in tesseract. Hold the job's row, so the
     // worker records the last page in the manifest and then waits to write its checkpoint.
-    let pages_before_last = |job: &Job| {
-        job.checkpoint
-            .as_ref()
-            .and_then(|value| value["done"].as_array().map(Vec::len))
-            .unwrap_or(0)
-    };
     book.wait_for(job.id, "eleven pages done", &[&first], |job| {
-        job.status.is_terminal() || pages_before_last(job) >= 11
+        job.status.is_terminal() || checkpointed_pages(job) >= 11
     })
     .await;
     let lock = database.lock_job(job.id).await;
     assert_eq!(lock.job.status, JobStatus::Running, "{:#?}", lock.job);
     assert_eq!(
-        pages_before_last(&lock.job),
+        checkpointed_pages(&lock.job),
         11,
         "the last page was done before the row was locked"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while done_pages(&book.manifest().await).len() < 12 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the last page was never recorded:\n{}",
-            first.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the last page to be recorded",
+        || first.log(),
+        || async { (done_pages(&book.manifest().await).len() >= 12).then_some(()) },
+    )
+    .await;
     first.kill();
     lock.release().await;
 

@@ -10,16 +10,21 @@
 //! back, and a job enqueued after the restart is picked up by its notification, far
 //! sooner than the workers' 60 s poll interval. The figures are printed as one JSON line.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use books::{BookId, Books, IngestLimits, OcrStatus, UploadedFile, layout};
-use jobs_core::{Job, JobId, JobStatus, JobStore};
+use jobs_core::{JobId, JobStatus, JobStore};
 use jobs_postgres::testing::ThrowawayCluster;
 use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use support::{
+    Process, api_binary, checkpointed_pages, counting_tesseract, eventually, free_port, logs,
+    path_with, recognitions, round, total, worker_binary,
+};
+
+mod support;
 
 /// Pages of the book read across the restart.
 const PAGES: usize = 48;
@@ -31,89 +36,6 @@ const STALE_AFTER: &str = "12s";
 const POLL_INTERVAL: &str = "60s";
 /// How long the database stays down once stopped (a fault setting, not a wait for state).
 const DOWN_FOR: Duration = Duration::from_secs(6);
-
-/// A process killed when dropped, with its stderr in a log file.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(mut command: Command, name: &str, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let child = command
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {name}: {error}"));
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        format!(
-            "--- {} ---\n{}",
-            self.name,
-            fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// Panics unless the process still runs.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("{} exited with {status}\n{}", self.name, self.log());
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A folder with a `tesseract` that appends one line to `runs.log` per page it is given,
-/// then runs the real one: the count of page recognitions, redone ones included.
-fn counting_tesseract(dir: &Path) -> (PathBuf, PathBuf) {
-    let real = std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|path| path.join("tesseract"))
-                .find(|path| path.is_file())
-        })
-        .expect("tesseract on PATH");
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    let runs = dir.join("runs.log");
-    let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = stdin ]; then echo page >> '{}'; fi\nexec '{}' \"$@\"\n",
-        runs.display(),
-        real.display()
-    );
-    let shim = bin.join("tesseract");
-    fs::write(&shim, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).unwrap();
-    (bin, runs)
-}
-
-fn recognitions(runs: &Path) -> usize {
-    fs::read_to_string(runs).map_or(0, |text| text.lines().count())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -175,12 +97,7 @@ impl Fixture {
     }
 
     fn worker(&self, id: &str, tesseract_dir: &Path) -> Process {
-        let path = format!(
-            "{}:{}",
-            tesseract_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut command = Command::new(worker_binary());
         command
             .args(["--database-url", &self.database_url])
             .args(["--storage", &self.storage_url])
@@ -191,36 +108,9 @@ impl Fixture {
             .args(["--stale-after", STALE_AFTER])
             .args(["--poll-interval", POLL_INTERVAL])
             .args(["--progress-flush", "200ms", "--shutdown-grace", "5s"])
-            .env("PATH", path);
+            .env("PATH", path_with(tesseract_dir));
         Process::spawn(command, id, self.dir.path())
     }
-}
-
-/// Polls `probe` every 50 ms until it gives `Some`; panics after `limit` with the logs.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    processes: &[&Process],
-    probe: impl Fn() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = processes.iter().map(|process| process.log()).collect();
-            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn done_pages(job: &Job) -> usize {
-    job.checkpoint
-        .as_ref()
-        .and_then(|checkpoint| checkpoint["done"].as_array().map(Vec::len))
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +123,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     let database_url = cluster.url();
     let storage_url = format!("file://{}/objects", dir.path().display());
     let port = free_port();
-    let mut api = Process::spawn(
+    let api = Process::spawn(
         {
             let mut command = Command::new(api_binary());
             command
@@ -258,16 +148,14 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
         api: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
     };
-    let mut workers = [
+    let workers = [
         fixture.worker("worker-a", &tesseract_dir),
         fixture.worker("worker-b", &tesseract_dir),
     ];
-    let everyone =
-        |workers: &[Process; 2]| -> Vec<String> { workers.iter().map(Process::log).collect() };
     eventually(
         Duration::from_secs(60),
         "the api ready with two live workers",
-        &[&api, &workers[0], &workers[1]],
+        || logs(&[&api, &workers[0], &workers[1]]),
         || async {
             let (status, body) = fixture.readyz().await?;
             (status == 200 && body["live_workers"] == 2).then_some(())
@@ -277,7 +165,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     eventually(
         Duration::from_secs(30),
         "both workers listening",
-        &[&workers[0], &workers[1]],
+        || logs(&[&workers[0], &workers[1]]),
         || async { (cluster.listeners("postgres").await? == 2).then_some(()) },
     )
     .await;
@@ -289,10 +177,10 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     let running = eventually(
         Duration::from_secs(120),
         "eight pages done",
-        &[&workers[0], &workers[1]],
+        || logs(&[&workers[0], &workers[1]]),
         || async {
             let job = fixture.jobs.get(job_id).await.ok()?;
-            (job.status.is_terminal() || done_pages(&job) >= 8).then_some(job)
+            (job.status.is_terminal() || checkpointed_pages(&job) >= 8).then_some(job)
         },
     )
     .await;
@@ -316,7 +204,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     let (status, body) = eventually(
         Duration::from_secs(30),
         "/readyz to say not ready",
-        &[&api],
+        || logs(&[&api]),
         || async {
             let (status, body) = fixture.readyz().await?;
             (status != 200).then_some((status, body))
@@ -349,7 +237,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
         "{answers_while_down:?}"
     );
     api.assert_running();
-    for worker in &mut workers {
+    for worker in &workers {
         worker.assert_running();
     }
 
@@ -366,7 +254,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     eventually(
         Duration::from_secs(30),
         "/readyz to say ready with two live workers",
-        &[&api, &workers[0], &workers[1]],
+        || logs(&[&api, &workers[0], &workers[1]]),
         || async {
             let (status, body) = fixture.readyz().await?;
             (status == 200 && body["database"]["ok"] == true && body["live_workers"] == 2)
@@ -378,7 +266,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     eventually(
         Duration::from_secs(30),
         "both workers listening again",
-        &[&workers[0], &workers[1]],
+        || logs(&[&workers[0], &workers[1]]),
         || async { (cluster.listeners("postgres").await? == 2).then_some(()) },
     )
     .await;
@@ -390,7 +278,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     let small_job = eventually(
         Duration::from_secs(30),
         "the job after the restart to be picked up",
-        &[&workers[0], &workers[1]],
+        || logs(&[&workers[0], &workers[1]]),
         || async {
             let job = fixture.jobs.get(small_id).await.ok()?;
             job.started_at.is_some().then_some(job)
@@ -401,13 +289,13 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     assert!(
         pickup < chrono::Duration::seconds(5),
         "picked up {pickup} after its insert: the notification was not heard\n{}",
-        everyone(&workers).join("\n")
+        logs(&workers)
     );
 
     let done = eventually(
         Duration::from_secs(180),
         "the book's job to end",
-        &[&workers[0], &workers[1]],
+        || logs(&[&workers[0], &workers[1]]),
         || async {
             let job = fixture.jobs.get(job_id).await.ok()?;
             job.status.is_terminal().then_some(job)
@@ -419,7 +307,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
         done.status,
         JobStatus::Completed,
         "{done:#?}\n{}",
-        everyone(&workers).join("\n")
+        logs(&workers)
     );
 
     // Every page done exactly once, its text stored and right.
@@ -444,7 +332,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     let small_done = eventually(
         Duration::from_secs(60),
         "the small book's job to end",
-        &[&workers[0], &workers[1]],
+        || logs(&[&workers[0], &workers[1]]),
         || async {
             let job = fixture.jobs.get(small_id).await.ok()?;
             job.status.is_terminal().then_some(job)
@@ -452,7 +340,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     )
     .await;
     assert_eq!(small_done.status, JobStatus::Completed, "{small_done:#?}");
-    let pages_redone = recognitions(&runs) - PAGES - 2;
+    let pages_redone = total(&recognitions(&runs)) - PAGES - 2;
 
     let figures = serde_json::json!({
         "test": "pg_restart",
@@ -485,38 +373,10 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     assert_eq!(pages_redone, 0, "{figures}");
     assert_eq!(recorded_tries as usize, PAGES, "{figures}");
     api.assert_running();
-    for worker in &mut workers {
+    for worker in &workers {
         worker.assert_running();
     }
     drop(workers);
     drop(api);
     drop(cluster);
-}
-
-/// The `api` binary, built now beside this package's `worker` (same target folder and
-/// profile): cargo gives a test the binaries of its own package only, and one left by an
-/// earlier build may be stale.
-fn api_binary() -> PathBuf {
-    let worker = Path::new(env!("CARGO_BIN_EXE_worker"));
-    let profile_dir = worker.parent().expect("the profile folder");
-    let target_dir = profile_dir.parent().expect("the target folder");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--quiet", "--package", "api", "--bin", "api"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "building the api binary failed: {status}");
-    profile_dir.join("api")
-}
-
-fn round(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
 }

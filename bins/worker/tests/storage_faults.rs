@@ -12,14 +12,11 @@
 //! `tesseract` wrapper (first on its `PATH`) that records each recognition and then runs
 //! the real program. Each test prints its figures.
 //!
-//! Helpers follow `tests/ocr.rs` (a worker process killed on drop, polling with deadlines),
-//! copied here in the small form these tests need.
+//! The process, polling and counting-`tesseract` helpers are the package's `tests/support`.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,66 +30,45 @@ use jobs_core::{
 };
 use jobs_postgres::testing::TestDatabase;
 use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use support::{
+    Process, checkpointed_pages, counting_tesseract, path_with, recognitions, total, wait_for_job,
+    worker_binary,
+};
+
+mod support;
 
 const PAGES: usize = 12;
 
-/// A `worker` of `ocr` jobs whose storage is S3 at `endpoint`; killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl WorkerProcess {
-    fn start(database_url: &str, book: &S3Book, id: &str, storage_wait: &str) -> Self {
-        let log = book.dir.path().join(format!("{id}.log"));
-        let credentials = moto::test_credentials();
-        let path = format!(
-            "{}:{}",
-            book.tesseract_wrapper_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(["--database-url", database_url])
-            .args(["--storage", &format!("s3://{}", book.bucket)])
-            .args([
-                "--worker-id",
-                id,
-                "--types",
-                "ocr",
-                "--ocr-engine",
-                "tesseract",
-            ])
-            .args(["--ocr-concurrency", "2", "--manifest-flush-every", "2"])
-            .args(["--storage-wait", storage_wait])
-            .args(["--heartbeat-interval", "200ms", "--stale-after", "5s"])
-            .args(["--poll-interval", "100ms", "--progress-flush", "100ms"])
-            .env("PATH", path)
-            .env("FOLIO_TESSERACT_RUNS", &book.tesseract_runs)
-            .env("AWS_ENDPOINT_URL", book.proxy.url())
-            .env("AWS_ACCESS_KEY_ID", &credentials.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &credentials.secret_access_key)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL_S3")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the worker binary");
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `worker` of `ocr` jobs whose storage is `book`'s bucket through its fault proxy;
+/// killed when dropped.
+fn worker(database_url: &str, book: &S3Book, id: &str, storage_wait: &str) -> Process {
+    let credentials = moto::test_credentials();
+    let mut command = Command::new(worker_binary());
+    command
+        .args(["--database-url", database_url])
+        .args(["--storage", &format!("s3://{}", book.bucket)])
+        .args([
+            "--worker-id",
+            id,
+            "--types",
+            "ocr",
+            "--ocr-engine",
+            "tesseract",
+        ])
+        .args(["--ocr-concurrency", "2", "--manifest-flush-every", "2"])
+        .args(["--storage-wait", storage_wait])
+        .args(["--heartbeat-interval", "200ms", "--stale-after", "5s"])
+        .args(["--poll-interval", "100ms", "--progress-flush", "100ms"])
+        .env("PATH", path_with(&book.tesseract_wrapper_dir))
+        .env("AWS_ENDPOINT_URL", book.proxy.url())
+        .env("AWS_ACCESS_KEY_ID", &credentials.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &credentials.secret_access_key)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env("RUST_LOG", "info");
+    Process::spawn(command, id, book.dir.path())
 }
 
 /// A book of the twelve fixture pages on S3 (moto), the fault proxy the worker talks
@@ -158,7 +134,7 @@ impl S3Book {
             Arc::new(SystemClock),
             RecoveryPolicy::default(),
         );
-        let (tesseract_wrapper_dir, tesseract_runs) = tesseract_wrapper(dir.path());
+        let (tesseract_wrapper_dir, tesseract_runs) = counting_tesseract(dir.path());
         Self {
             dir,
             _endpoint: endpoint,
@@ -189,37 +165,29 @@ impl S3Book {
         }
     }
 
-    /// Polls the job every 50 ms until `done` holds; panics after `limit` with the log.
+    /// Polls the job until `done` holds; panics after `limit` with the proxy's figures and
+    /// the log.
     async fn wait_for(
         &self,
         id: JobId,
         what: &str,
-        worker: &WorkerProcess,
+        worker: &Process,
         limit: Duration,
         done: impl Fn(&Job) -> bool,
     ) -> Job {
-        let deadline = Instant::now() + limit;
-        loop {
-            let job = self.jobs.get(id).await.unwrap();
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {job:#?}\nproxy: {:?}\nworker log:\n{}",
+        let context = || {
+            format!(
+                "proxy: {:?}\nworker log:\n{}",
                 self.proxy.stats(),
                 worker.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            )
+        };
+        wait_for_job(self.jobs.as_ref(), id, limit, what, context, done).await
     }
 
     /// Recognitions run so far, every page together.
     fn tesseract_runs(&self) -> usize {
-        fs::read_to_string(&self.tesseract_runs)
-            .unwrap_or_default()
-            .lines()
-            .count()
+        total(&recognitions(&self.tesseract_runs))
     }
 
     /// Every page done once, its text stored as the manifest says and close to the
@@ -254,30 +222,6 @@ impl S3Book {
         }
         manifest
     }
-}
-
-/// A `tesseract` that appends a line to `$FOLIO_TESSERACT_RUNS` per recognition and then
-/// runs the real one. Returns its directory and the file of runs.
-fn tesseract_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
-    let real = std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|directory| Path::new(directory).join("tesseract"))
-        .find(|candidate| candidate.is_file())
-        .expect("tesseract on PATH (scripts/install-tesseract.sh)");
-    let wrapper_dir = dir.join("bin");
-    fs::create_dir_all(&wrapper_dir).unwrap();
-    let wrapper = wrapper_dir.join("tesseract");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = stdin ]; then echo run >> \"$FOLIO_TESSERACT_RUNS\"; fi\nexec '{}' \"$@\"\n",
-            real.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    (wrapper_dir, dir.join("tesseract-runs"))
 }
 
 /// Reads the manifest through the direct store every 50 ms until stopped: every read
@@ -350,13 +294,6 @@ impl ManifestWatch {
     }
 }
 
-fn done_in_checkpoint(job: &Job) -> usize {
-    job.checkpoint
-        .as_ref()
-        .and_then(|value| value["done"].as_array().map(Vec::len))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ocr_job_rides_out_slow_down_bursts_resets_latency_and_a_20s_outage_on_postgres() {
     require_tesseract().await;
@@ -373,14 +310,14 @@ async fn an_ocr_job_rides_out_slow_down_bursts_resets_latency_and_a_20s_outage_o
     book.proxy.set_latency(Duration::from_millis(30));
 
     let started = Instant::now();
-    let worker = WorkerProcess::start(url, &book, "faults-worker", "60s");
+    let worker = worker(url, &book, "faults-worker", "60s");
     let job = book.enqueue().await;
     book.wait_for(
         job.id,
         "four pages checkpointed",
         &worker,
         Duration::from_secs(60),
-        |job| job.status.is_terminal() || done_in_checkpoint(job) >= 4,
+        |job| job.status.is_terminal() || checkpointed_pages(job) >= 4,
     )
     .await;
     let before_outage = book.jobs.get(job.id).await.unwrap();
@@ -456,14 +393,14 @@ async fn a_permanent_outage_fails_the_job_with_storage_unavailable_and_resume_co
     let watch = ManifestWatch::start(book.books.clone(), book.book_id.clone());
 
     let started = Instant::now();
-    let worker = WorkerProcess::start(&url, &book, "outage-worker", "3s");
+    let worker = worker(&url, &book, "outage-worker", "3s");
     let job = book.enqueue().await;
     book.wait_for(
         job.id,
         "two pages checkpointed",
         &worker,
         Duration::from_secs(60),
-        |job| job.status.is_terminal() || done_in_checkpoint(job) >= 2,
+        |job| job.status.is_terminal() || checkpointed_pages(job) >= 2,
     )
     .await;
     book.proxy.outage();

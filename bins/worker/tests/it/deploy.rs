@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::process::{api_binary, worker_binary};
+use crate::support::{api_binary, worker_binary};
 
 /// Where the units run the binaries (docs/deploy.md installs them there).
 const API_PATH: &str = "/usr/local/bin/folio-api";

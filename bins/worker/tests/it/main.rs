@@ -1,9 +1,9 @@
 //! Process-level tests of the `worker` binary on Postgres: a worker killed, paused or
 //! stopped mid-job, and a second worker that takes over; the metrics server; the start-up
 //! checks of the OCR engine. Modules: `startup` (processes starting at once on an empty
-//! database), `deploy` (the files in `deploy/`), `process` (the process helper).
+//! database), `deploy` (the files in `deploy/`), `support` (the helpers the package's process
+//! tests share: `tests/support`).
 
-use std::future::Future;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +13,15 @@ use jobs_core::{
     Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
 };
 use jobs_postgres::testing::TestDatabase;
-use process::Process;
+use support::{Process, eventually, wait_for_job, worker_binary};
 
 mod deploy;
-mod process;
 mod startup;
+#[path = "../support/mod.rs"]
+mod support;
+
+/// How long the suite waits for what it expects.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A `worker` process running `bench.steps` jobs; killed when dropped.
 struct WorkerProcess {
@@ -34,7 +38,7 @@ impl WorkerProcess {
     /// Starts a worker with the suite's timings and `extra` flags (a poll interval among them).
     fn start_with(database_url: &str, id: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+        let mut command = Command::new(worker_binary());
         command
             .args([
                 "--database-url",
@@ -67,7 +71,7 @@ impl WorkerProcess {
     }
 
     fn log(&self) -> String {
-        self.process.log()
+        self.process.labelled_log()
     }
 }
 
@@ -108,42 +112,7 @@ impl Setup {
 
     /// Polls the job until `done` holds.
     async fn wait_for(&self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
-        eventually(what, || async {
-            let job = self.store.get(id).await.unwrap();
-            if done(&job) {
-                Ok(job)
-            } else {
-                Err(format!("{job:#?}"))
-            }
-        })
-        .await
-    }
-}
-
-/// Polls `probe` every 20 ms until it is `Ok`; after 30 s panics with what it last saw.
-async fn eventually<T, F: Future<Output = Result<T, String>>>(
-    what: &str,
-    probe: impl Fn() -> F,
-) -> T {
-    eventually_within(Duration::from_secs(30), what, probe).await
-}
-
-/// [`eventually`] with a deadline of `limit`.
-async fn eventually_within<T, F: Future<Output = Result<T, String>>>(
-    limit: Duration,
-    what: &str,
-    probe: impl Fn() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; last seen:\n{seen}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_for_job(self.store.as_ref(), id, WAIT, what, String::new, done).await
     }
 }
 
@@ -160,7 +129,7 @@ fn run(worker: &WorkerProcess, from: u32) -> StepsRun {
 
 async fn wait_for_log(worker: &WorkerProcess, needle: &str) {
     let what = format!("{} to log {needle:?}", worker.id);
-    eventually(&what, || async {
+    eventually(WAIT, &what, String::new, || async {
         let log = worker.log();
         if log.contains(needle) {
             Ok(())
@@ -266,7 +235,7 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
         &["--poll-interval", "60s"],
     );
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
-    eventually("worker-b to register", || async {
+    eventually(WAIT, "worker-b to register", String::new, || async {
         let workers = setup.store.list_workers(since).await.unwrap();
         if workers.iter().any(|worker| worker.id == "worker-b") {
             Ok(())
@@ -356,15 +325,20 @@ async fn the_worker_serves_health_and_metrics_over_http() {
         }
     };
     assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
-    let metrics = eventually("the completion to be counted", || async {
-        let (status, text) = get("/metrics").await;
-        assert_eq!(status, 200);
-        if text.contains("folio_worker_jobs_finished_total{outcome=\"completed\"} 1") {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    })
+    let metrics = eventually(
+        WAIT,
+        "the completion to be counted",
+        String::new,
+        || async {
+            let (status, text) = get("/metrics").await;
+            assert_eq!(status, 200);
+            if text.contains("folio_worker_jobs_finished_total{outcome=\"completed\"} 1") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
     .await;
     for line in [
         "folio_worker_jobs_claimed_total 1",
@@ -390,7 +364,7 @@ fn run_worker_with_path(
     extra: &[&str],
 ) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let output = Command::new(worker_binary())
         .args([
             "--database-url",
             &format!("sqlite://{}/jobs.db", dir.path().display()),
@@ -422,7 +396,7 @@ async fn a_worker_without_tesseract_exits_at_start_naming_the_package() {
     assert!(started.elapsed() < Duration::from_secs(20));
     // A worker that runs no ocr jobs does not need tesseract: it starts (and is stopped).
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let mut child = Command::new(worker_binary())
         .args([
             "--database-url",
             &format!("sqlite://{}/jobs.db", dir.path().display()),

@@ -14,8 +14,7 @@ use std::time::Duration;
 use jobs_postgres::testing::TestDatabase;
 use sqlx::Connection;
 
-use crate::eventually_within;
-use crate::process::{Process, api_binary, logs, worker_binary};
+use crate::support::{Process, api_binary, eventually, logs, worker_binary};
 
 const ROUNDS: usize = 3;
 const APIS: usize = 2;
@@ -59,9 +58,10 @@ fn start_at_once(database_url: &str, dir: &Path) -> Vec<Process> {
 /// three workers live; fails at once when a process exits.
 async fn wait_until_all_started(processes: &[Process]) {
     let http = reqwest::Client::new();
-    eventually_within(
+    eventually(
         START_LIMIT,
         "two ready apis that each see three live workers",
+        String::new,
         || async {
             for process in processes {
                 if let Some(status) = process.exit_status() {
@@ -122,7 +122,7 @@ async fn check_and_stop(round: usize, processes: &[Process], applied: Vec<(i64, 
         "round {round}: a migration did not succeed: {applied:?}"
     );
     for process in processes {
-        assert_eq!(process.exit_status(), None, "{}", process.log());
+        assert_eq!(process.exit_status(), None, "{}", process.labelled_log());
         process.signal("-TERM");
     }
     for process in processes {
@@ -131,9 +131,9 @@ async fn check_and_stop(round: usize, processes: &[Process], applied: Vec<(i64, 
             status.is_some_and(|status| status.success()),
             "round {round}: {} ends cleanly on SIGTERM: {status:?}\n{}",
             process.name,
-            process.log()
+            process.labelled_log()
         );
-        let log = process.log();
+        let log = process.labelled_log();
         let failed_migration = log.lines().find(|line| {
             let line = line.to_lowercase();
             line.contains("migrat")
