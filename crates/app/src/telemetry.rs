@@ -80,24 +80,29 @@ pub fn init_logging(common: &CommonArgs, service_name: &str) -> Result<Telemetry
         }
         (Telemetry::default(), None)
     };
-    let layers: Vec<BoxedLayer> = std::iter::once(log_layer(common.log_format))
-        .chain(export)
-        .collect();
-    if let Err(error) = tracing_subscriber::registry().with(layers).try_init() {
+    if let Err(error) = subscriber(common.log_format, export).try_init() {
         eprintln!("logging already initialised: {error}");
     }
     Ok(telemetry)
 }
 
-/// The log lines on stderr, filtered by `RUST_LOG`.
-fn log_layer(format: LogFormat) -> BoxedLayer {
+/// The process's subscriber: the trace export, if any, and the log lines on stderr,
+/// filtered by `RUST_LOG`. The layers are stacked, not collected in a
+/// `Vec<Box<dyn Layer>>`: in a vector, layers with filters of their own lose their interest
+/// in callsites, and a `RUST_LOG` naming a target silenced every other line
+/// (tokio-rs/tracing#2929).
+fn subscriber(
+    format: LogFormat,
+    export: Option<BoxedLayer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let layer = tracing_subscriber::fmt::layer()
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let exported = tracing_subscriber::registry().with(export);
     match format {
-        LogFormat::Text => layer.with_filter(filter).boxed(),
-        LogFormat::Json => layer.json().with_filter(filter).boxed(),
+        LogFormat::Text => Box::new(exported.with(log.with_filter(filter))),
+        LogFormat::Json => Box::new(exported.with(log.json().with_filter(filter))),
     }
 }
 
@@ -266,21 +271,17 @@ mod otlp {
             );
         }
 
-        /// The process's layers (boxed, the log lines' filtered by `RUST_LOG`) let
+        /// The process's subscriber (the log lines filtered by `RUST_LOG`) lets
         /// tracing-opentelemetry find its layer: a request span takes the caller's context
         /// as parent, and an acquire inside it reads the span's context for the job.
         #[test]
         fn acquires_inside_a_request_span_read_its_context_through_the_process_layers() {
             use opentelemetry::propagation::TextMapPropagator;
             use tracing_opentelemetry::OpenTelemetrySpanExt;
-            use tracing_subscriber::layer::SubscriberExt;
 
             let provider = SdkTracerProvider::builder().build();
-            let layers = vec![
-                super::super::log_layer(crate::config::LogFormat::Text),
-                layer(&provider),
-            ];
-            let subscriber = tracing_subscriber::registry().with(layers);
+            let subscriber =
+                super::super::subscriber(crate::config::LogFormat::Text, Some(layer(&provider)));
             let headers = std::collections::HashMap::from([(
                 "traceparent".to_owned(),
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
