@@ -319,18 +319,7 @@ async fn drain_with_worker(
     let clock = Arc::new(SystemClock);
     // Drain with one worker.
     let handler = Arc::new(RecordingNoop::default());
-    let defaults = WorkerConfig::default();
-    let config = WorkerConfig {
-        concurrency,
-        claim_batch: flags.get("claim-batch", defaults.claim_batch)?,
-        finish_batch: flags.get("finish-batch", defaults.finish_batch)?,
-        claimers: match flags.get("claimers", 0)? {
-            0 => None,
-            claimers => Some(claimers),
-        },
-        worker_id: "bench".into(),
-        ..defaults
-    };
+    let config = bench_worker_config(flags, concurrency)?;
     let worker = Worker::new(store.clone(), clock.clone(), config).handler(handler.clone());
     let metrics = worker.metrics();
     let shutdown = CancellationToken::new();
@@ -347,37 +336,11 @@ async fn drain_with_worker(
     let claims_per_batch = per_batch(&metrics.claim_batches);
     let finishes_per_batch = per_batch(&metrics.finish_batches);
 
-    // Pickup latency: an idle worker, jobs enqueued one at a time.
-    handler
-        .record
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Pickup latency: the same worker, idle now, and jobs enqueued one at a time.
     let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
-    let mut enqueued = HashMap::new();
-    let mut inserts = Vec::with_capacity(n_pickups);
-    for i in 0..n_pickups {
-        let before = Instant::now();
-        let payload = serde_json::json!({});
-        match lock
-            .acquire(&format!("pickup-{i}"), app::handlers::BENCH_NOOP, payload)
-            .await?
-        {
-            Acquire::Created(job) => enqueued.insert(job.id, before),
-            Acquire::Busy(_) => bail!("pickup key {i} busy"),
-        };
-        inserts.push(before.elapsed().as_secs_f64() * 1000.0);
-        wait_completed(&metrics, (n_jobs + i + 1) as u64).await?;
-    }
+    let (pickups, inserts) = pickup_latencies(&lock, &handler, &metrics, n_jobs, n_pickups).await?;
     shutdown.cancel();
     running.await??;
-    let mut pickups: Vec<f64> = {
-        let started = handler.started.lock().unwrap();
-        enqueued
-            .iter()
-            .map(|(id, before)| started[id].duration_since(*before).as_secs_f64() * 1000.0)
-            .collect()
-    };
-    pickups.sort_by(f64::total_cmp);
-    inserts.sort_by(f64::total_cmp);
 
     Ok(serde_json::json!({
         "bench": "jobs",
@@ -394,6 +357,63 @@ async fn drain_with_worker(
         "pickup_p99_ms": (percentile(&pickups, 0.99) * 1000.0).round() / 1000.0,
         "pickup_insert_p50_ms": (percentile(&inserts, 0.5) * 1000.0).round() / 1000.0,
     }))
+}
+
+/// The drain's worker: `concurrency` slots, and `--claim-batch`, `--finish-batch` and
+/// `--claimers` over the defaults.
+fn bench_worker_config(flags: &Flags, concurrency: usize) -> Result<WorkerConfig> {
+    let defaults = WorkerConfig::default();
+    Ok(WorkerConfig {
+        concurrency,
+        claim_batch: flags.get("claim-batch", defaults.claim_batch)?,
+        finish_batch: flags.get("finish-batch", defaults.finish_batch)?,
+        claimers: match flags.get("claimers", 0)? {
+            0 => None,
+            claimers => Some(claimers),
+        },
+        worker_id: "bench".into(),
+        ..defaults
+    })
+}
+
+/// Enqueues `n_pickups` jobs one at a time, each once the one before has completed, to the
+/// worker that drained `drained` jobs: the times from enqueue to handler start and the
+/// enqueues' own times, in milliseconds, sorted.
+async fn pickup_latencies(
+    lock: &LockService,
+    handler: &RecordingNoop,
+    metrics: &jobs_core::runtime::WorkerMetrics,
+    drained: usize,
+    n_pickups: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    handler
+        .record
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut enqueued = HashMap::new();
+    let mut inserts = Vec::with_capacity(n_pickups);
+    for i in 0..n_pickups {
+        let before = Instant::now();
+        let payload = serde_json::json!({});
+        match lock
+            .acquire(&format!("pickup-{i}"), app::handlers::BENCH_NOOP, payload)
+            .await?
+        {
+            Acquire::Created(job) => enqueued.insert(job.id, before),
+            Acquire::Busy(_) => bail!("pickup key {i} busy"),
+        };
+        inserts.push(before.elapsed().as_secs_f64() * 1000.0);
+        wait_completed(metrics, (drained + i + 1) as u64).await?;
+    }
+    let mut pickups: Vec<f64> = {
+        let started = handler.started.lock().unwrap();
+        enqueued
+            .iter()
+            .map(|(id, before)| started[id].duration_since(*before).as_secs_f64() * 1000.0)
+            .collect()
+    };
+    pickups.sort_by(f64::total_cmp);
+    inserts.sort_by(f64::total_cmp);
+    Ok((pickups, inserts))
 }
 
 /// `bench ocr --pages N [--parallelism P] [--pdf true]`: the full stack (upload, a worker,

@@ -250,32 +250,7 @@ pub(crate) async fn upload_pages(
     let books = state.books();
     books.manifest(&book_id).await?;
     let limits = &state.config().ingest_limits;
-    let mut files = Vec::new();
-    let mut total_bytes: u64 = 0;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let field_name = field.name().unwrap_or_default().to_owned();
-        if field_name != "files" {
-            return Err(ApiError::invalid(format!(
-                "unexpected form field {field_name:?}: send each page as a `files` field"
-            )));
-        }
-        if files.len() >= limits.max_files {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "too many files: at most {} per request",
-                limits.max_files
-            )));
-        }
-        let name = file_name(&field, files.len())?;
-        let bytes = field.bytes().await.map_err(multipart_error)?;
-        total_bytes += bytes.len() as u64;
-        if total_bytes > limits.max_request_bytes {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the files are larger than {} bytes together",
-                limits.max_request_bytes
-            )));
-        }
-        files.push(UploadedFile { name, bytes });
-    }
+    let files = read_files(&mut multipart, limits).await?;
     let text_layers = if query.ocr == UploadOcr::Force {
         TextLayers::Ignore
     } else {
@@ -305,6 +280,41 @@ pub(crate) async fn upload_pages(
             job_created,
         }),
     ))
+}
+
+/// The uploaded files of `multipart`: each a `files` field, within the request's limits of
+/// count and bytes (checked as the fields arrive, before the rest is read).
+async fn read_files(
+    multipart: &mut Multipart,
+    limits: &books::IngestLimits,
+) -> Result<Vec<UploadedFile>, ApiError> {
+    let mut files = Vec::new();
+    let mut total_bytes: u64 = 0;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let field_name = field.name().unwrap_or_default().to_owned();
+        if field_name != "files" {
+            return Err(ApiError::invalid(format!(
+                "unexpected form field {field_name:?}: send each page as a `files` field"
+            )));
+        }
+        if files.len() >= limits.max_files {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "too many files: at most {} per request",
+                limits.max_files
+            )));
+        }
+        let name = file_name(&field, files.len())?;
+        let bytes = field.bytes().await.map_err(multipart_error)?;
+        total_bytes += bytes.len() as u64;
+        if total_bytes > limits.max_request_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the files are larger than {} bytes together",
+                limits.max_request_bytes
+            )));
+        }
+        files.push(UploadedFile { name, bytes });
+    }
+    Ok(files)
 }
 
 /// The chain of the upload's `ocr` job from `then` (comma-separated; empty or absent: none),

@@ -104,6 +104,17 @@ struct ModelJob {
     next_job_id: Option<JobId>,
 }
 
+impl ModelJob {
+    /// The lease a write names: the job's own, or (`stale`) the one a worker held before.
+    fn lease_to_write(&self, stale: bool) -> Lease {
+        if stale {
+            Lease(self.lease.0 - 1)
+        } else {
+            self.lease
+        }
+    }
+}
+
 struct Model {
     jobs: Vec<ModelJob>,
     policy: RecoveryPolicy,
@@ -224,241 +235,301 @@ async fn run_case(
     case: usize,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
-    let job_type = format!("model.case{case}");
-    let fx = Fixture::new(store.clone());
-    let lock = LockService::new(store.clone(), fx.clock.clone(), RecoveryPolicy::default())
-        .with_max_attempts(MAX_ATTEMPTS);
-    let mut model = Model {
-        jobs: Vec::new(),
-        policy: lock.policy(),
-    };
-    let key_name = |key: u8| format!("case{case}-key{key}");
-
+    let mut run = CaseRun::new(store, case);
     for op in ops {
-        let now = fx.now();
+        run.apply(op).await?;
+        check_invariants(&run.store, &run.job_type, &run.model).await?;
+    }
+    Ok(())
+}
+
+/// One case: the store under test, the model it is compared with, and the clock both read.
+struct CaseRun {
+    store: Arc<dyn JobStore>,
+    lock: LockService,
+    fx: Fixture,
+    model: Model,
+    job_type: String,
+    case: usize,
+}
+
+impl CaseRun {
+    fn new(store: Arc<dyn JobStore>, case: usize) -> Self {
+        let fx = Fixture::new(store.clone());
+        let lock = LockService::new(store.clone(), fx.clock.clone(), RecoveryPolicy::default())
+            .with_max_attempts(MAX_ATTEMPTS);
+        let model = Model {
+            jobs: Vec::new(),
+            policy: lock.policy(),
+        };
+        Self {
+            store,
+            lock,
+            fx,
+            model,
+            job_type: format!("model.case{case}"),
+            case,
+        }
+    }
+
+    /// Applies `op` to the store and the model, checking the store's answer.
+    async fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        let now = self.fx.now();
         match op {
-            Op::Acquire { key, chain } => {
-                let key = key_name(key);
-                let expected = model.acquire(&key, now);
-                let then = (0..chain)
-                    .map(|_| ChainStep::new(&job_type, serde_json::json!({})))
-                    .collect();
-                match lock
-                    .acquire_chain(&key, &job_type, serde_json::json!({}), then)
-                    .await
-                    .unwrap()
-                {
-                    Acquire::Created(job) => {
-                        check(expected.is_none(), || {
-                            format!("created while {expected:?} active")
-                        })?;
-                        model.insert(job.id, &key, None, chain, now);
-                    }
-                    Acquire::Busy(job) => check(expected == Some(job.id), || {
-                        format!("busy with {} but model expected {expected:?}", job.id)
-                    })?,
-                }
-            }
-            Op::Claim { limit } => {
-                let expected = model.due(limit, now);
-                let params = ClaimParams {
-                    worker_id: "model".into(),
-                    job_types: vec![job_type.clone()],
-                    limit,
-                    now,
-                };
-                let mut claimed = store.claim(&params).await.unwrap();
-                claimed.sort_by_key(|job| (job.run_at, job.id));
-                let ids: Vec<JobId> = claimed.iter().map(|job| job.id).collect();
-                check(ids == expected, || {
-                    format!("claimed {ids:?}, model expected {expected:?}")
-                })?;
-                for job in claimed {
-                    let model_job = model.jobs.iter_mut().find(|m| m.id == job.id).unwrap();
-                    check(
-                        !model_job.past_leases.contains(&job.lease) && job.lease != model_job.lease,
-                        || format!("lease {} reused on job {}", job.lease, job.id),
-                    )?;
-                    model_job.past_leases.push(model_job.lease);
-                    model_job.lease = job.lease;
-                    model_job.status = JobStatus::Running;
-                    model_job.attempt += 1;
-                    model_job.heartbeat_at = Some(now);
-                }
-            }
+            Op::Acquire { key, chain } => self.acquire(key, chain, now).await,
+            Op::Claim { limit } => self.claim(limit, now).await,
             Op::Heartbeat {
                 job,
                 stale,
                 checkpoint,
-            } => {
-                if model.jobs.is_empty() {
-                    continue;
-                }
-                let index = job % model.jobs.len();
-                let model_job = &mut model.jobs[index];
-                let lease = if stale {
-                    Lease(model_job.lease.0 - 1)
-                } else {
-                    model_job.lease
-                };
-                let checkpoint = checkpoint.map(|value| serde_json::json!(value));
-                let params = HeartbeatParams {
-                    id: model_job.id,
-                    lease,
-                    now,
-                    progress: None,
-                    checkpoint: checkpoint.clone(),
-                };
-                let result = store.heartbeat(&params).await;
-                if model_job.status == JobStatus::Running && !stale {
-                    let ack = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
-                    check(ack.cancel_requested == model_job.cancel_requested, || {
-                        "cancel flag".into()
-                    })?;
-                    model_job.heartbeat_at = Some(now);
-                    if checkpoint.is_some() {
-                        model_job.checkpoint = checkpoint;
-                    }
-                } else {
-                    check(lease_lost(&result), || {
-                        format!("heartbeat should lose: {result:?}")
-                    })?;
-                }
+            } => self.heartbeat(job, stale, checkpoint, now).await,
+            Op::Finish { job, stale, kind } => self.finish(job, stale, kind, now).await,
+            Op::Cancel { job } => self.cancel(job, now).await,
+            Op::Resume { job } => self.resume(job, now).await,
+            Op::Advance { seconds } => {
+                self.fx.advance(Duration::from_secs(seconds));
+                Ok(())
             }
-            Op::Finish { job, stale, kind } => {
-                if model.jobs.is_empty() {
-                    continue;
-                }
-                let index = job % model.jobs.len();
-                let model_job = &mut model.jobs[index];
-                let lease = if stale {
-                    Lease(model_job.lease.0 - 1)
-                } else {
-                    model_job.lease
-                };
-                let error = JobError::new("model", "model error", true);
-                let outcome = match kind {
-                    FinishKind::Complete => FinishOutcome::Completed,
-                    FinishKind::Fail => FinishOutcome::Failed(error),
-                    FinishKind::Cancelled => FinishOutcome::Cancelled,
-                    FinishKind::Retry => FinishOutcome::Requeue {
-                        error,
-                        run_at: now + chrono::Duration::seconds(5),
-                        consume_attempt: true,
-                    },
-                    FinishKind::Interrupt => FinishOutcome::Requeue {
-                        error,
-                        run_at: now,
-                        consume_attempt: false,
-                    },
-                };
-                let chain = if model_job.then > 0 {
-                    FinishChain::Chained
-                } else {
-                    FinishChain::Unchained
-                };
-                let finish = Finish {
-                    chain,
-                    ..Finish::new(model_job.id, lease, outcome)
-                };
-                let result = store.finish_one(now, finish).await;
-                if model_job.status == JobStatus::Running && !stale {
-                    let status = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
-                    model_job.status = match kind {
-                        FinishKind::Complete => JobStatus::Completed,
-                        FinishKind::Fail => JobStatus::Failed,
-                        FinishKind::Cancelled => JobStatus::Cancelled,
-                        _ if model_job.cancel_requested => JobStatus::Cancelled,
-                        FinishKind::Retry if model_job.attempt >= MAX_ATTEMPTS => JobStatus::Failed,
-                        FinishKind::Retry => {
-                            model_job.run_at = now + chrono::Duration::seconds(5);
-                            JobStatus::Pending
-                        }
-                        FinishKind::Interrupt => {
-                            model_job.attempt -= 1;
-                            model_job.run_at = now;
-                            JobStatus::Pending
-                        }
-                    };
-                    check(status == model_job.status, || {
-                        format!("finish gave {status}")
-                    })?;
-                    // A completion continues the chain: the completed job was the active one
-                    // of its key and type, so the next one (of the same type) is inserted.
-                    if status == JobStatus::Completed && model_job.then > 0 {
-                        let (id, key, then) = (model_job.id, model_job.key.clone(), model_job.then);
-                        let next = store.get(id).await.unwrap().next_job_id;
-                        let next = next.ok_or_else(|| {
-                            TestCaseError::fail(format!("completion of {id} inserted no next job"))
-                        })?;
-                        model.jobs[index].next_job_id = Some(next);
-                        model
-                            .insert(next, &key, None, then - 1, now)
-                            .previous_job_id = Some(id);
-                    }
-                } else {
-                    check(lease_lost(&result), || {
-                        format!("finish should lose: {result:?}")
-                    })?;
-                }
-            }
-            Op::Cancel { job } => {
-                if model.jobs.is_empty() {
-                    continue;
-                }
-                let index = job % model.jobs.len();
-                let model_job = &mut model.jobs[index];
-                let result = store.request_cancel(model_job.id, now).await;
-                match Transition::Cancel.apply(model_job.status) {
-                    Ok(to) => {
-                        let job = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
-                        model_job.status = to;
-                        model_job.cancel_requested = true;
-                        check(job.status == to, || format!("cancel gave {job:?}"))?;
-                    }
-                    Err(_) => check(
-                        matches!(result, Err(StoreError::IllegalTransition { .. })),
-                        || format!("cancel should be illegal: {result:?}"),
-                    )?,
-                }
-            }
-            Op::Resume { job } => {
-                if model.jobs.is_empty() {
-                    continue;
-                }
-                let index = job % model.jobs.len();
-                let old = model.jobs[index].clone();
-                let result = lock.resume(old.id).await;
-                if matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
-                    let expected = model.acquire(&old.key, now);
-                    match result.map_err(|error| TestCaseError::fail(error.to_string()))? {
-                        Acquire::Created(job) => {
-                            check(expected.is_none(), || "resume created while busy".into())?;
-                            check(job.checkpoint == old.checkpoint, || {
-                                "checkpoint not copied".into()
-                            })?;
-                            model.insert(job.id, &old.key, old.checkpoint.clone(), old.then, now);
-                        }
-                        Acquire::Busy(job) => check(expected == Some(job.id), || {
-                            "resume busy with wrong job".into()
-                        })?,
-                    }
-                } else {
-                    check(
-                        matches!(result, Err(LockError::NotResumable { .. })),
-                        || format!("resume of {} should be refused: {result:?}", old.status),
-                    )?;
-                }
-            }
-            Op::Advance { seconds } => fx.advance(Duration::from_secs(seconds)),
             Op::Rescue => {
-                model.rescue(None, now);
-                lock.rescue().await.unwrap();
+                self.model.rescue(None, now);
+                self.lock.rescue().await.unwrap();
+                Ok(())
             }
         }
-        check_invariants(&store, &job_type, &model).await?;
     }
-    Ok(())
+
+    /// The index of the model's job an op names, if there is any job yet.
+    fn pick(&self, job: usize) -> Option<usize> {
+        (!self.model.jobs.is_empty()).then(|| job % self.model.jobs.len())
+    }
+
+    async fn acquire(
+        &mut self,
+        key: u8,
+        chain: u8,
+        now: DateTime<Utc>,
+    ) -> Result<(), TestCaseError> {
+        let key = format!("case{}-key{key}", self.case);
+        let expected = self.model.acquire(&key, now);
+        let then = (0..chain)
+            .map(|_| ChainStep::new(&self.job_type, serde_json::json!({})))
+            .collect();
+        match self
+            .lock
+            .acquire_chain(&key, &self.job_type, serde_json::json!({}), then)
+            .await
+            .unwrap()
+        {
+            Acquire::Created(job) => {
+                check(expected.is_none(), || {
+                    format!("created while {expected:?} active")
+                })?;
+                self.model.insert(job.id, &key, None, chain, now);
+            }
+            Acquire::Busy(job) => check(expected == Some(job.id), || {
+                format!("busy with {} but model expected {expected:?}", job.id)
+            })?,
+        }
+        Ok(())
+    }
+
+    async fn claim(&mut self, limit: u32, now: DateTime<Utc>) -> Result<(), TestCaseError> {
+        let expected = self.model.due(limit, now);
+        let params = ClaimParams {
+            worker_id: "model".into(),
+            job_types: vec![self.job_type.clone()],
+            limit,
+            now,
+        };
+        let mut claimed = self.store.claim(&params).await.unwrap();
+        claimed.sort_by_key(|job| (job.run_at, job.id));
+        let ids: Vec<JobId> = claimed.iter().map(|job| job.id).collect();
+        check(ids == expected, || {
+            format!("claimed {ids:?}, model expected {expected:?}")
+        })?;
+        for job in claimed {
+            let model_job = self.model.jobs.iter_mut().find(|m| m.id == job.id).unwrap();
+            check(
+                !model_job.past_leases.contains(&job.lease) && job.lease != model_job.lease,
+                || format!("lease {} reused on job {}", job.lease, job.id),
+            )?;
+            model_job.past_leases.push(model_job.lease);
+            model_job.lease = job.lease;
+            model_job.status = JobStatus::Running;
+            model_job.attempt += 1;
+            model_job.heartbeat_at = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &mut self,
+        job: usize,
+        stale: bool,
+        checkpoint: Option<u8>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TestCaseError> {
+        let Some(index) = self.pick(job) else {
+            return Ok(());
+        };
+        let model_job = &mut self.model.jobs[index];
+        let lease = model_job.lease_to_write(stale);
+        let checkpoint = checkpoint.map(|value| serde_json::json!(value));
+        let params = HeartbeatParams {
+            id: model_job.id,
+            lease,
+            now,
+            progress: None,
+            checkpoint: checkpoint.clone(),
+        };
+        let result = self.store.heartbeat(&params).await;
+        if model_job.status == JobStatus::Running && !stale {
+            let ack = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+            check(ack.cancel_requested == model_job.cancel_requested, || {
+                "cancel flag".into()
+            })?;
+            model_job.heartbeat_at = Some(now);
+            if checkpoint.is_some() {
+                model_job.checkpoint = checkpoint;
+            }
+        } else {
+            check(lease_lost(&result), || {
+                format!("heartbeat should lose: {result:?}")
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        job: usize,
+        stale: bool,
+        kind: FinishKind,
+        now: DateTime<Utc>,
+    ) -> Result<(), TestCaseError> {
+        let Some(index) = self.pick(job) else {
+            return Ok(());
+        };
+        let model_job = &mut self.model.jobs[index];
+        let lease = model_job.lease_to_write(stale);
+        let error = JobError::new("model", "model error", true);
+        let outcome = match kind {
+            FinishKind::Complete => FinishOutcome::Completed,
+            FinishKind::Fail => FinishOutcome::Failed(error),
+            FinishKind::Cancelled => FinishOutcome::Cancelled,
+            FinishKind::Retry => FinishOutcome::Requeue {
+                error,
+                run_at: now + chrono::Duration::seconds(5),
+                consume_attempt: true,
+            },
+            FinishKind::Interrupt => FinishOutcome::Requeue {
+                error,
+                run_at: now,
+                consume_attempt: false,
+            },
+        };
+        let chain = if model_job.then > 0 {
+            FinishChain::Chained
+        } else {
+            FinishChain::Unchained
+        };
+        let finish = Finish {
+            chain,
+            ..Finish::new(model_job.id, lease, outcome)
+        };
+        let result = self.store.finish_one(now, finish).await;
+        if model_job.status == JobStatus::Running && !stale {
+            let status = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+            model_job.status = match kind {
+                FinishKind::Complete => JobStatus::Completed,
+                FinishKind::Fail => JobStatus::Failed,
+                FinishKind::Cancelled => JobStatus::Cancelled,
+                _ if model_job.cancel_requested => JobStatus::Cancelled,
+                FinishKind::Retry if model_job.attempt >= MAX_ATTEMPTS => JobStatus::Failed,
+                FinishKind::Retry => {
+                    model_job.run_at = now + chrono::Duration::seconds(5);
+                    JobStatus::Pending
+                }
+                FinishKind::Interrupt => {
+                    model_job.attempt -= 1;
+                    model_job.run_at = now;
+                    JobStatus::Pending
+                }
+            };
+            check(status == model_job.status, || {
+                format!("finish gave {status}")
+            })?;
+            // A completion continues the chain: the completed job was the active one
+            // of its key and type, so the next one (of the same type) is inserted.
+            if status == JobStatus::Completed && model_job.then > 0 {
+                let (id, key, then) = (model_job.id, model_job.key.clone(), model_job.then);
+                let next = self.store.get(id).await.unwrap().next_job_id;
+                let next = next.ok_or_else(|| {
+                    TestCaseError::fail(format!("completion of {id} inserted no next job"))
+                })?;
+                self.model.jobs[index].next_job_id = Some(next);
+                self.model
+                    .insert(next, &key, None, then - 1, now)
+                    .previous_job_id = Some(id);
+            }
+        } else {
+            check(lease_lost(&result), || {
+                format!("finish should lose: {result:?}")
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn cancel(&mut self, job: usize, now: DateTime<Utc>) -> Result<(), TestCaseError> {
+        let Some(index) = self.pick(job) else {
+            return Ok(());
+        };
+        let model_job = &mut self.model.jobs[index];
+        let result = self.store.request_cancel(model_job.id, now).await;
+        match Transition::Cancel.apply(model_job.status) {
+            Ok(to) => {
+                let job = result.map_err(|error| TestCaseError::fail(error.to_string()))?;
+                model_job.status = to;
+                model_job.cancel_requested = true;
+                check(job.status == to, || format!("cancel gave {job:?}"))?;
+            }
+            Err(_) => check(
+                matches!(result, Err(StoreError::IllegalTransition { .. })),
+                || format!("cancel should be illegal: {result:?}"),
+            )?,
+        }
+        Ok(())
+    }
+
+    async fn resume(&mut self, job: usize, now: DateTime<Utc>) -> Result<(), TestCaseError> {
+        let Some(index) = self.pick(job) else {
+            return Ok(());
+        };
+        let old = self.model.jobs[index].clone();
+        let result = self.lock.resume(old.id).await;
+        if matches!(old.status, JobStatus::Failed | JobStatus::Cancelled) {
+            let expected = self.model.acquire(&old.key, now);
+            match result.map_err(|error| TestCaseError::fail(error.to_string()))? {
+                Acquire::Created(job) => {
+                    check(expected.is_none(), || "resume created while busy".into())?;
+                    check(job.checkpoint == old.checkpoint, || {
+                        "checkpoint not copied".into()
+                    })?;
+                    self.model
+                        .insert(job.id, &old.key, old.checkpoint.clone(), old.then, now);
+                }
+                Acquire::Busy(job) => check(expected == Some(job.id), || {
+                    "resume busy with wrong job".into()
+                })?,
+            }
+        } else {
+            check(
+                matches!(result, Err(LockError::NotResumable { .. })),
+                || format!("resume of {} should be refused: {result:?}", old.status),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 async fn check_invariants(

@@ -265,6 +265,34 @@ impl Worker {
 
     /// Runs until `shutdown` fires, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let job_types = self.register().await?;
+        let (runtime, finisher) = self.start_runtime();
+        let maintenance_stop = CancellationToken::new();
+        let background = [
+            tokio::spawn(maintain(runtime.clone(), maintenance_stop.clone())),
+            tokio::spawn(retain(runtime.clone(), maintenance_stop.clone())),
+        ];
+        let tracker = TaskTracker::new();
+        self.claim_until_shutdown(&runtime, &job_types, &tracker, &shutdown)
+            .await;
+        self.hand_back(&runtime, &tracker).await;
+        maintenance_stop.cancel();
+        for task in background {
+            let _ = task.await;
+        }
+        // The finisher ends once the last sender (the runtime) is gone and it has written
+        // what it holds.
+        drop(runtime);
+        let _ = finisher.await;
+        if let Err(error) = self.store.remove_worker(&self.config.worker_id).await {
+            tracing::warn!(%error, "could not remove the worker from the registry");
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    /// Enters the worker in the registry; returns the job types it runs, sorted.
+    async fn register(&self) -> Result<Vec<String>, WorkerError> {
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
@@ -283,7 +311,11 @@ impl Worker {
             .await
             .map_err(WorkerError::Register)?;
         tracing::info!(worker.id = %info.id, ?job_types, concurrency = self.config.concurrency, "worker started");
+        Ok(job_types)
+    }
 
+    /// The state the running jobs share, and the task that writes their ends in batches.
+    fn start_runtime(&self) -> (Arc<Runtime>, tokio::task::JoinHandle<()>) {
         let (finisher_tx, finisher_rx) = mpsc::channel(self.config.finish_batch.max(1) * 4);
         let finisher = tokio::spawn(finish_batches(
             self.store.clone(),
@@ -301,14 +333,20 @@ impl Worker {
             finisher: finisher_tx,
             running: Mutex::new(HashMap::new()),
         });
-        let maintenance_stop = CancellationToken::new();
-        let maintenance = tokio::spawn(maintain(runtime.clone(), maintenance_stop.clone()));
-        let retention = tokio::spawn(retain(runtime.clone(), maintenance_stop.clone()));
+        (runtime, finisher)
+    }
 
-        let tracker = TaskTracker::new();
-        // Claim loops share the slots: while one claim's jobs start, the next claim runs. Only
-        // the first loop wakes on the store's signal (one claim picks up a new job); the others
-        // join in when a claim comes back full, a sign of a backlog.
+    /// Claims and starts jobs until `shutdown` fires. The claim loops share the slots:
+    /// while one claim's jobs start, the next claim runs. Only the first loop wakes on the
+    /// store's signal (one claim picks up a new job); the others join in when a claim comes
+    /// back full, a sign of a backlog.
+    async fn claim_until_shutdown(
+        &self,
+        runtime: &Arc<Runtime>,
+        job_types: &[String],
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let claimers = self
             .config
@@ -322,26 +360,23 @@ impl Worker {
                 _ => Some(backlog.clone()),
             };
             let context = ClaimLoop {
-                runtime: &runtime,
-                job_types: &job_types,
-                tracker: &tracker,
-                shutdown: &shutdown,
+                runtime,
+                job_types,
+                tracker,
+                shutdown,
                 slots: &slots,
                 backlog: &backlog,
             };
             self.claim_loop(context, wake)
         });
         futures::future::join_all(loops).await;
+    }
 
-        // Graceful shutdown: stop claiming (done), tell handlers, wait, hand back the rest.
-        let running: Vec<JobId> = runtime
-            .running
-            .lock()
-            .expect("running mutex")
-            .keys()
-            .copied()
-            .collect();
-        tracing::info!(running = running.len(), "worker shutting down");
+    /// Graceful shutdown, once claiming has stopped: tells the running handlers, waits up
+    /// to the grace for them, and hands back the jobs still running after it.
+    async fn hand_back(&self, runtime: &Runtime, tracker: &TaskTracker) {
+        let running = runtime.running.lock().expect("running mutex").len();
+        tracing::info!(running, "worker shutting down");
         for entry in runtime.running.lock().expect("running mutex").values() {
             entry.shared.cancel(CancelReason::Shutdown);
         }
@@ -356,16 +391,6 @@ impl Worker {
             }
             tracker.wait().await;
         }
-        maintenance_stop.cancel();
-        let _ = maintenance.await;
-        let _ = retention.await;
-        drop(runtime);
-        let _ = finisher.await;
-        if let Err(error) = self.store.remove_worker(&self.config.worker_id).await {
-            tracing::warn!(%error, "could not remove the worker from the registry");
-        }
-        tracing::info!("worker stopped");
-        Ok(())
     }
 
     async fn claim_loop(&self, context: ClaimLoop<'_>, signal: Option<Arc<Notify>>) {
