@@ -375,10 +375,266 @@ pub async fn run_pages<W: PageWork>(
     books: &Books,
     book_id: &BookId,
     manifest: &Manifest,
-    mut checkpoint: PageCheckpoint,
+    checkpoint: PageCheckpoint,
     work: Arc<W>,
     config: &PageJobConfig,
 ) -> Result<PageSummary, HandlerError> {
+    let mut run = PageRun::start(context, books, book_id, manifest, checkpoint, work, config);
+    while let Some(outcome) = run.next_outcome().await {
+        let pushed = run.record(outcome).await;
+        run.after_push(pushed).await;
+    }
+    run.finish().await
+}
+
+/// One run of [`run_pages`]: the pages still to start, the pages in flight, and what the
+/// finished ones left to write and to report.
+struct PageRun<'a, W: PageWork> {
+    context: &'a JobContext,
+    book_id: &'a BookId,
+    config: &'a PageJobConfig,
+    work: Arc<W>,
+    checkpoint: PageCheckpoint,
+    writer: books::ManifestWriter,
+    queue: std::vec::IntoIter<u32>,
+    tasks: JoinSet<PageOutcome<W::Done>>,
+    /// Pages done and pushed to the writer, not yet written: they enter the checkpoint
+    /// once a write makes them durable.
+    unflushed_done: Vec<u32>,
+    fatal: Option<HandlerError>,
+    failed: Vec<(u32, String)>,
+    /// No new page starts once fired.
+    stop: CancellationToken,
+    /// Pages in flight give up once fired.
+    abandon: CancellationToken,
+    /// Shutting down: the pages in flight finish.
+    draining: bool,
+}
+
+impl<'a, W: PageWork> PageRun<'a, W> {
+    /// The pages of `checkpoint` still to do (those in `manifest`), with the job's
+    /// checkpoint and progress set to where the run starts.
+    fn start(
+        context: &'a JobContext,
+        books: &Books,
+        book_id: &'a BookId,
+        manifest: &Manifest,
+        checkpoint: PageCheckpoint,
+        work: Arc<W>,
+        config: &'a PageJobConfig,
+    ) -> Self {
+        let remaining = pages_in_manifest(book_id, manifest, &checkpoint);
+        report_start(context, &checkpoint);
+        // `stop`: no new page starts. `abandon`: pages in flight give up; on shutdown it stays
+        // unfired, so they finish.
+        let stop = context.cancellation_token().child_token();
+        let abandon = CancellationToken::new();
+        let writer = fenced_writer(context, books, book_id, config);
+        Self {
+            context,
+            book_id,
+            config,
+            work,
+            checkpoint,
+            writer,
+            queue: remaining.into_iter(),
+            tasks: JoinSet::new(),
+            unflushed_done: Vec::new(),
+            fatal: None,
+            failed: Vec::new(),
+            stop,
+            abandon,
+            draining: false,
+        }
+    }
+
+    /// Starts pages from the queue up to the concurrency, unless the run stopped.
+    fn spawn_ready(&mut self) {
+        let concurrency = self.config.concurrency.max(1);
+        while self.tasks.len() < concurrency && !self.stop.is_cancelled() {
+            let Some(page) = self.queue.next() else {
+                break;
+            };
+            self.context
+                .update_progress(|progress| progress.current_item = Some(page.to_string()));
+            self.tasks.spawn(try_page(
+                self.work.clone(),
+                page,
+                self.config.retry,
+                self.stop.clone(),
+                self.abandon.clone(),
+            ));
+        }
+    }
+
+    /// How the next page in flight ended, starting pages as room frees up; `None` once no
+    /// page is in flight and none will start. On a stop, shutdown lets the pages in flight
+    /// finish, anything else abandons them.
+    async fn next_outcome(&mut self) -> Option<PageOutcome<W::Done>> {
+        loop {
+            self.spawn_ready();
+            let next = tokio::select! {
+                joined = self.tasks.join_next() => joined,
+                () = self.stop.cancelled(), if !self.draining && !self.abandon.is_cancelled() => {
+                    if self.context.cancel_reason() == Some(CancelReason::Shutdown) {
+                        tracing::info!(book.id = %self.book_id, in_flight = self.tasks.len(), "shutting down: finishing the pages in flight");
+                        self.draining = true;
+                    } else {
+                        self.abandon.cancel();
+                    }
+                    continue;
+                }
+            };
+            let joined = next?;
+            return Some(match joined {
+                Ok(outcome) => outcome,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => PageOutcome::Abandoned,
+            });
+        }
+    }
+
+    /// Records how a page ended: in the progress, and as a change pushed to the manifest
+    /// writer (whose result this is). A fatal error stops the run.
+    async fn record(
+        &mut self,
+        outcome: PageOutcome<W::Done>,
+    ) -> Result<Option<Manifest>, BooksError> {
+        match outcome {
+            PageOutcome::Done { page, done, tries } => {
+                self.unflushed_done.push(page);
+                self.context
+                    .update_progress(|progress| progress.completed += 1);
+                self.writer
+                    .push(self.work.done_change(page, done, tries))
+                    .await
+            }
+            PageOutcome::Failed { page, error } => self.record_failed(page, error).await,
+            PageOutcome::Abandoned => Ok(None),
+            PageOutcome::Fatal(error) => {
+                self.fatal.get_or_insert(error);
+                self.stop.cancel();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records a failed page; under [`OnPageFailure::FailJob`] it stops the run.
+    async fn record_failed(
+        &mut self,
+        page: u32,
+        error: PageFailure,
+    ) -> Result<Option<Manifest>, BooksError> {
+        let reason = error.reason();
+        tracing::warn!(book.id = %self.book_id, page, %reason, "page failed");
+        self.failed.push((page, reason.clone()));
+        self.context
+            .update_progress(|progress| progress.failed += 1);
+        if self.config.on_failure == OnPageFailure::FailJob {
+            let message = format!("page {page}: {}", error.message);
+            self.fatal.get_or_insert(if error.retryable {
+                HandlerError::retryable(error.code, message)
+            } else {
+                HandlerError::terminal(error.code, message)
+            });
+            self.stop.cancel();
+        }
+        match self.work.failed_change(page, &reason, error.tries) {
+            Some(change) => self.writer.push(change).await,
+            None => Ok(None),
+        }
+    }
+
+    /// After a push: storage that did not answer is waited out; a write moves the pages it
+    /// made durable into the checkpoint; a write that failed (or was fenced) stops the run.
+    async fn after_push(&mut self, pushed: Result<Option<Manifest>, BooksError>) {
+        let pushed = match pushed {
+            // The changes stay queued: flush them again while storage is waited out.
+            Err(error) if is_storage_unavailable(&error) => {
+                flush_riding_out_storage(
+                    &mut self.writer,
+                    self.config.storage_wait,
+                    &self.context.cancellation_token(),
+                )
+                .await
+            }
+            other => other,
+        };
+        match pushed {
+            Ok(Some(_written)) => {
+                self.written();
+                record_durable(self.context, &self.checkpoint).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                if matches!(error, BooksError::Fenced { .. }) {
+                    tracing::warn!(book.id = %self.book_id, error = %error_chain(&error), "manifest write refused: a newer run has the job; stopping");
+                }
+                self.fatal.get_or_insert(books_error(error));
+                self.stop.cancel();
+            }
+        }
+    }
+
+    /// A manifest write made the pages done since the last one durable: they enter the
+    /// checkpoint.
+    fn written(&mut self) {
+        self.checkpoint.record_done(&self.unflushed_done);
+        self.unflushed_done.clear();
+    }
+
+    /// Writes what finished, then sets the final checkpoint and progress and says how the
+    /// run ended: its summary, the fatal error, or cancelled.
+    async fn finish(mut self) -> Result<PageSummary, HandlerError> {
+        // The end, a cancel or a fatal error: write what finished (waiting storage out, unless
+        // the job was cancelled: a shutdown has its grace period to keep).
+        let flushed = flush_riding_out_storage(
+            &mut self.writer,
+            self.config.storage_wait,
+            &self.context.cancellation_token(),
+        )
+        .await;
+        match flushed {
+            Ok(Some(_written)) => self.written(),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(book.id = %self.book_id, error = %error_chain(&error), "final manifest write failed");
+                self.fatal.get_or_insert(books_error(error));
+            }
+        }
+        let context = self.context;
+        let checkpoint = self.checkpoint;
+        context.set_checkpoint(&checkpoint);
+        let failed_pages = self.failed.len();
+        context.update_progress(|progress| {
+            progress.current_item = None;
+            progress.last_completed_item = checkpoint.done_through().map(|page| page.to_string());
+            progress.message = (failed_pages > 0).then(|| format!("{failed_pages} page(s) failed"));
+        });
+        if let Some(error) = self.fatal {
+            // Best effort: the checkpoint matches the manifest just written.
+            let _ = context.flush().await;
+            return Err(error);
+        }
+        if context.is_cancelled() {
+            let _ = context.flush().await;
+            tracing::info!(book.id = %self.book_id, reason = ?context.cancel_reason(), done = checkpoint.done.len(), "page job stopped");
+            return Err(HandlerError::cancelled());
+        }
+        Ok(PageSummary {
+            checkpoint,
+            failed: self.failed,
+        })
+    }
+}
+
+/// The pages of `checkpoint` not done yet that `manifest` still has, in order; a page
+/// that vanished from the manifest is skipped.
+fn pages_in_manifest(
+    book_id: &BookId,
+    manifest: &Manifest,
+    checkpoint: &PageCheckpoint,
+) -> Vec<u32> {
     let mut remaining = Vec::new();
     for page in checkpoint.remaining() {
         if manifest.page(page).is_some() {
@@ -387,7 +643,13 @@ pub async fn run_pages<W: PageWork>(
             tracing::warn!(book.id = %book_id, page, "page vanished from the manifest; skipped");
         }
     }
-    context.set_checkpoint(&checkpoint);
+    remaining
+}
+
+/// The job's checkpoint and progress as a run starts: all its pages, those done, none
+/// failed or in flight yet.
+fn report_start(context: &JobContext, checkpoint: &PageCheckpoint) {
+    context.set_checkpoint(checkpoint);
     context.update_progress(|progress| {
         progress.total = Some(checkpoint.pages.len() as u64);
         progress.completed = checkpoint.done.len() as u64;
@@ -396,12 +658,15 @@ pub async fn run_pages<W: PageWork>(
         progress.last_completed_item = checkpoint.done_through().map(|page| page.to_string());
         progress.message = None;
     });
+}
 
-    // `stop`: no new page starts. `abandon`: pages in flight give up; on shutdown it stays
-    // unfired, so they finish.
-    let stop = context.cancellation_token().child_token();
-    let abandon = CancellationToken::new();
-    let mut draining = false;
+/// The run's manifest writer, fenced by the job's lease.
+fn fenced_writer(
+    context: &JobContext,
+    books: &Books,
+    book_id: &BookId,
+    config: &PageJobConfig,
+) -> books::ManifestWriter {
     // Fenced by this run: a worker that lost the job (cut off while another took it over)
     // finds its manifest writes refused once the newer run has written.
     let job = context.job();
@@ -409,147 +674,9 @@ pub async fn run_pages<W: PageWork>(
         job: job.id.to_string(),
         lease: job.lease.0,
     };
-    let mut writer = books
+    books
         .manifest_writer(book_id, config.manifest_flush_every)
-        .fenced(job.job_type.clone(), fence);
-    let mut queue = remaining.into_iter();
-    let mut tasks = JoinSet::new();
-    let mut unflushed_done: Vec<u32> = Vec::new();
-    let mut fatal: Option<HandlerError> = None;
-    let mut failed: Vec<(u32, String)> = Vec::new();
-    let concurrency = config.concurrency.max(1);
-    loop {
-        while tasks.len() < concurrency && !stop.is_cancelled() {
-            let Some(page) = queue.next() else {
-                break;
-            };
-            context.update_progress(|progress| progress.current_item = Some(page.to_string()));
-            tasks.spawn(try_page(
-                work.clone(),
-                page,
-                config.retry,
-                stop.clone(),
-                abandon.clone(),
-            ));
-        }
-        let next = tokio::select! {
-            joined = tasks.join_next() => joined,
-            () = stop.cancelled(), if !draining && !abandon.is_cancelled() => {
-                if context.cancel_reason() == Some(CancelReason::Shutdown) {
-                    tracing::info!(book.id = %book_id, in_flight = tasks.len(), "shutting down: finishing the pages in flight");
-                    draining = true;
-                } else {
-                    abandon.cancel();
-                }
-                continue;
-            }
-        };
-        let Some(joined) = next else {
-            break;
-        };
-        let outcome = match joined {
-            Ok(outcome) => outcome,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(_) => PageOutcome::Abandoned,
-        };
-        let pushed = match outcome {
-            PageOutcome::Done { page, done, tries } => {
-                unflushed_done.push(page);
-                context.update_progress(|progress| progress.completed += 1);
-                writer.push(work.done_change(page, done, tries)).await
-            }
-            PageOutcome::Failed { page, error } => {
-                let reason = error.reason();
-                tracing::warn!(book.id = %book_id, page, %reason, "page failed");
-                failed.push((page, reason.clone()));
-                context.update_progress(|progress| progress.failed += 1);
-                if config.on_failure == OnPageFailure::FailJob {
-                    let message = format!("page {page}: {}", error.message);
-                    fatal.get_or_insert(if error.retryable {
-                        HandlerError::retryable(error.code, message)
-                    } else {
-                        HandlerError::terminal(error.code, message)
-                    });
-                    stop.cancel();
-                }
-                match work.failed_change(page, &reason, error.tries) {
-                    Some(change) => writer.push(change).await,
-                    None => Ok(None),
-                }
-            }
-            PageOutcome::Abandoned => Ok(None),
-            PageOutcome::Fatal(error) => {
-                fatal.get_or_insert(error);
-                stop.cancel();
-                Ok(None)
-            }
-        };
-        let pushed = match pushed {
-            // The changes stay queued: flush them again while storage is waited out.
-            Err(error) if is_storage_unavailable(&error) => {
-                flush_riding_out_storage(
-                    &mut writer,
-                    config.storage_wait,
-                    &context.cancellation_token(),
-                )
-                .await
-            }
-            other => other,
-        };
-        match pushed {
-            Ok(Some(_written)) => {
-                checkpoint.record_done(&unflushed_done);
-                unflushed_done.clear();
-                record_durable(context, &checkpoint).await;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                if matches!(error, BooksError::Fenced { .. }) {
-                    tracing::warn!(book.id = %book_id, error = %error_chain(&error), "manifest write refused: a newer run has the job; stopping");
-                }
-                fatal.get_or_insert(books_error(error));
-                stop.cancel();
-            }
-        }
-    }
-
-    // The end, a cancel or a fatal error: write what finished (waiting storage out, unless
-    // the job was cancelled: a shutdown has its grace period to keep).
-    let flushed = flush_riding_out_storage(
-        &mut writer,
-        config.storage_wait,
-        &context.cancellation_token(),
-    )
-    .await;
-    match flushed {
-        Ok(Some(_written)) => {
-            checkpoint.record_done(&unflushed_done);
-            unflushed_done.clear();
-        }
-        Ok(None) => {}
-        Err(error) => {
-            tracing::warn!(book.id = %book_id, error = %error_chain(&error), "final manifest write failed");
-            fatal.get_or_insert(books_error(error));
-        }
-    }
-    context.set_checkpoint(&checkpoint);
-    let failed_pages = failed.len();
-    context.update_progress(|progress| {
-        progress.current_item = None;
-        progress.last_completed_item = checkpoint.done_through().map(|page| page.to_string());
-        progress.message = (failed_pages > 0).then(|| format!("{failed_pages} page(s) failed"));
-    });
-    if let Some(error) = fatal {
-        // Best effort: the checkpoint matches the manifest just written.
-        let _ = context.flush().await;
-        return Err(error);
-    }
-    if context.is_cancelled() {
-        let _ = context.flush().await;
-        tracing::info!(book.id = %book_id, reason = ?context.cancel_reason(), done = checkpoint.done.len(), "page job stopped");
-        return Err(HandlerError::cancelled());
-    }
-    Ok(PageSummary { checkpoint, failed })
+        .fenced(job.job_type.clone(), fence)
 }
 
 /// After a manifest write: the checkpoint and progress name the pages it made durable,
