@@ -344,19 +344,20 @@ async fn retention_deletes_read_a_batch_and_the_links_into_it_from_indexes() {
         "the first job left no longer names the last one deleted"
     );
 
-    // Each delete makes the foreign keys clear the links into the deleted row with this
-    // statement (as Postgres writes it): each must find them through its column's
-    // partial index, not a scan of the table per deleted job.
+    // After a delete, its trigger clears the links into the deleted jobs with these
+    // statements (`migrations/0010_link_triggers.sql`): each must find them through its
+    // column's partial index, not a scan of the table.
     for column in ["resumed_from", "previous_job_id", "next_job_id"] {
         sqlx::raw_sql(AssertSqlSafe(format!(
-            "PREPARE unlink_{column} (uuid) AS UPDATE ONLY folio_jobs SET {column} = NULL \
-             WHERE $1 OPERATOR(pg_catalog.=) {column}"
+            "PREPARE unlink_{column} (uuid[]) AS UPDATE folio_jobs SET {column} = NULL \
+             WHERE {column} = ANY ($1)"
         )))
         .execute(&mut *connection)
         .await
         .expect("prepare");
         let row = sqlx::query(AssertSqlSafe(format!(
-            "EXPLAIN (FORMAT JSON) EXECUTE unlink_{column} (pg_temp.job(9000))"
+            "EXPLAIN (FORMAT JSON) EXECUTE unlink_{column} \
+             (ARRAY[pg_temp.job(9000), pg_temp.job(9001)])"
         )))
         .fetch_one(&mut *connection)
         .await

@@ -209,8 +209,8 @@ pub(crate) const NOTIFY: &str = "SELECT pg_notify('folio_jobs', 'requeued')";
 /// `folio_jobs_finished` index (a range that ends where the young jobs begin), locked with
 /// SKIP LOCKED so a row another transaction holds (a resume's insert checking the job it
 /// names) is left for the next round rather than waited for; then deleted by primary key.
-/// The foreign keys' `ON DELETE SET NULL` clears the links of the jobs that remain, through
-/// the partial index of each link column (`migrations/postgres/0008_retention.sql`).
+/// A trigger then clears the links of the jobs that remain into the deleted ones, through
+/// the partial index of each link column (`migrations/0010_link_triggers.sql`).
 pub(crate) const DELETE_FINISHED: &str = "
 DELETE FROM folio_jobs
 WHERE id = ANY (ARRAY(
@@ -236,7 +236,7 @@ SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.
     last_seen = excluded.last_seen";
 
 /// Every book's jobs, newest first, each status read where it costs least (see
-/// `migrations/postgres/0006_list_by_status.sql`). `$1` holds the statuses found by a
+/// `migrations/0006_list_by_status.sql`). `$1` holds the statuses found by a
 /// backward scan of the primary key (every status when the query names none, else
 /// `completed`), `$2` those read from an index of their own (`pending` and `running` from the
 /// one-active index, `failed` and `cancelled` from theirs);
