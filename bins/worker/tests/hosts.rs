@@ -27,12 +27,15 @@ use std::time::{Duration, Instant};
 use blob_store::conformance::moto;
 use blob_store::{S3BlobStore, S3Config};
 use books::{BookId, Books, OcrStatus, layout};
+use jobs_core::testing::eventually_with;
 use jobs_core::{Job, JobId, JobStatus, JobStore};
-use ocr::testing::{FixturePage, character_error_rate, fixture_pages, require_tesseract};
+use ocr::testing::{
+    FixturePage, character_error_rate, fixture_pages, fixture_uploads, require_tesseract,
+};
 use serde_json::{Value, json};
 use support::{
-    Process, api_binary, checkpointed_pages, counting_tesseract, eventually, logs, path_with,
-    recognitions, round, total, worker_binary,
+    Process, api_binary, checkpointed_pages, counting_tesseract, logs, path_with, recognitions,
+    round, total, worker_binary,
 };
 
 mod support;
@@ -338,12 +341,9 @@ impl Deployment {
             .await
             .expect("the api answers");
         assert_eq!(status, 201, "{body}");
-        let files: Vec<(String, Vec<u8>)> = fixture_pages()
+        let files: Vec<(String, Vec<u8>)> = fixture_uploads(pages)
             .into_iter()
-            .cycle()
-            .take(pages)
-            .enumerate()
-            .map(|(index, page)| (format!("page-{:03}.png", index + 1), page.png.to_vec()))
+            .map(|file| (file.name, file.bytes.to_vec()))
             .collect();
         let (content_type, body) = multipart(&files);
         let query = match then {
@@ -442,7 +442,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
             .collect();
         let everyone =
             |workers: &BTreeMap<&str, Process>| logs(&workers.values().collect::<Vec<_>>());
-        eventually(
+        eventually_with(
             Duration::from_secs(60),
             "the api ready with three live workers",
             || everyone(&workers),
@@ -452,7 +452,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
 
         let book = BookId::parse("cut-off").unwrap();
         let job_id = deployment.upload("api1", book.as_str(), PAGES, "").await;
-        let running = eventually(
+        let running = eventually_with(
             Duration::from_secs(120),
             "six pages durable",
             || everyone(&workers),
@@ -469,7 +469,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
 
         deployment.hosts.cut(&victim);
         let cut_at = Instant::now();
-        let taken = eventually(
+        let taken = eventually_with(
             Duration::from_secs(60),
             "another host to take the job over",
             || everyone(&workers),
@@ -489,7 +489,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
         deployment.hosts.heal(&victim);
         let healed = Instant::now();
         let victim_process = workers.get(victim.as_str()).unwrap();
-        let fenced_after_s = eventually(
+        let fenced_after_s = eventually_with(
             Duration::from_secs(120),
             "the cut-off worker to hear that its lease is gone",
             || everyone(&workers),
@@ -502,7 +502,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
         )
         .await;
 
-        let done = eventually(
+        let done = eventually_with(
             Duration::from_secs(240),
             "the book's job to end",
             || everyone(&workers),
@@ -650,7 +650,7 @@ fn an_api_host_cut_off_leaves_its_clients_on_the_other() {
         ];
         let context = || logs(&[&apis[0], &apis[1], &workers[0], &workers[1]]);
         for host in ["api1", "api2"] {
-            eventually(
+            eventually_with(
                 Duration::from_secs(60),
                 "both apis ready with two live workers",
                 context,
@@ -674,7 +674,7 @@ fn an_api_host_cut_off_leaves_its_clients_on_the_other() {
         assert_eq!(status, 0, "api1 answered while cut off");
         let third = deployment.upload("api2", "during-cut", PAGES, "").await;
         for id in [first, second, third] {
-            eventually(
+            eventually_with(
                 Duration::from_secs(180),
                 "the books' jobs to complete, watched through the api",
                 context,
@@ -689,7 +689,7 @@ fn an_api_host_cut_off_leaves_its_clients_on_the_other() {
         let failovers = client.failovers.get();
         let cut_for_s = cut_at.elapsed().as_secs_f64();
         deployment.hosts.heal("api1");
-        eventually(Duration::from_secs(60), "api1 ready again", context, || {
+        eventually_with(Duration::from_secs(60), "api1 ready again", context, || {
             deployment.ready("api1", 2)
         })
         .await;
@@ -826,7 +826,7 @@ fn soak_twenty_books_through_two_apis_with_workers_restarted() {
             logs(&workers.values().chain(apis.iter()).collect::<Vec<_>>())
         };
         for host in ["api1", "api2"] {
-            eventually(
+            eventually_with(
                 Duration::from_secs(60),
                 "both apis ready with three live workers",
                 || context(&workers),
@@ -978,7 +978,7 @@ fn soak_twenty_books_through_two_apis_with_workers_restarted() {
         );
         let requeued = jobs.iter().filter(|job| job.attempt > 1).count();
         // Statistics reach the server's views a moment after the writes.
-        let after = eventually(
+        let after = eventually_with(
             Duration::from_secs(30),
             "the jobs table's statistics to count every job",
             String::new,

@@ -15,13 +15,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use books::{BookId, Books, IngestLimits, OcrStatus, UploadedFile, layout};
+use books::{BookId, Books, OcrStatus, layout};
+use jobs_core::testing::eventually_with;
 use jobs_core::{JobId, JobStatus, JobStore};
 use jobs_postgres::testing::ThrowawayCluster;
-use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use ocr::testing::{character_error_rate, fixture_book, fixture_pages, require_tesseract};
 use support::{
-    Process, api_binary, checkpointed_pages, counting_tesseract, eventually, free_port, logs,
-    path_with, recognitions, round, total, worker_binary,
+    Process, api_binary, checkpointed_pages, counting_tesseract, free_port, logs, path_with,
+    recognitions, round, total, worker_binary,
 };
 
 mod support;
@@ -50,23 +51,7 @@ struct Fixture {
 impl Fixture {
     /// A book of `pages` fixture pages (repeated in order).
     async fn book(&self, id: &str, pages: usize) -> BookId {
-        let book_id = BookId::parse(id).unwrap();
-        self.books.create(&book_id, id).await.unwrap();
-        let files = fixture_pages()
-            .into_iter()
-            .cycle()
-            .take(pages)
-            .enumerate()
-            .map(|(index, page)| UploadedFile {
-                name: format!("page-{:03}.png", index + 1),
-                bytes: page.png,
-            })
-            .collect();
-        self.books
-            .ingest_pages(&book_id, files, &IngestLimits::default())
-            .await
-            .unwrap();
-        book_id
+        fixture_book(&self.books, id, id, pages).await
     }
 
     /// Starts an `ocr` job through the api.
@@ -152,7 +137,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
         fixture.worker("worker-a", &tesseract_dir),
         fixture.worker("worker-b", &tesseract_dir),
     ];
-    eventually(
+    eventually_with(
         Duration::from_secs(60),
         "the api ready with two live workers",
         || logs(&[&api, &workers[0], &workers[1]]),
@@ -162,7 +147,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
         },
     )
     .await;
-    eventually(
+    eventually_with(
         Duration::from_secs(30),
         "both workers listening",
         || logs(&[&workers[0], &workers[1]]),
@@ -174,7 +159,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     let book = fixture.book("restart", PAGES).await;
     let enqueued = Instant::now();
     let job_id = fixture.start_ocr(&book).await;
-    let running = eventually(
+    let running = eventually_with(
         Duration::from_secs(120),
         "eight pages done",
         || logs(&[&workers[0], &workers[1]]),
@@ -201,7 +186,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     .unwrap();
     let stopped = Instant::now();
     let stop_s = (stopped - stopping).as_secs_f64();
-    let (status, body) = eventually(
+    let (status, body) = eventually_with(
         Duration::from_secs(30),
         "/readyz to say not ready",
         || logs(&[&api]),
@@ -251,7 +236,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     .unwrap();
     let started = Instant::now();
     let down_s = (started - stopping).as_secs_f64();
-    eventually(
+    eventually_with(
         Duration::from_secs(30),
         "/readyz to say ready with two live workers",
         || logs(&[&api, &workers[0], &workers[1]]),
@@ -263,7 +248,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     )
     .await;
     let ready_after_s = started.elapsed().as_secs_f64();
-    eventually(
+    eventually_with(
         Duration::from_secs(30),
         "both workers listening again",
         || logs(&[&workers[0], &workers[1]]),
@@ -275,7 +260,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     // A job enqueued now is picked up by its notification, not by the 60 s poll.
     let small = fixture.book("after-restart", 2).await;
     let small_id = fixture.start_ocr(&small).await;
-    let small_job = eventually(
+    let small_job = eventually_with(
         Duration::from_secs(30),
         "the job after the restart to be picked up",
         || logs(&[&workers[0], &workers[1]]),
@@ -292,7 +277,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
         logs(&workers)
     );
 
-    let done = eventually(
+    let done = eventually_with(
         Duration::from_secs(180),
         "the book's job to end",
         || logs(&[&workers[0], &workers[1]]),
@@ -329,7 +314,7 @@ async fn api_and_workers_ride_out_a_postgres_restart_mid_book() {
     }
     let recorded_tries: u32 = manifest.pages.iter().map(|page| page.ocr.attempts).sum();
     // The small book's two pages went through the same tesseract.
-    let small_done = eventually(
+    let small_done = eventually_with(
         Duration::from_secs(60),
         "the small book's job to end",
         || logs(&[&workers[0], &workers[1]]),

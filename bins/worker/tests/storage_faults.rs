@@ -24,15 +24,15 @@ use std::time::{Duration, Instant};
 use blob_store::conformance::fault_proxy::{Fault, FaultProxy, FaultRule};
 use blob_store::conformance::moto;
 use blob_store::{S3BlobStore, S3Config};
-use books::{BookId, Books, IngestLimits, Manifest, OcrStatus, UploadedFile, layout};
-use jobs_core::{
-    Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
-};
+use books::{BookId, Books, Manifest, OcrStatus, layout};
+use jobs_core::testing::{enqueue_new, expect_created, wait_for_job_with};
+use jobs_core::{Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock};
 use jobs_postgres::testing::TestDatabase;
-use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
+use ocr::testing::{
+    FIXTURE_PAGES, character_error_rate, fixture_book, fixture_pages, require_tesseract,
+};
 use support::{
-    Process, checkpointed_pages, counting_tesseract, path_with, recognitions, total, wait_for_job,
-    worker_binary,
+    Process, checkpointed_pages, counting_tesseract, path_with, recognitions, total, worker_binary,
 };
 
 mod support;
@@ -114,19 +114,7 @@ impl S3Book {
             .await
             .unwrap();
         let books = Books::new(Arc::new(direct));
-        let book_id = BookId::parse("fractions").unwrap();
-        books.create(&book_id, "Fractions").await.unwrap();
-        let files = fixture_pages()
-            .into_iter()
-            .map(|page| UploadedFile {
-                name: format!("page-{:02}.png", page.number),
-                bytes: page.png,
-            })
-            .collect();
-        books
-            .ingest_pages(&book_id, files, &IngestLimits::default())
-            .await
-            .unwrap();
+        let book_id = fixture_book(&books, "fractions", "Fractions", FIXTURE_PAGES as usize).await;
         let proxy = FaultProxy::start(endpoint.url()).await;
         let jobs = app::stores::open_job_store(database_url).await.unwrap();
         let lock = LockService::new(
@@ -150,19 +138,8 @@ impl S3Book {
     }
 
     async fn enqueue(&self) -> Job {
-        match self
-            .lock
-            .acquire(
-                self.book_id.as_str(),
-                ocr::OCR_JOB_TYPE,
-                serde_json::json!({}),
-            )
-            .await
-            .unwrap()
-        {
-            Acquire::Created(job) => job,
-            Acquire::Busy(job) => panic!("busy with {job:?}"),
-        }
+        let (book, payload) = (self.book_id.as_str(), serde_json::json!({}));
+        enqueue_new(&self.lock, book, ocr::OCR_JOB_TYPE, payload).await
     }
 
     /// Polls the job until `done` holds; panics after `limit` with the proxy's figures and
@@ -182,7 +159,7 @@ impl S3Book {
                 worker.log()
             )
         };
-        wait_for_job(self.jobs.as_ref(), id, limit, what, context, done).await
+        wait_for_job_with(self.jobs.as_ref(), id, limit, what, context, done).await
     }
 
     /// Recognitions run so far, every page together.
@@ -446,10 +423,7 @@ async fn a_permanent_outage_fails_the_job_with_storage_unavailable_and_resume_co
 
     // Storage is back: a resume completes the book.
     book.proxy.heal();
-    let resumed = match book.lock.resume(failed.id).await.unwrap() {
-        Acquire::Created(job) => job,
-        Acquire::Busy(job) => panic!("busy with {job:?}"),
-    };
+    let resumed = expect_created(book.lock.resume(failed.id).await.unwrap(), "fractions");
     let done = book
         .wait_for(
             resumed.id,

@@ -10,7 +10,8 @@
 //! - tracing across the queue in [`trace`]: a span around every handler run, and the trace
 //!   of the request that enqueued a job carried to the worker;
 //! - the injectable [`Clock`];
-//! - with the `conformance` feature, the suite every store runs ([`conformance`]).
+//! - with the `conformance` feature, the suite every store runs ([`conformance`]);
+//! - with the `testing` feature, helpers for tests of code that runs jobs ([`testing`]).
 //!
 //! # Example
 //!
@@ -99,13 +100,17 @@
 //!
 //! # Feature flags
 //!
-//! - `conformance`: the suite every [`JobStore`] implementation runs from its tests.
+//! - `conformance`: the suite every [`JobStore`] implementation runs from its tests
+//!   (implies `testing`).
+//! - `testing`: polling with a deadline and an enqueue that expects a new job, for tests.
 //! - `opentelemetry`: acquires store the current span's OpenTelemetry context as the job's
 //!   W3C `traceparent`, and the worker's span of a job's first attempt is its child (a retry
 //!   links to it), through `tracing-opentelemetry` (see [`trace`]).
 //!
 //! Architecture Invariant: this crate knows nothing of sqlx, Postgres, SQLite, axum or S3.
 //! Stores receive every timestamp from the caller, so time is always the injected clock's.
+
+#![warn(missing_docs)]
 
 mod backoff;
 mod clock;
@@ -119,6 +124,8 @@ pub mod typed;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use async_trait::async_trait;
 pub use backoff::Backoff;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use books::{BookId, Books, IngestLimits, UploadedFile};
 use bytes::Bytes;
 use page_jobs::testing::PageScript;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,35 @@ pub fn fixture_pages() -> Vec<FixturePage> {
             }
         })
         .collect()
+}
+
+/// `count` fixture pages as uploads named `page-001.png`, `page-002.png`, ...: the twelve in
+/// order, repeated when `count` is more.
+pub fn fixture_uploads(count: usize) -> Vec<UploadedFile> {
+    fixture_pages()
+        .into_iter()
+        .cycle()
+        .take(count)
+        .enumerate()
+        .map(|(index, page)| UploadedFile {
+            name: format!("page-{:03}.png", index + 1),
+            bytes: page.png,
+        })
+        .collect()
+}
+
+/// Creates book `id` titled `title` with `count` fixture pages ([`fixture_uploads`]).
+pub async fn fixture_book(books: &Books, id: &str, title: &str, count: usize) -> BookId {
+    let book_id = BookId::parse(id).expect("a valid book id");
+    books
+        .create(&book_id, title)
+        .await
+        .expect("the book is created");
+    books
+        .ingest_pages(&book_id, fixture_uploads(count), &IngestLimits::default())
+        .await
+        .expect("the fixture pages are ingested");
+    book_id
 }
 
 /// The German page: a letter-size page at 300 dpi (2550 x 3300) of German text with

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::parse_job_events;
+use crate::support::eventually;
 use crate::support::multipart;
 
 #[derive(Debug, Parser)]
@@ -255,23 +256,23 @@ async fn ocr_runs_end_to_end_on_postgres_and_s3() {
     assert_eq!(response.status(), 201);
     let uploaded: Value = response.json().await.unwrap();
     assert_eq!(uploaded["job"]["then"], json!(["guidelines", "finalize"]));
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let chained = loop {
-        let response = client
-            .get(format!("{base}/v1/books/e2e-chain/guidelines"))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 200 {
-            break response.json::<Value>().await.unwrap();
-        }
-        assert_eq!(response.status(), 404, "not finalized yet is 404");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the chained book was not finalized in time"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let chained = eventually(
+        Duration::from_secs(120),
+        "the chained book to be finalized",
+        || async {
+            let response = client
+                .get(format!("{base}/v1/books/e2e-chain/guidelines"))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                return Some(response.json::<Value>().await.unwrap());
+            }
+            assert_eq!(response.status(), 404, "not finalized yet is 404");
+            None
+        },
+    )
+    .await;
     assert_eq!(
         chained["topics"], guidelines["topics"],
         "the same pages, the same result"

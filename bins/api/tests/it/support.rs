@@ -1,7 +1,7 @@
 //! A router over fresh stores, and request helpers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::{ApiConfig, AppState};
 use axum::Router;
@@ -218,21 +218,8 @@ pub(crate) fn assert_error(actual: (StatusCode, &Value), status: StatusCode, cod
     assert!(body["error"]["details"].is_object(), "{body}");
 }
 
-/// Polls `check` until it returns `Some`, or panics after `deadline`.
-pub(crate) async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// Polling with a deadline: the one helper every test of the workspace uses.
+pub(crate) use jobs_core::testing::eventually;
 
 /// A worker running in the test's runtime; [`RunningWorker::stop`] shuts it down.
 pub(crate) struct RunningWorker {

@@ -1,6 +1,7 @@
 //! Process-level tests of the `worker` binary on Postgres: a worker killed, paused or
 //! stopped mid-job, and a second worker that takes over; the metrics server; the start-up
-//! checks of the OCR engine. Modules: `startup` (processes starting at once on an empty
+//! checks of the OCR engine. Modules: `ocr` (bulk OCR with real tesseract: a worker killed
+//! mid-book and one that takes the book over), `startup` (processes starting at once on an empty
 //! database), `deploy` (the files in `deploy/`), `support` (the helpers the package's process
 //! tests share: `tests/support`).
 
@@ -9,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use app::handlers::{BENCH_STEPS, StepsCheckpoint, StepsPayload, StepsRun};
-use jobs_core::{
-    Acquire, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
-};
+use jobs_core::testing::{enqueue_new, eventually_with, wait_for_job_with};
+use jobs_core::{Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock};
 use jobs_postgres::testing::TestDatabase;
-use support::{Process, eventually, wait_for_job, worker_binary};
+use support::{Process, worker_binary};
 
 mod deploy;
+mod ocr;
 mod startup;
 #[path = "../support/mod.rs"]
 mod support;
@@ -99,20 +100,12 @@ async fn setup() -> Setup {
 impl Setup {
     async fn enqueue(&self, steps: u32, step_ms: u64) -> Job {
         let payload = serde_json::to_value(StepsPayload { steps, step_ms }).unwrap();
-        match self
-            .lock
-            .acquire("book-1", BENCH_STEPS, payload)
-            .await
-            .unwrap()
-        {
-            Acquire::Created(job) => job,
-            Acquire::Busy(job) => panic!("busy with {job:?}"),
-        }
+        enqueue_new(&self.lock, "book-1", BENCH_STEPS, payload).await
     }
 
     /// Polls the job until `done` holds.
     async fn wait_for(&self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
-        wait_for_job(self.store.as_ref(), id, WAIT, what, String::new, done).await
+        wait_for_job_with(self.store.as_ref(), id, WAIT, what, String::new, done).await
     }
 }
 
@@ -129,7 +122,7 @@ fn run(worker: &WorkerProcess, from: u32) -> StepsRun {
 
 async fn wait_for_log(worker: &WorkerProcess, needle: &str) {
     let what = format!("{} to log {needle:?}", worker.id);
-    eventually(WAIT, &what, String::new, || async {
+    eventually_with(WAIT, &what, String::new, || async {
         let log = worker.log();
         if log.contains(needle) {
             Ok(())
@@ -235,7 +228,7 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
         &["--poll-interval", "60s"],
     );
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
-    eventually(WAIT, "worker-b to register", String::new, || async {
+    eventually_with(WAIT, "worker-b to register", String::new, || async {
         let workers = setup.store.list_workers(since).await.unwrap();
         if workers.iter().any(|worker| worker.id == "worker-b") {
             Ok(())
@@ -325,7 +318,7 @@ async fn the_worker_serves_health_and_metrics_over_http() {
         }
     };
     assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
-    let metrics = eventually(
+    let metrics = eventually_with(
         WAIT,
         "the completion to be counted",
         String::new,

@@ -14,7 +14,8 @@ use std::time::Duration;
 use jobs_postgres::testing::TestDatabase;
 use sqlx::Connection;
 
-use crate::support::{Process, api_binary, eventually, logs, worker_binary};
+use crate::support::{Process, api_binary, logs, worker_binary};
+use jobs_core::testing::eventually_with;
 
 const ROUNDS: usize = 3;
 const APIS: usize = 2;
@@ -58,7 +59,7 @@ fn start_at_once(database_url: &str, dir: &Path) -> Vec<Process> {
 /// three workers live; fails at once when a process exits.
 async fn wait_until_all_started(processes: &[Process]) {
     let http = reqwest::Client::new();
-    eventually(
+    eventually_with(
         START_LIMIT,
         "two ready apis that each see three live workers",
         String::new,

@@ -1,5 +1,5 @@
-//! What the package's process tests share: the process helper, polling with a deadline, a
-//! counting `tesseract`, and small helpers for their figures. Each test binary includes it
+//! What the package's process tests share: the process helper, a counting `tesseract`, and
+//! small helpers for their figures (polling with a deadline is `jobs_core::testing`). Each test binary includes it
 //! (`mod support;`, in `it/main.rs` by its path).
 
 // Each test binary uses part of this module: the rest would warn as unused there.
@@ -8,14 +8,13 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fs;
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use jobs_core::{Job, JobId, JobStore};
+use jobs_core::Job;
 
 /// A running binary; killed when dropped.
 pub(crate) struct Process {
@@ -94,7 +93,7 @@ impl Process {
             if Instant::now() > deadline {
                 return None;
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(jobs_core::testing::POLL_INTERVAL).await;
         }
     }
 
@@ -176,76 +175,6 @@ pub(crate) fn api_binary() -> PathBuf {
             profile_dir.join("api")
         })
         .clone()
-}
-
-/// How often [`eventually`] and [`Process::wait_for_exit`] look.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// What a probe of [`eventually`] gives: the value waited for, or not yet: `None`, or `Err`
-/// with what it saw (shown if the wait times out).
-pub(crate) trait Probed<T> {
-    fn into_result(self) -> Result<T, String>;
-}
-
-impl<T> Probed<T> for Option<T> {
-    fn into_result(self) -> Result<T, String> {
-        self.ok_or_else(String::new)
-    }
-}
-
-impl<T> Probed<T> for Result<T, String> {
-    fn into_result(self) -> Result<T, String> {
-        self
-    }
-}
-
-/// Polls `probe` every 20 ms until it gives a value; after `limit` panics with `what`, what
-/// the probe saw last and `context()` (the processes' logs, say).
-pub(crate) async fn eventually<T, P: Probed<T>, F: Future<Output = P>>(
-    limit: Duration,
-    what: &str,
-    context: impl Fn() -> String,
-    probe: impl Fn() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let seen = match probe().await.into_result() {
-            Ok(value) => return value,
-            Err(seen) => seen,
-        };
-        if Instant::now() > deadline {
-            let mut message = format!("timed out after {limit:?} waiting for {what}");
-            if !seen.is_empty() {
-                message.push_str(&format!("; last seen:\n{seen}"));
-            }
-            let context = context();
-            if !context.is_empty() {
-                message.push_str(&format!("\n{context}"));
-            }
-            panic!("{message}");
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-/// Polls job `id` until `done` holds: [`eventually`] with the job as what it saw.
-pub(crate) async fn wait_for_job(
-    jobs: &dyn JobStore,
-    id: JobId,
-    limit: Duration,
-    what: &str,
-    context: impl Fn() -> String,
-    done: impl Fn(&Job) -> bool,
-) -> Job {
-    eventually(limit, what, context, || async {
-        let job = jobs.get(id).await.unwrap();
-        if done(&job) {
-            Ok(job)
-        } else {
-            Err(format!("{job:#?}"))
-        }
-    })
-    .await
 }
 
 /// The pages an `ocr` job's checkpoint holds as done.

@@ -4,20 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Fixture, TEST_TYPE};
+use crate::testing::enqueue_new;
 use crate::{Acquire, FinishOutcome, JobError, JobQuery, JobStatus, JobStore, Progress, codes};
 
 /// A new job is pending, carries its payload and has every field at its start value.
 pub async fn acquire_creates_a_pending_job_with_its_payload(store: Arc<dyn JobStore>) {
     let fx = Fixture::new(store);
     let payload = serde_json::json!({ "pages": [1, 2, 3], "note": "ünïcode ✓" });
-    let Acquire::Created(job) = fx
-        .lock
-        .acquire("book-1", TEST_TYPE, payload.clone())
-        .await
-        .unwrap()
-    else {
-        panic!("expected a new job");
-    };
+    let job = enqueue_new(&fx.lock, "book-1", TEST_TYPE, payload.clone()).await;
     assert_eq!(job.status, JobStatus::Pending);
     assert_eq!(job.resource_key, "book-1");
     assert_eq!(job.job_type, TEST_TYPE);
@@ -174,14 +168,8 @@ pub async fn acquire_rescues_a_stale_running_job_before_answering_busy(store: Ar
     let claimed = fx.claim(10).await;
     assert!(claimed.iter().any(|job| job.id == single.id));
     fx.advance_past_stale();
-    match lock
-        .acquire("book-2", TEST_TYPE, serde_json::json!({}))
-        .await
-        .unwrap()
-    {
-        Acquire::Created(fresh) => assert_ne!(fresh.id, single.id),
-        other => panic!("expected a new job, got {other:?}"),
-    }
+    let fresh = enqueue_new(&lock, "book-2", TEST_TYPE, serde_json::json!({})).await;
+    assert_ne!(fresh.id, single.id);
     let old = fx.get(&single).await;
     assert_eq!(old.status, JobStatus::Failed);
     assert_eq!(old.error.unwrap().code, codes::LEASE_EXPIRED);
@@ -200,15 +188,7 @@ pub async fn acquire_fails_an_expired_pending_job_before_answering_busy(store: A
         Acquire::Busy(_)
     ));
     fx.advance(Duration::from_secs(2));
-    let fresh = match fx
-        .lock
-        .acquire("book-1", TEST_TYPE, serde_json::json!({}))
-        .await
-        .unwrap()
-    {
-        Acquire::Created(fresh) => fresh,
-        other => panic!("expected a new job, got {other:?}"),
-    };
+    let fresh = enqueue_new(&fx.lock, "book-1", TEST_TYPE, serde_json::json!({})).await;
     assert_ne!(fresh.id, job.id);
     let old = fx.get(&job).await;
     assert_eq!(old.status, JobStatus::Failed);

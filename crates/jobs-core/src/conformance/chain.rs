@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Fixture, TEST_TYPE, WORKER, assert_lease_lost, signalled};
+use crate::testing::enqueue_new;
 use crate::{
     Acquire, ChainStep, ClaimParams, Finish, FinishOutcome, Job, JobError, JobQuery, JobStatus,
     JobStore, LockService, Progress, StoreError,
@@ -197,15 +198,13 @@ pub async fn chain_step_of_the_completed_jobs_own_type_is_inserted(store: Arc<dy
 /// and links to that job; nothing is inserted and the active job is left as it is.
 pub async fn chained_completion_links_to_the_active_job_of_the_next_type(store: Arc<dyn JobStore>) {
     let fx = Fixture::new(store);
-    let active = match fx
-        .lock
-        .acquire("book-1", CHAIN_NEXT, serde_json::json!({ "mine": true }))
-        .await
-        .unwrap()
-    {
-        Acquire::Created(job) => job,
-        other => panic!("expected a new job, got {other:?}"),
-    };
+    let active = enqueue_new(
+        &fx.lock,
+        "book-1",
+        CHAIN_NEXT,
+        serde_json::json!({ "mine": true }),
+    )
+    .await;
     chained(
         &fx.lock,
         "book-1",

@@ -95,15 +95,8 @@ pub async fn job_fields_round_trip_exactly(store: Arc<dyn JobStore>) {
         "pages": [1, 2, 3],
         "nested": { "deep": [null, true, 1.5, "ünïcödé ✓ 'quote' \"dq\""] },
     });
-    let created = match fx
-        .lock
-        .acquire("r", super::TEST_TYPE, payload.clone())
-        .await
-        .unwrap()
-    {
-        crate::Acquire::Created(job) => job,
-        other => panic!("expected a new job, got {other:?}"),
-    };
+    let created =
+        crate::testing::enqueue_new(&fx.lock, "r", super::TEST_TYPE, payload.clone()).await;
     assert_eq!(created.payload, payload);
     let job = fx.claim_one().await;
     let progress = Progress {

@@ -24,8 +24,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::{
-    Acquire, ClaimParams, Clock, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Job,
-    JobStore, LockService, ManualClock, Progress, RecoveryPolicy, RescueReport, StoreError,
+    ClaimParams, Clock, Finish, FinishOutcome, HeartbeatAck, HeartbeatParams, Job, JobStore,
+    LockService, ManualClock, Progress, RecoveryPolicy, RescueReport, StoreError,
 };
 
 mod acquire;
@@ -224,10 +224,7 @@ impl Fixture {
     /// Acquires a job of `job_type` for `key`, which must be free.
     pub async fn create_typed(&self, key: &str, job_type: &str) -> Job {
         let payload = serde_json::json!({ "key": key });
-        match self.lock.acquire(key, job_type, payload).await.unwrap() {
-            Acquire::Created(job) => job,
-            Acquire::Busy(job) => panic!("expected a new job for {key}, got busy with {job:?}"),
-        }
+        crate::testing::enqueue_new(&self.lock, key, job_type, payload).await
     }
 
     /// Claims up to `limit` jobs of [`TEST_TYPE`].

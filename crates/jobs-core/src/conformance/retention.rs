@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::chain::{CHAIN_LAST, CHAIN_NEXT, chained, claim_type, finish_as_runner};
-use super::runtime::{RunningWorker, StepsPayload, fast_config, wait_until};
+use super::runtime::{RunningWorker, StepsPayload, WAIT, fast_config};
 use super::{Fixture, TEST_TYPE, WORKER};
 use crate::runtime::WorkerConfig;
+use crate::testing::eventually;
 use crate::{
     Acquire, AcquireRequest, ChainStep, Finish, FinishOutcome, Job, JobError, JobQuery, JobStatus,
     JobStore, StoreError,
@@ -408,7 +409,7 @@ pub async fn runtime_deletes_finished_jobs_past_the_retention(store: Arc<dyn Job
     fx.advance(RETENTION + Duration::from_secs(60));
     let young = worker.enqueue("book-young", steps).await;
     let young = worker.wait_for(young.id, "a young job", completed).await;
-    wait_until("the old jobs to be deleted", || async {
+    eventually(WAIT, "the old jobs to be deleted", || async {
         for job in &old {
             if !is_deleted(&store, job).await {
                 return None;
@@ -418,7 +419,7 @@ pub async fn runtime_deletes_finished_jobs_past_the_retention(store: Arc<dyn Job
     })
     .await;
     let metrics = worker.metrics.clone();
-    wait_until("the deletes to be counted", || async {
+    eventually(WAIT, "the deletes to be counted", || async {
         let deleted = metrics
             .retention_deleted
             .load(std::sync::atomic::Ordering::SeqCst);

@@ -1,6 +1,5 @@
 //! The worker runtime end to end on a real store: a real handler, real heartbeats.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::{
     CancelReason, HandlerError, JobContext, JobHandler, Worker, WorkerConfig, WorkerMetrics,
 };
+use crate::testing::{enqueue_new, eventually, expect_created, wait_for_job};
 use crate::{
     Acquire, ChainStep, ClaimParams, Clock, Job, JobId, JobQuery, JobStatus, JobStore, LockService,
     RecoveryPolicy, RescueScope, SystemClock, codes,
@@ -201,18 +201,12 @@ impl RunningWorker {
     /// Enqueues a steps job for `key`.
     pub async fn enqueue(&self, key: &str, payload: StepsPayload) -> Job {
         let payload = serde_json::to_value(payload).unwrap();
-        match self.lock.acquire(key, STEPS, payload).await.unwrap() {
-            Acquire::Created(job) => job,
-            Acquire::Busy(job) => panic!("{key} is busy with {job:?}"),
-        }
+        enqueue_new(&self.lock, key, STEPS, payload).await
     }
 
-    /// Waits (polling, with a deadline) until the job satisfies `done`.
+    /// Waits (polling, up to [`WAIT`]) until the job satisfies `done`.
     pub async fn wait_for(&self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
-        wait_until(what, || async {
-            self.store.get(id).await.ok().filter(|job| done(job))
-        })
-        .await
+        wait_for_job(&*self.store, id, WAIT, what, done).await
     }
 
     /// Shuts the worker down and waits for it.
@@ -222,20 +216,8 @@ impl RunningWorker {
     }
 }
 
-/// Polls `probe` every 20 ms until it yields a value; panics after 20 s.
-pub async fn wait_until<T, F: Future<Output = Option<T>>>(what: &str, probe: impl Fn() -> F) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long the suite waits for a state it polls for.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 fn steps(n: u32) -> StepsPayload {
     StepsPayload {
@@ -247,15 +229,8 @@ fn steps(n: u32) -> StepsPayload {
 /// Enqueues a steps job for `key` with the chain `then`.
 async fn enqueue_chain(worker: &RunningWorker, key: &str, steps: u32, then: Vec<ChainStep>) -> Job {
     let payload = serde_json::to_value(self::steps(steps)).unwrap();
-    match worker
-        .lock
-        .acquire_chain(key, STEPS, payload, then)
-        .await
-        .unwrap()
-    {
-        Acquire::Created(job) => job,
-        Acquire::Busy(job) => panic!("{key} is busy with {job:?}"),
-    }
+    let acquire = worker.lock.acquire_chain(key, STEPS, payload, then);
+    expect_created(acquire.await.unwrap(), key)
 }
 
 /// The runner completes a job of a chain through the chained finish: the next job is
@@ -443,7 +418,7 @@ pub async fn runtime_turns_a_panic_into_a_failed_attempt(store: Arc<dyn JobStore
     // Counted by what was written: the last attempt's panic failed the job.
     let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::SeqCst);
     let metrics = &worker.metrics;
-    wait_until("the failure to be counted", || async {
+    eventually(WAIT, "the failure to be counted", || async {
         (count(&metrics.failed) == 1).then_some(())
     })
     .await;
@@ -568,7 +543,7 @@ pub async fn runtime_stops_a_handler_whose_lease_was_lost(store: Arc<dyn JobStor
         .wait_for(job.id, "progress", |job| job.progress.completed == 1)
         .await;
     let stolen = take_over(&store, "book-1").await;
-    let reasons = wait_until("the handler to stop", || async {
+    let reasons = eventually(WAIT, "the handler to stop", || async {
         let reasons = worker.handler.reasons.lock().unwrap().clone();
         (!reasons.is_empty()).then_some(reasons)
     })
@@ -633,7 +608,7 @@ pub async fn runtime_drops_a_handler_that_ignores_its_lost_lease(store: Arc<dyn 
         .await;
     let stolen = take_over(&store, "book-1").await;
     let metrics = worker.metrics.clone();
-    wait_until("the deaf handler to be dropped", || async {
+    eventually(WAIT, "the deaf handler to be dropped", || async {
         (metrics.running.load(Ordering::SeqCst) == 0).then_some(())
     })
     .await;
@@ -655,19 +630,23 @@ pub async fn runtime_heartbeats_while_a_handler_holds_its_thread(store: Arc<dyn 
     };
     let job = worker.enqueue("book-1", payload).await;
     let handler = worker.handler.clone();
-    wait_until("the handler to hold its thread", || async {
+    eventually(WAIT, "the handler to hold its thread", || async {
         handler.hogging.load(Ordering::SeqCst).then_some(())
     })
     .await;
     let before = store.get(job.id).await.unwrap().heartbeat_at;
-    wait_until("a heartbeat while the handler holds its thread", || async {
-        let now = store.get(job.id).await.unwrap().heartbeat_at;
-        assert!(
-            handler.hogging.load(Ordering::SeqCst),
-            "no heartbeat was written while the handler held its thread"
-        );
-        (now > before).then_some(())
-    })
+    eventually(
+        WAIT,
+        "a heartbeat while the handler holds its thread",
+        || async {
+            let now = store.get(job.id).await.unwrap().heartbeat_at;
+            assert!(
+                handler.hogging.load(Ordering::SeqCst),
+                "no heartbeat was written while the handler held its thread"
+            );
+            (now > before).then_some(())
+        },
+    )
     .await;
     worker
         .wait_for(job.id, "completion", |job| {

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::runtime::{fast_config, wait_until};
+use super::runtime::{WAIT, fast_config};
 use crate::runtime::{HandlerError, Worker};
+use crate::testing::eventually;
 use crate::typed::{self, Context, Job as TypedJob};
 use crate::{Acquire, Job, JobId, JobStatus, JobStore, LockService, SystemClock};
 
@@ -57,7 +58,7 @@ fn start(store: &Arc<dyn JobStore>) -> (Arc<Steps>, LockService, CancellationTok
 }
 
 async fn finished(store: &Arc<dyn JobStore>, id: JobId) -> Job {
-    wait_until("the job to finish", || async {
+    eventually(WAIT, "the job to finish", || async {
         store
             .get(id)
             .await

@@ -24,7 +24,8 @@ mod conformance {
 
 mod listener {
     use jobs_core::JobStore;
-    use jobs_core::conformance::{Fixture, signalled, wait_until};
+    use jobs_core::conformance::{Fixture, WAIT, signalled};
+    use jobs_core::testing::eventually;
 
     use super::*;
 
@@ -40,7 +41,7 @@ mod listener {
     }
 
     async fn wait_for_listener(pool: &sqlx::PgPool, other_than: Option<i32>) -> i32 {
-        wait_until("a listener connection", || async {
+        eventually(WAIT, "a listener connection", || async {
             listener_pid(pool)
                 .await
                 .filter(|pid| Some(*pid) != other_than)
@@ -83,7 +84,8 @@ mod restart {
     use std::time::{Duration, Instant};
 
     use jobs_core::JobStore;
-    use jobs_core::conformance::{Fixture, signalled, wait_until};
+    use jobs_core::conformance::{Fixture, WAIT, signalled};
+    use jobs_core::testing::eventually;
     use jobs_postgres::testing::ThrowawayCluster;
     use jobs_postgres::{PgJobStore, PoolSettings};
 
@@ -108,7 +110,7 @@ mod restart {
         );
         let signal = store.job_signal().expect("Postgres signals new jobs");
         let fx = Fixture::new(store.clone());
-        wait_until("the listener", || async {
+        eventually(WAIT, "the listener", || async {
             (cluster.listeners("postgres").await? == 1).then_some(())
         })
         .await;
@@ -136,11 +138,11 @@ mod restart {
         .await
         .unwrap();
         let back = Instant::now();
-        wait_until("the pool to serve calls again", || async {
+        eventually(WAIT, "the pool to serve calls again", || async {
             store.get(before.id).await.ok()
         })
         .await;
-        wait_until("the listener to reconnect", || async {
+        eventually(WAIT, "the listener to reconnect", || async {
             (cluster.listeners("postgres").await? == 1).then_some(())
         })
         .await;

@@ -1,13 +1,14 @@
 //! A book in a file blob store, a SQLite job store and an in-process worker.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blob_store::{BlobStore, FileBlobStore};
-use books::{BookId, Books, IngestLimits, Manifest, UploadedFile};
+use books::{BookId, Books, Manifest};
 use jobs_core::runtime::{Worker, WorkerConfig};
-use jobs_core::{Acquire, Job, JobId, JobStore, LockService, SystemClock};
-use ocr::testing::fixture_pages;
+use jobs_core::testing::{enqueue_new, wait_for_job};
+use jobs_core::{Job, JobId, JobStore, LockService, SystemClock};
+use ocr::testing::fixture_book;
 use ocr::{OCR_JOB_TYPE, OcrEngine, OcrHandler, OcrJobConfig, PageRetryPolicy};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,20 +60,7 @@ impl Harness {
         let jobs: Arc<dyn JobStore> =
             Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await.unwrap());
         let books = Books::new(blobs);
-        let book_id = BookId::parse("test-book").unwrap();
-        books.create(&book_id, "Fractions").await.unwrap();
-        let files = fixture_pages()
-            .into_iter()
-            .take(pages)
-            .map(|page| UploadedFile {
-                name: format!("page-{:02}.png", page.number),
-                bytes: page.png,
-            })
-            .collect();
-        books
-            .ingest_pages(&book_id, files, &IngestLimits::default())
-            .await
-            .unwrap();
+        let book_id = fixture_book(&books, "test-book", "Fractions", pages).await;
         let lock = LockService::new(
             jobs.clone(),
             Arc::new(SystemClock),
@@ -88,15 +76,7 @@ impl Harness {
     }
 
     pub(crate) async fn enqueue(&self, payload: serde_json::Value) -> Job {
-        match self
-            .lock
-            .acquire(self.book_id.as_str(), OCR_JOB_TYPE, payload)
-            .await
-            .unwrap()
-        {
-            Acquire::Created(job) => job,
-            Acquire::Busy(job) => panic!("busy with {job:?}"),
-        }
+        enqueue_new(&self.lock, self.book_id.as_str(), OCR_JOB_TYPE, payload).await
     }
 
     pub(crate) fn start_worker(
@@ -123,18 +103,7 @@ impl Harness {
         what: &str,
         check: impl Fn(&Job) -> bool,
     ) -> Job {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = self.jobs.get(id).await.unwrap();
-            if check(&job) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {job:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_job(&*self.jobs, id, Duration::from_secs(60), what, check).await
     }
 
     pub(crate) async fn wait_terminal(&self, id: JobId) -> Job {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use books::OcrStatus;
 use jobs_core::JobStatus;
+use jobs_core::testing::{enqueue_new, expect_created};
 use ocr::testing::{ScriptStep, ScriptedEngine};
 use ocr::{OcrCheckpoint, TesseractConfig, TesseractEngine};
 use serde_json::json;
@@ -197,10 +198,10 @@ async fn cancel_stops_at_a_page_boundary_and_resume_redoes_only_unrecorded_pages
         assert!(harness.text(*page).await.is_some());
     }
 
-    let resumed = match harness.lock.resume(cancelled.id).await.unwrap() {
-        jobs_core::Acquire::Created(job) => job,
-        jobs_core::Acquire::Busy(job) => panic!("busy with {job:?}"),
-    };
+    let resumed = expect_created(
+        harness.lock.resume(cancelled.id).await.unwrap(),
+        "test-book",
+    );
     let second = Arc::new(ScriptedEngine::new());
     let worker = harness.start_worker(second.clone(), job_config(2, 3));
     let finished = harness.wait_terminal(resumed.id).await;
@@ -261,15 +262,7 @@ async fn shutdown_finishes_the_pages_in_flight_and_hands_the_job_back() {
 async fn a_missing_book_fails_the_job_terminally() {
     let harness = Harness::with_pages(1).await;
     let worker = harness.start_worker(Arc::new(ScriptedEngine::new()), job_config(2, 5));
-    let job = match harness
-        .lock
-        .acquire("no-such-book", ocr::OCR_JOB_TYPE, json!({}))
-        .await
-        .unwrap()
-    {
-        jobs_core::Acquire::Created(job) => job,
-        jobs_core::Acquire::Busy(job) => panic!("busy with {job:?}"),
-    };
+    let job = enqueue_new(&harness.lock, "no-such-book", ocr::OCR_JOB_TYPE, json!({})).await;
     let job = harness.wait_terminal(job.id).await;
     worker.stop().await;
     assert_eq!(job.status, JobStatus::Failed);

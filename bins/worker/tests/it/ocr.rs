@@ -9,18 +9,17 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use books::{
-    BookId, Books, GuidelinesStatus, IngestLimits, Manifest, OcrStatus, UploadedFile, layout,
-};
+use crate::support::{Process, checkpointed_pages, logs, worker_binary};
+use books::{BookId, Books, GuidelinesStatus, Manifest, OcrStatus, layout};
+use jobs_core::testing::{enqueue_new, eventually_with, expect_created, wait_for_job_with};
 use jobs_core::{
-    Acquire, ChainStep, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
+    ChainStep, Job, JobId, JobStatus, JobStore, LockService, RecoveryPolicy, SystemClock,
 };
 use jobs_postgres::testing::TestDatabase;
 use ocr::OcrCheckpoint;
-use ocr::testing::{character_error_rate, fixture_pages, require_tesseract};
-use support::{Process, checkpointed_pages, eventually, logs, wait_for_job, worker_binary};
-
-mod support;
+use ocr::testing::{
+    FIXTURE_PAGES, character_error_rate, fixture_book, fixture_pages, require_tesseract,
+};
 
 const OCR_CONCURRENCY: usize = 2;
 const MANIFEST_FLUSH_EVERY: usize = 5;
@@ -81,19 +80,7 @@ impl Book {
         let dir = tempfile::tempdir().unwrap();
         let storage_url = format!("file://{}/objects", dir.path().display());
         let books = Books::new(app::storage::open_blob_store(&storage_url).await.unwrap());
-        let book_id = BookId::parse("fractions").unwrap();
-        books.create(&book_id, "Fractions").await.unwrap();
-        let files = fixture_pages()
-            .into_iter()
-            .map(|page| UploadedFile {
-                name: format!("page-{:02}.png", page.number),
-                bytes: page.png,
-            })
-            .collect();
-        books
-            .ingest_pages(&book_id, files, &IngestLimits::default())
-            .await
-            .unwrap();
+        let book_id = fixture_book(&books, "fractions", "Fractions", FIXTURE_PAGES as usize).await;
         let jobs = app::stores::open_job_store(database_url).await.unwrap();
         let lock = LockService::new(
             jobs.clone(),
@@ -119,19 +106,8 @@ impl Book {
     }
 
     async fn enqueue(&self) -> Job {
-        match self
-            .lock
-            .acquire(
-                self.book_id.as_str(),
-                ocr::OCR_JOB_TYPE,
-                serde_json::json!({}),
-            )
-            .await
-            .unwrap()
-        {
-            Acquire::Created(job) => job,
-            Acquire::Busy(job) => panic!("busy with {job:?}"),
-        }
+        let (book, payload) = (self.book_id.as_str(), serde_json::json!({}));
+        enqueue_new(&self.lock, book, ocr::OCR_JOB_TYPE, payload).await
     }
 
     /// Polls the job until `done` holds; panics after 120 s with the logs.
@@ -143,7 +119,7 @@ impl Book {
         done: impl Fn(&Job) -> bool,
     ) -> Job {
         let context = || format!("logs:\n{}", logs(workers));
-        wait_for_job(
+        wait_for_job_with(
             self.jobs.as_ref(),
             id,
             Duration::from_secs(120),
@@ -353,20 +329,18 @@ async fn a_worker_killed_right_after_the_last_ocr_page_on_postgres_still_finaliz
         ChainStep::new("guidelines", serde_json::json!({})),
         ChainStep::new("finalize", serde_json::json!({})),
     ];
-    let job = match book
-        .lock
-        .acquire_chain(
-            book.book_id.as_str(),
-            ocr::OCR_JOB_TYPE,
-            serde_json::json!({}),
-            then,
-        )
-        .await
-        .unwrap()
-    {
-        Acquire::Created(job) => job,
-        Acquire::Busy(job) => panic!("busy with {job:?}"),
-    };
+    let job = expect_created(
+        book.lock
+            .acquire_chain(
+                book.book_id.as_str(),
+                ocr::OCR_JOB_TYPE,
+                serde_json::json!({}),
+                then,
+            )
+            .await
+            .unwrap(),
+        book.book_id.as_str(),
+    );
 
     // Eleven pages checkpointed: the last one is in tesseract. Hold the job's row, so the
     // worker records the last page in the manifest and then waits to write its checkpoint.
@@ -381,7 +355,7 @@ async fn a_worker_killed_right_after_the_last_ocr_page_on_postgres_still_finaliz
         11,
         "the last page was done before the row was locked"
     );
-    eventually(
+    eventually_with(
         Duration::from_secs(60),
         "the last page to be recorded",
         || first.log(),
