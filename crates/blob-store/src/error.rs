@@ -12,22 +12,23 @@ pub enum BlobError {
     /// No object exists at the key.
     #[error("object not found: {key}")]
     NotFound {
-        /// The requested key.
+        /// The key as the caller gave it (without an S3 store's prefix).
         key: String,
     },
     /// A conditional put lost: the object exists (`Create`) or changed or vanished
     /// (`Update`). Re-read and retry, or give up.
     #[error("precondition failed for {key}")]
     PreconditionFailed {
-        /// The key that was written.
+        /// The key as the caller gave it; nothing was written to it.
         key: String,
     },
     /// The key (or list prefix) is not a valid relative object path.
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey {
-        /// The rejected key.
+        /// The key or list prefix, as given.
         key: String,
-        /// What is wrong with it.
+        /// What is wrong with it, a fixed phrase for the message; match on the variant, not
+        /// on this.
         reason: &'static str,
     },
     /// The storage URL or configuration is unusable.
@@ -35,7 +36,8 @@ pub enum BlobError {
     InvalidUrl {
         /// The rejected URL.
         url: String,
-        /// What is wrong with it.
+        /// What is wrong with it, a fixed phrase for the message; match on the variant, not
+        /// on this.
         reason: &'static str,
     },
     /// A transient failure (timeout, connection reset, throttling, 5xx) that persisted
@@ -46,7 +48,7 @@ pub enum BlobError {
         operation: &'static str,
         /// The key or prefix.
         key: String,
-        /// The backend's error.
+        /// The backend's error (an `io::Error` or the AWS SDK's), with its causes.
         #[source]
         source: BoxError,
     },
@@ -57,7 +59,7 @@ pub enum BlobError {
         operation: &'static str,
         /// The key or prefix.
         key: String,
-        /// The backend's error.
+        /// The backend's error (an `io::Error` or the AWS SDK's), with its causes.
         #[source]
         source: BoxError,
     },

@@ -49,6 +49,8 @@
 //! assembly) that depends on aws-sdk-s3, and only with its `s3` feature, which domain
 //! crates never turn on: they see only `dyn BlobStore` and never reach the AWS SDK.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -76,7 +78,8 @@ pub use s3::{S3BlobStore, S3Config, S3Credentials};
 pub struct ETag(String);
 
 impl ETag {
-    /// Wraps a backend's version tag.
+    /// Wraps a tag as a backend spells it. Only tags a store returned are worth passing to
+    /// [`PutMode::Update`]: any other never matches.
     pub fn new(tag: impl Into<String>) -> Self {
         Self(tag.into())
     }
@@ -103,7 +106,7 @@ pub enum PutMode {
     /// Write only if the object exists with this etag, else
     /// [`BlobError::PreconditionFailed`] (also when the object is absent).
     Update {
-        /// The etag the caller read.
+        /// The etag of the version the caller read (from `get`, `head` or `put`).
         etag: ETag,
     },
 }
@@ -111,7 +114,7 @@ pub enum PutMode {
 /// An object's content and version, as returned by [`BlobStore::get`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
-    /// The object's bytes.
+    /// The whole object, read into memory: there is no streaming read.
     pub bytes: Bytes,
     /// The version of these bytes.
     pub etag: ETag,
@@ -120,11 +123,11 @@ pub struct Blob {
 /// What [`BlobStore::head`] tells about an object without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobMeta {
-    /// The object's key.
+    /// The key as asked for (without an S3 store's prefix).
     pub key: String,
     /// Size in bytes.
     pub size: u64,
-    /// The current version.
+    /// The current version: the etag a `get` now would return.
     pub etag: ETag,
 }
 

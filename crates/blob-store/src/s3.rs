@@ -38,9 +38,9 @@ use crate::{Blob, BlobError, BlobMeta, BlobStore, ETag, ListEntry, PutMode};
 /// standard AWS credential chain instead (leave [`S3Config::credentials`] empty).
 #[derive(Clone)]
 pub struct S3Credentials {
-    /// The access key id.
+    /// The access key id (what `AWS_ACCESS_KEY_ID` holds in the standard chain).
     pub access_key_id: String,
-    /// The secret access key.
+    /// The secret access key; `Debug` prints it redacted.
     pub secret_access_key: String,
 }
 
@@ -57,7 +57,8 @@ impl std::fmt::Debug for S3Credentials {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct S3Config {
-    /// The bucket.
+    /// The bucket, which must exist: the store never creates it, and a missing bucket is
+    /// [`BlobError::Backend`].
     pub bucket: String,
     /// Prepended to every key: empty, or ends with `/`.
     pub prefix: String,
@@ -135,7 +136,7 @@ impl S3Config {
         self
     }
 
-    /// Sets the region.
+    /// Sets the region instead of the AWS configuration chain's.
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
         self
@@ -266,7 +267,7 @@ impl S3BlobStore {
         &self.client
     }
 
-    /// The bucket.
+    /// The bucket it reads and writes, under its key prefix.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }

@@ -13,7 +13,7 @@ pub trait Clock: Send + Sync + Debug + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
-/// The wall clock.
+/// The wall clock, `Utc::now` truncated to microseconds: the clock outside tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -42,14 +42,15 @@ impl ManualClock {
         Self::new(Utc::now())
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`. Only times read from the clock move: a worker's
+    /// heartbeat and poll intervals run on tokio's timer, in real time.
     pub fn advance(&self, by: std::time::Duration) {
         let by = chrono::Duration::from_std(by).expect("duration fits in chrono::Duration");
         let mut now = self.now.lock().expect("clock mutex poisoned");
         *now += by;
     }
 
-    /// Sets the clock to `to`.
+    /// Sets the clock to `to` (truncated to microseconds), backwards as well as forwards.
     pub fn set(&self, to: DateTime<Utc>) {
         *self.now.lock().expect("clock mutex poisoned") = truncate_to_micros(to);
     }

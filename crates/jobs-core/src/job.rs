@@ -15,7 +15,8 @@ pub mod codes {
     pub const PENDING_TIMEOUT: &str = "pending_timeout";
     /// The worker shut down while the job ran; the job was handed back.
     pub const INTERRUPTED: &str = "interrupted";
-    /// The handler panicked.
+    /// The handler panicked (the runner caught it): retried like a retryable error while
+    /// attempts remain, the panic message kept as the error's message.
     pub const PANICKED: &str = "panicked";
 }
 
@@ -30,12 +31,13 @@ impl JobId {
         Self(Uuid::now_v7())
     }
 
-    /// Wraps an existing UUID.
+    /// Wraps `uuid` as it is, without checking that it is a v7 (ids parsed from a URL or
+    /// read back from a database).
     pub const fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid)
     }
 
-    /// The UUID inside.
+    /// The UUID inside, to bind in SQL (the stores' `id` columns hold it).
     pub const fn as_uuid(&self) -> &Uuid {
         &self.0
     }
@@ -124,7 +126,7 @@ impl JobStatus {
         JobStatus::Failed,
         JobStatus::Cancelled,
     ];
-    /// Every status.
+    /// Every status, active ones first: what [`FromStr`] accepts.
     pub const ALL: [JobStatus; 5] = [
         JobStatus::Pending,
         JobStatus::Running,
@@ -182,15 +184,17 @@ impl FromStr for JobStatus {
 pub struct Progress {
     /// How many items the job has in all; `None` until known.
     pub total: Option<u64>,
-    /// Items done.
+    /// Items done successfully; the handler counts them, nothing checks them against
+    /// `total`.
     pub completed: u64,
     /// Items that failed (and were not retried into success).
     pub failed: u64,
-    /// The item being worked on.
+    /// The item being worked on, as the handler last set it: jobs-core never clears it, so
+    /// after the job ends it names the last item started.
     pub current_item: Option<String>,
     /// The last item done; resume continues after it.
     pub last_completed_item: Option<String>,
-    /// A short human message.
+    /// A short message for people (cut at [`Progress::MAX_TEXT_BYTES`] when stored).
     pub message: Option<String>,
 }
 
@@ -199,7 +203,8 @@ pub struct Progress {
 pub struct JobError {
     /// A stable, machine-readable code such as `lease_expired`.
     pub code: String,
-    /// The original error message.
+    /// The original error's message, cut at [`JobError::MAX_MESSAGE_BYTES`] with a note of
+    /// its length.
     pub message: String,
     /// Whether another attempt could succeed.
     pub retryable: bool,
@@ -266,14 +271,14 @@ pub fn storable_text(text: String, max_bytes: usize) -> String {
 /// One job of a chain: what runs after a job completes, on the same resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainStep {
-    /// The next job's type.
+    /// The type of the job this step inserts: a worker must have a handler for it.
     pub job_type: String,
-    /// The next job's payload.
+    /// That job's payload, stored as it is.
     pub payload: serde_json::Value,
 }
 
 impl ChainStep {
-    /// A step of `job_type` with `payload`.
+    /// A step that inserts a job of `job_type` with `payload` (on the chain's resource).
     pub fn new(job_type: impl Into<String>, payload: serde_json::Value) -> Self {
         Self {
             job_type: job_type.into(),
@@ -285,21 +290,22 @@ impl ChainStep {
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    /// The job's id.
+    /// A UUID v7: id order is creation order, which listings and their `before` cursor use.
     pub id: JobId,
     /// What the job works on (for book jobs: the book id). One active job per key and type.
     pub resource_key: String,
     /// Which handler runs it.
     pub job_type: String,
-    /// Where it is in its life.
+    /// Where it is in its life; it changes only by the transitions of [`crate::state`].
     pub status: JobStatus,
-    /// The handler's input.
+    /// The handler's input: never changes, and a resume copies it.
     pub payload: serde_json::Value,
     /// Claims so far that counted (an interrupted claim is given back).
     pub attempt: u32,
     /// Claims that may end in error or a lost heartbeat.
     pub max_attempts: u32,
-    /// Item-level progress.
+    /// Item-level progress as last written: up to `progress_flush` behind what the
+    /// handler set while it runs, exact once the job ended.
     pub progress: Progress,
     /// Handler-owned resume state; survives requeues and is copied on resume.
     pub checkpoint: Option<serde_json::Value>,
@@ -326,28 +332,35 @@ pub struct Job {
     /// attempts link to it. `None` when the job was enqueued outside a trace.
     #[serde(default)]
     pub trace_parent: Option<String>,
-    /// Whether a cancel was requested while it ran.
+    /// Whether a cancel was requested while it ran: the handler should stop at a safe
+    /// point, and a retry or rescue cancels the job instead of requeueing it.
     pub cancel_requested: bool,
-    /// The worker that holds or last held it.
+    /// The worker of the current claim; after the job ends, of its last claim. `None`
+    /// while pending (a requeue clears it).
     pub worker_id: Option<String>,
-    /// The fencing token of the current claim.
+    /// The fencing token of the current (or last) claim: 0 before the first claim, one more
+    /// on each claim after.
     pub lease: Lease,
-    /// When it may be claimed.
+    /// When it may be claimed: its creation, or after a requeue the time of the retry
+    /// (backoff included).
     pub run_at: DateTime<Utc>,
-    /// When it was created.
+    /// When it was inserted ([`NewJob::now`]); a resumed or chained job has its own.
     pub created_at: DateTime<Utc>,
-    /// When the latest claim started.
+    /// When the latest claim started; `None` until the first claim, kept after a requeue.
     pub started_at: Option<DateTime<Utc>>,
-    /// The latest heartbeat of the current claim.
+    /// The latest heartbeat of the latest claim (the claim itself is the first); the
+    /// rescuer compares it with `stale_after`. `None` until the first claim.
     pub heartbeat_at: Option<DateTime<Utc>>,
-    /// When it reached a terminal status.
+    /// When it reached a terminal status; `None` exactly while it is active. Retention
+    /// deletes by it.
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    /// The new job's id.
+    /// The new job's id, usually [`JobId::new`] (a v7: listings sort by it); unused when
+    /// the insert answers [`Insert::Busy`](crate::Insert::Busy).
     pub id: JobId,
     /// See [`Job::resource_key`].
     pub resource_key: String,

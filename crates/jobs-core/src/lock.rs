@@ -29,7 +29,8 @@ impl Default for RecoveryPolicy {
 }
 
 impl RecoveryPolicy {
-    /// The rescue parameters for this policy at `now`.
+    /// The rescue at `now` under this policy: cut-offs `now - stale_after` and
+    /// `now - pending_timeout`, and the errors written on the jobs it changes.
     pub fn rescue_params(&self, now: DateTime<Utc>, scope: RescueScope) -> RescueParams {
         let stale_after = humanize(self.stale_after);
         RescueParams {
@@ -91,11 +92,11 @@ pub enum Acquire {
 /// takes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcquireRequest {
-    /// The resource the job works on.
+    /// What the job works on (see [`Job::resource_key`]).
     pub resource_key: String,
-    /// The job type.
+    /// Which handler runs it; at most one job per (`resource_key`, `job_type`) is active.
     pub job_type: String,
-    /// The job's payload.
+    /// The handler's input, stored as it is.
     pub payload: serde_json::Value,
     /// The chain to run after it (see [`Job::then`]); empty for none.
     pub then: Vec<ChainStep>,
@@ -141,12 +142,12 @@ pub enum LockError {
     /// Only failed or cancelled jobs can be resumed.
     #[error("job {id} is {status}: only failed or cancelled jobs can be resumed")]
     NotResumable {
-        /// The job.
+        /// The job asked to resume.
         id: JobId,
-        /// Its status.
+        /// Its status then: pending, running or completed.
         status: JobStatus,
     },
-    /// The store failed.
+    /// The store failed, or (resume) holds no job with that id: [`StoreError::NotFound`].
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -164,7 +165,9 @@ impl LockService {
     /// Default `max_attempts` of new jobs.
     pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-    /// A lock service over `store`.
+    /// A lock service over `store`: the jobs it acquires get [`Self::DEFAULT_MAX_ATTEMPTS`],
+    /// every time it writes comes from `clock`, and `policy` decides when its lazy rescue
+    /// takes an active job as stuck.
     pub fn new(store: Arc<dyn JobStore>, clock: Arc<dyn Clock>, policy: RecoveryPolicy) -> Self {
         Self {
             store,
@@ -180,17 +183,17 @@ impl LockService {
         self
     }
 
-    /// The store.
+    /// The store it writes to, for the reads it has no method of its own for (`get`, `list`).
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.store
     }
 
-    /// The clock.
+    /// The clock that stamps the jobs it creates and times its rescues.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    /// The recovery policy.
+    /// When its lazy rescue (and [`LockService::rescue`]) takes an active job as stuck.
     pub fn policy(&self) -> RecoveryPolicy {
         self.policy
     }

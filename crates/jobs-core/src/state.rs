@@ -41,7 +41,7 @@ pub enum Transition {
 }
 
 impl Transition {
-    /// Every transition.
+    /// Every transition, for tests that check the whole state machine.
     pub const ALL: [Transition; 8] = [
         Transition::Claim,
         Transition::Complete,
@@ -76,7 +76,8 @@ impl Transition {
         Ok(to)
     }
 
-    /// A short lowercase name.
+    /// The transition as a verb phrase for error messages, `cannot {this} a {status} job`:
+    /// `claim`, `expire the lease of`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Transition::Claim => "claim",

@@ -36,11 +36,11 @@ impl Insert {
 /// Which jobs [`JobStore::claim`] may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimParams {
-    /// The claiming worker.
+    /// The claiming worker, written as the claimed jobs' `worker_id`.
     pub worker_id: String,
-    /// Job types the worker handles.
+    /// Only jobs of these types are claimed: the types the worker has handlers for.
     pub job_types: Vec<String>,
-    /// At most this many jobs.
+    /// At most this many jobs (the worker's free slots); fewer when fewer are due.
     pub limit: u32,
     /// Jobs whose `run_at` is not after this are due; also the claim's start time.
     pub now: DateTime<Utc>,
@@ -49,7 +49,7 @@ pub struct ClaimParams {
 /// A heartbeat, optionally carrying coalesced progress and a checkpoint: one write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatParams {
-    /// The job.
+    /// The running job whose heartbeat is renewed.
     pub id: JobId,
     /// The lease of the caller's claim.
     pub lease: Lease,
@@ -79,7 +79,8 @@ pub enum FinishOutcome {
     Cancelled,
     /// The job goes back to pending, to run again at `run_at`. With `consume_attempt` false
     /// (graceful shutdown) the claim does not count against `max_attempts`. A job whose
-    /// cancel was requested is cancelled instead.
+    /// cancel was requested is cancelled instead; a job on its last attempt fails with
+    /// `error` instead, unless the claim does not count.
     Requeue {
         /// Why it is requeued; kept as the job's last error.
         error: JobError,
@@ -119,11 +120,12 @@ impl FinishChain {
 /// One fenced end of a claim, with the last coalesced progress and checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
-    /// The job.
+    /// The job whose claim ends.
     pub id: JobId,
     /// The lease of the caller's claim.
     pub lease: Lease,
-    /// How it ends.
+    /// How it ends, as the runner decided: the store may still turn a requeue into a cancel
+    /// or a failure ([`FinishOutcome::Requeue`]).
     pub outcome: FinishOutcome,
     /// Final progress, if it changed since the last write.
     pub progress: Option<Progress>,
@@ -163,13 +165,13 @@ impl Finish {
 /// Which jobs [`JobStore::rescue`] looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RescueScope {
-    /// Every job.
+    /// Every active job: what each worker's rescuer runs.
     All,
     /// Only the jobs of one (resource, job type): the lazy rescue inside acquire.
     Resource {
-        /// The resource key.
+        /// The resource whose job is looked at.
         resource_key: String,
-        /// The job type.
+        /// Its job type: with the key, it names at most one active job.
         job_type: String,
     },
 }
@@ -248,16 +250,17 @@ impl RescueReport {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobQuery {
-    /// Only jobs of this resource.
+    /// Only jobs of this resource; `None`: every resource.
     pub resource_key: Option<String>,
-    /// Only jobs of this type.
+    /// Only jobs of this type; `None`: every type.
     pub job_type: Option<String>,
     /// Only jobs in one of these statuses; empty: any status.
     pub statuses: Vec<JobStatus>,
     /// Keyset pagination: only jobs whose id is lower (older) than this one. The next page
     /// of a listing is the same query with `before` set to the last id of the page.
     pub before: Option<JobId>,
-    /// At most this many.
+    /// At most this many jobs. Stores put no cap on it: a caller that takes it from a
+    /// request bounds it first.
     pub limit: u32,
 }
 
@@ -308,11 +311,12 @@ impl Default for JobQuery {
 /// reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveIndex {
-    /// Whether the index is unique.
+    /// Whether the index is unique: without that, it would not keep one active job.
     pub unique: bool,
-    /// Its columns, in order.
+    /// Its key columns, in order: `resource_key, job_type` in both stores.
     pub columns: Vec<String>,
-    /// The statuses its predicate admits.
+    /// The statuses its predicate admits, in the order written; they must be
+    /// [`JobStatus::ACTIVE`].
     pub statuses: Vec<JobStatus>,
 }
 
@@ -323,11 +327,12 @@ pub struct WorkerInfo {
     pub id: String,
     /// The host it runs on.
     pub host: String,
-    /// The job types it handles.
+    /// The job types it has handlers for, sorted.
     pub job_types: Vec<String>,
-    /// When it started.
+    /// When it registered; registering again with the same id resets it.
     pub started_at: DateTime<Utc>,
-    /// Its latest sign of life.
+    /// Its latest sign of life: its registration, then every `heartbeat_interval`
+    /// ([`JobStore::touch_worker`]).
     pub last_seen: DateTime<Utc>,
 }
 
@@ -342,7 +347,7 @@ pub enum StoreError {
     /// taken over, requeued or finished. Nothing was written.
     #[error("lease lost on job {id}: it is {status} now")]
     LeaseLost {
-        /// The job.
+        /// The job the write named.
         id: JobId,
         /// Its status at the time of the write.
         status: JobStatus,
@@ -350,9 +355,9 @@ pub enum StoreError {
     /// The state machine does not allow the change.
     #[error("job {id}: {source}")]
     IllegalTransition {
-        /// The job.
+        /// The job the change was refused for.
         id: JobId,
-        /// What was refused.
+        /// The status it was in and the transition refused.
         #[source]
         source: IllegalTransition,
     },
@@ -392,7 +397,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// per batch. An empty batch answers an empty list without touching the database.
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError>;
 
-    /// One job.
+    /// The job with `id`, or [`StoreError::NotFound`] (an id never inserted, or a finished
+    /// job that retention deleted).
     async fn get(&self, id: JobId) -> Result<Job, StoreError>;
 
     /// Jobs matching `query`, newest first (by id, descending), at most `query.limit`.

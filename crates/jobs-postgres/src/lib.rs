@@ -13,6 +13,8 @@
 //! behind [`JobStore::job_signal`](jobs_core::JobStore::job_signal), `plans` the tests of
 //! the hot statements' query plans.
 
+#![warn(missing_docs)]
+
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -41,7 +43,10 @@ pub const NOTIFY_CHANNEL: &str = "folio_jobs";
 /// The table that records which migrations ran (kept apart from the embedding service's).
 const MIGRATIONS_TABLE: &str = "folio_schema_migrations";
 
-/// The migrations of `migrations/postgres`.
+/// The crate's `migrations/`, embedded, recorded in `folio_schema_migrations` rather than
+/// sqlx's default table, which the embedding service may use for its own.
+/// [`PgJobStore::connect`] runs them; an embedder with a pool of its own runs them through
+/// [`PgJobStore::migrate`].
 pub fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
@@ -85,7 +90,8 @@ impl PoolSettings {
     }
 }
 
-/// A [`JobStore`](jobs_core::JobStore) on Postgres.
+/// A [`JobStore`](jobs_core::JobStore) on Postgres. Clones share the pool and the one `LISTEN`
+/// task.
 #[derive(Debug, Clone)]
 pub struct PgJobStore {
     pool: PgPool,

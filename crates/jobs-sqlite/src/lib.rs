@@ -12,6 +12,8 @@
 //! the `JobStore` implementation, `rows` the decoding of rows and columns, `error` the
 //! translation of sqlx errors, `plans` the tests of the statements' query plans.
 
+#![warn(missing_docs)]
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +37,18 @@ mod store;
 /// The table that records which migrations ran (kept apart from the embedding service's).
 const MIGRATIONS_TABLE: &str = "folio_schema_migrations";
 
-/// The migrations of `migrations/sqlite`.
+/// The crate's `migrations/`, embedded, recorded in `folio_schema_migrations` rather than
+/// sqlx's default table, which the embedding service may use for its own.
+/// [`SqliteJobStore::connect`] runs them, under a write lock that several processes opening
+/// one new file need.
 pub fn migrator() -> Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
     migrator
 }
 
-/// A [`JobStore`](jobs_core::JobStore) on SQLite.
+/// A [`JobStore`](jobs_core::JobStore) on SQLite. Clones share the pool and the wake-up
+/// signal, which only reaches workers in this process (others poll).
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     pool: SqlitePool,

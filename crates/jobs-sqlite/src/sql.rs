@@ -206,7 +206,7 @@ SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.
     last_seen = excluded.last_seen";
 
 /// Every book's jobs, newest first, each status read where it costs least (see
-/// `migrations/sqlite/0006_list_by_status.sql`). `?1` holds the statuses found by a backward
+/// `migrations/0006_list_by_status.sql`). `?1` holds the statuses found by a backward
 /// scan of the primary key's index (every status when the query names none, else
 /// `completed`), `?2` those read from an index of their own (`pending` and `running` from the
 /// one-active index, named here because SQLite would rather scan the key in order and could

@@ -205,7 +205,7 @@ impl MotoServer {
         }
     }
 
-    /// The endpoint URL.
+    /// The server's endpoint, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }

@@ -180,7 +180,8 @@ impl JobContext {
         Self { shared }
     }
 
-    /// The job as claimed.
+    /// The job as claimed: its `progress` and `checkpoint` stay the claim's while the handler
+    /// changes them (read those with [`JobContext::progress`] and [`JobContext::checkpoint`]).
     pub fn job(&self) -> &Job {
         &self.shared.job
     }

@@ -48,14 +48,16 @@ pub enum ErrorKind {
 pub struct HandlerError {
     /// The kind, which decides retry, fail or cancel.
     pub kind: ErrorKind,
-    /// A stable, machine-readable code.
+    /// A stable, machine-readable code: the job's [`JobError::code`](crate::JobError::code).
     pub code: String,
-    /// The original message.
+    /// The original error's message (with its causes when it came through [`ResultExt`]):
+    /// the job's error message.
     pub message: String,
 }
 
 impl HandlerError {
-    /// A retryable failure.
+    /// A failure worth another attempt: the job is requeued after the worker's backoff, and
+    /// fails with this error once its attempts are used.
     pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Retryable { after: None },
@@ -77,7 +79,7 @@ impl HandlerError {
         }
     }
 
-    /// A terminal failure.
+    /// A failure another attempt would repeat: the job fails at once, attempts left or not.
     pub fn terminal(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Terminal,
@@ -119,9 +121,11 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// Classifies any error where the handler knows its cause:
 /// `store.read(key).await.retryable("storage")?`.
 pub trait ResultExt<T> {
-    /// Marks the error retryable, with `code`.
+    /// Makes the error a retryable [`HandlerError`] with `code`, its message the whole
+    /// [`error_chain`].
     fn retryable(self, code: &str) -> Result<T, HandlerError>;
-    /// Marks the error terminal, with `code`.
+    /// Makes the error a terminal [`HandlerError`] with `code`, its message the whole
+    /// [`error_chain`].
     fn terminal(self, code: &str) -> Result<T, HandlerError>;
 }
 

@@ -12,7 +12,7 @@ const DURATION_BUCKETS: [f64; 12] = [
 /// What one worker did since it started.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
-    /// Jobs claimed.
+    /// Claims: a job that ran three times counts three times.
     pub claimed: AtomicU64,
     /// Claim statements run (claims are batched: `claimed / claim_batches` per statement).
     pub claim_batches: AtomicU64,
@@ -34,7 +34,8 @@ pub struct WorkerMetrics {
     pub heartbeat_errors: AtomicU64,
     /// Claims whose lease was lost.
     pub lease_lost: AtomicU64,
-    /// Handler panics.
+    /// Handler panics the runner caught; each claim also counts where it ended (`retried`, or
+    /// `failed` on its last attempt).
     pub panics: AtomicU64,
     /// Stale jobs requeued by this worker's rescuer.
     pub rescued_requeued: AtomicU64,
@@ -42,7 +43,7 @@ pub struct WorkerMetrics {
     pub rescued_failed: AtomicU64,
     /// Finished jobs this worker deleted past the retention.
     pub retention_deleted: AtomicU64,
-    /// Jobs running now.
+    /// Jobs running now: a gauge, the only field that also goes down.
     pub running: AtomicU64,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
@@ -50,7 +51,8 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    /// Counts one.
+    /// Adds one to `counter`, with relaxed ordering: the counters are for reading, never for
+    /// synchronizing.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }

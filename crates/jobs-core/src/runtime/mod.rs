@@ -55,11 +55,13 @@ use crate::{
 /// How a worker runs. The defaults are the ones of the product specification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// This worker's id in the registry and on the jobs it claims.
+    /// This worker's id in the registry and on the jobs it claims; unique among live workers
+    /// (the default, `host-pid-random`, is).
     pub worker_id: String,
-    /// The host it runs on, for the registry.
+    /// The host it runs on, for the registry: by default `$HOSTNAME`, else `/etc/hostname`,
+    /// else `localhost`.
     pub host: String,
-    /// Jobs run at once.
+    /// Most jobs run at once: a claim asks for at most the free slots.
     pub concurrency: usize,
     /// How often a running job's heartbeat is renewed (and the rescuer runs).
     pub heartbeat_interval: Duration,
@@ -76,7 +78,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// First retry delay; doubles per attempt, with ±25 % jitter.
     pub retry_backoff: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay before jitter; it also caps the delay a handler asks for
+    /// ([`HandlerError::retry_after`]).
     pub max_retry_backoff: Duration,
     /// Most jobs claimed in one statement.
     pub claim_batch: u32,
@@ -236,7 +239,8 @@ impl Runtime {
 }
 
 impl Worker {
-    /// A worker over `store`, with time from `clock`.
+    /// A worker over `store`, with time from `clock`. It claims nothing until
+    /// [`Worker::run`], which needs at least one [`Worker::handler`].
     pub fn new(store: Arc<dyn JobStore>, clock: Arc<dyn Clock>, config: WorkerConfig) -> Self {
         Self {
             store,
@@ -253,12 +257,13 @@ impl Worker {
         self
     }
 
-    /// The worker's counters.
+    /// The worker's counters, shared: a clone taken before [`Worker::run`] keeps counting
+    /// while it runs (for a metrics endpoint).
     pub fn metrics(&self) -> Arc<WorkerMetrics> {
         self.metrics.clone()
     }
 
-    /// The worker's configuration.
+    /// The configuration given to [`Worker::new`], unchanged.
     pub fn config(&self) -> &WorkerConfig {
         &self.config
     }
