@@ -76,7 +76,6 @@ fn bench(args: &[String]) -> Result<()> {
     }
 }
 
-/// The workspace root.
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -113,29 +113,35 @@ pub struct Job {
     /// The job type, e.g. `ocr`.
     #[serde(rename = "type")]
     pub job_type: String,
-    /// Where it is in its life.
+    /// Where it is in its life: `pending` and `running` are active, and a book has at most one
+    /// active job of each type.
     pub status: JobStatus,
-    /// Claims so far that counted.
+    /// Claims so far that counted (a claim handed back when its worker shut down does not).
     pub attempt: u32,
     /// Claims that may end in error or a lost heartbeat.
     pub max_attempts: u32,
-    /// Item-level progress.
+    /// Item-level progress as the worker last wrote it: while the job runs it may trail the
+    /// work by the worker's `--progress-flush` (1 s by default).
     pub progress: Progress,
     /// Why it failed (or why its last attempt failed, while it waits to run again).
     pub error: Option<JobError>,
     /// The failed or cancelled job this one resumes.
     pub resumed_from: Option<Uuid>,
-    /// Whether a cancel was requested while it ran.
+    /// Whether a cancel was requested while it ran: the worker stops it at its next safe
+    /// point, and it ends `cancelled`.
     pub cancel_requested: bool,
-    /// The worker that holds or last held it.
+    /// The worker of its current claim, or of its last one once it ended; null while it
+    /// waits for a worker.
     pub worker_id: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
-    /// When its latest claim started.
+    /// When a worker last claimed it; null until the first claim.
     pub started_at: Option<DateTime<Utc>>,
-    /// The latest heartbeat of its current claim.
+    /// The latest heartbeat of its latest claim. A running job whose heartbeat is older than
+    /// the worker's `--stale-after` (30 s by default) is taken back and retried.
     pub heartbeat_at: Option<DateTime<Utc>>,
-    /// When it reached a terminal status.
+    /// When it reached a final status; null while it is active. Finished jobs are deleted
+    /// after the worker's `--job-retention` (30 days by default).
     pub finished_at: Option<DateTime<Utc>>,
     /// Its chain: the job types still to run on the book after this one, in order. When it
     /// completes, the first becomes the next job (carrying the rest); a failure or cancel
@@ -195,20 +201,22 @@ impl From<jobs_core::JobStatus> for JobStatus {
     }
 }
 
-/// Item-level progress of a job.
+/// Item-level progress of a job. For `ocr` and `guidelines` jobs an item is a page, named by
+/// its number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
     /// Items in all; null until known.
     pub total: Option<u64>,
     /// Items done.
     pub completed: u64,
-    /// Items that failed.
+    /// Items that failed after their own retries: an `ocr` job goes on without them, a
+    /// `guidelines` job stops at the first.
     pub failed: u64,
-    /// The item being worked on.
+    /// The item being worked on; null when none is.
     pub current_item: Option<String>,
-    /// The last item done.
+    /// The item up to which every item is done: a resumed job goes on after it.
     pub last_completed_item: Option<String>,
-    /// A short human message.
+    /// A short message for people, e.g. `2 page(s) failed`.
     pub message: Option<String>,
 }
 
@@ -217,7 +225,8 @@ pub struct Progress {
 pub struct JobError {
     /// A stable code, e.g. `lease_expired`.
     pub code: String,
-    /// The original error message.
+    /// The original error message (at most 8 KiB: a longer one is cut, with a note of its
+    /// length).
     pub message: String,
     /// Whether another attempt could succeed.
     pub retryable: bool,
@@ -263,7 +272,7 @@ impl From<&jobs_core::Job> for Job {
 /// Jobs, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
-    /// The jobs.
+    /// The book's jobs, newest first, at most `limit`.
     pub jobs: Vec<Job>,
 }
 
@@ -635,9 +644,9 @@ fn create_book_id_schema() -> ObjectBuilder {
 pub struct Book {
     /// Version of the stored manifest schema.
     pub schema_version: u32,
-    /// The book id.
+    /// The book id, as in its URLs.
     pub book_id: String,
-    /// The title.
+    /// The title, trimmed.
     pub title: String,
     /// The OCR language (`eng`, `deu`, `eng+fra`); null for books created before books had
     /// a language, which are read in the worker's `--tesseract-languages`.
@@ -648,7 +657,7 @@ pub struct Book {
     pub updated_at: DateTime<Utc>,
     /// The pages, by number.
     pub pages: Vec<Page>,
-    /// Guidelines progress.
+    /// How far the `guidelines` and `finalize` jobs have come with the book.
     pub guidelines: Guidelines,
 }
 
@@ -678,7 +687,7 @@ impl From<&Manifest> for Book {
 /// Guidelines progress of a book.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Guidelines {
-    /// Where the book is.
+    /// Where the book's extraction is.
     pub status: GuidelinesState,
     /// Pages whose guidelines are extracted.
     pub pages_done: u32,
@@ -691,13 +700,14 @@ pub struct Guidelines {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GuidelinesState {
-    /// Nothing extracted.
+    /// No `guidelines` job has started on the book.
     None,
-    /// Extraction running.
+    /// A `guidelines` job started and not every page is extracted yet: it runs, or it
+    /// failed or was cancelled part way (resume it).
     Extracting,
     /// Every page extracted.
     Extracted,
-    /// Finalized.
+    /// A `finalize` job wrote the book's guidelines (`final`).
     Final,
 }
 
@@ -731,7 +741,7 @@ pub struct Page {
     pub bytes: u64,
     /// SHA-256 of the PNG, lowercase hex.
     pub sha256: String,
-    /// OCR state.
+    /// Its OCR: status, where to fetch the text, and tesseract's confidence.
     pub ocr: PageOcr,
 }
 
@@ -778,9 +788,10 @@ pub struct PageOcr {
     pub status: PageOcrStatus,
     /// Where to fetch the text, once done.
     pub text_url: Option<String>,
-    /// The engine that produced the text.
+    /// The engine that produced the text: `tesseract`, `openai`, or `pdf-text` for a PDF
+    /// page's text layer.
     pub engine: Option<String>,
-    /// Characters recognized.
+    /// Characters in the text (Unicode scalar values), once done.
     pub chars: Option<u64>,
     /// Recognition attempts so far.
     pub attempts: u32,
@@ -832,11 +843,11 @@ pub enum PageOcrStatus {
 /// A book in the list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BookSummary {
-    /// The book id.
+    /// The book id, as in its URLs.
     pub book_id: String,
-    /// The title.
+    /// The title, trimmed.
     pub title: String,
-    /// Number of pages.
+    /// Pages uploaded.
     pub pages: usize,
     /// Pages whose OCR is done.
     pub pages_ocr_done: usize,
@@ -879,7 +890,7 @@ impl From<&Manifest> for BookSummary {
 /// Every book, by id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BookList {
-    /// The books.
+    /// Every book, sorted by id, each with counts of its pages' progress.
     pub books: Vec<BookSummary>,
 }
 
@@ -1013,9 +1024,9 @@ pub struct Health {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// The job database.
+    /// The job database: whether it listed the live workers within 2 s.
     pub database: Check,
-    /// The object storage.
+    /// The object storage: whether it answered a metadata read within 2 s.
     pub storage: Check,
     /// Workers seen within `stale_after`; null when the database does not answer.
     pub live_workers: Option<usize>,
@@ -1077,7 +1088,7 @@ impl From<extraction::GuidelineKind> for GuidelineKind {
 /// The guidelines extracted from one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PageGuidelines {
-    /// The page number.
+    /// The page number, from 1.
     pub page: u32,
     /// The page's topics, in page order.
     pub topics: Vec<PageTopic>,
@@ -1095,9 +1106,9 @@ pub struct PageTopic {
 /// One guideline of a page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PageGuideline {
-    /// Its kind.
+    /// What kind of guideline it is.
     pub kind: GuidelineKind,
-    /// Its text.
+    /// The guideline, without its label (`Tip:`) or list marker.
     pub text: String,
 }
 
@@ -1127,7 +1138,7 @@ impl From<&extraction::PageGuidelines> for PageGuidelines {
 /// The finalized guidelines of a book.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FinalGuidelines {
-    /// The book.
+    /// The book they were extracted from.
     pub book_id: String,
     /// Topics merged by normalized title, in order of first appearance.
     pub topics: Vec<FinalTopic>,
@@ -1147,9 +1158,9 @@ pub struct FinalTopic {
 /// One guideline of the finalized guidelines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FinalGuideline {
-    /// Its kind.
+    /// What kind of guideline it is.
     pub kind: GuidelineKind,
-    /// Its text.
+    /// The guideline as first seen, without its label (`Tip:`) or list marker.
     pub text: String,
     /// Every page it (or a near-duplicate) came from, ascending.
     pub pages: Vec<u32>,

@@ -53,10 +53,10 @@ pub enum ErrorCode {
     Internal,
 }
 
-/// The error body.
+/// The body of every error answer (4xx and 5xx): `{"error": {"code", "message", "details"}}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// The error.
+    /// What went wrong: match on `code`, show `message` to people.
     pub error: ErrorObject,
 }
 
@@ -83,17 +83,13 @@ pub(crate) struct ErrorCause(pub(crate) Arc<anyhow::Error>);
 pub enum ApiError {
     /// Malformed syntax (bad JSON, bad multipart): 400 `invalid_request`.
     #[error("{message}")]
-    BadRequest {
-        /// What is wrong.
-        message: String,
-    },
+    BadRequest { message: String },
     /// Well-formed but invalid (a bad id, an unknown job type, rejected files): 422
     /// `invalid_request`.
     #[error("{message}")]
     Invalid {
-        /// What is wrong.
         message: String,
-        /// Machine-readable details.
+        /// The body's `details`; `None` sends an empty object.
         details: Option<Value>,
     },
     /// No such method on this path: 405 `invalid_request`.
@@ -111,7 +107,6 @@ pub enum ApiError {
     /// 409 `job_not_resumable`.
     #[error("{message}")]
     JobNotResumable {
-        /// Why.
         message: String,
         /// The job that cannot be resumed, if there is one.
         job: Option<Box<Job>>,
@@ -148,9 +143,8 @@ pub enum ApiError {
     /// 503 `server_busy` with `Retry-After`.
     #[error("{message}")]
     Busy {
-        /// What is busy.
         message: String,
-        /// When to try again.
+        /// Sent as `Retry-After` in whole seconds (at least 1).
         retry_after: std::time::Duration,
     },
     /// A backend is unreachable or overloaded: 503 `internal`.
@@ -185,7 +179,6 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status.
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -213,7 +206,6 @@ impl ApiError {
         }
     }
 
-    /// The stable code.
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest { .. } | Self::Invalid { .. } | Self::MethodNotAllowed => {

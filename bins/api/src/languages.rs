@@ -51,7 +51,6 @@ pub fn pattern() -> String {
 /// Why a book's language is refused; the API answers it 422 `invalid_request`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LanguageRefused {
-    /// What is wrong.
     pub(crate) message: String,
     /// The missing codes and the installed ones, when the language is not installed.
     pub(crate) details: Option<Value>,

@@ -116,17 +116,14 @@ impl AppState {
         }
     }
 
-    /// The settings.
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
     }
 
-    /// The job store.
     pub fn job_store(&self) -> &Arc<dyn JobStore> {
         &self.inner.job_store
     }
 
-    /// The books.
     pub fn books(&self) -> &Books {
         &self.inner.books
     }
@@ -201,7 +198,6 @@ impl AppStateBuilder {
         self
     }
 
-    /// The state.
     pub fn build(self) -> AppState {
         let lock = LockService::new(
             self.job_store.clone(),

@@ -27,7 +27,7 @@ pub struct CommonArgs {
     )]
     pub storage: String,
 
-    /// Log format.
+    /// Log lines as text for people, or as JSON objects (one a line) for a log collector.
     #[arg(long, env = "FOLIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -56,7 +56,8 @@ fn duration(text: &str) -> Result<Duration, String> {
 /// How a worker runs; `worker` and `api --with-worker` take the same flags.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Jobs run at once.
+    /// Jobs this worker runs at once (an `ocr` job also reads several pages at once: see
+    /// `--ocr-concurrency`).
     #[arg(long, env = "FOLIO_CONCURRENCY", default_value_t = 2)]
     pub concurrency: usize,
 
@@ -133,7 +134,8 @@ pub enum ExtractorKind {
 /// `--openai-api-key`, as the OCR engine does.
 #[derive(Debug, Clone, Args)]
 pub struct ExtractionArgs {
-    /// The guidelines extractor.
+    /// What finds the guidelines in a page's OCR text: offline rules, or an
+    /// OpenAI-compatible model.
     #[arg(long, env = "FOLIO_EXTRACTOR", value_enum, default_value_t = ExtractorKind::Rules)]
     pub extractor: ExtractorKind,
 
@@ -176,7 +178,7 @@ fn confidence(text: &str) -> Result<f64, String> {
 /// How `ocr` jobs run.
 #[derive(Debug, Clone, Args)]
 pub struct OcrArgs {
-    /// The OCR engine.
+    /// What reads the pages: the local `tesseract` CLI, or an OpenAI-compatible model.
     #[arg(long, env = "FOLIO_OCR_ENGINE", value_enum, default_value_t = OcrEngineKind::Tesseract)]
     pub ocr_engine: OcrEngineKind,
 

@@ -42,7 +42,6 @@ impl JobHandler for NoopHandler {
 /// Payload of [`BENCH_STEPS`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepsPayload {
-    /// Steps to run.
     pub steps: u32,
     /// Milliseconds each step takes.
     pub step_ms: u64,
@@ -60,7 +59,6 @@ pub struct StepsCheckpoint {
 /// One run of a [`BENCH_STEPS`] job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepsRun {
-    /// The worker that ran it.
     pub worker: String,
     /// The first step it ran.
     pub from: u32,

@@ -147,7 +147,6 @@ pub enum ChainError {
     Twice(&'static str),
     /// A step comes no later in the pipeline than the one before it.
     OutOfOrder {
-        /// The step.
         job_type: &'static str,
         /// The step before it.
         previous: &'static str,

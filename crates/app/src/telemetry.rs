@@ -21,7 +21,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether traces are exported.
+    /// Whether traces are exported: an endpoint was given to a build with the `otlp` feature.
     pub fn exports_traces(&self) -> bool {
         #[cfg(feature = "otlp")]
         {

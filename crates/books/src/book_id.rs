@@ -21,12 +21,11 @@ pub struct BookId(String);
 pub struct InvalidBookId {
     /// The rejected input (truncated to 100 chars).
     pub value: String,
-    /// What is wrong with it.
     pub reason: &'static str,
 }
 
 impl BookId {
-    /// Validates `value` as a book id.
+    /// `value` as a book id, unchanged: nothing is lowercased or trimmed for the caller.
     pub fn parse(value: &str) -> Result<Self, InvalidBookId> {
         let invalid = |reason| {
             Err(InvalidBookId {
@@ -51,7 +50,6 @@ impl BookId {
         Ok(Self(value.to_owned()))
     }
 
-    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -18,45 +18,25 @@ use crate::{BookId, DecodeBudget, PdfTools, layout};
 pub enum BooksError {
     /// The book has no manifest.
     #[error("book not found: {book_id}")]
-    BookNotFound {
-        /// The book.
-        book_id: BookId,
-    },
+    BookNotFound { book_id: BookId },
     /// A book with this id already exists.
     #[error("book already exists: {book_id}")]
-    BookExists {
-        /// The book.
-        book_id: BookId,
-    },
+    BookExists { book_id: BookId },
     /// Every attempt of a read-modify-write lost to a concurrent writer.
     #[error("manifest of {book_id} kept changing: gave up after {attempts} attempts")]
-    UpdateConflict {
-        /// The book.
-        book_id: BookId,
-        /// Attempts made.
-        attempts: u32,
-    },
+    UpdateConflict { book_id: BookId, attempts: u32 },
     /// The stored manifest is not valid JSON of the expected shape.
     #[error("manifest of {book_id} is corrupt")]
     CorruptManifest {
-        /// The book.
         book_id: BookId,
-        /// The parse error.
         #[source]
         source: serde_json::Error,
     },
     /// The stored manifest has a newer schema than this build understands.
     #[error("manifest of {book_id} has schema version {found}, newer than {SCHEMA_VERSION}")]
-    UnsupportedSchema {
-        /// The book.
-        book_id: BookId,
-        /// The version found.
-        found: u32,
-    },
-    /// Storage failed.
+    UnsupportedSchema { book_id: BookId, found: u32 },
     #[error("storage failed for book {book_id}")]
     Storage {
-        /// The book.
         book_id: BookId,
         /// The storage error (see [`BlobError::is_transient`]).
         #[source]
@@ -68,7 +48,6 @@ pub enum BooksError {
         "manifest write of {book_id} refused: {job_type} run {ours:?} is fenced by the newer run {newer:?}"
     )]
     Fenced {
-        /// The book.
         book_id: BookId,
         /// The job type whose part of the manifest is fenced.
         job_type: String,
@@ -80,7 +59,6 @@ pub enum BooksError {
     /// Listing the books failed.
     #[error("listing books failed")]
     ListFailed {
-        /// The storage error.
         #[source]
         source: BlobError,
     },
@@ -230,7 +208,7 @@ impl Books {
         }
     }
 
-    /// Reads a book's manifest.
+    /// Reads a book's manifest; [`BooksError::BookNotFound`] when the book has none.
     pub async fn manifest(&self, book_id: &BookId) -> Result<Manifest, BooksError> {
         Ok(self.manifest_with_etag(book_id).await?.0)
     }

@@ -48,7 +48,6 @@ use crate::{BookId, Books, BooksError, OcrStatus, Page, layout};
 pub struct UploadedFile {
     /// The client's file name (metadata only: the format is sniffed from the content).
     pub name: String,
-    /// The file's content.
     pub bytes: Bytes,
 }
 
@@ -114,7 +113,6 @@ pub enum FileRejection {
     TooLarge {
         /// The file's size (or the decoder's allocation).
         bytes: u64,
-        /// The limit.
         max: u64,
     },
     /// A file of 0 bytes.
@@ -123,10 +121,7 @@ pub enum FileRejection {
     /// A file name with a path separator or a control character (such as NUL), or longer
     /// than 255 bytes: the name is kept as the page's source, so it must be a plain name.
     #[error("invalid file name: {reason}")]
-    InvalidName {
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    InvalidName { reason: &'static str },
     /// Wider or taller than allowed (e.g. a decompression bomb).
     #[error("too many pixels: {width}x{height}, limit {max_width}x{max_height}")]
     TooManyPixels {
@@ -134,9 +129,7 @@ pub enum FileRejection {
         width: u32,
         /// Height from the header.
         height: u32,
-        /// Width limit.
         max_width: u32,
-        /// Height limit.
         max_height: u32,
     },
     /// An encrypted PDF, with or without a password to open it: it must be decrypted
@@ -148,27 +141,20 @@ pub enum FileRejection {
     EncryptedPdf,
     /// A PDF with more pages than allowed.
     #[error("too many pages: {pages}, limit {max} per PDF")]
-    TooManyPages {
-        /// Pages of the PDF.
-        pages: u64,
-        /// The limit.
-        max: u32,
-    },
+    TooManyPages { pages: u64, max: u32 },
     /// A PDF page larger than the pixel limit at 300 dpi (code `too_many_pixels`).
     #[error(
         "too many pixels: page {page} is {width}x{height} at 300 dpi, limit \
          {max_width}x{max_height}"
     )]
     PdfPageTooLarge {
-        /// The page.
+        /// The page's number in the PDF, from 1.
         page: u32,
         /// Width at 300 dpi.
         width: u32,
         /// Height at 300 dpi.
         height: u32,
-        /// Width limit.
         max_width: u32,
-        /// Height limit.
         max_height: u32,
     },
     /// A PDF tool ran longer than `pdf_timeout` on the file (or on one of its pages).
@@ -208,7 +194,6 @@ pub struct RejectedFile {
     pub index: usize,
     /// The client's file name.
     pub name: String,
-    /// Why.
     pub reason: FileRejection,
 }
 
@@ -227,20 +212,10 @@ pub enum IngestError {
     NoFiles,
     /// The request has more files than allowed.
     #[error("too many files: {count}, limit {max}")]
-    TooManyFiles {
-        /// Files sent.
-        count: usize,
-        /// The limit.
-        max: usize,
-    },
+    TooManyFiles { count: usize, max: usize },
     /// The files together are larger than allowed.
     #[error("request too large: {bytes} bytes, limit {max}")]
-    RequestTooLarge {
-        /// Bytes sent.
-        bytes: u64,
-        /// The limit.
-        max: u64,
-    },
+    RequestTooLarge { bytes: u64, max: u64 },
     /// The images of every request in flight already take the whole [`DecodeBudget`], and
     /// this one waited for it longer than the budget's `wait`. Nothing is stored; the
     /// request can be sent again.
@@ -264,7 +239,6 @@ pub enum IngestError {
     Local {
         /// What was being done.
         what: &'static str,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

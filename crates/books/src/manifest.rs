@@ -24,9 +24,7 @@ pub const SCHEMA_VERSION: u32 = 3;
 pub struct Manifest {
     /// The schema of this document; see [`SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// The book.
     pub book_id: BookId,
-    /// The title.
     pub title: String,
     /// The OCR language of the book, as for `tesseract -l` (`eng`, `deu`, `eng+fra`). `None`
     /// in books created before books had a language: their `ocr` jobs read them with the
@@ -44,7 +42,6 @@ pub struct Manifest {
     pub next_page: u32,
     /// The pages, sorted by number.
     pub pages: Vec<Page>,
-    /// Guidelines progress.
     pub guidelines: GuidelinesState,
     /// Per job type, the newest job run that wrote its part of the manifest. A write by an
     /// older run (a worker that lost its job while cut off, say) is refused: see
@@ -83,20 +80,19 @@ pub struct Page {
     pub bytes: u64,
     /// SHA-256 of the PNG, lowercase hex.
     pub sha256: String,
-    /// OCR state of the page.
     pub ocr: OcrState,
 }
 
 /// OCR state of one page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OcrState {
-    /// Where the page is.
     pub status: OcrStatus,
     /// The text file, relative to the book (`ocr/0001.txt`), once done.
     pub text: Option<String>,
-    /// The engine that produced the text.
+    /// The engine that produced the text: `tesseract`, `openai`, or `pdf-text` (a PDF
+    /// page's text layer).
     pub engine: Option<String>,
-    /// Number of characters recognized.
+    /// Characters in the text (Unicode scalar values).
     pub chars: Option<u64>,
     /// Recognition attempts so far.
     pub attempts: u32,
@@ -154,7 +150,6 @@ pub enum OcrStatus {
 /// Guidelines progress of a book.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuidelinesState {
-    /// Where the book is.
     pub status: GuidelinesStatus,
     /// Pages whose guidelines are extracted.
     pub pages_done: u32,
@@ -177,18 +172,19 @@ impl Default for GuidelinesState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuidelinesStatus {
-    /// Nothing extracted.
+    /// No `guidelines` job has started on the book.
     None,
-    /// Extraction running.
+    /// A `guidelines` job started and not every page is extracted yet: it runs, or it
+    /// stopped part way.
     Extracting,
     /// Every page extracted.
     Extracted,
-    /// Finalized.
+    /// A `finalize` job wrote the final guidelines (`final_path`).
     Final,
 }
 
 impl Manifest {
-    /// A new, empty manifest.
+    /// A manifest without pages, its first page number 1, created and updated `now`.
     pub fn new(book_id: BookId, title: impl Into<String>, now: DateTime<Utc>) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,

@@ -103,7 +103,7 @@ impl ManifestWriter {
         self.pending.len()
     }
 
-    /// The batch size.
+    /// Changes per manifest write (at least 1).
     pub fn flush_every(&self) -> usize {
         self.flush_every
     }

@@ -80,7 +80,6 @@ impl ChatClient {
         })
     }
 
-    /// Its endpoint.
     pub fn endpoint(&self) -> &ChatEndpoint {
         &self.endpoint
     }

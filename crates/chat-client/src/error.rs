@@ -19,7 +19,6 @@ pub enum ChatError {
     /// (after `retry_after` when the server said so); other statuses are terminal.
     #[error("chat endpoint answered HTTP {status}: {body}")]
     Http {
-        /// The HTTP status code.
         status: u16,
         /// The server's `Retry-After`, when given in seconds.
         retry_after: Option<Duration>,
@@ -30,7 +29,6 @@ pub enum ChatError {
     /// requests that could not even be built.
     #[error("request to the chat endpoint failed")]
     Transport {
-        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },

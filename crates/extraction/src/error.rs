@@ -16,7 +16,6 @@ pub enum ExtractError {
     /// (after `retry_after` when the server said so); other statuses are terminal.
     #[error("extractor endpoint answered HTTP {status}: {body}")]
     Http {
-        /// The HTTP status code.
         status: u16,
         /// The server's `Retry-After`, when given in seconds.
         retry_after: Option<Duration>,
@@ -27,25 +26,16 @@ pub enum ExtractError {
     /// requests that could not even be built.
     #[error("request to the extractor endpoint failed")]
     Transport {
-        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
     /// The answer does not fit the page schema (after the one retry it gets). Terminal.
     #[error("invalid answer from the extractor: {reason}")]
-    InvalidAnswer {
-        /// What is wrong with it.
-        reason: String,
-    },
+    InvalidAnswer { reason: String },
     /// A scripted or otherwise deliberate failure (test extractors). Terminal unless
     /// `retryable`.
     #[error("{message}")]
-    Failed {
-        /// Whether another try may succeed.
-        retryable: bool,
-        /// What happened.
-        message: String,
-    },
+    Failed { retryable: bool, message: String },
     /// The cancellation token fired; the extractor stopped.
     #[error("extraction cancelled")]
     Cancelled,

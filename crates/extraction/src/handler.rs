@@ -107,7 +107,6 @@ pub struct GuidelinesHandler {
 }
 
 impl GuidelinesHandler {
-    /// A handler over `books` with `extractor`.
     pub fn new(books: Books, extractor: Arc<dyn Extractor>, config: GuidelinesConfig) -> Self {
         Self {
             books,
@@ -116,7 +115,6 @@ impl GuidelinesHandler {
         }
     }
 
-    /// The extractor.
     pub fn extractor(&self) -> &Arc<dyn Extractor> {
         &self.extractor
     }
@@ -326,7 +324,6 @@ pub struct FinalizeHandler {
 }
 
 impl FinalizeHandler {
-    /// A handler over `books`.
     pub fn new(books: Books) -> Self {
         Self { books }
     }

@@ -50,7 +50,6 @@ impl std::fmt::Display for GuidelineKind {
 /// One guideline of a page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Guideline {
-    /// Its kind.
     pub kind: GuidelineKind,
     /// Its text, without labels (`Tip:`) or list markers.
     pub text: String,
@@ -77,7 +76,6 @@ pub struct PageGuidelines {
 /// The finalized guidelines of a book: `guidelines/final.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalGuidelines {
-    /// The book.
     pub book_id: String,
     /// Topics merged by normalized title, in order of first appearance.
     pub topics: Vec<FinalTopic>,

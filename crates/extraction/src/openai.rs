@@ -87,7 +87,6 @@ when the user names it; otherwise put them under a short title saying what they 
         self
     }
 
-    /// Its configuration.
     pub fn config(&self) -> &OpenAiExtractorConfig {
         self.client.endpoint()
     }

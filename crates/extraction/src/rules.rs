@@ -367,12 +367,11 @@ const BULLETS: &[char] = &[
     '-', '*', '•', '–', '—', '·', '‣', '▪', '◦', '●', '■', '○', '►',
 ];
 
-/// The `rules` extractor.
+/// The `rules` extractor: offline and deterministic, no model (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct RulesExtractor;
 
 impl RulesExtractor {
-    /// The extractor.
     pub fn new() -> Self {
         Self
     }

@@ -84,7 +84,6 @@ pub struct BareReport {
 }
 
 impl BareReport {
-    /// Pages per second.
     pub fn pages_per_s(&self) -> f64 {
         self.pages as f64 / self.elapsed.as_secs_f64()
     }
@@ -111,12 +110,7 @@ pub enum BenchError {
     Busy,
     /// The job ended without completing.
     #[error("the ocr job ended {status}: {error}")]
-    JobNotCompleted {
-        /// How it ended.
-        status: JobStatus,
-        /// Its error.
-        error: String,
-    },
+    JobNotCompleted { status: JobStatus, error: String },
     /// The job did not end in time.
     #[error("the ocr job did not end within {0:?}")]
     Timeout(Duration),

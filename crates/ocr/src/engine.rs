@@ -14,7 +14,6 @@ use crate::OcrError;
 pub struct PageImage {
     /// The page number (for logs, and engines that care).
     pub page: u32,
-    /// The page's PNG.
     pub png: Bytes,
     /// The book's language, as for `tesseract -l` (`deu`, `eng+fra`); the engine's own
     /// default when `None`. Engines that read any language ignore it.
@@ -41,7 +40,6 @@ impl PageImage {
 /// What an engine read on a page.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Recognized {
-    /// The text.
     pub text: String,
     /// The page's hOCR (XHTML with each word's box and confidence), from engines that
     /// give one (tesseract).

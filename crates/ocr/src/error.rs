@@ -14,17 +14,13 @@ use jobs_core::runtime::ErrorKind;
 pub enum OcrError {
     /// The image is not one the engine can read. Terminal for the page.
     #[error("undecodable image: {reason}")]
-    InvalidImage {
-        /// What is wrong with it.
-        reason: String,
-    },
+    InvalidImage { reason: String },
     /// The engine cannot run at all (the `tesseract` program is missing or not
     /// executable). It would hit every page, so the job fails as a whole.
     #[error("ocr engine unavailable: {reason}")]
     EngineUnavailable {
         /// What is missing.
         reason: String,
-        /// The underlying error.
         #[source]
         source: Option<std::io::Error>,
     },
@@ -32,22 +28,17 @@ pub enum OcrError {
     /// open files). Retryable.
     #[error("starting the ocr engine failed")]
     Spawn {
-        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// Recognition took longer than the engine's timeout; the process was killed.
     /// Retryable.
     #[error("recognition timed out after {after:?}")]
-    Timeout {
-        /// The timeout.
-        after: Duration,
-    },
+    Timeout { after: Duration },
     /// The engine process exited with a non-zero status: it could not process this image.
     /// Terminal for the page.
     #[error("tesseract exited with status {code}: {stderr}")]
     ExitStatus {
-        /// The exit status.
         code: i32,
         /// The end of its standard error.
         stderr: String,
@@ -55,7 +46,6 @@ pub enum OcrError {
     /// The engine process was killed by a signal (the OOM killer, a crash). Retryable.
     #[error("tesseract was killed by signal {signal}: {stderr}")]
     Killed {
-        /// The signal number.
         signal: i32,
         /// The end of its standard error.
         stderr: String,
@@ -64,7 +54,6 @@ pub enum OcrError {
     /// (after `retry_after` when the server said so); other statuses are terminal.
     #[error("ocr endpoint answered HTTP {status}: {body}")]
     Http {
-        /// The HTTP status code.
         status: u16,
         /// The server's `Retry-After`, when given in seconds.
         retry_after: Option<Duration>,
@@ -75,17 +64,13 @@ pub enum OcrError {
     /// requests that could not even be built.
     #[error("request to the ocr endpoint failed")]
     Transport {
-        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
     /// The endpoint answered 2xx with a body that is not a chat completion with text.
     /// Terminal for the page.
     #[error("invalid response from the ocr endpoint: {reason}")]
-    InvalidResponse {
-        /// What is wrong with it.
-        reason: String,
-    },
+    InvalidResponse { reason: String },
     /// The book's language is not installed for the engine (a tesseract language whose
     /// traineddata is missing). It would hit every page, so the job fails as a whole.
     #[error(
@@ -98,7 +83,6 @@ pub enum OcrError {
     LanguageNotInstalled {
         /// The languages asked for that are missing.
         missing: Vec<String>,
-        /// The languages installed.
         installed: Vec<String>,
     },
     /// The cancellation token fired; the engine stopped (and killed its process).

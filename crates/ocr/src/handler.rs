@@ -82,7 +82,6 @@ pub struct OcrHandler {
 }
 
 impl OcrHandler {
-    /// A handler over `books` with `engine`.
     pub fn new(books: Books, engine: Arc<dyn OcrEngine>, config: OcrJobConfig) -> Self {
         Self {
             books,
@@ -91,12 +90,10 @@ impl OcrHandler {
         }
     }
 
-    /// Its configuration.
     pub fn config(&self) -> &OcrJobConfig {
         &self.config
     }
 
-    /// The engine.
     pub fn engine(&self) -> &Arc<dyn OcrEngine> {
         &self.engine
     }

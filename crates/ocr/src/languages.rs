@@ -13,7 +13,7 @@ pub const NOT_BOOK_LANGUAGES: [&str; 2] = ["osd", "equ"];
 /// The most codes one language may join.
 pub const MAX_CODES: usize = 8;
 
-/// The longest code.
+/// The longest code, in characters (a lowercase letter and up to 31 more).
 pub const MAX_CODE_CHARS: usize = 32;
 
 /// A regular expression of every syntactically valid language (whether installed or not).

@@ -48,7 +48,6 @@ impl OpenAiEngine {
         self
     }
 
-    /// Its configuration.
     pub fn config(&self) -> &OpenAiConfig {
         self.client.endpoint()
     }

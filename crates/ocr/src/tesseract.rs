@@ -72,7 +72,6 @@ impl TesseractEngine {
         Self { config }
     }
 
-    /// Its configuration.
     pub fn config(&self) -> &TesseractConfig {
         &self.config
     }

@@ -22,7 +22,8 @@ use crate::state::AppState;
 /// Manifests read at once when listing books.
 const LIST_CONCURRENCY: usize = 16;
 
-/// Creates a book.
+/// Creates a book without pages. Without `id`, the id is made from the title (its words and a
+/// random suffix); without `language`, the book gets the server's `--tesseract-languages`.
 #[utoipa::path(
     post, path = "/v1/books", tag = "books",
     request_body = CreateBook,
@@ -89,7 +90,7 @@ fn id_from_title(title: &str) -> BookId {
     BookId::parse(&id).unwrap_or_else(|error| unreachable!("a generated id is valid: {error}"))
 }
 
-/// Lists every book.
+/// Lists every book, by id, with counts of its pages' OCR and guidelines.
 #[utoipa::path(
     get, path = "/v1/books", tag = "books",
     responses(

@@ -342,7 +342,8 @@ pub(crate) async fn latest_book_job(
     Ok(axum::Json(jobs.first().map(Job::from)))
 }
 
-/// One job.
+/// One job, whatever its book. A finished job is deleted after the worker's
+/// `--job-retention` (30 days by default); it is 404 then.
 #[utoipa::path(
     get, path = "/v1/jobs/{job_id}", tag = "jobs",
     params(JobPath),
