@@ -1,11 +1,51 @@
 //! Test helpers (feature `testing`): [`PageScript`], the per-page failure script and call
-//! counter behind the scripted OCR engine and the scripted extractor.
+//! counter behind the scripted OCR engine and the scripted extractor, and [`LocalStores`],
+//! the stores of the embedded default in a temporary folder.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use blob_store::{BlobStore, FileBlobStore};
+use books::Books;
+use jobs_core::JobStore;
 use tokio_util::sync::CancellationToken;
+
+/// The stores of the embedded default, as `api --with-worker` runs them, in a temporary
+/// folder that goes when this is dropped: blobs in files (`objects/`), jobs in a SQLite file
+/// (`jobs.db`), and the books on the blobs.
+pub struct LocalStores {
+    /// The folder; kept so it lives as long as the stores.
+    pub dir: tempfile::TempDir,
+    pub blobs: Arc<dyn BlobStore>,
+    pub jobs: Arc<dyn JobStore>,
+    pub books: Books,
+}
+
+impl LocalStores {
+    /// Opens both stores in a new temporary folder; panics when either cannot be opened.
+    pub async fn open() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let blobs: Arc<dyn BlobStore> = Arc::new(
+            FileBlobStore::open(dir.path().join("objects"))
+                .await
+                .expect("the file blob store opens"),
+        );
+        let url = format!("sqlite://{}/jobs.db", dir.path().display());
+        let jobs: Arc<dyn JobStore> = Arc::new(
+            jobs_sqlite::SqliteJobStore::connect(&url)
+                .await
+                .expect("the SQLite job store opens"),
+        );
+        let books = Books::new(blobs.clone());
+        Self {
+            dir,
+            blobs,
+            jobs,
+            books,
+        }
+    }
+}
 
 /// What a scripted page worker does on one call for a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

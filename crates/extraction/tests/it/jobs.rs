@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blob_store::{BlobStore, FileBlobStore, PutMode};
+use blob_store::{BlobStore, PutMode};
 use books::{BookId, Books, GuidelinesStatus, OcrStatus, Page, layout};
 use chat_client::testing::{FakeAnswer, FakeChatServer};
 use extraction::{
@@ -13,8 +13,10 @@ use extraction::{
     GuidelinesHandler, RulesExtractor,
 };
 use jobs_core::runtime::{Worker, WorkerConfig};
-use jobs_core::{Acquire, Backoff, Job, JobStatus, JobStore, LockService, SystemClock};
+use jobs_core::testing::{enqueue_new, wait_for_job};
+use jobs_core::{Backoff, Job, JobStatus, JobStore, LockService, SystemClock};
 use page_jobs::PageRetryPolicy;
+use page_jobs::testing::LocalStores;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -35,16 +37,12 @@ struct Harness {
 impl Harness {
     /// `texts` become pages 1, 2, ... with OCR done; `extractor` runs the guidelines.
     async fn start(texts: &[&str], extractor: Arc<dyn Extractor>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn BlobStore> = Arc::new(
-            FileBlobStore::open(dir.path().join("objects"))
-                .await
-                .unwrap(),
-        );
-        let url = format!("sqlite://{}/jobs.db", dir.path().display());
-        let jobs: Arc<dyn JobStore> =
-            Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await.unwrap());
-        let books = Books::new(store.clone());
+        let LocalStores {
+            dir,
+            blobs: store,
+            jobs,
+            books,
+        } = LocalStores::open().await;
         let book_id = BookId::parse("book").unwrap();
         books.create(&book_id, "A book").await.unwrap();
         for (index, text) in texts.iter().enumerate() {
@@ -113,26 +111,12 @@ impl Harness {
 
     /// Starts a job of `job_type` on the book and waits for its end.
     async fn run(&self, job_type: &str) -> Job {
-        let Acquire::Created(job) = self
-            .lock
-            .acquire(self.book_id.as_str(), job_type, json!({}))
-            .await
-            .unwrap()
-        else {
-            panic!("a {job_type} job is already active");
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let job = self.jobs.get(job.id).await.unwrap();
-            if job.status.is_terminal() {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the {job_type} job did not end: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let job = enqueue_new(&self.lock, self.book_id.as_str(), job_type, json!({})).await;
+        let what = format!("the {job_type} job to end");
+        wait_for_job(&*self.jobs, job.id, Duration::from_secs(30), &what, |job| {
+            job.status.is_terminal()
+        })
+        .await
     }
 
     async fn read(&self, path: &str) -> Vec<u8> {

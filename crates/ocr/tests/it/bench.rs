@@ -1,27 +1,19 @@
 //! The benchmark library: the full pipeline and bare tesseract on the same pages.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use blob_store::{BlobStore, FileBlobStore};
 use books::{BookId, Books, OcrStatus};
-use jobs_core::{JobStatus, JobStore};
+use jobs_core::JobStatus;
 use ocr::TesseractConfig;
 use ocr::bench::{PipelineOptions, run_bare_tesseract, run_pipeline};
 use ocr::testing::{fixture_pages, require_tesseract};
+use page_jobs::testing::LocalStores;
 
 #[tokio::test]
 async fn the_pipeline_and_bare_tesseract_read_the_same_pages_and_report_their_timings() {
     require_tesseract().await;
-    let dir = tempfile::tempdir().unwrap();
-    let blobs: Arc<dyn BlobStore> = Arc::new(
-        FileBlobStore::open(dir.path().join("objects"))
-            .await
-            .unwrap(),
-    );
-    let url = format!("sqlite://{}/jobs.db", dir.path().display());
-    let jobs: Arc<dyn JobStore> =
-        Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await.unwrap());
+    let stores = LocalStores::open().await;
+    let (blobs, jobs) = (stores.blobs.clone(), stores.jobs.clone());
     let pages: Vec<_> = fixture_pages()
         .into_iter()
         .take(3)

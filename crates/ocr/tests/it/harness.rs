@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blob_store::{BlobStore, FileBlobStore};
 use books::{BookId, Books, Manifest};
 use jobs_core::runtime::{Worker, WorkerConfig};
 use jobs_core::testing::{enqueue_new, wait_for_job};
 use jobs_core::{Job, JobId, JobStore, LockService, SystemClock};
 use ocr::testing::fixture_book;
 use ocr::{OCR_JOB_TYPE, OcrEngine, OcrHandler, OcrJobConfig, PageRetryPolicy};
+use page_jobs::testing::LocalStores;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -50,16 +50,9 @@ pub(crate) fn job_config(concurrency: usize, flush_every: usize) -> OcrJobConfig
 impl Harness {
     /// A book with the `pages` first fixture pages.
     pub(crate) async fn with_pages(pages: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs: Arc<dyn BlobStore> = Arc::new(
-            FileBlobStore::open(dir.path().join("objects"))
-                .await
-                .unwrap(),
-        );
-        let url = format!("sqlite://{}/jobs.db", dir.path().display());
-        let jobs: Arc<dyn JobStore> =
-            Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await.unwrap());
-        let books = Books::new(blobs);
+        let LocalStores {
+            dir, jobs, books, ..
+        } = LocalStores::open().await;
         let book_id = fixture_book(&books, "test-book", "Fractions", pages).await;
         let lock = LockService::new(
             jobs.clone(),
