@@ -93,6 +93,25 @@ async fn bulk_inserts_find_the_active_jobs_they_met_through_the_one_active_index
     );
 }
 
+/// A batch of finishes reads each job by its primary key, never the whole table.
+#[tokio::test]
+async fn finishes_find_their_jobs_by_primary_key() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store = SqliteJobStore::connect(&url).await.expect("open");
+    let batch =
+        r#"[{"id":"a","lease":1,"kind":"completed"},{"id":"b","lease":1,"kind":"completed"}]"#;
+    let finish = plan(&store, FINISH, &[Some(batch), Some("1")]).await;
+    assert!(
+        finish.contains("SEARCH folio_jobs USING INDEX sqlite_autoindex_folio_jobs_1 (id=?)"),
+        "{finish}"
+    );
+    assert!(
+        !finish.lines().any(|line| line.trim() == "SCAN folio_jobs"),
+        "{finish}"
+    );
+}
+
 /// Retention reads a batch from the finished-jobs index, and finds the jobs that name it
 /// (to clear their links, and in the foreign keys' check as it deletes) through the
 /// partial index of each link column: no statement scans the table.

@@ -92,34 +92,49 @@ SET heartbeat_at = ?3, progress = COALESCE(?4, progress), checkpoint = COALESCE(
 WHERE id = ?1 AND lease = ?2 AND status = 'running'
 RETURNING cancel_requested";
 
-/// Ends one claim, fenced on its lease. `requeue` becomes `cancelled` when a cancel was
-/// requested, and `failed` (with the original error) when it would consume the last
-/// attempt. SET expressions see the row before the update.
+/// Ends claims, each fenced on its lease, in one statement (each statement is a round trip
+/// to the connection's thread). `?1` is a JSON array of one object per job: `{id, lease,
+/// kind, error, run_at, consume, progress, checkpoint}` (`kind` is `completed`, `failed`,
+/// `cancelled` or `requeue`; the JSON fields as text), `?2` the time. `requeue` becomes
+/// `cancelled` when a cancel was requested, and `failed` (with the original error) when it
+/// would consume the last attempt. SET expressions see the row before the update. Answers
+/// the id and new status of each job it ended; a fenced or missing job is absent. The jobs
+/// must be distinct: of two rows for one job, SQLite would apply either.
 pub(crate) const FINISH: &str = "
 UPDATE folio_jobs
 SET status = CASE
-        WHEN ?3 <> 'requeue' THEN ?3
-        WHEN cancel_requested THEN 'cancelled'
-        WHEN ?6 AND attempt >= max_attempts THEN 'failed'
+        WHEN f.kind <> 'requeue' THEN f.kind
+        WHEN folio_jobs.cancel_requested THEN 'cancelled'
+        WHEN f.consume AND folio_jobs.attempt >= folio_jobs.max_attempts THEN 'failed'
         ELSE 'pending' END,
     attempt = CASE
-        WHEN ?3 = 'requeue' AND NOT ?6 AND NOT cancel_requested THEN attempt - 1
-        ELSE attempt END,
+        WHEN f.kind = 'requeue' AND NOT f.consume AND NOT folio_jobs.cancel_requested
+        THEN folio_jobs.attempt - 1
+        ELSE folio_jobs.attempt END,
     error = CASE
-        WHEN ?3 IN ('failed', 'requeue') THEN ?4
-        WHEN ?3 = 'completed' THEN NULL
-        ELSE error END,
-    run_at = CASE WHEN ?3 = 'requeue' THEN ?5 ELSE run_at END,
+        WHEN f.kind IN ('failed', 'requeue') THEN f.error
+        WHEN f.kind = 'completed' THEN NULL
+        ELSE folio_jobs.error END,
+    run_at = CASE WHEN f.kind = 'requeue' THEN f.run_at ELSE folio_jobs.run_at END,
     finished_at = CASE
-        WHEN ?3 = 'requeue' AND NOT cancel_requested AND NOT (?6 AND attempt >= max_attempts)
-        THEN NULL ELSE ?9 END,
+        WHEN f.kind = 'requeue' AND NOT folio_jobs.cancel_requested
+             AND NOT (f.consume AND folio_jobs.attempt >= folio_jobs.max_attempts)
+        THEN NULL ELSE ?2 END,
     worker_id = CASE
-        WHEN ?3 = 'requeue' AND NOT cancel_requested AND NOT (?6 AND attempt >= max_attempts)
-        THEN NULL ELSE worker_id END,
-    progress = COALESCE(?7, progress),
-    checkpoint = COALESCE(?8, checkpoint)
-WHERE id = ?1 AND lease = ?2 AND status = 'running'
-RETURNING status";
+        WHEN f.kind = 'requeue' AND NOT folio_jobs.cancel_requested
+             AND NOT (f.consume AND folio_jobs.attempt >= folio_jobs.max_attempts)
+        THEN NULL ELSE folio_jobs.worker_id END,
+    progress = COALESCE(f.progress, folio_jobs.progress),
+    checkpoint = COALESCE(f.checkpoint, folio_jobs.checkpoint)
+FROM (
+    SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'kind' AS kind,
+           value ->> 'error' AS error, value ->> 'run_at' AS run_at,
+           value ->> 'consume' AS consume, value ->> 'progress' AS progress,
+           value ->> 'checkpoint' AS checkpoint
+    FROM json_each(?1)
+) AS f
+WHERE folio_jobs.id = f.id AND folio_jobs.lease = f.lease AND folio_jobs.status = 'running'
+RETURNING id, status";
 
 /// Completes one job of a chain (the `completed` case of [`FINISH`]) and reads what its
 /// next job needs. It runs in the transaction that inserts the next job.

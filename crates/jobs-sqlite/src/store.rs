@@ -1,6 +1,6 @@
 //! The [`JobStore`] implementation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,6 +33,67 @@ async fn fencing_error(connection: &mut SqliteConnection, id: JobId) -> StoreErr
         Ok(None) => StoreError::NotFound(id),
         Err(error) => translate(error),
     }
+}
+
+/// The finishes from the start of `batch` that end in one statement: up to the first that
+/// continues a chain, or the second of one job.
+fn plain_run(batch: &[Finish]) -> &[Finish] {
+    let mut ids = HashSet::new();
+    let end = batch
+        .iter()
+        .position(|finish| finish.continues_chain() || !ids.insert(finish.id))
+        .unwrap_or(batch.len());
+    &batch[..end]
+}
+
+/// Ends `run` (distinct jobs, none continuing a chain) in one statement ([`FINISH`]): per
+/// job its new status, or why its fenced write changed nothing.
+async fn finish_plain(
+    connection: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    run: &[Finish],
+) -> Result<Vec<Result<JobStatus, StoreError>>, StoreError> {
+    let items: Vec<serde_json::Value> = run
+        .iter()
+        .map(|finish| {
+            let (kind, error, run_at, consume) = match &finish.outcome {
+                FinishOutcome::Completed => ("completed", None, now, true),
+                FinishOutcome::Failed(error) => ("failed", Some(json_text(error)), now, true),
+                FinishOutcome::Cancelled => ("cancelled", None, now, true),
+                FinishOutcome::Requeue {
+                    error,
+                    run_at,
+                    consume_attempt,
+                } => ("requeue", Some(json_text(error)), *run_at, *consume_attempt),
+            };
+            serde_json::json!({
+                "id": finish.id.to_string(),
+                "lease": finish.lease.0,
+                "kind": kind,
+                "error": error,
+                "run_at": micros(run_at),
+                "consume": consume,
+                "progress": finish.progress.as_ref().map(json_text),
+                "checkpoint": finish.checkpoint.as_ref().map(json_text),
+            })
+        })
+        .collect();
+    let ended: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(FINISH)
+        .bind(json_text(&items))
+        .bind(micros(now))
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(translate)?
+        .into_iter()
+        .collect();
+    let mut results = Vec::with_capacity(run.len());
+    for finish in run {
+        results.push(match ended.get(&finish.id.to_string()) {
+            Some(status) => status.parse::<JobStatus>().map_err(corrupt),
+            None => Err(fencing_error(connection, finish.id).await),
+        });
+    }
+    Ok(results)
 }
 
 /// Inserts `job` (inserted by the completion of `previous` when it continues a chain), or
@@ -308,57 +369,38 @@ impl JobStore for SqliteJobStore {
             .map_err(translate)?;
         let mut results = Vec::with_capacity(batch.len());
         let mut chain_inserted = false;
-        for finish in batch {
-            if finish.continues_chain() {
-                // In a savepoint: a refused insert of the next job rolls back this completion
-                // only, and is this job's error.
-                let mut savepoint = transaction.begin().await.map_err(translate)?;
-                let result = match complete_chained(&mut savepoint, now, finish).await {
-                    Ok(ChainedEnd::Fenced) => {
-                        savepoint.commit().await.map_err(translate)?;
-                        Err(fencing_error(&mut transaction, finish.id).await)
-                    }
-                    Ok(ChainedEnd::Completed { inserted }) => {
-                        savepoint.commit().await.map_err(translate)?;
-                        chain_inserted |= inserted;
-                        Ok(JobStatus::Completed)
-                    }
-                    Err(error) if is_refusal(&error) => {
-                        savepoint.rollback().await.map_err(translate)?;
-                        Err(translate(error))
-                    }
-                    Err(error) => return Err(translate(error)),
-                };
-                results.push(result);
+        let mut next = 0;
+        while next < batch.len() {
+            let finish = &batch[next];
+            if !finish.continues_chain() {
+                // The jobs up to the next chained one (or a second finish of one job) end in
+                // one statement; the batch's order holds between runs.
+                let run = plain_run(&batch[next..]);
+                results.extend(finish_plain(&mut transaction, now, run).await?);
+                next += run.len();
                 continue;
             }
-            let (kind, error, run_at, consume) = match &finish.outcome {
-                FinishOutcome::Completed => ("completed", None, now, true),
-                FinishOutcome::Failed(error) => ("failed", Some(json_text(error)), now, true),
-                FinishOutcome::Cancelled => ("cancelled", None, now, true),
-                FinishOutcome::Requeue {
-                    error,
-                    run_at,
-                    consume_attempt,
-                } => ("requeue", Some(json_text(error)), *run_at, *consume_attempt),
+            next += 1;
+            // In a savepoint: a refused insert of the next job rolls back this completion
+            // only, and is this job's error.
+            let mut savepoint = transaction.begin().await.map_err(translate)?;
+            let result = match complete_chained(&mut savepoint, now, finish).await {
+                Ok(ChainedEnd::Fenced) => {
+                    savepoint.commit().await.map_err(translate)?;
+                    Err(fencing_error(&mut transaction, finish.id).await)
+                }
+                Ok(ChainedEnd::Completed { inserted }) => {
+                    savepoint.commit().await.map_err(translate)?;
+                    chain_inserted |= inserted;
+                    Ok(JobStatus::Completed)
+                }
+                Err(error) if is_refusal(&error) => {
+                    savepoint.rollback().await.map_err(translate)?;
+                    Err(translate(error))
+                }
+                Err(error) => return Err(translate(error)),
             };
-            let status = sqlx::query_scalar::<_, String>(FINISH)
-                .bind(finish.id.to_string())
-                .bind(finish.lease.0)
-                .bind(kind)
-                .bind(error)
-                .bind(micros(run_at))
-                .bind(consume)
-                .bind(finish.progress.as_ref().map(json_text))
-                .bind(finish.checkpoint.as_ref().map(json_text))
-                .bind(micros(now))
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(translate)?;
-            results.push(match status {
-                Some(status) => status.parse::<JobStatus>().map_err(corrupt),
-                None => Err(fencing_error(&mut transaction, finish.id).await),
-            });
+            results.push(result);
         }
         transaction.commit().await.map_err(translate)?;
         if chain_inserted
