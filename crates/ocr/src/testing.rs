@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use books::{BookId, Books, IngestLimits, UploadedFile};
+use books::{BookId, Books, IngestLimits, Manifest, OcrStatus, UploadedFile};
 use bytes::Bytes;
 use page_jobs::testing::PageScript;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,16 @@ pub async fn fixture_book(books: &Books, id: &str, title: &str, count: usize) ->
         .await
         .expect("the fixture pages are ingested");
     book_id
+}
+
+/// The pages of `manifest` whose OCR is done, in order.
+pub fn done_pages(manifest: &Manifest) -> std::collections::BTreeSet<u32> {
+    manifest
+        .pages
+        .iter()
+        .filter(|page| page.ocr.status == OcrStatus::Done)
+        .map(|page| page.page)
+        .collect()
 }
 
 /// The German page: a letter-size page at 300 dpi (2550 x 3300) of German text with

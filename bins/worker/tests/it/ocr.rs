@@ -18,7 +18,7 @@ use jobs_core::{
 use jobs_postgres::testing::TestDatabase;
 use ocr::OcrCheckpoint;
 use ocr::testing::{
-    FIXTURE_PAGES, character_error_rate, fixture_book, fixture_pages, require_tesseract,
+    FIXTURE_PAGES, character_error_rate, done_pages, fixture_book, fixture_pages, require_tesseract,
 };
 
 const OCR_CONCURRENCY: usize = 2;
@@ -183,15 +183,6 @@ impl Book {
 
 fn checkpoint(job: &Job) -> OcrCheckpoint {
     serde_json::from_value(job.checkpoint.clone().expect("a checkpoint")).unwrap()
-}
-
-fn done_pages(manifest: &Manifest) -> BTreeSet<u32> {
-    manifest
-        .pages
-        .iter()
-        .filter(|page| page.ocr.status == OcrStatus::Done)
-        .map(|page| page.page)
-        .collect()
 }
 
 async fn a_twelve_page_book_is_read_by_a_worker_process(database_url: &str) {

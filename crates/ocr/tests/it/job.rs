@@ -7,7 +7,7 @@ use std::time::Duration;
 use books::OcrStatus;
 use jobs_core::JobStatus;
 use jobs_core::testing::{enqueue_new, expect_created};
-use ocr::testing::{ScriptStep, ScriptedEngine};
+use ocr::testing::{ScriptStep, ScriptedEngine, done_pages};
 use ocr::{OcrCheckpoint, TesseractConfig, TesseractEngine};
 use serde_json::json;
 
@@ -15,15 +15,6 @@ use crate::harness::{Harness, job_config};
 
 fn checkpoint_of(job: &jobs_core::Job) -> OcrCheckpoint {
     serde_json::from_value(job.checkpoint.clone().expect("a checkpoint")).unwrap()
-}
-
-fn done_pages(manifest: &books::Manifest) -> BTreeSet<u32> {
-    manifest
-        .pages
-        .iter()
-        .filter(|page| page.ocr.status == OcrStatus::Done)
-        .map(|page| page.page)
-        .collect()
 }
 
 /// Pages 3 and 7 fail terminally, page 5 twice transiently.
