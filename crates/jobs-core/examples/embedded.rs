@@ -1,4 +1,6 @@
-//! Another service embedding jobs-core with SQLite: one handler, one job, run to the end.
+//! Another service embedding jobs-core with SQLite: a typed job, a batch of them enqueued
+//! in one call (one active job per team: the batch's second job for a team is busy), run to
+//! the end.
 //!
 //! `cargo run -p jobs-core --example embedded`
 
@@ -53,31 +55,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handler(typed::handler::<Greet>(()));
     let running = tokio::spawn(worker.run(shutdown.clone()));
 
-    // Start a job: one active "greet" job per resource at a time.
+    // Enqueue a batch in one round trip: one active "greet" job per team at a time, so
+    // the batch's second job for team-1 is answered busy with the first one's job.
     let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
-    let greet = Greet {
-        names: vec!["Ada".into(), "Grace".into(), "Barbara".into()],
+    let greet = |names: &[&str]| Greet {
+        names: names.iter().map(|name| name.to_string()).collect(),
     };
-    let Acquire::Created(job) = lock.enqueue("team-1", &greet).await? else {
-        return Err("another greet job is active for team-1".into());
-    };
-
-    // Follow it until it ends.
-    let job = loop {
-        let job = jobs_core::JobStore::get(&*store, job.id).await?;
-        if job.status.is_terminal() {
-            break job;
+    let batch = [
+        ("team-1", greet(&["Ada", "Grace", "Barbara"])),
+        ("team-2", greet(&["Edsger", "Tony"])),
+        ("team-1", greet(&["Alan"])),
+    ];
+    let answers = lock
+        .enqueue_many(batch.iter().map(|(team, job)| (*team, job)))
+        .await?;
+    let mut created = Vec::new();
+    for ((team, _), answer) in batch.iter().zip(&answers) {
+        match answer {
+            Acquire::Created(job) => {
+                println!("{team}: created job {}", job.id);
+                created.push(job.id);
+            }
+            Acquire::Busy(active) => println!("{team}: busy with job {}", active.id),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    println!(
-        "job {} is {} after {} greetings",
-        job.id, job.status, job.progress.completed
-    );
+    }
+
+    // Follow the created jobs until they end.
+    for id in created {
+        let job = loop {
+            let job = jobs_core::JobStore::get(&*store, id).await?;
+            if job.status.is_terminal() {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!(
+            "job {} of {} is {} after {} greetings",
+            job.id, job.resource_key, job.status, job.progress.completed
+        );
+        if job.status != JobStatus::Completed {
+            return Err(format!("job ended {}", job.status).into());
+        }
+    }
     shutdown.cancel();
     running.await??;
-    if job.status != JobStatus::Completed {
-        return Err(format!("job ended {}", job.status).into());
-    }
     Ok(())
 }
