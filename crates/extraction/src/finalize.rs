@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use crate::numbering::{NUMBER_WORDS, NUMBERING_KEYWORDS, is_roman_numeral};
-use crate::{FinalGuideline, FinalGuidelines, FinalTopic, PageGuidelines};
+use crate::{FinalGuideline, FinalGuidelines, FinalTopic, Guideline, PageGuidelines};
 
 /// Two guidelines at or above this [`similarity`] (and of the same polarity) are one.
 ///
@@ -194,6 +194,22 @@ struct Entry<'a> {
     negated: bool,
 }
 
+impl<'a> Entry<'a> {
+    /// The entry of a guideline in topic `topic` on page `page`, its tokens numbered by `ids`.
+    fn new(topic: usize, page: u32, guideline: &'a Guideline, ids: &mut TokenIds) -> Self {
+        let tokens = token_set(&guideline.text);
+        let negated = is_negated(&tokens);
+        Entry {
+            topic,
+            page,
+            kind: guideline.kind,
+            text: &guideline.text,
+            tokens: tokens.into_iter().map(|token| ids.id(token)).collect(),
+            negated,
+        }
+    }
+}
+
 /// [`merge`], and how many candidate pairs it looked at.
 ///
 /// Near-duplicate search uses prefix filtering: with every token set sorted in one global
@@ -206,52 +222,101 @@ struct Entry<'a> {
 /// polarity before the exact similarity. Among those at or above the threshold the earliest
 /// kept guideline wins. Guidelines without any word are matched by exact text instead.
 pub fn merge_with_stats(book_id: &str, pages: &[PageGuidelines]) -> (FinalGuidelines, MergeStats) {
-    let mut topics: Vec<FinalTopic> = Vec::new();
-    let mut topic_index: HashMap<String, usize> = HashMap::new();
-    let mut token_ids: HashMap<String, u32> = HashMap::new();
-    let mut token_names: Vec<String> = Vec::new();
-    let mut entries: Vec<Entry<'_>> = Vec::new();
+    let (mut topics, mut entries, token_names) = read_pages(pages);
+    order_tokens_rarest_first(&mut entries, &token_names);
+    let (groups, stats) = group_near_duplicates(&entries);
+    add_kept_guidelines(&mut topics, &entries, groups);
+    for topic in &mut topics {
+        topic.pages.sort_unstable();
+        topic.pages.dedup();
+    }
+    let merged = FinalGuidelines {
+        book_id: book_id.to_owned(),
+        topics,
+    };
+    (merged, stats)
+}
+
+/// The book's topics (with their pages, no guidelines yet), its guidelines in page order,
+/// and the token of each token id.
+fn read_pages(pages: &[PageGuidelines]) -> (Vec<FinalTopic>, Vec<Entry<'_>>, Vec<String>) {
+    let mut topics = Topics::default();
+    let mut token_ids = TokenIds::default();
+    let mut entries = Vec::new();
     for page in pages {
         for topic in &page.topics {
-            let key = normalize_title(&topic.title);
-            let topic_at = *topic_index.entry(key).or_insert_with(|| {
+            let topic_at = topics.add_page(&topic.title, page.page);
+            for guideline in &topic.guidelines {
+                entries.push(Entry::new(topic_at, page.page, guideline, &mut token_ids));
+            }
+        }
+    }
+    (topics.topics, entries, token_ids.names)
+}
+
+/// Topics merged by [`normalize_title`], in first-appearance order.
+#[derive(Default)]
+struct Topics {
+    topics: Vec<FinalTopic>,
+    by_key: HashMap<String, usize>,
+}
+
+impl Topics {
+    /// The topic of `title` (a new one titled so if none matches yet), with `page` added.
+    fn add_page(&mut self, title: &str, page: u32) -> usize {
+        let topics = &mut self.topics;
+        let topic_at = *self
+            .by_key
+            .entry(normalize_title(title))
+            .or_insert_with(|| {
                 topics.push(FinalTopic {
-                    title: topic.title.clone(),
+                    title: title.to_owned(),
                     pages: Vec::new(),
                     guidelines: Vec::new(),
                 });
                 topics.len() - 1
             });
-            topics[topic_at].pages.push(page.page);
-            for guideline in &topic.guidelines {
-                let tokens = token_set(&guideline.text);
-                let negated = is_negated(&tokens);
-                let tokens = tokens
-                    .into_iter()
-                    .map(|token| {
-                        let next_id = token_names.len() as u32;
-                        *token_ids.entry(token).or_insert_with_key(|token| {
-                            token_names.push(token.clone());
-                            next_id
-                        })
-                    })
-                    .collect();
-                entries.push(Entry {
-                    topic: topic_at,
-                    page: page.page,
-                    kind: guideline.kind,
-                    text: &guideline.text,
-                    tokens,
-                    negated,
-                });
-            }
-        }
+        self.topics[topic_at].pages.push(page);
+        topic_at
     }
+}
 
+/// Token ids in first-seen order.
+#[derive(Default)]
+struct TokenIds {
+    ids: HashMap<String, u32>,
+    /// The token of each id.
+    names: Vec<String>,
+}
+
+impl TokenIds {
+    fn id(&mut self, token: String) -> u32 {
+        let next_id = self.names.len() as u32;
+        let names = &mut self.names;
+        *self.ids.entry(token).or_insert_with_key(|token| {
+            names.push(token.clone());
+            next_id
+        })
+    }
+}
+
+/// Renumbers every entry's tokens by their rank in the global order and sorts them.
+fn order_tokens_rarest_first(entries: &mut [Entry<'_>], token_names: &[String]) {
+    let rank = rarest_first_ranks(entries, token_names);
+    for entry in entries {
+        for token in &mut entry.tokens {
+            *token = rank[*token as usize];
+        }
+        entry.tokens.sort_unstable();
+    }
+}
+
+/// The rank of each token id in the global order.
+fn rarest_first_ranks(entries: &[Entry<'_>], token_names: &[String]) -> Vec<u32> {
     // The global order: rarest first, ties by the token itself (deterministic, whatever the
     // hash maps did).
     let mut frequency = vec![0_u32; token_names.len()];
-    for entry in &entries {
+    for entry in entries {
         for token in &entry.tokens {
             frequency[*token as usize] += 1;
         }
@@ -265,78 +330,115 @@ pub fn merge_with_stats(book_id: &str, pages: &[PageGuidelines]) -> (FinalGuidel
     for (position, token) in order.iter().enumerate() {
         rank[*token as usize] = position as u32;
     }
-    for entry in &mut entries {
-        for token in &mut entry.tokens {
-            *token = rank[*token as usize];
-        }
-        entry.tokens.sort_unstable();
-    }
+    rank
+}
 
-    let mut stats = MergeStats {
-        guidelines: entries.len(),
-        ..MergeStats::default()
-    };
-    // Kept guidelines: the entry they come from, and the pages of their group.
-    let mut kept: Vec<(usize, Vec<u32>)> = Vec::new();
-    // Prefix token (rank) -> kept guidelines (ascending ids).
-    let mut index: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut without_words: HashMap<String, usize> = HashMap::new();
-    // The last entry that proposed each kept guideline (so each pair counts once).
-    let mut seen_by: Vec<usize> = Vec::new();
+/// A kept guideline: the entry it comes from, and the pages of its group.
+struct Group {
+    entry: usize,
+    pages: Vec<u32>,
+}
+
+/// Each entry merged into the earliest kept guideline it near-duplicates, or kept.
+fn group_near_duplicates(entries: &[Entry<'_>]) -> (Vec<Group>, MergeStats) {
+    let mut kept = Kept::default();
+    kept.stats.guidelines = entries.len();
     for (entry_at, entry) in entries.iter().enumerate() {
-        let matched = if entry.tokens.is_empty() {
-            without_words.get(&collapsed(entry.text)).copied()
+        match kept.find(entries, entry_at) {
+            Some(kept_at) => kept.groups[kept_at].pages.push(entry.page),
+            None => kept.keep(entry_at, entry),
+        }
+    }
+    kept.stats.kept = kept.groups.len();
+    (kept.groups, kept.stats)
+}
+
+/// The guidelines kept so far, and the indexes that find them.
+#[derive(Default)]
+struct Kept {
+    groups: Vec<Group>,
+    /// Prefix token (rank) -> kept guidelines (ascending ids).
+    index: HashMap<u32, Vec<usize>>,
+    without_words: HashMap<String, usize>,
+    /// The last entry that proposed each kept guideline (so each pair counts once).
+    seen_by: Vec<usize>,
+    stats: MergeStats,
+}
+
+impl Kept {
+    /// The kept guideline that entry `entry_at` merges into, if any.
+    fn find(&mut self, entries: &[Entry<'_>], entry_at: usize) -> Option<usize> {
+        let entry = &entries[entry_at];
+        if entry.tokens.is_empty() {
+            self.without_words.get(&collapsed(entry.text)).copied()
         } else {
-            let len = entry.tokens.len();
-            let prefix = &entry.tokens[..len - min_shared(len) + 1];
-            let mut best: Option<usize> = None;
-            for token in prefix {
-                for &kept_at in index.get(token).map_or(&[][..], Vec::as_slice) {
-                    if seen_by[kept_at] == entry_at + 1 {
-                        continue;
-                    }
-                    seen_by[kept_at] = entry_at + 1;
-                    stats.candidates += 1;
-                    if best.is_some_and(|best| best < kept_at) {
-                        continue;
-                    }
-                    let other = &entries[kept[kept_at].0];
-                    let (small, large) = (len.min(other.tokens.len()), len.max(other.tokens.len()));
-                    if (large as f64) * SIMILARITY_THRESHOLD > small as f64 + 1e-9
-                        || other.negated != entry.negated
-                    {
-                        continue;
-                    }
-                    stats.comparisons += 1;
-                    let shared = shared_sorted(&entry.tokens, &other.tokens);
-                    if jaccard(shared, len, other.tokens.len()) >= SIMILARITY_THRESHOLD {
-                        best = Some(kept_at);
-                    }
+            self.earliest_similar(entries, entry_at)
+        }
+    }
+
+    /// The earliest kept guideline under the entry's prefix tokens that reaches the threshold.
+    fn earliest_similar(&mut self, entries: &[Entry<'_>], entry_at: usize) -> Option<usize> {
+        let entry = &entries[entry_at];
+        let mut best: Option<usize> = None;
+        for token in prefix(&entry.tokens) {
+            for &kept_at in self.index.get(token).map_or(&[][..], Vec::as_slice) {
+                if self.seen_by[kept_at] == entry_at + 1 {
+                    continue;
                 }
-            }
-            best
-        };
-        match matched {
-            Some(kept_at) => kept[kept_at].1.push(entry.page),
-            None => {
-                let kept_at = kept.len();
-                kept.push((entry_at, vec![entry.page]));
-                seen_by.push(0);
-                if entry.tokens.is_empty() {
-                    without_words.insert(collapsed(entry.text), kept_at);
-                } else {
-                    let len = entry.tokens.len();
-                    for token in &entry.tokens[..len - min_shared(len) + 1] {
-                        index.entry(*token).or_default().push(kept_at);
-                    }
+                self.seen_by[kept_at] = entry_at + 1;
+                self.stats.candidates += 1;
+                if best.is_some_and(|best| best < kept_at) {
+                    continue;
+                }
+                let other = &entries[self.groups[kept_at].entry];
+                if !sizes_and_polarity_allow(entry, other) {
+                    continue;
+                }
+                self.stats.comparisons += 1;
+                let shared = shared_sorted(&entry.tokens, &other.tokens);
+                if jaccard(shared, entry.tokens.len(), other.tokens.len()) >= SIMILARITY_THRESHOLD {
+                    best = Some(kept_at);
                 }
             }
         }
+        best
     }
-    stats.kept = kept.len();
 
-    for (entry_at, mut pages) in kept {
-        let entry = &entries[entry_at];
+    /// Keeps entry `entry_at` as a new group, indexed by its prefix tokens (or its text).
+    fn keep(&mut self, entry_at: usize, entry: &Entry<'_>) {
+        let kept_at = self.groups.len();
+        self.groups.push(Group {
+            entry: entry_at,
+            pages: vec![entry.page],
+        });
+        self.seen_by.push(0);
+        if entry.tokens.is_empty() {
+            self.without_words.insert(collapsed(entry.text), kept_at);
+        } else {
+            for token in prefix(&entry.tokens) {
+                self.index.entry(*token).or_default().push(kept_at);
+            }
+        }
+    }
+}
+
+/// The prefix tokens of a non-empty token list (see [`merge_with_stats`]).
+fn prefix(tokens: &[u32]) -> &[u32] {
+    let len = tokens.len();
+    &tokens[..len - min_shared(len) + 1]
+}
+
+/// Whether two entries' sizes (`t * |A| <= |B| <= |A| / t`) and polarity let them merge.
+fn sizes_and_polarity_allow(entry: &Entry<'_>, other: &Entry<'_>) -> bool {
+    let (len, other_len) = (entry.tokens.len(), other.tokens.len());
+    let (small, large) = (len.min(other_len), len.max(other_len));
+    (large as f64) * SIMILARITY_THRESHOLD <= small as f64 + 1e-9 && other.negated == entry.negated
+}
+
+/// Each kept guideline into its topic, in the order kept, with its pages ascending.
+fn add_kept_guidelines(topics: &mut [FinalTopic], entries: &[Entry<'_>], groups: Vec<Group>) {
+    for Group { entry, mut pages } in groups {
+        let entry = &entries[entry];
         pages.sort_unstable();
         pages.dedup();
         topics[entry.topic].guidelines.push(FinalGuideline {
@@ -345,15 +447,6 @@ pub fn merge_with_stats(book_id: &str, pages: &[PageGuidelines]) -> (FinalGuidel
             pages,
         });
     }
-    for topic in &mut topics {
-        topic.pages.sort_unstable();
-        topic.pages.dedup();
-    }
-    let merged = FinalGuidelines {
-        book_id: book_id.to_owned(),
-        topics,
-    };
-    (merged, stats)
 }
 
 /// The number of tokens two ascending lists share.
