@@ -117,45 +117,40 @@ impl WorkerMetrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
-        let name = "folio_worker_jobs_finished_total";
-        let _ = writeln!(
+        labelled_counter(
             out,
-            "# HELP {name} Claims ended, by outcome.\n# TYPE {name} counter"
+            "folio_worker_jobs_finished_total",
+            "Claims ended, by outcome.",
+            "outcome",
+            &[
+                ("completed", &self.completed),
+                ("failed", &self.failed),
+                ("cancelled", &self.cancelled),
+                ("retried", &self.retried),
+                ("interrupted", &self.interrupted),
+            ],
         );
-        for (outcome, value) in [
-            ("completed", &self.completed),
-            ("failed", &self.failed),
-            ("cancelled", &self.cancelled),
-            ("retried", &self.retried),
-            ("interrupted", &self.interrupted),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{outcome=\"{outcome}\"}} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        let name = "folio_worker_rescues_total";
-        let _ = writeln!(
+        labelled_counter(
             out,
-            "# HELP {name} Stuck jobs recovered, by action.\n# TYPE {name} counter"
+            "folio_worker_rescues_total",
+            "Stuck jobs recovered, by action.",
+            "action",
+            &[
+                ("requeued", &self.rescued_requeued),
+                ("failed", &self.rescued_failed),
+            ],
         );
-        for (action, value) in [
-            ("requeued", &self.rescued_requeued),
-            ("failed", &self.rescued_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "{name}{{action=\"{action}\"}} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
         let name = "folio_worker_jobs_running";
         let _ = writeln!(
             out,
             "# HELP {name} Jobs running now.\n# TYPE {name} gauge\n{name} {}",
             self.running.load(Ordering::Relaxed)
         );
+        self.render_durations(out);
+    }
+
+    /// The claims' durations as a Prometheus histogram (cumulative buckets).
+    fn render_durations(&self, out: &mut String) {
         let name = "folio_worker_job_duration_seconds";
         let _ = writeln!(
             out,
@@ -173,6 +168,24 @@ impl WorkerMetrics {
         let _ = writeln!(
             out,
             "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
+}
+
+/// One counter with a label: its HELP and TYPE lines, then a line per label value.
+fn labelled_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, &AtomicU64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value_label, value) in values {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{value_label}\"}} {}",
+            value.load(Ordering::Relaxed)
         );
     }
 }
