@@ -45,30 +45,273 @@ use crate::bench::{Flags, report};
 const JOB_LIMIT: Duration = Duration::from_secs(600);
 
 pub(crate) async fn run(flags: &Flags) -> Result<()> {
-    let pages: usize = flags.get("pages", 40)?;
-    if pages < 3 {
-        bail!("--pages must be at least 3");
-    }
-    let stale_after = flags.text("stale-after", "30s");
-    let heartbeat_interval = flags.text("heartbeat-interval", "5s");
-    let stale_after_s = seconds(&stale_after)?;
-    let heartbeat_interval_s = seconds(&heartbeat_interval)?;
-    let second = flags.text("second", "at-kill");
-    if second != "at-kill" && second != "standby" {
-        bail!("--second {second}: use at-kill or standby");
-    }
+    let settings = Settings::parse(flags)?;
     ocr::TesseractEngine::default()
         .version()
         .await
         .context("the tesseract CLI (scripts/install-tesseract.sh)")?;
     let worker_binary = build_worker()?;
+    let bench = Bench::set_up(settings, worker_binary).await?;
 
-    let database = TestDatabase::create().await;
-    let dir = tempfile::tempdir()?;
-    let storage_url = format!("file://{}/objects", dir.path().display());
-    let books = Books::new(app::storage::open_blob_store(&storage_url).await?);
-    let book_id = BookId::parse("recovery")?;
-    books.create(&book_id, "Recovery benchmark").await?;
+    let mut first = bench.launch("recovery-a")?;
+    let job = bench.acquire_job().await?;
+    let standby = bench.start_standby(job, &first).await?;
+    let before_kill = bench.wait_for_kill_point(job, &first).await?;
+    let mut takeover = bench.take_over(job, &mut first, standby).await?;
+    let done = bench.finish(job, &mut takeover.second).await?;
+
+    let pages_lost = bench.report(&before_kill, &takeover, &done).await?;
+    drop(first);
+    drop(takeover);
+    bench.database.drop().await;
+    if pages_lost > 0 {
+        bail!("{pages_lost} page(s) lost");
+    }
+    Ok(())
+}
+
+/// The bench's flags.
+struct Settings {
+    pages: usize,
+    /// As given to the workers, and in seconds for the report.
+    stale_after: String,
+    stale_after_s: f64,
+    heartbeat_interval: String,
+    heartbeat_interval_s: f64,
+    /// `at-kill` or `standby`.
+    second: String,
+}
+
+impl Settings {
+    fn parse(flags: &Flags) -> Result<Self> {
+        let pages: usize = flags.get("pages", 40)?;
+        if pages < 3 {
+            bail!("--pages must be at least 3");
+        }
+        let stale_after = flags.text("stale-after", "30s");
+        let heartbeat_interval = flags.text("heartbeat-interval", "5s");
+        let stale_after_s = seconds(&stale_after)?;
+        let heartbeat_interval_s = seconds(&heartbeat_interval)?;
+        let second = flags.text("second", "at-kill");
+        if second != "at-kill" && second != "standby" {
+            bail!("--second {second}: use at-kill or standby");
+        }
+        Ok(Self {
+            pages,
+            stale_after,
+            stale_after_s,
+            heartbeat_interval,
+            heartbeat_interval_s,
+            second,
+        })
+    }
+}
+
+/// What the workers run on: a fresh database, a `file://` store in a temporary folder with
+/// the book ingested, and the counting `tesseract`.
+struct Bench {
+    settings: Settings,
+    worker_binary: PathBuf,
+    database: TestDatabase,
+    dir: tempfile::TempDir,
+    storage_url: String,
+    books: Books,
+    book_id: BookId,
+    jobs: Arc<dyn JobStore>,
+    tesseract_dir: PathBuf,
+    /// The counting `tesseract`'s log: a line per page recognized.
+    runs: PathBuf,
+}
+
+/// The second worker's take-over of the job, timed from the first one's kill.
+struct Takeover {
+    second: WorkerProcess,
+    /// Pages the checkpoint named right after the kill.
+    durable: usize,
+    recover_s: f64,
+    next_page_s: f64,
+}
+
+impl Bench {
+    async fn set_up(settings: Settings, worker_binary: PathBuf) -> Result<Self> {
+        let database = TestDatabase::create().await;
+        let dir = tempfile::tempdir()?;
+        let storage_url = format!("file://{}/objects", dir.path().display());
+        let books = Books::new(app::storage::open_blob_store(&storage_url).await?);
+        let book_id = BookId::parse("recovery")?;
+        books.create(&book_id, "Recovery benchmark").await?;
+        ingest_fixture_pages(&books, &book_id, settings.pages).await?;
+        let jobs = app::stores::open_job_store(database.url()).await?;
+        let (tesseract_dir, runs) = counting_tesseract(dir.path())?;
+        Ok(Self {
+            settings,
+            worker_binary,
+            database,
+            dir,
+            storage_url,
+            books,
+            book_id,
+            jobs,
+            tesseract_dir,
+            runs,
+        })
+    }
+
+    /// Starts a worker process for `ocr` jobs with the bench's timings.
+    fn launch(&self, id: &str) -> Result<WorkerProcess> {
+        WorkerProcess::start(
+            &self.worker_binary,
+            &[
+                "--database-url",
+                self.database.url(),
+                "--storage",
+                &self.storage_url,
+                "--worker-id",
+                id,
+                "--types",
+                ocr::OCR_JOB_TYPE,
+                "--stale-after",
+                &self.settings.stale_after,
+                "--heartbeat-interval",
+                &self.settings.heartbeat_interval,
+            ],
+            &self.tesseract_dir,
+            self.dir.path(),
+            id,
+        )
+    }
+
+    /// Creates the book's `ocr` job.
+    async fn acquire_job(&self) -> Result<JobId> {
+        let lock = LockService::new(
+            self.jobs.clone(),
+            Arc::new(SystemClock),
+            jobs_core::RecoveryPolicy::default(),
+        );
+        match lock
+            .acquire(
+                self.book_id.as_str(),
+                ocr::OCR_JOB_TYPE,
+                serde_json::json!({}),
+            )
+            .await?
+        {
+            Acquire::Created(job) => Ok(job.id),
+            Acquire::Busy(job) => bail!("a fresh database has an active job: {job:?}"),
+        }
+    }
+
+    /// With `--second standby`, the second worker, started once the first has claimed the
+    /// job, so the job is the first's whichever worker polls sooner.
+    async fn start_standby(
+        &self,
+        job: JobId,
+        first: &WorkerProcess,
+    ) -> Result<Option<WorkerProcess>> {
+        if self.settings.second != "standby" {
+            return Ok(None);
+        }
+        wait_for(&self.jobs, job, &[first], |job| {
+            job.status.is_terminal() || job.worker_id.as_deref() == Some("recovery-a")
+        })
+        .await?;
+        Ok(Some(self.launch("recovery-b")?))
+    }
+
+    /// Waits until the first worker has done a third of the pages.
+    async fn wait_for_kill_point(&self, job: JobId, first: &WorkerProcess) -> Result<Job> {
+        let kill_at = self.settings.pages.div_ceil(3) as u64;
+        let before_kill = wait_for(&self.jobs, job, &[first], |job| {
+            job.status.is_terminal()
+                || (job.worker_id.as_deref() == Some("recovery-a")
+                    && job.progress.completed >= kill_at)
+        })
+        .await?;
+        if before_kill.status.is_terminal()
+            || before_kill.worker_id.as_deref() != Some("recovery-a")
+        {
+            bail!("the first worker did not run the job to a third: {before_kill:#?}");
+        }
+        Ok(before_kill)
+    }
+
+    /// Kills the first worker, has the second (the standby, or one started now) take the job
+    /// over, and times its claim and its first durable page.
+    async fn take_over(
+        &self,
+        job: JobId,
+        first: &mut WorkerProcess,
+        standby: Option<WorkerProcess>,
+    ) -> Result<Takeover> {
+        first.kill()?;
+        let killed_at = jobs_core::Clock::now(&SystemClock);
+        let killed = Instant::now();
+        let second = match standby {
+            Some(worker) => worker,
+            None => self.launch("recovery-b")?,
+        };
+        let durable = done_pages(&self.jobs.get(job).await?);
+
+        let taken = wait_for(&self.jobs, job, &[first, &second], |job| {
+            job.worker_id.as_deref() == Some("recovery-b") || job.status.is_terminal()
+        })
+        .await?;
+        let started = taken
+            .started_at
+            .filter(|_| taken.worker_id.as_deref() == Some("recovery-b"))
+            .with_context(|| format!("the second worker never claimed the job: {taken:#?}"))?;
+        let recover_s = (started - killed_at).as_seconds_f64();
+        wait_for(&self.jobs, job, &[&second], |job| {
+            job.status.is_terminal() || done_pages(job) > durable
+        })
+        .await?;
+        let next_page_s = killed.elapsed().as_secs_f64();
+        Ok(Takeover {
+            second,
+            durable,
+            recover_s,
+            next_page_s,
+        })
+    }
+
+    /// Waits for the job to end, stops the second worker, and fails unless it completed.
+    async fn finish(&self, job: JobId, second: &mut WorkerProcess) -> Result<Job> {
+        let done = wait_for(&self.jobs, job, &[&*second], |job| job.status.is_terminal()).await?;
+        second.kill()?;
+        if done.status != JobStatus::Completed {
+            bail!("the job ended {}: {done:#?}\n{}", done.status, second.log());
+        }
+        Ok(done)
+    }
+
+    /// Prints the figures and returns `pages_lost`.
+    async fn report(&self, before_kill: &Job, takeover: &Takeover, done: &Job) -> Result<usize> {
+        let pages = self.settings.pages;
+        let pages_lost = lost_pages(&self.books, &self.book_id, pages).await?;
+        let recognitions = std::fs::read_to_string(&self.runs)
+            .map(|text| text.lines().count())
+            .unwrap_or(0);
+        let round = |value: f64| (value * 1000.0).round() / 1000.0;
+        report(&serde_json::json!({
+            "bench": "recovery",
+            "pages": pages,
+            "second": self.settings.second,
+            "stale_after_s": self.settings.stale_after_s,
+            "heartbeat_interval_s": self.settings.heartbeat_interval_s,
+            "killed_after_pages": before_kill.progress.completed,
+            "durable_at_kill": takeover.durable,
+            "recover_s": round(takeover.recover_s),
+            "next_page_s": round(takeover.next_page_s),
+            "pages_redone": recognitions.saturating_sub(pages),
+            "pages_lost": pages_lost,
+            "attempt": done.attempt,
+        }));
+        Ok(pages_lost)
+    }
+}
+
+/// Uploads `pages` pages to the book: the fixture pages, repeated.
+async fn ingest_fixture_pages(books: &Books, book_id: &BookId, pages: usize) -> Result<()> {
     let files = fixture_pages()
         .into_iter()
         .cycle()
@@ -80,127 +323,8 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
         })
         .collect();
     books
-        .ingest_pages(&book_id, files, &IngestLimits::default())
+        .ingest_pages(book_id, files, &IngestLimits::default())
         .await?;
-    let jobs = app::stores::open_job_store(database.url()).await?;
-    let (tesseract_dir, runs) = counting_tesseract(dir.path())?;
-    let launch = |id: &str| {
-        WorkerProcess::start(
-            &worker_binary,
-            &[
-                "--database-url",
-                database.url(),
-                "--storage",
-                &storage_url,
-                "--worker-id",
-                id,
-                "--types",
-                ocr::OCR_JOB_TYPE,
-                "--stale-after",
-                &stale_after,
-                "--heartbeat-interval",
-                &heartbeat_interval,
-            ],
-            &tesseract_dir,
-            dir.path(),
-            id,
-        )
-    };
-
-    let mut first = launch("recovery-a")?;
-    let lock = LockService::new(
-        jobs.clone(),
-        Arc::new(SystemClock),
-        jobs_core::RecoveryPolicy::default(),
-    );
-    let job = match lock
-        .acquire(book_id.as_str(), ocr::OCR_JOB_TYPE, serde_json::json!({}))
-        .await?
-    {
-        Acquire::Created(job) => job,
-        Acquire::Busy(job) => bail!("a fresh database has an active job: {job:?}"),
-    };
-    // A standby worker starts once the first has claimed the job, so the job is the
-    // first's whichever worker polls sooner.
-    let mut standby = if second == "standby" {
-        wait_for(&jobs, job.id, &[&first], |job| {
-            job.status.is_terminal() || job.worker_id.as_deref() == Some("recovery-a")
-        })
-        .await?;
-        Some(launch("recovery-b")?)
-    } else {
-        None
-    };
-    let kill_at = pages.div_ceil(3) as u64;
-    let before_kill = wait_for(&jobs, job.id, &[&first], |job| {
-        job.status.is_terminal()
-            || (job.worker_id.as_deref() == Some("recovery-a") && job.progress.completed >= kill_at)
-    })
-    .await?;
-    if before_kill.status.is_terminal() || before_kill.worker_id.as_deref() != Some("recovery-a") {
-        bail!("the first worker did not run the job to a third: {before_kill:#?}");
-    }
-    first.kill()?;
-    let killed_at = jobs_core::Clock::now(&SystemClock);
-    let killed = Instant::now();
-    let mut second_worker = match standby.take() {
-        Some(worker) => worker,
-        None => launch("recovery-b")?,
-    };
-    let durable = done_pages(&jobs.get(job.id).await?);
-
-    let taken = wait_for(&jobs, job.id, &[&first, &second_worker], |job| {
-        job.worker_id.as_deref() == Some("recovery-b") || job.status.is_terminal()
-    })
-    .await?;
-    let started = taken
-        .started_at
-        .filter(|_| taken.worker_id.as_deref() == Some("recovery-b"))
-        .with_context(|| format!("the second worker never claimed the job: {taken:#?}"))?;
-    let recover_s = (started - killed_at).as_seconds_f64();
-    wait_for(&jobs, job.id, &[&second_worker], |job| {
-        job.status.is_terminal() || done_pages(job) > durable
-    })
-    .await?;
-    let next_page_s = killed.elapsed().as_secs_f64();
-    let done = wait_for(&jobs, job.id, &[&second_worker], |job| {
-        job.status.is_terminal()
-    })
-    .await?;
-    second_worker.kill()?;
-    if done.status != JobStatus::Completed {
-        bail!(
-            "the job ended {}: {done:#?}\n{}",
-            done.status,
-            second_worker.log()
-        );
-    }
-
-    let pages_lost = lost_pages(&books, &book_id, pages).await?;
-    let recognitions = std::fs::read_to_string(&runs)
-        .map(|text| text.lines().count())
-        .unwrap_or(0);
-    let round = |value: f64| (value * 1000.0).round() / 1000.0;
-    report(&serde_json::json!({
-        "bench": "recovery",
-        "pages": pages,
-        "second": second,
-        "stale_after_s": stale_after_s,
-        "heartbeat_interval_s": heartbeat_interval_s,
-        "killed_after_pages": before_kill.progress.completed,
-        "durable_at_kill": durable,
-        "recover_s": round(recover_s),
-        "next_page_s": round(next_page_s),
-        "pages_redone": recognitions.saturating_sub(pages),
-        "pages_lost": pages_lost,
-        "attempt": done.attempt,
-    }));
-    drop(first);
-    drop(second_worker);
-    database.drop().await;
-    if pages_lost > 0 {
-        bail!("{pages_lost} page(s) lost");
-    }
     Ok(())
 }
 
