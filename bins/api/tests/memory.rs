@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use books::IngestLimits;
 use books::testing::{LETTER, PdfBuilder, require_poppler};
+use jobs_core::testing::eventually;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -60,20 +61,13 @@ impl ApiProcess {
                 .unwrap(),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = api
-                .client
-                .get(format!("{}/healthz", api.base))
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success());
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the api did not start in 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(60), "the api to start", || async {
+            let health = api.client.get(format!("{}/healthz", api.base)).send().await;
+            health
+                .is_ok_and(|response| response.status().is_success())
+                .then_some(())
+        })
+        .await;
         api
     }
 

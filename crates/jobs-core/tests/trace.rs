@@ -1,12 +1,14 @@
 //! The worker's span of a job run, exported through `tracing-opentelemetry` to an in-memory
 //! exporter: its fields, the stored trace parent as the parent of the first attempt, and as
-//! a link of the retry. Runs with the `opentelemetry` feature (`--all-features` in CI).
-#![cfg(feature = "opentelemetry")]
+//! a link of the retry. Runs with the `opentelemetry` and `testing` features
+//! (`--all-features` in CI).
+#![cfg(all(feature = "opentelemetry", feature = "testing"))]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
+use jobs_core::testing::eventually;
 use jobs_core::{Insert, JobId, JobStatus, JobStore, NewJob, SystemClock};
 use opentelemetry::trace::{SpanId, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
@@ -105,21 +107,19 @@ async fn the_first_attempt_is_a_child_of_the_stored_trace_parent_and_a_retry_lin
     let worker =
         Worker::new(store.clone(), Arc::new(SystemClock), config).handler(Arc::new(FailsOnce));
     let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (traced_spans, untraced_spans) = loop {
-        let spans = (
-            job_spans(&exporter, traced.id),
-            job_spans(&exporter, untraced.id),
-        );
-        if spans.0.len() == 2 && spans.1.len() == 2 {
-            break spans;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "two runs of each job: {spans:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (traced_spans, untraced_spans) =
+        eventually(Duration::from_secs(30), "two runs of each job", || async {
+            let spans = (
+                job_spans(&exporter, traced.id),
+                job_spans(&exporter, untraced.id),
+            );
+            if spans.0.len() == 2 && spans.1.len() == 2 {
+                Ok(spans)
+            } else {
+                Err(format!("{spans:#?}"))
+            }
+        })
+        .await;
     shutdown.cancel();
     running.await.unwrap().unwrap();
     assert_eq!(
