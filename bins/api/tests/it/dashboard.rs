@@ -1408,24 +1408,57 @@ impl Dashboard {
              const value = ({predicate})(elements);\
              return value === undefined || value === false ? null : value;"
         );
+        let fetch = || async {
+            // Mid-navigation the script can fail: poll again.
+            self.client
+                .execute(&script, vec![json!(css)])
+                .await
+                .map_err(|error| format!("last script error: {error}"))
+        };
+        self.poll(what, deadline, fetch, |value| match value {
+            Value::Null => Err(String::new()),
+            value => Ok(value),
+        })
+        .await
+    }
+
+    /// Runs `script` (without arguments) until `check` accepts what it returned; after
+    /// `deadline` panics with [`Self::failure`] and what `check` saw last (a script that
+    /// failed mid-navigation is tried again).
+    async fn poll_script<T>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        script: &str,
+        check: impl FnMut(Value) -> Result<T, String>,
+    ) -> T {
+        let fetch = || async {
+            self.client
+                .execute(script, vec![])
+                .await
+                .map_err(|_| String::new())
+        };
+        self.poll(what, deadline, fetch, check).await
+    }
+
+    /// The page's one polling loop: `fetch` every [`POLL`] until `check` accepts what it
+    /// gave; after `deadline` panics with [`Self::failure`] (a screenshot, the page, the
+    /// api's log) and what was seen last.
+    async fn poll<X, T, F: std::future::Future<Output = Result<X, String>>>(
+        &self,
+        what: &str,
+        deadline: Duration,
+        fetch: impl Fn() -> F,
+        mut check: impl FnMut(X) -> Result<T, String>,
+    ) -> T {
         let start = Instant::now();
         loop {
-            match self.client.execute(&script, vec![json!(css)]).await {
-                Ok(Value::Null) => {}
+            let seen = match fetch().await.and_then(&mut check) {
                 Ok(value) => return value,
-                Err(error) => {
-                    // Mid-navigation the script can fail: poll again.
-                    if start.elapsed() >= deadline {
-                        panic!(
-                            "{}",
-                            self.failure(what, &format!("last script error: {error}"))
-                                .await
-                        );
-                    }
-                }
-            }
+                Err(seen) => seen,
+            };
             if start.elapsed() >= deadline {
-                panic!("{}", self.failure(what, "").await);
+                panic!("{}", self.failure(what, &seen).await);
             }
             tokio::time::sleep(POLL).await;
         }
@@ -1473,28 +1506,18 @@ impl Dashboard {
         deadline: Duration,
         mut done: impl FnMut(&[Tile]) -> bool,
     ) -> Vec<Tile> {
-        let start = Instant::now();
-        loop {
-            if let Ok(value) = self.client.execute(TILES_SCRIPT, vec![]).await {
-                let tiles = tiles_of(&value);
-                if done(&tiles) {
-                    return tiles;
-                }
-                if start.elapsed() >= deadline {
-                    let summary: Vec<String> = tiles
-                        .iter()
-                        .map(|tile| format!("{}:{}", tile.page, tile.status))
-                        .collect();
-                    panic!(
-                        "{}",
-                        self.failure(what, &format!("(tiles: {summary:?})")).await
-                    );
-                }
-            } else if start.elapsed() >= deadline {
-                panic!("{}", self.failure(what, "").await);
+        self.poll_script(what, deadline, TILES_SCRIPT, |value| {
+            let tiles = tiles_of(&value);
+            if done(&tiles) {
+                return Ok(tiles);
             }
-            tokio::time::sleep(POLL).await;
-        }
+            let summary: Vec<String> = tiles
+                .iter()
+                .map(|tile| format!("{}:{}", tile.page, tile.status))
+                .collect();
+            Err(format!("(tiles: {summary:?})"))
+        })
+        .await
     }
 
     /// Polls the jobs of the book view until one satisfies `matches`; returns it.
@@ -1504,25 +1527,14 @@ impl Dashboard {
         deadline: Duration,
         matches: impl Fn(&ShownJob) -> bool,
     ) -> ShownJob {
-        let start = Instant::now();
-        loop {
-            if let Ok(value) = self.client.execute(JOBS_SCRIPT, vec![]).await {
-                let jobs = jobs_of(&value);
-                if let Some(job) = jobs.iter().find(|job| matches(job)) {
-                    return job.clone();
-                }
-                if start.elapsed() >= deadline {
-                    panic!(
-                        "{}",
-                        self.failure(what, &format!("(jobs shown: {jobs:#?})"))
-                            .await
-                    );
-                }
-            } else if start.elapsed() >= deadline {
-                panic!("{}", self.failure(what, "").await);
+        self.poll_script(what, deadline, JOBS_SCRIPT, |value| {
+            let jobs = jobs_of(&value);
+            match jobs.iter().find(|job| matches(job)) {
+                Some(job) => Ok(job.clone()),
+                None => Err(format!("(jobs shown: {jobs:#?})")),
             }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
     }
 
     /// Polls the rows of the jobs view until `done` holds; returns them.
@@ -1530,30 +1542,24 @@ impl Dashboard {
         let script = "return [...document.querySelectorAll('#all-jobs .job-row')].map((row) => ({\
                       id: row.dataset.jobId, status: row.dataset.status,\
                       resume: !!row.querySelector('button.resume-job')}))";
-        let start = Instant::now();
-        loop {
-            if let Ok(value) = self.client.execute(script, vec![]).await {
-                let rows: Vec<JobRow> = value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|row| JobRow {
-                        id: text(&row["id"]),
-                        status: text(&row["status"]),
-                        can_resume: row["resume"] == true,
-                    })
-                    .collect();
-                if done(&rows) {
-                    return rows;
-                }
-                if start.elapsed() >= UI_DEADLINE {
-                    panic!("{}", self.failure(what, &format!("(rows: {rows:?})")).await);
-                }
-            } else if start.elapsed() >= UI_DEADLINE {
-                panic!("{}", self.failure(what, "").await);
+        self.poll_script(what, UI_DEADLINE, script, |value| {
+            let rows: Vec<JobRow> = value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|row| JobRow {
+                    id: text(&row["id"]),
+                    status: text(&row["status"]),
+                    can_resume: row["resume"] == true,
+                })
+                .collect();
+            if done(&rows) {
+                Ok(rows)
+            } else {
+                Err(format!("(rows: {rows:?})"))
             }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
     }
 
     /// Waits until the jobs view's tab of `status` counts `count`.
