@@ -34,10 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use books::{BookId, Books, IngestLimits, OcrStatus, UploadedFile, layout};
+use books::{BookId, Books, IngestLimits, OcrStatus, layout};
 use jobs_core::{Acquire, Job, JobId, JobStatus, JobStore, LockService, SystemClock};
 use jobs_postgres::testing::TestDatabase;
-use ocr::testing::{character_error_rate, fixture_pages};
+use ocr::testing::{character_error_rate, fixture_pages, fixture_uploads};
 
 use crate::bench::{Flags, report};
 
@@ -312,16 +312,7 @@ impl Bench {
 
 /// Uploads `pages` pages to the book: the fixture pages, repeated.
 async fn ingest_fixture_pages(books: &Books, book_id: &BookId, pages: usize) -> Result<()> {
-    let files = fixture_pages()
-        .into_iter()
-        .cycle()
-        .take(pages)
-        .enumerate()
-        .map(|(index, page)| UploadedFile {
-            name: format!("page-{:04}.png", index + 1),
-            bytes: page.png,
-        })
-        .collect();
+    let files = fixture_uploads(pages);
     books
         .ingest_pages(book_id, files, &IngestLimits::default())
         .await?;
