@@ -160,6 +160,38 @@ impl TesseractEngine {
             _ => OcrError::Spawn { source: error },
         }
     }
+
+    /// Runs tesseract on `page`, writing its outputs next to `base`: killed on timeout and
+    /// on cancel; `Ok` only when it exited with status 0.
+    async fn run_page(
+        &self,
+        page: &PageImage,
+        base: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(), OcrError> {
+        let mut child = self
+            .command(self.language(page), base)
+            .spawn()
+            .map_err(|error| self.spawn_error(error))?;
+        let ended = tokio::select! {
+            ended = run_to_end(&mut child, page.png.clone()) => ended,
+            () = tokio::time::sleep(self.config.timeout) => Ended::TimedOut,
+            () = cancel.cancelled() => Ended::Cancelled,
+        };
+        match ended {
+            Ended::TimedOut => {
+                let _ = child.kill().await;
+                Err(OcrError::Timeout {
+                    after: self.config.timeout,
+                })
+            }
+            Ended::Cancelled => {
+                let _ = child.kill().await;
+                Err(OcrError::Cancelled)
+            }
+            Ended::Exited { status, stderr } => check_exit(status, &stderr),
+        }
+    }
 }
 
 #[async_trait]
@@ -181,14 +213,7 @@ impl OcrEngine for TesseractEngine {
         page: &PageImage,
         cancel: &CancellationToken,
     ) -> Result<Recognized, OcrError> {
-        let png = page.png.clone();
-        // tesseract reads a non-image standard input as a list of file names: only ever
-        // hand it a PNG.
-        if !png.starts_with(PNG_SIGNATURE) {
-            return Err(OcrError::InvalidImage {
-                reason: "not a PNG (bad signature)".to_owned(),
-            });
-        }
+        check_png(&page.png)?;
         if cancel.is_cancelled() {
             return Err(OcrError::Cancelled);
         }
@@ -198,60 +223,8 @@ impl OcrEngine for TesseractEngine {
             .tempdir()
             .map_err(|source| OcrError::Spawn { source })?;
         let base = dir.path().join("page");
-        let mut child = self
-            .command(self.language(page), &base)
-            .spawn()
-            .map_err(|error| self.spawn_error(error))?;
-        let ended = tokio::select! {
-            ended = run_to_end(&mut child, png) => ended,
-            () = tokio::time::sleep(self.config.timeout) => Ended::TimedOut,
-            () = cancel.cancelled() => Ended::Cancelled,
-        };
-        match ended {
-            Ended::TimedOut => {
-                let _ = child.kill().await;
-                Err(OcrError::Timeout {
-                    after: self.config.timeout,
-                })
-            }
-            Ended::Cancelled => {
-                let _ = child.kill().await;
-                Err(OcrError::Cancelled)
-            }
-            Ended::Exited { status, stderr } => {
-                let status = status.map_err(|source| OcrError::Spawn { source })?;
-                let stderr = tail(&String::from_utf8_lossy(&stderr), 500);
-                if let Some(signal) = status.signal() {
-                    return Err(OcrError::Killed { signal, stderr });
-                }
-                match status.code() {
-                    Some(0) => {}
-                    Some(code) => return Err(OcrError::ExitStatus { code, stderr }),
-                    None => return Err(OcrError::Killed { signal: 0, stderr }),
-                }
-                let read = |extension: &'static str| {
-                    let path = base.with_extension(extension);
-                    async move {
-                        tokio::fs::read(&path)
-                            .await
-                            .map_err(|_| OcrError::ExitStatus {
-                                code: 0,
-                                stderr: format!("tesseract wrote no {extension} output"),
-                            })
-                    }
-                };
-                let text = read("txt").await?;
-                let tsv = read("tsv").await?;
-                let hocr = read("hocr").await?;
-                let (confidence, words) = word_quality(&String::from_utf8_lossy(&tsv));
-                Ok(Recognized {
-                    text: clean_text(&String::from_utf8_lossy(&text)),
-                    hocr: Some(String::from_utf8_lossy(&hocr).into_owned()),
-                    confidence,
-                    words: Some(words),
-                })
-            }
-        }
+        self.run_page(page, &base, cancel).await?;
+        read_outputs(&base).await
     }
 
     async fn check_language(&self, language: Option<&str>) -> Result<(), OcrError> {
@@ -264,6 +237,58 @@ impl OcrEngine for TesseractEngine {
             Err(OcrError::LanguageNotInstalled { missing, installed })
         }
     }
+}
+
+/// Refuses bytes that are not a PNG.
+fn check_png(png: &[u8]) -> Result<(), OcrError> {
+    // tesseract reads a non-image standard input as a list of file names: only ever
+    // hand it a PNG.
+    if png.starts_with(PNG_SIGNATURE) {
+        Ok(())
+    } else {
+        Err(OcrError::InvalidImage {
+            reason: "not a PNG (bad signature)".to_owned(),
+        })
+    }
+}
+
+/// Classifies how an exited process ended: a signal is [`OcrError::Killed`], a non-zero
+/// status [`OcrError::ExitStatus`], each with the tail of its standard error.
+fn check_exit(status: std::io::Result<ExitStatus>, stderr: &[u8]) -> Result<(), OcrError> {
+    let status = status.map_err(|source| OcrError::Spawn { source })?;
+    let stderr = tail(&String::from_utf8_lossy(stderr), 500);
+    if let Some(signal) = status.signal() {
+        return Err(OcrError::Killed { signal, stderr });
+    }
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(OcrError::ExitStatus { code, stderr }),
+        None => Err(OcrError::Killed { signal: 0, stderr }),
+    }
+}
+
+/// Reads the txt, tsv and hocr outputs of a successful run at `base`.
+async fn read_outputs(base: &Path) -> Result<Recognized, OcrError> {
+    let text = read_output(base, "txt").await?;
+    let tsv = read_output(base, "tsv").await?;
+    let hocr = read_output(base, "hocr").await?;
+    let (confidence, words) = word_quality(&String::from_utf8_lossy(&tsv));
+    Ok(Recognized {
+        text: clean_text(&String::from_utf8_lossy(&text)),
+        hocr: Some(String::from_utf8_lossy(&hocr).into_owned()),
+        confidence,
+        words: Some(words),
+    })
+}
+
+/// `base` with `extension`; a missing file is an [`OcrError::ExitStatus`] of 0.
+async fn read_output(base: &Path, extension: &'static str) -> Result<Vec<u8>, OcrError> {
+    tokio::fs::read(base.with_extension(extension))
+        .await
+        .map_err(|_| OcrError::ExitStatus {
+            code: 0,
+            stderr: format!("tesseract wrote no {extension} output"),
+        })
 }
 
 /// The mean confidence of the words of tesseract's TSV output (rows of level 5 with text
