@@ -21,7 +21,7 @@ use page_jobs::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{Extractor, PageGuidelines, PageInput, finalize, running_lines};
+use crate::{Extractor, FinalGuidelines, PageGuidelines, PageInput, finalize, running_lines};
 
 /// The job type of guidelines extraction.
 pub const GUIDELINES_JOB_TYPE: &str = "guidelines";
@@ -118,55 +118,23 @@ impl GuidelinesHandler {
     pub fn extractor(&self) -> &Arc<dyn Extractor> {
         &self.extractor
     }
-}
 
-#[async_trait::async_trait]
-impl JobHandler for GuidelinesHandler {
-    fn job_type(&self) -> &str {
-        GUIDELINES_JOB_TYPE
-    }
-
-    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
-        let book_id = book_of(&context)?;
-        let manifest = self.books.manifest(&book_id).await.map_err(books_error)?;
-        let not_done = pages_without_ocr(&manifest);
-        if !not_done.is_empty() {
-            return Err(HandlerError::terminal(
-                OCR_INCOMPLETE,
-                format!("OCR is not done for page {}", page_list(&not_done)),
-            ));
-        }
-        if manifest.pages.is_empty() {
-            return Err(HandlerError::terminal(
-                OCR_INCOMPLETE,
-                format!("book {book_id} has no pages"),
-            ));
-        }
-        let checkpoint = match context.checkpoint::<PageCheckpoint>()? {
-            Some(checkpoint) => checkpoint,
-            None => PageCheckpoint::new(manifest.pages.iter().map(|page| page.page).collect()),
-        };
-        let texts = read_texts(self.books.store(), &book_id, &checkpoint.pages).await?;
+    /// The work of the job's pages: their OCR text, the running lines and the topic to
+    /// continue from.
+    async fn page_work(
+        &self,
+        book_id: &BookId,
+        checkpoint: &PageCheckpoint,
+    ) -> Result<Arc<GuidelinesWork>, HandlerError> {
+        let store = self.books.store();
+        let texts = read_texts(store, book_id, &checkpoint.pages).await?;
         let running = Arc::new(running_lines(texts.values().map(String::as_str)));
-        let remaining = checkpoint.remaining();
-        let previous_topic = match remaining.first() {
-            Some(first) => {
-                previous_topic(self.books.store(), &book_id, &checkpoint, *first).await?
-            }
+        let previous_topic = match checkpoint.remaining().first() {
+            Some(first) => previous_topic(store, book_id, checkpoint, *first).await?,
             None => None,
         };
-        let done_before = checkpoint.done.len() as u32;
-        self.books
-            .update(&book_id, |manifest| {
-                manifest.guidelines.status = GuidelinesStatus::Extracting;
-                manifest.guidelines.pages_done = done_before;
-                manifest.guidelines.final_path = None;
-            })
-            .await
-            .map_err(books_error)?;
-        tracing::info!(book.id = %book_id, pages = checkpoint.pages.len(), remaining = remaining.len(), extractor = self.extractor.name(), "guidelines started");
-        let work = Arc::new(GuidelinesWork {
-            store: self.books.store().clone(),
+        Ok(Arc::new(GuidelinesWork {
+            store: store.clone(),
             book_id: book_id.clone(),
             extractor: self.extractor.clone(),
             position: checkpoint
@@ -178,14 +146,88 @@ impl JobHandler for GuidelinesHandler {
             texts,
             running_lines: running,
             previous_topic: Mutex::new(previous_topic),
-        });
-        let config = PageJobConfig {
+        }))
+    }
+
+    /// Marks the book extracting, with the pages a resumed job already did.
+    async fn start(
+        &self,
+        book_id: &BookId,
+        checkpoint: &PageCheckpoint,
+    ) -> Result<(), HandlerError> {
+        let done_before = checkpoint.done.len() as u32;
+        self.books
+            .update(book_id, |manifest| {
+                manifest.guidelines.status = GuidelinesStatus::Extracting;
+                manifest.guidelines.pages_done = done_before;
+                manifest.guidelines.final_path = None;
+            })
+            .await
+            .map_err(books_error)?;
+        tracing::info!(book.id = %book_id, pages = checkpoint.pages.len(), remaining = checkpoint.remaining().len(), extractor = self.extractor.name(), "guidelines started");
+        Ok(())
+    }
+
+    /// One page at a time, in order: each page continues the topic of the one before.
+    fn page_job_config(&self) -> PageJobConfig {
+        PageJobConfig {
             concurrency: 1,
             manifest_flush_every: self.config.manifest_flush_every,
             retry: self.config.retry,
             on_failure: OnPageFailure::FailJob,
             storage_wait: page_jobs::DEFAULT_STORAGE_WAIT,
+        }
+    }
+
+    /// Marks the book extracted.
+    async fn finish(&self, book_id: &BookId, pages_done: u32) -> Result<(), HandlerError> {
+        self.books
+            .update(book_id, |manifest| {
+                manifest.guidelines.status = GuidelinesStatus::Extracted;
+                manifest.guidelines.pages_done = pages_done;
+            })
+            .await
+            .map_err(books_error)?;
+        tracing::info!(book.id = %book_id, pages = pages_done, "guidelines extracted");
+        Ok(())
+    }
+}
+
+/// Fails unless every page of the book has its OCR done (and there is a page).
+fn check_ocr_done(book_id: &BookId, manifest: &Manifest) -> Result<(), HandlerError> {
+    let not_done = pages_without_ocr(manifest);
+    if !not_done.is_empty() {
+        return Err(HandlerError::terminal(
+            OCR_INCOMPLETE,
+            format!("OCR is not done for page {}", page_list(&not_done)),
+        ));
+    }
+    if manifest.pages.is_empty() {
+        return Err(HandlerError::terminal(
+            OCR_INCOMPLETE,
+            format!("book {book_id} has no pages"),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl JobHandler for GuidelinesHandler {
+    fn job_type(&self) -> &str {
+        GUIDELINES_JOB_TYPE
+    }
+
+    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
+        let book_id = book_of(&context)?;
+        let manifest = self.books.manifest(&book_id).await.map_err(books_error)?;
+        check_ocr_done(&book_id, &manifest)?;
+        let checkpoint = match context.checkpoint::<PageCheckpoint>()? {
+            Some(checkpoint) => checkpoint,
+            None => PageCheckpoint::new(manifest.pages.iter().map(|page| page.page).collect()),
         };
+        let work = self.page_work(&book_id, &checkpoint).await?;
+        self.start(&book_id, &checkpoint).await?;
+        let config = self.page_job_config();
         let summary = run_pages(
             &context,
             &self.books,
@@ -196,16 +238,8 @@ impl JobHandler for GuidelinesHandler {
             &config,
         )
         .await?;
-        let pages_done = summary.checkpoint.done.len() as u32;
-        self.books
-            .update(&book_id, |manifest| {
-                manifest.guidelines.status = GuidelinesStatus::Extracted;
-                manifest.guidelines.pages_done = pages_done;
-            })
+        self.finish(&book_id, summary.checkpoint.done.len() as u32)
             .await
-            .map_err(books_error)?;
-        tracing::info!(book.id = %book_id, pages = pages_done, "guidelines extracted");
-        Ok(())
     }
 }
 
@@ -327,19 +361,14 @@ impl FinalizeHandler {
     pub fn new(books: Books) -> Self {
         Self { books }
     }
-}
 
-#[async_trait::async_trait]
-impl JobHandler for FinalizeHandler {
-    fn job_type(&self) -> &str {
-        FINALIZE_JOB_TYPE
-    }
-
-    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
-        let book_id = book_of(&context)?;
-        let manifest = self.books.manifest(&book_id).await.map_err(books_error)?;
-        let store = self.books.store();
-        let missing = pages_without_guidelines(&self.books, &manifest)
+    /// Fails unless every page of the book has its guidelines (and there is a page).
+    async fn check_guidelines_done(
+        &self,
+        book_id: &BookId,
+        manifest: &Manifest,
+    ) -> Result<(), HandlerError> {
+        let missing = pages_without_guidelines(&self.books, manifest)
             .await
             .map_err(|error| storage_error(&error))?;
         if !missing.is_empty() || manifest.pages.is_empty() {
@@ -352,38 +381,70 @@ impl JobHandler for FinalizeHandler {
                 },
             ));
         }
+        Ok(())
+    }
+
+    /// Every page's guidelines, in page order.
+    async fn read_pages(
+        &self,
+        context: &JobContext,
+        book_id: &BookId,
+        manifest: &Manifest,
+    ) -> Result<Vec<PageGuidelines>, HandlerError> {
         let total = manifest.pages.len() as u64;
         context.update_progress(|progress| {
             progress.total = Some(total);
             progress.completed = 0;
             progress.message = Some("reading page guidelines".into());
         });
-        let mut pages = read_page_guidelines(store, &book_id, &manifest).await?;
+        let mut pages = read_page_guidelines(self.books.store(), book_id, manifest).await?;
         pages.sort_by_key(|page| page.page);
-        context.check_cancelled()?;
-        let merged = finalize::merge(book_id.as_str(), &pages);
-        let json = finalize::to_json(&merged);
-        let markdown = finalize::to_markdown(&merged, &manifest.title);
+        Ok(pages)
+    }
+
+    /// Writes `final.json` and `final.md`.
+    async fn write_final(
+        &self,
+        book_id: &BookId,
+        manifest: &Manifest,
+        merged: &FinalGuidelines,
+    ) -> Result<(), HandlerError> {
+        let json = finalize::to_json(merged);
+        let markdown = finalize::to_markdown(merged, &manifest.title);
         for (path, bytes) in [
             (layout::FINAL_JSON_PATH, json),
             (layout::FINAL_MARKDOWN_PATH, markdown.into_bytes()),
         ] {
-            store
+            self.books
+                .store()
                 .put(
-                    &layout::book_key(&book_id, path),
+                    &layout::book_key(book_id, path),
                     Bytes::from(bytes),
                     PutMode::Overwrite,
                 )
                 .await
                 .map_err(|error| storage_error(&error))?;
         }
+        Ok(())
+    }
+
+    /// Marks the book final and reports the merged topics and guidelines.
+    async fn finish(
+        &self,
+        context: &JobContext,
+        book_id: &BookId,
+        manifest: &Manifest,
+        pages: &[PageGuidelines],
+        merged: &FinalGuidelines,
+    ) -> Result<(), HandlerError> {
         self.books
-            .update(&book_id, |manifest| {
+            .update(book_id, |manifest| {
                 manifest.guidelines.status = GuidelinesStatus::Final;
                 manifest.guidelines.final_path = Some(layout::FINAL_JSON_PATH.to_owned());
             })
             .await
             .map_err(books_error)?;
+        let total = manifest.pages.len() as u64;
         let topics = merged.topics.len();
         let guidelines: usize = merged
             .topics
@@ -397,6 +458,25 @@ impl JobHandler for FinalizeHandler {
         });
         tracing::info!(book.id = %book_id, topics, guidelines, "guidelines finalized");
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for FinalizeHandler {
+    fn job_type(&self) -> &str {
+        FINALIZE_JOB_TYPE
+    }
+
+    async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
+        let book_id = book_of(&context)?;
+        let manifest = self.books.manifest(&book_id).await.map_err(books_error)?;
+        self.check_guidelines_done(&book_id, &manifest).await?;
+        let pages = self.read_pages(&context, &book_id, &manifest).await?;
+        context.check_cancelled()?;
+        let merged = finalize::merge(book_id.as_str(), &pages);
+        self.write_final(&book_id, &manifest, &merged).await?;
+        self.finish(&context, &book_id, &manifest, &pages, &merged)
+            .await
     }
 }
 
