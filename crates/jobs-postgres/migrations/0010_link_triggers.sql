@@ -19,16 +19,27 @@ ALTER TABLE folio_jobs
     DROP CONSTRAINT folio_jobs_previous_job_id_fkey,
     DROP CONSTRAINT folio_jobs_next_job_id_fkey;
 
-CREATE FUNCTION folio_jobs_check_links() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The functions run with the search path of this migration, as a key's checks name their
+-- table whatever the caller's path. An error names the key it replaces.
+CREATE FUNCTION folio_jobs_check_links() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
-    link uuid;
+    links uuid[] := ARRAY[NEW.resumed_from, NEW.previous_job_id, NEW.next_job_id];
+    before uuid[] := ARRAY[NULL, NULL, NULL]::uuid[];
+    keys text[] := ARRAY['folio_jobs_resumed_from_fkey', 'folio_jobs_previous_job_id_fkey',
+                         'folio_jobs_next_job_id_fkey'];
 BEGIN
-    FOREACH link IN ARRAY ARRAY[NEW.resumed_from, NEW.previous_job_id, NEW.next_job_id] LOOP
-        CONTINUE WHEN link IS NULL;
-        PERFORM FROM folio_jobs WHERE id = link FOR KEY SHARE;
+    IF TG_OP = 'UPDATE' THEN
+        before := ARRAY[OLD.resumed_from, OLD.previous_job_id, OLD.next_job_id];
+    END IF;
+    FOR i IN 1..3 LOOP
+        -- A key checks a link when it is set or changed, not one the update left alone.
+        CONTINUE WHEN links[i] IS NULL OR links[i] IS NOT DISTINCT FROM before[i];
+        PERFORM FROM folio_jobs WHERE id = links[i] FOR KEY SHARE;
         IF NOT FOUND THEN
-            RAISE foreign_key_violation
-                USING MESSAGE = format('job %s names job %s, which does not exist', NEW.id, link);
+            RAISE foreign_key_violation USING
+                MESSAGE = format('job %s names job %s, which does not exist', NEW.id, links[i]),
+                CONSTRAINT = keys[i], TABLE = 'folio_jobs';
         END IF;
     END LOOP;
     RETURN NULL;
@@ -48,7 +59,8 @@ CREATE TRIGGER folio_jobs_links_updated
           OR (NEW.next_job_id IS NOT NULL AND NEW.next_job_id IS DISTINCT FROM OLD.next_job_id))
     EXECUTE FUNCTION folio_jobs_check_links();
 
-CREATE FUNCTION folio_jobs_unlink_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION folio_jobs_unlink_deleted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     ids uuid[] := ARRAY(SELECT id FROM deleted);
 BEGIN

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 /// folder that goes when this is dropped: blobs in files (`objects/`), jobs in a SQLite file
 /// (`jobs.db`), and the books on the blobs.
 pub struct LocalStores {
-    /// The folder; kept so it lives as long as the stores.
-    pub dir: tempfile::TempDir,
     pub blobs: Arc<dyn BlobStore>,
     pub jobs: Arc<dyn JobStore>,
     pub books: Books,
+    /// The folder. Last, so it is removed after the stores are dropped (fields drop in
+    /// order).
+    pub dir: tempfile::TempDir,
 }
 
 impl LocalStores {
@@ -39,10 +40,10 @@ impl LocalStores {
         );
         let books = Books::new(blobs.clone());
         Self {
-            dir,
             blobs,
             jobs,
             books,
+            dir,
         }
     }
 }

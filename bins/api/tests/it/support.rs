@@ -218,7 +218,8 @@ pub(crate) fn assert_error(actual: (StatusCode, &Value), status: StatusCode, cod
     assert!(body["error"]["details"].is_object(), "{body}");
 }
 
-/// Polling with a deadline: the one helper every test of the workspace uses.
+/// Polling with a deadline: the workspace's helper (the dashboard tests poll the browser
+/// through their own, which screenshots the page on a timeout).
 pub(crate) use jobs_core::testing::eventually;
 
 /// A worker running in the test's runtime; [`RunningWorker::stop`] shuts it down.

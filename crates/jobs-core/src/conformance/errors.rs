@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Fixture;
 use crate::{
     Finish, FinishOutcome, HeartbeatParams, JobError, JobId, JobQuery, JobStatus, JobStore, Lease,
-    LockError, Progress, StoreError,
+    LockError, NewJob, Progress, StoreError,
 };
 
 /// Every operation on an id that does not exist answers `NotFound`, typed.
@@ -142,4 +142,31 @@ pub async fn active_index_matches_job_status_active(store: Arc<dyn JobStore>) {
         statuses, active,
         "index predicate and JobStatus::ACTIVE disagree"
     );
+}
+
+/// A job that names a job that does not exist (`resumed_from` here) is refused, alone or in a
+/// batch, and nothing of it is stored: the links name existing jobs or nothing (Postgres
+/// checks them by trigger, SQLite by foreign key).
+pub async fn a_link_to_a_job_that_does_not_exist_is_refused(store: Arc<dyn JobStore>) {
+    let fx = Fixture::new(store);
+    let dangling = |key: &str| NewJob {
+        id: JobId::new(),
+        resource_key: key.to_owned(),
+        job_type: super::TEST_TYPE.to_owned(),
+        payload: serde_json::json!({}),
+        max_attempts: 3,
+        checkpoint: None,
+        resumed_from: Some(JobId::new()),
+        then: Vec::new(),
+        trace_parent: None,
+        now: fx.now(),
+    };
+    let alone = fx.store.insert(dangling("book-1")).await;
+    assert!(matches!(alone, Err(StoreError::Corrupt(_))), "{alone:?}");
+    let mut fine = dangling("book-2");
+    fine.resumed_from = None;
+    let batch = fx.store.insert_many(vec![fine, dangling("book-3")]).await;
+    assert!(matches!(batch, Err(StoreError::Corrupt(_))), "{batch:?}");
+    let stored = fx.store.list(&JobQuery::default()).await.unwrap();
+    assert!(stored.is_empty(), "{stored:#?}");
 }

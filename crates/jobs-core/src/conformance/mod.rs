@@ -147,6 +147,7 @@ macro_rules! conformance_cases {
         $callback!(list_returns_newest_first_with_filters);
         $callback!(job_fields_round_trip_exactly);
         $callback!(active_index_matches_job_status_active);
+        $callback!(a_link_to_a_job_that_does_not_exist_is_refused);
         // listing every resource: status and type filters, keyset pages, limit
         $callback!(list_of_every_resource_is_newest_first);
         $callback!(list_filters_by_one_status_several_statuses_and_type);

@@ -34,8 +34,9 @@ pub struct WorkerMetrics {
     pub heartbeat_errors: AtomicU64,
     /// Claims whose lease was lost.
     pub lease_lost: AtomicU64,
-    /// Handler panics the runner caught; each claim also counts where it ended (`retried`, or
-    /// `failed` on its last attempt).
+    /// Handler panics the runner caught while it held the lease; the claim also counts where
+    /// it ended (`retried`, `failed` on its last attempt, or `cancelled` when a cancel was
+    /// requested). A panic after the lease was lost counts only in `lease_lost`.
     pub panics: AtomicU64,
     /// Stale jobs requeued by this worker's rescuer.
     pub rescued_requeued: AtomicU64,
