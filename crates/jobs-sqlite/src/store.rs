@@ -53,7 +53,19 @@ async fn finish_plain(
     now: DateTime<Utc>,
     run: &[Finish],
 ) -> Result<Vec<Result<JobStatus, StoreError>>, StoreError> {
-    let items: Vec<serde_json::Value> = run
+    /// One element of [`FINISH`]'s array (serialized straight to JSON: no `Value` per job).
+    #[derive(serde::Serialize)]
+    struct Item {
+        id: JobId,
+        lease: i64,
+        kind: &'static str,
+        error: Option<String>,
+        run_at: i64,
+        consume: bool,
+        progress: Option<String>,
+        checkpoint: Option<String>,
+    }
+    let items: Vec<Item> = run
         .iter()
         .map(|finish| {
             let (kind, error, run_at, consume) = match &finish.outcome {
@@ -66,16 +78,16 @@ async fn finish_plain(
                     consume_attempt,
                 } => ("requeue", Some(json_text(error)), *run_at, *consume_attempt),
             };
-            serde_json::json!({
-                "id": finish.id.to_string(),
-                "lease": finish.lease.0,
-                "kind": kind,
-                "error": error,
-                "run_at": micros(run_at),
-                "consume": consume,
-                "progress": finish.progress.as_ref().map(json_text),
-                "checkpoint": finish.checkpoint.as_ref().map(json_text),
-            })
+            Item {
+                id: finish.id,
+                lease: finish.lease.0,
+                kind,
+                error,
+                run_at: micros(run_at),
+                consume,
+                progress: finish.progress.as_ref().map(json_text),
+                checkpoint: finish.checkpoint.as_ref().map(json_text),
+            }
         })
         .collect();
     let ended: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(FINISH)
@@ -217,21 +229,33 @@ impl JobStore for SqliteJobStore {
         // with a job this transaction sees (committed, or inserted by an earlier job of the
         // batch), which stays active until the commit. One statement inserts the batch; one
         // more reads the active jobs the others met.
-        let batch: Vec<serde_json::Value> = jobs
+        /// One element of [`INSERT_MANY`]'s array (serialized straight to JSON).
+        #[derive(serde::Serialize)]
+        struct Item<'a> {
+            id: JobId,
+            resource_key: &'a str,
+            job_type: &'a str,
+            payload: String,
+            max_attempts: u32,
+            checkpoint: Option<String>,
+            resumed_from: Option<JobId>,
+            then: String,
+            trace_parent: Option<&'a str>,
+            now: i64,
+        }
+        let batch: Vec<Item> = jobs
             .iter()
-            .map(|job| {
-                serde_json::json!({
-                    "id": job.id.to_string(),
-                    "resource_key": job.resource_key,
-                    "job_type": job.job_type,
-                    "payload": json_text(&job.payload),
-                    "max_attempts": job.max_attempts,
-                    "checkpoint": job.checkpoint.as_ref().map(json_text),
-                    "resumed_from": job.resumed_from.map(|id| id.to_string()),
-                    "then": json_text(&job.then),
-                    "trace_parent": jobs_core::trace::storable_trace_parent(job.trace_parent.as_deref()),
-                    "now": micros(job.now),
-                })
+            .map(|job| Item {
+                id: job.id,
+                resource_key: &job.resource_key,
+                job_type: &job.job_type,
+                payload: json_text(&job.payload),
+                max_attempts: job.max_attempts,
+                checkpoint: job.checkpoint.as_ref().map(json_text),
+                resumed_from: job.resumed_from,
+                then: json_text(&job.then),
+                trace_parent: jobs_core::trace::storable_trace_parent(job.trace_parent.as_deref()),
+                now: micros(job.now),
             })
             .collect();
         let mut transaction = self
