@@ -1,15 +1,18 @@
 // The page grid of a book and the page viewer.
 //
 // Tiles are made once per page and then updated in place (attributes and text of the
-// tiles that changed), so a 300-page book refreshing once a second stays cheap. Page
-// images need the bearer header: they are fetched as blobs through api.js when a tile
-// comes near the viewport (IntersectionObserver), shown through object URLs, and the
-// URLs are revoked when the view goes.
+// tiles that changed), so a 300-page book refreshing once a second stays cheap. A tile
+// shows the page's preview (a JPEG of a few KB; the full image only for pages stored
+// before previews existed), and the viewer alone loads full images. Images need the
+// bearer header: they are fetched as blobs through api.js when a tile comes near the
+// viewport (IntersectionObserver), shown through object URLs, and the URLs are revoked
+// when the view goes.
 
 import { getBlob, request, seg } from './api.js';
 import { h, setAttr, setText, statusBadge, updateStatusBadge, plural, errorText } from './ui.js';
 
-const IMAGE_CONCURRENCY = 4;
+// A browser's connections to one host over HTTP/1.1.
+const IMAGE_CONCURRENCY = 6;
 const FILTERS = ['all', 'pending', 'running', 'done', 'failed', 'review'];
 
 /** A filter's label with its count. */
@@ -67,8 +70,10 @@ export function pageGrid(bookId, scope, actions) {
 
   const tiles = new Map();
   const urls = new Map();
+  // The tiles whose object URL is the full image (no preview), which the viewer can reuse.
+  const fullImages = new Set();
   let book = null;
-  const viewer = pageViewer(bookId, scope, (number) => urls.get(number), () => book);
+  const viewer = pageViewer(bookId, scope, (number) => (fullImages.has(number) ? urls.get(number) : undefined), () => book);
   element.append(viewer.dialog);
 
   // Lazy images: a queue of tiles that came into view, loaded a few at a time.
@@ -94,13 +99,15 @@ export function pageGrid(bookId, scope, actions) {
       const number = Number(tile.dataset.page);
       if (urls.has(number)) continue;
       loading += 1;
-      getBlob(`/v1/books/${seg(bookId)}/pages/${number}/image`, { signal: scope.signal })
+      const full = tile.dataset.preview !== 'true';
+      getBlob(`/v1/books/${seg(bookId)}/pages/${number}/${full ? 'image' : 'thumbnail'}`, { signal: scope.signal })
         .then((blob) => {
           if (!scope.alive) return;
           const url = URL.createObjectURL(blob);
           const previous = urls.get(number);
           if (previous) URL.revokeObjectURL(previous);
           urls.set(number, url);
+          if (full) fullImages.add(number);
           const img = tile.querySelector('img');
           img.src = url;
           tile.classList.add('has-image');
@@ -140,7 +147,7 @@ export function pageGrid(bookId, scope, actions) {
     const img = h('img', { alt: '', decoding: 'async', width: page.width || 300, height: page.height || 400 });
     const tile = h('div', {
       class: 'page-tile', role: 'button', tabindex: '0',
-      dataset: { page: page.page, ocrStatus: 'pending' },
+      dataset: { page: page.page, ocrStatus: 'pending', preview: page.thumbnail_url ? 'true' : 'false' },
     },
       h('div', { class: 'thumb' }, img),
       h('div', { class: 'tile-foot' },

@@ -731,6 +731,9 @@ pub struct Page {
     pub image: String,
     /// Where to fetch the PNG.
     pub image_url: String,
+    /// Where to fetch the page's preview (a JPEG about 256 pixels wide); null for a page
+    /// stored before previews existed.
+    pub thumbnail_url: Option<String>,
     /// The uploaded file name.
     pub source_name: String,
     /// Width in pixels.
@@ -753,6 +756,10 @@ impl Page {
             page: page.page,
             image: page.image.clone(),
             image_url: format!("/v1/books/{book_id}/pages/{}/image", page.page),
+            thumbnail_url: page
+                .thumbnail
+                .as_ref()
+                .map(|_| format!("/v1/books/{book_id}/pages/{}/thumbnail", page.page)),
             source_name: page.source_name.clone(),
             width: page.width,
             height: page.height,

@@ -322,6 +322,8 @@ struct ConvertedPage {
     width: u32,
     height: u32,
     sha256: String,
+    /// The page's preview (a small JPEG).
+    thumbnail: Bytes,
     /// A PDF page's text layer, and its length in characters.
     text: Option<(Content, u64)>,
 }
@@ -534,6 +536,12 @@ impl Books {
                 page.sha256,
             );
             blobs.push((layout::book_key(book_id, &entry.image), page.png));
+            let thumbnail = layout::page_thumbnail_path(number);
+            blobs.push((
+                layout::book_key(book_id, &thumbnail),
+                Content::Memory(page.thumbnail),
+            ));
+            entry.thumbnail = Some(thumbnail);
             if let Some((text, chars)) = page.text {
                 let path = layout::ocr_text_path(number);
                 blobs.push((layout::book_key(book_id, &path), text));
@@ -702,20 +710,23 @@ impl Convert<'_> {
         let limits = self.limits;
         let staging = self.staging.unwrap_or_else(|| Path::new("."));
         let out_root = staging.join(format!("{index}-{:05}", page.number));
+        // Held through the preview too: it decodes the rendered page.
         let permit = self.budget.reserve(page.decode_bytes()).await?;
         let rendered = pdf::render(self.tools, &document.path, &page, &out_root, &limits).await?;
-        drop(permit);
         let png_path = match rendered {
             Ok(path) => path,
             Err(rejection) => return Ok(Err(rejection)),
         };
         let number = page.number;
         let hashed = tokio::task::spawn_blocking(move || {
-            let checked = hash_png(&png_path, &limits);
+            let checked = hash_png(&png_path, &limits).map(|checked| {
+                checked.and_then(|checked| Ok((checked, preview_of_file(&png_path, &limits)?)))
+            });
             (png_path, checked)
         })
         .await;
-        let (png_path, (png_bytes, width, height, sha256)) = match hashed {
+        drop(permit);
+        let (png_path, ((png_bytes, width, height, sha256), thumbnail)) = match hashed {
             Ok((path, Ok(Ok(checked)))) => (path, checked),
             Ok((_, Ok(Err(rejection)))) => return Ok(Err(rejection)),
             Ok((_, Err(source))) => {
@@ -757,6 +768,7 @@ impl Convert<'_> {
             width,
             height,
             sha256,
+            thumbnail,
             text,
         }))
     }
@@ -897,11 +909,7 @@ fn convert_to_png(
     limits: &IngestLimits,
 ) -> Result<ConvertedPage, FileRejection> {
     let mut reader = ImageReader::with_format(Cursor::new(&file.bytes[..]), header.format);
-    let mut decode_limits = image::Limits::default();
-    decode_limits.max_image_width = Some(limits.max_width);
-    decode_limits.max_image_height = Some(limits.max_height);
-    decode_limits.max_alloc = Some(limits.max_decode_alloc_bytes);
-    reader.limits(decode_limits);
+    reader.limits(decode_limits(limits));
     let image = reader.decode().map_err(|error| rejection(error, limits))?;
     drop(file.bytes);
     let image = match image {
@@ -911,6 +919,7 @@ fn convert_to_png(
         }
         other => other,
     };
+    let thumbnail = preview(&image)?;
 
     let mut png = Vec::new();
     image
@@ -925,8 +934,64 @@ fn convert_to_png(
         width: image.width(),
         height: image.height(),
         sha256,
+        thumbnail,
         text: None,
     })
+}
+
+/// The width of a page's preview, in pixels: a grid tile (118-160 CSS pixels) on a
+/// screen of 1.25-1.7 device pixels per CSS pixel.
+pub const THUMBNAIL_WIDTH: u32 = 200;
+
+/// A page's preview: scaled to [`THUMBNAIL_WIDTH`] (never up), gray unless the page has
+/// color, as a JPEG of quality 60: about 8 KB for a dense page of prose, whose PNG at
+/// 300 dpi is nearly 500 KB. Blocking and CPU-bound.
+pub(crate) fn preview(image: &DynamicImage) -> Result<Bytes, FileRejection> {
+    // A box average to twice the size (fast on a 300 dpi page), then a triangle filter:
+    // smooth lines of text compress to half the bytes of the box average alone.
+    let small = if image.width() > THUMBNAIL_WIDTH {
+        image.thumbnail(THUMBNAIL_WIDTH * 2, u32::MAX).resize(
+            THUMBNAIL_WIDTH,
+            u32::MAX,
+            image::imageops::FilterType::Triangle,
+        )
+    } else {
+        image.clone()
+    };
+    let small = if small.color().has_color() {
+        DynamicImage::ImageRgb8(small.to_rgb8())
+    } else {
+        DynamicImage::ImageLuma8(small.to_luma8())
+    };
+    let mut jpeg = Vec::new();
+    small
+        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+            &mut jpeg, 60,
+        ))
+        .map_err(|error| FileRejection::Corrupt {
+            detail: format!("the preview could not be made: {error}"),
+        })?;
+    Ok(Bytes::from(jpeg))
+}
+
+/// The preview of a rendered page's PNG file, decoded under the upload's limits.
+fn preview_of_file(path: &Path, limits: &IngestLimits) -> Result<Bytes, FileRejection> {
+    let file = std::fs::File::open(path).map_err(|error| FileRejection::Corrupt {
+        detail: format!("the rendered page could not be read: {error}"),
+    })?;
+    let mut reader = ImageReader::with_format(std::io::BufReader::new(file), ImageFormat::Png);
+    reader.limits(decode_limits(limits));
+    let image = reader.decode().map_err(|error| rejection(error, limits))?;
+    preview(&image)
+}
+
+/// The decoder's limits of an upload: dimensions and allocation.
+fn decode_limits(limits: &IngestLimits) -> image::Limits {
+    let mut decode_limits = image::Limits::default();
+    decode_limits.max_image_width = Some(limits.max_width);
+    decode_limits.max_image_height = Some(limits.max_height);
+    decode_limits.max_alloc = Some(limits.max_decode_alloc_bytes);
+    decode_limits
 }
 
 /// Whether a JPEG's last scan is followed by an EOI marker (`FF D9`). The decoder pads a

@@ -20,6 +20,12 @@ pub fn page_image_path(page: u32) -> String {
     format!("pages/{page:04}.png")
 }
 
+/// A page's preview (a small JPEG for page grids), relative to the book:
+/// `pages/{page:04}.thumb.jpg`, beside its image.
+pub fn page_thumbnail_path(page: u32) -> String {
+    format!("pages/{page:04}.thumb.jpg")
+}
+
 /// A page's OCR text, relative to the book: `ocr/{page:04}.txt`.
 pub fn ocr_text_path(page: u32) -> String {
     format!("ocr/{page:04}.txt")

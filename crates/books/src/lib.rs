@@ -28,7 +28,8 @@ mod writer;
 pub use book_id::{BookId, InvalidBookId};
 pub use catalog::{Books, BooksError, UpdatePolicy};
 pub use ingest::{
-    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, TextLayers, UploadedFile,
+    DecodeBudget, FileRejection, IngestError, IngestLimits, RejectedFile, THUMBNAIL_WIDTH,
+    TextLayers, UploadedFile,
 };
 pub use manifest::{
     Fence, GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,

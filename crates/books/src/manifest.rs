@@ -80,6 +80,10 @@ pub struct Page {
     pub bytes: u64,
     /// SHA-256 of the PNG, lowercase hex.
     pub sha256: String,
+    /// The page's preview, relative to the book (`pages/0001.thumb.jpg`); pages stored
+    /// before previews existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
     pub ocr: OcrState,
 }
 
@@ -259,6 +263,7 @@ impl Page {
             height,
             bytes,
             sha256: sha256.into(),
+            thumbnail: None,
             ocr: OcrState::default(),
         }
     }

@@ -479,6 +479,53 @@ pub(crate) async fn get_page_image(
         .into_response())
 }
 
+/// The page's preview: a JPEG 200 pixels wide, for page grids. Read without the manifest
+/// (a grid asks for hundreds at once); revalidated by its ETag (`If-None-Match` answers
+/// 304) and cached for a day.
+#[utoipa::path(
+    get, path = "/v1/books/{book_id}/pages/{page}/thumbnail", tag = "books",
+    params(PagePath),
+    responses(
+        (status = 200, description = "The preview", content_type = "image/jpeg"),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
+        (status = 404, description = "`not_found`: no such book or page, or a page stored before previews existed (its `thumbnail_url` is null; use its image)", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_page_thumbnail(
+    State(state): State<AppState>,
+    Path((book, page)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let book_id = book_id(&book)?;
+    let page = page_number(&page)?;
+    let key = layout::book_key(&book_id, &layout::page_thumbnail_path(page));
+    let blob = match state.books().store().get(&key).await {
+        Ok(blob) => blob,
+        Err(error) if error.is_not_found() => {
+            return Err(ApiError::NotFound(format!(
+                "book {book_id} has no preview of page {page}: no such page, or one stored \
+                 before previews existed"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let etag = format!("\"{}\"", blob.etag.as_str().trim_matches('"'));
+    let cache = [
+        (ETAG, etag.clone()),
+        (CACHE_CONTROL, "private, max-age=86400".to_owned()),
+    ];
+    let current = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag));
+    if current {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    Ok((cache, [(CONTENT_TYPE, "image/jpeg".to_owned())], blob.bytes).into_response())
+}
+
 fn missing_blob(error: BlobError, book_id: &BookId, page: u32, what: &str) -> ApiError {
     if error.is_not_found() {
         ApiError::NotFound(format!(

@@ -65,6 +65,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(books::list_pages))
         .routes(routes!(books::get_page))
         .routes(routes!(books::get_page_image))
+        .routes(routes!(books::get_page_thumbnail))
         .routes(routes!(books::get_page_text))
         .routes(routes!(books::get_page_hocr))
         .routes(routes!(books::retry_page_ocr))

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -1237,6 +1238,166 @@ async fn a_300_page_book_view_loads_in_under_a_second_and_stays_responsive_durin
             shown.id == job.id && shown.status == "cancelled"
         })
         .await;
+    dashboard.finish().await;
+}
+
+#[tokio::test]
+async fn a_1000_page_book_grid_is_usable_in_2_s_and_scrolls_top_to_bottom_in_under_20_mb() {
+    let dashboard = Dashboard::start(None).await;
+    let book = "thousand";
+    dashboard.api.create_book(book, "A thousand pages").await;
+    // One real full-size page (a letter page of prose rendered at 300 dpi, with its
+    // preview), uploaded through the api; then 999 more pages with the same image and a
+    // copy of its preview, written into the api's storage: a 1,000-page book without
+    // 1,000 renders.
+    let line = "Add the numerators and keep the denominator when the denominators match. ";
+    let prose: Vec<String> = (0..42).map(|row| line[row % 9..].to_owned()).collect();
+    let pdf = books::testing::PdfBuilder::new()
+        .text_page(&prose.join("\n"))
+        .build();
+    let (content_type, body) = crate::support::multipart(&[("prose.pdf", &pdf)]);
+    let response = dashboard
+        .api
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/books/{book}/pages?ocr=false"),
+        )
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+    let store: std::sync::Arc<dyn blob_store::BlobStore> = std::sync::Arc::new(
+        blob_store::FileBlobStore::open(dashboard.api.objects())
+            .await
+            .unwrap(),
+    );
+    let books = books::Books::new(store.clone());
+    let book_id = books::BookId::parse(book).unwrap();
+    let preview =
+        |page| books::layout::book_key(&book_id, &books::layout::page_thumbnail_path(page));
+    let first_preview = store.get(&preview(1)).await.unwrap().bytes;
+    futures::stream::iter(2..=1000)
+        .for_each_concurrent(16, |page| {
+            let (store, key, bytes) = (store.clone(), preview(page), first_preview.clone());
+            async move {
+                store
+                    .put(&key, bytes, blob_store::PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let manifest = books
+        .update(&book_id, |manifest| {
+            let first = manifest.page(1).unwrap().clone();
+            for number in 2..=1000 {
+                manifest.upsert_page(books::Page {
+                    page: number,
+                    ..first.clone()
+                });
+            }
+        })
+        .await
+        .unwrap();
+    let page = manifest.page(1).unwrap();
+    assert!(
+        page.width >= 2500,
+        "a full-size page: {}x{}",
+        page.width,
+        page.height
+    );
+
+    // Usable: the 1,000 tiles are in the DOM and the tiles in view show their previews,
+    // counted from the navigation's start.
+    dashboard.goto(&format!("/books/{book}")).await;
+    dashboard
+        .js(
+            "performance.setResourceTimingBufferSize(100000); return null",
+            vec![],
+        )
+        .await;
+    let usable = dashboard
+        .wait_for(
+            "the grid's tiles in view with their previews",
+            UI_DEADLINE,
+            "#pages .page-tile",
+            "(tiles) => { if (tiles.length < 1000) return false;\
+               const inView = tiles.filter((tile) => { const box = tile.getBoundingClientRect();\
+                 return box.bottom > 0 && box.top < window.innerHeight; });\
+               return inView.length > 0 && inView.every((tile) => tile.classList.contains('has-image'))\
+                 ? { at: performance.now(), in_view: inView.length, requests: performance.getEntriesByType('resource')\
+                   .map((entry) => `${entry.name.replace(location.origin, '')} ${Math.round(entry.startTime)}+${Math.round(entry.duration)}`) } : false; }",
+        )
+        .await;
+    dashboard.screenshot("1000-page-book").await;
+
+    // Top to bottom, a screen at a time, each screen's previews shown before the next.
+    let mut screens = 0;
+    loop {
+        let at_end = dashboard
+            .wait_for(
+                "the previews of the tiles in view",
+                UI_DEADLINE,
+                "#pages .page-tile",
+                "(tiles) => tiles.filter((tile) => { const box = tile.getBoundingClientRect();\
+                   return box.bottom > 0 && box.top < window.innerHeight; })\
+                   .every((tile) => tile.classList.contains('has-image'))\
+                   && { end: window.scrollY + window.innerHeight >= document.documentElement.scrollHeight - 2 }",
+            )
+            .await;
+        if at_end["end"] == true {
+            break;
+        }
+        dashboard
+            .js(
+                "window.scrollBy(0, window.innerHeight); return null",
+                vec![],
+            )
+            .await;
+        screens += 1;
+    }
+    let transfer = dashboard
+        .js(
+            "const entries = performance.getEntriesByType('resource');\
+             const sum = (list) => list.reduce((total, entry) => total + entry.encodedBodySize, 0);\
+             const previews = entries.filter((entry) => entry.name.endsWith('/thumbnail'));\
+             const images = entries.filter((entry) => entry.name.endsWith('/image'));\
+             return { bytes: sum(entries), requests: entries.length, previews: previews.length,\
+                      preview_bytes: sum(previews), images: images.length,\
+                      loaded: document.querySelectorAll('#pages .page-tile.has-image').length };",
+            vec![],
+        )
+        .await;
+    dashboard.screenshot("1000-page-book-bottom").await;
+    println!(
+        "1,000-page grid: usable at {} ms, {screens} screens scrolled, transfer {transfer}; \
+         the full images would be {} bytes",
+        usable["at"],
+        1000 * page.bytes
+    );
+    assert!(
+        usable["at"].as_f64().unwrap() < 2000.0,
+        "the grid was usable only after {usable}"
+    );
+    assert_eq!(transfer["loaded"], 1000, "every tile was seen: {transfer}");
+    assert_eq!(
+        transfer["images"], 0,
+        "no full image for the grid: {transfer}"
+    );
+    assert_eq!(
+        transfer["previews"], 1000,
+        "one preview per tile: {transfer}"
+    );
+    assert!(
+        transfer["bytes"].as_u64().unwrap() < 20_000_000,
+        "top to bottom transferred {transfer}"
+    );
     dashboard.finish().await;
 }
 

@@ -273,6 +273,76 @@ async fn a_page_answers_with_its_ocr_status_and_its_png() {
 }
 
 #[tokio::test]
+async fn a_page_preview_is_a_small_jpeg_revalidated_by_its_etag() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("thumbs", 2).await;
+    let (status, body) = app.get("/v1/books/thumbs/pages/2").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["thumbnail_url"], "/v1/books/thumbs/pages/2/thumbnail");
+    let thumbnail = |etag: Option<&str>| {
+        let mut request = Request::get("/v1/books/thumbs/pages/2/thumbnail");
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        app.send(request.body(Body::empty()).unwrap())
+    };
+    let response = thumbnail(None).await;
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/jpeg");
+    assert_eq!(
+        response.headers()[header::CACHE_CONTROL],
+        "private, max-age=86400"
+    );
+    let etag = response.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, bytes) = into_bytes(response).await;
+    assert_eq!(status, StatusCode::OK);
+    let preview = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap();
+    assert!(preview.width() <= books::THUMBNAIL_WIDTH);
+
+    let response = thumbnail(Some(&etag)).await;
+    assert_eq!(response.headers()[header::ETAG], etag.as_str());
+    let (status, bytes) = into_bytes(response).await;
+    assert_eq!((status, bytes.len()), (StatusCode::NOT_MODIFIED, 0));
+    let (status, _) = into_bytes(thumbnail(Some("\"other\"")).await).await;
+    assert_eq!(status, StatusCode::OK, "a stale ETag gets the preview");
+
+    // A page stored before previews existed has none: 404, and a null URL.
+    let book = BookId::parse("thumbs").unwrap();
+    app.state
+        .books()
+        .update(&book, |manifest| {
+            manifest.page_mut(1).unwrap().thumbnail = None;
+        })
+        .await
+        .unwrap();
+    app.blob_store
+        .delete(&layout::book_key(&book, &layout::page_thumbnail_path(1)))
+        .await
+        .unwrap();
+    let (status, body) = app.get("/v1/books/thumbs/pages/1").await;
+    assert_eq!(
+        (status, &body["thumbnail_url"]),
+        (StatusCode::OK, &Value::Null)
+    );
+    for uri in [
+        "/v1/books/thumbs/pages/1/thumbnail",
+        "/v1/books/thumbs/pages/3/thumbnail",
+        "/v1/books/nope/pages/1/thumbnail",
+    ] {
+        let (status, body) = app.get(uri).await;
+        assert_error((status, &body), StatusCode::NOT_FOUND, "not_found");
+    }
+    let (status, body) = app.get("/v1/books/thumbs/pages/0/thumbnail").await;
+    assert_error(
+        (status, &body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
 async fn page_text_is_404_until_ocr_is_done_then_plain_text() {
     let app = TestApp::sqlite().await;
     app.book_with_pages("txt", 1).await;

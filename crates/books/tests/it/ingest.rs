@@ -78,6 +78,59 @@ async fn png_jpeg_webp_tiff_bmp_and_gif_are_stored_as_png_with_size_and_sha256()
     }
 }
 
+/// A page's preview: its manifest path, and the stored JPEG decoded.
+async fn preview(
+    store: &Arc<dyn BlobStore>,
+    book: &str,
+    page: &books::Page,
+) -> image::DynamicImage {
+    let path = page.thumbnail.as_deref().expect("a new page has a preview");
+    assert_eq!(path, layout::page_thumbnail_path(page.page));
+    let bytes = store
+        .get(&layout::book_key(&id(book), path))
+        .await
+        .unwrap()
+        .bytes;
+    assert_eq!(image::guess_format(&bytes).unwrap(), ImageFormat::Jpeg);
+    image::load_from_memory(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn every_page_gets_a_jpeg_preview_at_most_200_pixels_wide_in_its_aspect_never_enlarged() {
+    let fixture = file_test_store().await;
+    let books = Books::new(fixture.store());
+    books.create(&id("b1"), "T").await.unwrap();
+    let mut gray = Vec::new();
+    image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(1000, 1300, |x, y| {
+        image::Luma([((x + y) % 256) as u8])
+    }))
+    .write_to(std::io::Cursor::new(&mut gray), ImageFormat::Png)
+    .unwrap();
+    let files = vec![
+        file("wide.png", encoded(ImageFormat::Png, 2000, 1000)),
+        file("small.jpg", encoded(ImageFormat::Jpeg, 100, 60)),
+        file("gray.png", gray),
+    ];
+    let pages = books
+        .ingest_pages(&id("b1"), files, &IngestLimits::default())
+        .await
+        .unwrap();
+    let store = fixture.store();
+    let wide = preview(&store, "b1", &pages[0]).await;
+    let width = books::THUMBNAIL_WIDTH;
+    assert_eq!((wide.width(), wide.height()), (width, width / 2));
+    assert!(wide.color().has_color(), "a color page's preview has color");
+    let small = preview(&store, "b1", &pages[1]).await;
+    assert_eq!((small.width(), small.height()), (100, 60), "never enlarged");
+    let gray = preview(&store, "b1", &pages[2]).await;
+    assert_eq!((gray.width(), gray.height()), (width, width * 13 / 10));
+    assert_eq!(
+        gray.color(),
+        image::ColorType::L8,
+        "a gray page's preview is gray"
+    );
+}
+
 #[tokio::test]
 async fn pages_are_numbered_in_upload_order_after_the_last_page() {
     let fixture = file_test_store().await;
@@ -106,8 +159,14 @@ async fn pages_are_numbered_in_upload_order_after_the_last_page() {
         .into_iter()
         .map(|entry| entry.key)
         .collect();
-    assert_eq!(stored.len(), 5);
-    assert_eq!(stored[4], "books/b1/pages/0005.png");
+    let images: Vec<&String> = stored.iter().filter(|key| key.ends_with(".png")).collect();
+    assert_eq!(images.len(), 5);
+    assert_eq!(images[4], "books/b1/pages/0005.png");
+    assert_eq!(
+        stored.len(),
+        10,
+        "each page has its preview beside it: {stored:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -101,6 +101,16 @@ async fn a_scanned_pdf_becomes_one_png_page_per_pdf_page_at_300_dpi_left_for_ocr
             .bytes;
         assert_eq!(page.sha256, hex(&stored));
         assert_eq!(page.bytes, stored.len() as u64);
+        let preview = store
+            .get(&layout::book_key(
+                &id("b1"),
+                page.thumbnail.as_deref().unwrap(),
+            ))
+            .await
+            .unwrap()
+            .bytes;
+        let preview = image::load_from_memory_with_format(&preview, ImageFormat::Jpeg).unwrap();
+        assert_eq!(preview.width(), books::THUMBNAIL_WIDTH);
         // The page is the image's size at 300 dpi: rendering gives its pixels back.
         let rendered = image::load_from_memory_with_format(&stored, ImageFormat::Png).unwrap();
         let original = image::load_from_memory(&fixture(number).0).unwrap();
@@ -120,6 +130,41 @@ async fn a_scanned_pdf_becomes_one_png_page_per_pdf_page_at_300_dpi_left_for_ocr
     }
     assert_eq!(keys(&store, "books/b1/ocr/").await, Vec::<String>::new());
     assert_eq!(books.manifest(&id("b1")).await.unwrap().pages, pages);
+}
+
+#[tokio::test]
+async fn a_full_page_of_prose_has_a_preview_of_a_few_kb_where_its_image_has_hundreds() {
+    let (books, store, _fixture) = books().await;
+    let line = "Add the numerators and keep the denominator when the denominators match. ";
+    let text: Vec<String> = (0..42).map(|row| line[row % 9..].to_owned()).collect();
+    let pdf = PdfBuilder::new().text_page(&text.join("\n")).build();
+    let pages = books
+        .ingest_pages_with(
+            &id("b1"),
+            vec![file("prose.pdf", pdf)],
+            &IngestLimits::default(),
+            TextLayers::Ignore,
+        )
+        .await
+        .unwrap();
+    let page = &pages[0];
+    let preview = store
+        .get(&layout::book_key(
+            &id("b1"),
+            page.thumbnail.as_deref().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .bytes;
+    // A few KB a page: a 1,000-page book's grid, scrolled top to bottom, is well under 20 MB.
+    assert!(
+        preview.len() < 12_000 && preview.len() * 20 < page.bytes as usize,
+        "the preview is {} bytes, the {}x{} page {} bytes",
+        preview.len(),
+        page.width,
+        page.height,
+        page.bytes
+    );
 }
 
 #[tokio::test]
