@@ -19,10 +19,12 @@ pub mod fault_proxy;
 pub mod moto;
 
 use std::any::Any;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use sha2::{Digest, Sha256};
 
 use crate::{BlobError, BlobStore, ETag, FileBlobStore, PutMode, S3BlobStore, S3Config};
 
@@ -117,6 +119,12 @@ macro_rules! conformance_tests {
             exactly_one_of_sixteen_concurrent_creates_wins,
             exactly_one_of_sixteen_concurrent_updates_from_one_etag_wins,
             concurrent_read_modify_write_loops_lose_no_increment,
+            put_file_of_a_multipart_file_round_trips,
+            put_file_of_small_and_empty_files_round_trips,
+            put_file_create_fails_with_precondition_failed_when_the_key_exists,
+            put_file_update_is_checked_or_refused,
+            get_to_file_of_a_missing_key_is_not_found_and_creates_no_file,
+            put_file_of_a_missing_file_fails_and_writes_nothing,
         );
     };
     (@cases ($fixture:expr) $($case:ident),* $(,)?) => {
@@ -544,4 +552,209 @@ pub async fn concurrent_read_modify_write_loops_lose_no_increment(store: &dyn Bl
     }))
     .await;
     assert_eq!(store.get("counter").await.unwrap().bytes, bytes("80"));
+}
+
+/// Writes `size` bytes that never repeat a pattern (a splitmix64 stream from `seed`) to
+/// `path`, in pieces; returns their SHA-256.
+pub fn write_unique_file(path: &Path, size: u64, seed: u64) -> [u8; 32] {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("creating"));
+    let mut hasher = Sha256::new();
+    let mut state = seed;
+    let mut left = size;
+    while left > 0 {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut mixed = state;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        mixed ^= mixed >> 31;
+        let word = mixed.to_le_bytes();
+        let take = usize::try_from(left.min(8)).expect("at most 8");
+        hasher.update(&word[..take]);
+        file.write_all(&word[..take]).expect("writing");
+        left -= take as u64;
+    }
+    file.flush().expect("flushing");
+    hasher.finalize().into()
+}
+
+/// The SHA-256 of a file, read in pieces.
+pub fn file_sha256(path: &Path) -> [u8; 32] {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).expect("opening");
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = file.read(&mut buffer).expect("reading");
+        if read == 0 {
+            return hasher.finalize().into();
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
+/// Larger than one S3 part (8 MiB), and not a multiple of it: a multipart upload whose
+/// last part holds one byte.
+const MULTIPART_SIZE: u64 = 20 * 1024 * 1024 + 1;
+
+/// A file of 20 MiB + 1 byte stored with `put_file` reads back byte for byte through `get`
+/// and `get_to_file`, with the etag `put_file` returned (also `head`'s).
+pub async fn put_file_of_a_multipart_file_round_trips(store: &dyn BlobStore) {
+    let directory = tempfile::tempdir().unwrap();
+    let source = directory.path().join("upload.pdf");
+    let expected = write_unique_file(&source, MULTIPART_SIZE, 1);
+    let etag = store
+        .put_file("books/a/source.pdf", &source, PutMode::Overwrite)
+        .await
+        .unwrap();
+    let meta = store.head("books/a/source.pdf").await.unwrap();
+    assert_eq!(meta.size, MULTIPART_SIZE);
+    assert_eq!(meta.etag, etag);
+
+    let blob = store.get("books/a/source.pdf").await.unwrap();
+    assert_eq!(blob.bytes.len() as u64, MULTIPART_SIZE);
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(&blob.bytes)), expected);
+    assert_eq!(blob.etag, etag);
+
+    let copy = directory.path().join("copy.pdf");
+    let written = store
+        .get_to_file("books/a/source.pdf", &copy)
+        .await
+        .unwrap();
+    assert_eq!(written, MULTIPART_SIZE);
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), MULTIPART_SIZE);
+    assert_eq!(file_sha256(&copy), expected);
+}
+
+/// A small and an empty file round-trip through `put_file` and `get_to_file`, which
+/// truncates a longer file already at its path.
+pub async fn put_file_of_small_and_empty_files_round_trips(store: &dyn BlobStore) {
+    let directory = tempfile::tempdir().unwrap();
+    let copy = directory.path().join("copy");
+    for (key, size) in [("small", 1000), ("empty", 0)] {
+        let source = directory.path().join(key);
+        let expected = write_unique_file(&source, size, 2);
+        let etag = store.put_file(key, &source, PutMode::Create).await.unwrap();
+        let blob = store.get(key).await.unwrap();
+        assert_eq!(blob.bytes, Bytes::from(std::fs::read(&source).unwrap()));
+        assert_eq!(blob.etag, etag);
+        assert_eq!(store.head(key).await.unwrap().size, size);
+
+        std::fs::write(&copy, vec![b'x'; 5000]).unwrap();
+        assert_eq!(store.get_to_file(key, &copy).await.unwrap(), size);
+        assert_eq!(file_sha256(&copy), expected, "{key}: exactly the object");
+    }
+}
+
+/// `put_file` with `Create` on an existing key fails with `PreconditionFailed` and changes
+/// nothing, for a file of one request and a multipart one.
+pub async fn put_file_create_fails_with_precondition_failed_when_the_key_exists(
+    store: &dyn BlobStore,
+) {
+    let directory = tempfile::tempdir().unwrap();
+    let etag = store
+        .put("k", bytes("original"), PutMode::Create)
+        .await
+        .unwrap();
+    for size in [10, MULTIPART_SIZE] {
+        let source = directory.path().join(format!("intruder-{size}"));
+        write_unique_file(&source, size, 3);
+        let error = store
+            .put_file("k", &source, PutMode::Create)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, BlobError::PreconditionFailed { key } if key == "k"),
+            "{size} bytes: {error:?}"
+        );
+        let blob = store.get("k").await.unwrap();
+        assert_eq!(blob.bytes, bytes("original"));
+        assert_eq!(blob.etag, etag);
+    }
+}
+
+/// `put_file` with `Update` writes with the current etag and fails with a stale one. A
+/// multipart file is either written the same way or refused as `Unsupported` (S3); never
+/// written with an unchecked condition.
+pub async fn put_file_update_is_checked_or_refused(store: &dyn BlobStore) {
+    let directory = tempfile::tempdir().unwrap();
+    for size in [100, MULTIPART_SIZE] {
+        let key = format!("update-{size}");
+        let stale = store.put(&key, bytes("v1"), PutMode::Create).await.unwrap();
+        let current = store
+            .put(
+                &key,
+                bytes("v2"),
+                PutMode::Update {
+                    etag: stale.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        let source = directory.path().join(&key);
+        let expected = write_unique_file(&source, size, 4);
+
+        let error = store
+            .put_file(&key, &source, PutMode::Update { etag: stale })
+            .await
+            .unwrap_err();
+        let refused = matches!(error, BlobError::Unsupported { .. });
+        assert!(
+            error.is_precondition_failed() || (refused && size == MULTIPART_SIZE),
+            "{size} bytes: {error:?}"
+        );
+        assert_eq!(store.get(&key).await.unwrap().bytes, bytes("v2"));
+
+        let result = store
+            .put_file(&key, &source, PutMode::Update { etag: current })
+            .await;
+        match result {
+            Ok(etag) => {
+                assert!(!refused, "a store refuses a mode always or never");
+                let copy = directory.path().join("copy");
+                store.get_to_file(&key, &copy).await.unwrap();
+                assert_eq!(file_sha256(&copy), expected);
+                assert_eq!(store.head(&key).await.unwrap().etag, etag);
+            }
+            Err(BlobError::Unsupported { .. }) if refused => {
+                assert_eq!(store.get(&key).await.unwrap().bytes, bytes("v2"));
+            }
+            Err(error) => panic!("{size} bytes: {error:?}"),
+        }
+    }
+}
+
+/// `get_to_file` of a missing key is `NotFound` and creates no file.
+pub async fn get_to_file_of_a_missing_key_is_not_found_and_creates_no_file(store: &dyn BlobStore) {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("never");
+    let error = store
+        .get_to_file("books/none/source.pdf", &path)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BlobError::NotFound { key } if key == "books/none/source.pdf"),
+        "{error:?}"
+    );
+    assert!(!path.exists(), "no file at {}", path.display());
+}
+
+/// `put_file` of a file that does not exist is a backend error and writes nothing;
+/// invalid keys are refused by both streaming calls.
+pub async fn put_file_of_a_missing_file_fails_and_writes_nothing(store: &dyn BlobStore) {
+    let directory = tempfile::tempdir().unwrap();
+    let missing = directory.path().join("missing.pdf");
+    let error = store
+        .put_file("k", &missing, PutMode::Overwrite)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, BlobError::Backend { .. }), "{error:?}");
+    assert!(store.list("").await.unwrap().is_empty());
+
+    std::fs::write(&missing, b"x").unwrap();
+    let put = store.put_file("a/../b", &missing, PutMode::Overwrite).await;
+    assert!(matches!(put, Err(BlobError::InvalidKey { .. })), "{put:?}");
+    let get = store.get_to_file("/abs", &missing).await;
+    assert!(matches!(get, Err(BlobError::InvalidKey { .. })), "{get:?}");
+    assert_eq!(std::fs::read(&missing).unwrap(), b"x", "left alone");
 }

@@ -40,6 +40,18 @@ pub enum BlobError {
         /// on this.
         reason: &'static str,
     },
+    /// The backend cannot do this operation with these arguments without breaking a
+    /// guarantee (e.g. a write condition it cannot enforce); nothing was written.
+    #[error("unsupported {operation} of {key}: {reason}")]
+    Unsupported {
+        /// The operation, e.g. put_file.
+        operation: &'static str,
+        /// The key as the caller gave it.
+        key: String,
+        /// What the backend cannot do, a fixed phrase for the message; match on the
+        /// variant, not on this.
+        reason: &'static str,
+    },
     /// A transient failure (timeout, connection reset, throttling, 5xx) that persisted
     /// through the backend's own retries. Retrying later may succeed.
     #[error("storage temporarily unavailable during {operation} {key}")]

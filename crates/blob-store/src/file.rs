@@ -1,17 +1,21 @@
 //! The local filesystem backend (`file://DIR`).
 //!
 //! Invariants:
-//! - A write goes to a temp file in the target's directory, is fsynced, then renamed over
-//!   the target (and the directory fsynced): readers see the old or the new bytes.
-//! - Every write and delete of a key holds an exclusive advisory lock (`flock`) on one of
-//!   256 lock files under `DIR/.folio-locks/`, chosen by a hash of the key. The check of a
-//!   `Create` or `Update` precondition and the rename happen under that lock, so they are
-//!   atomic across threads and processes sharing the directory.
-//! - The etag is a hash of the content, so it changes whenever the bytes change.
+//! - A write (`put` or `put_file`) goes to a temp file in the target's directory, is
+//!   fsynced, then renamed over the target (and the directory fsynced): readers see the old
+//!   or the new bytes. `put_file` copies into the temp file with a fixed buffer.
+//! - Every commit (rename) and delete of a key holds an exclusive advisory lock (`flock`) on
+//!   one of 256 lock files under `DIR/.folio-locks/`, chosen by a hash of the key. The check
+//!   of a `Create` or `Update` precondition and the rename happen under that lock, so they
+//!   are atomic across threads and processes sharing the directory. The temp file is
+//!   written before the lock is taken, so a large copy never holds a stripe.
+//! - The etag is a hash of the content, so it changes whenever the bytes change. It is
+//!   computed in pieces (`head`, `Update` checks, `put_file`): only `get` reads a whole
+//!   object into memory.
 //! - Names starting with `.folio-` are reserved (temp and lock files) and never listed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +32,9 @@ const LOCK_DIR: &str = ".folio-locks";
 
 /// Number of lock files; keys hash onto them.
 const LOCK_STRIPES: usize = 256;
+
+/// The buffer of every piecewise read (hashing, `put_file`).
+const COPY_BUFFER: usize = 64 * 1024;
 
 /// A [`BlobStore`] on a local (or shared POSIX) directory.
 #[derive(Debug, Clone)]
@@ -106,10 +113,10 @@ impl BlobStore for FileBlobStore {
         validate_key(key)?;
         let key_owned = key.to_owned();
         self.blocking("head", key, move |inner| {
-            let bytes = read_object(&inner.path_of(&key_owned), "head", &key_owned)?;
+            let (etag, size) = object_etag(&inner.path_of(&key_owned), "head", &key_owned)?;
             Ok(BlobMeta {
-                size: bytes.len() as u64,
-                etag: content_etag(&bytes),
+                size,
+                etag,
                 key: key_owned,
             })
         })
@@ -135,6 +142,40 @@ impl BlobStore for FileBlobStore {
         let prefix_owned = prefix.to_owned();
         self.blocking("list", prefix, move |inner| inner.list(&prefix_owned))
             .await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<ETag, BlobError> {
+        validate_key(key)?;
+        let key_owned = key.to_owned();
+        let source = path.to_owned();
+        self.blocking("put", key, move |inner| {
+            inner.write(&key_owned, &mode, |temp| {
+                let mut file = File::open(&source)?;
+                let (etag, _) = copy_hashing(&mut file, temp)?;
+                Ok(etag)
+            })
+        })
+        .await
+    }
+
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, BlobError> {
+        validate_key(key)?;
+        let key_owned = key.to_owned();
+        let destination = path.to_owned();
+        self.blocking("get", key, move |inner| {
+            let mut source = open_object(&inner.path_of(&key_owned), "get", &key_owned)?;
+            let copied = File::create(&destination).and_then(|mut file| {
+                // copy_file_range on Linux: the kernel copies, no user buffer at all.
+                let copied = io::copy(&mut source, &mut file)?;
+                file.flush()?;
+                Ok(copied)
+            });
+            copied.map_err(|error| {
+                let _ = fs::remove_file(&destination);
+                backend("get", &key_owned, error)
+            })
+        })
+        .await
     }
 }
 
@@ -170,7 +211,25 @@ impl Inner {
     }
 
     fn put(&self, key: &str, bytes: &[u8], mode: &PutMode) -> Result<ETag, BlobError> {
+        self.write(key, mode, |temp| {
+            temp.write_all(bytes)?;
+            Ok(content_etag(bytes))
+        })
+    }
+
+    /// Fills a temp file next to `key`'s path with `fill` (which returns the content's
+    /// etag), then, under the key's lock, checks `mode` and renames it into place.
+    fn write(
+        &self,
+        key: &str,
+        mode: &PutMode,
+        fill: impl FnOnce(&mut File) -> io::Result<ETag>,
+    ) -> Result<ETag, BlobError> {
         let path = self.path_of(key);
+        let mut temp = TempFile::create(&path).map_err(|error| backend("put", key, error))?;
+        let etag = temp
+            .fill(fill)
+            .map_err(|error| backend("put", key, error))?;
         let _lock = self.lock(key, "put")?;
         match mode {
             PutMode::Overwrite => {}
@@ -181,8 +240,8 @@ impl Inner {
                     });
                 }
             }
-            PutMode::Update { etag } => match read_object(&path, "put", key) {
-                Ok(current) if content_etag(&current) == *etag => {}
+            PutMode::Update { etag: expected } => match object_etag(&path, "put", key) {
+                Ok((current, _)) if current == *expected => {}
                 Ok(_) | Err(BlobError::NotFound { .. }) => {
                     return Err(BlobError::PreconditionFailed {
                         key: key.to_owned(),
@@ -191,8 +250,9 @@ impl Inner {
                 Err(error) => return Err(error),
             },
         }
-        write_atomically(&path, bytes).map_err(|error| backend("put", key, error))?;
-        Ok(content_etag(bytes))
+        temp.commit(&path)
+            .map_err(|error| backend("put", key, error))?;
+        Ok(etag)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError> {
@@ -274,6 +334,57 @@ fn read_object(path: &Path, operation: &'static str, key: &str) -> Result<Vec<u8
     }
 }
 
+/// Opens an object for reading; `NotFound` if there is no file at its path.
+fn open_object(path: &Path, operation: &'static str, key: &str) -> Result<File, BlobError> {
+    let not_found = || BlobError::NotFound {
+        key: key.to_owned(),
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(not_found());
+        }
+        Err(error) => return Err(backend(operation, key, error)),
+    };
+    // Opening a directory succeeds on Unix; it is no object.
+    match file.metadata() {
+        Ok(metadata) if metadata.is_file() => Ok(file),
+        Ok(_) => Err(not_found()),
+        Err(error) => Err(backend(operation, key, error)),
+    }
+}
+
+/// An object's etag and size, read in pieces.
+fn object_etag(path: &Path, operation: &'static str, key: &str) -> Result<(ETag, u64), BlobError> {
+    let mut file = open_object(path, operation, key)?;
+    copy_hashing(&mut file, &mut io::sink()).map_err(|error| backend(operation, key, error))
+}
+
+/// Copies `source` to `destination` through one fixed buffer, hashing as it goes; returns
+/// the etag of what was copied and its size.
+fn copy_hashing(source: &mut impl Read, destination: &mut impl Write) -> io::Result<(ETag, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; COPY_BUFFER];
+    let mut size = 0_u64;
+    loop {
+        let read = match source.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..read]);
+        destination.write_all(&buffer[..read])?;
+        size += read as u64;
+    }
+    Ok((digest_etag(&hasher.finalize()), size))
+}
+
 fn object_exists(path: &Path, key: &str) -> Result<bool, BlobError> {
     match fs::metadata(path) {
         Ok(metadata) => Ok(metadata.is_file()),
@@ -289,40 +400,70 @@ fn object_exists(path: &Path, key: &str) -> Result<bool, BlobError> {
     }
 }
 
-/// Writes `bytes` to a fresh temp file next to `path`, fsyncs it, renames it over `path`
-/// and fsyncs the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-    let directory = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "key has no parent"))?;
-    fs::create_dir_all(directory)?;
-    let temp_path = directory.join(format!(
-        "{RESERVED_NAME_PREFIX}tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut temp = OpenOptions::new()
+/// A temp file next to a key's path, removed on drop unless renamed into place.
+struct TempFile {
+    path: PathBuf,
+    directory: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// Creates an empty temp file in the directory of `target` (and the directory).
+    fn create(target: &Path) -> io::Result<Self> {
+        static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+        let directory = target
+            .parent()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "key has no parent"))?;
+        fs::create_dir_all(directory)?;
+        let path = directory.join(format!(
+            "{RESERVED_NAME_PREFIX}tmp-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
-            .open(&temp_path)?;
-        temp.write_all(bytes)?;
-        temp.sync_all()?;
-        drop(temp);
-        fs::rename(&temp_path, path)?;
-        File::open(directory)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp_path);
+            .open(&path)?;
+        Ok(Self {
+            path,
+            directory: directory.to_owned(),
+            file: Some(file),
+        })
     }
-    result
+
+    /// Writes the content with `fill` and fsyncs it.
+    fn fill<T>(&mut self, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {
+        let file = self.file.as_mut().expect("not yet committed");
+        let value = fill(file)?;
+        file.sync_all()?;
+        Ok(value)
+    }
+
+    /// Renames the file over `target` and fsyncs the directory.
+    fn commit(mut self, target: &Path) -> io::Result<()> {
+        drop(self.file.take());
+        fs::rename(&self.path, target)?;
+        // Renamed: nothing left for drop to remove, even if the fsync fails.
+        self.path = PathBuf::new();
+        File::open(&self.directory)?.sync_all()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// The etag of some content: the first 128 bits of its SHA-256, in hex.
 fn content_etag(bytes: &[u8]) -> ETag {
-    let digest = Sha256::digest(bytes);
+    digest_etag(&Sha256::digest(bytes))
+}
+
+fn digest_etag(digest: &[u8]) -> ETag {
     let mut text = String::with_capacity(32);
     for byte in &digest[..16] {
         text.push_str(&format!("{byte:02x}"));

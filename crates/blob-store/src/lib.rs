@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -114,7 +115,7 @@ pub enum PutMode {
 /// An object's content and version, as returned by [`BlobStore::get`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
-    /// The whole object, read into memory: there is no streaming read.
+    /// The whole object, read into memory ([`BlobStore::get_to_file`] streams instead).
     pub bytes: Bytes,
     /// The version of these bytes.
     pub etag: ETag,
@@ -151,6 +152,8 @@ pub struct ListEntry {
 /// - `delete` of an absent key succeeds (deletes are idempotent).
 /// - `list(prefix)` returns every object whose key starts with `prefix` (a plain string
 ///   prefix, at any depth), sorted by key.
+/// - `put_file` and `get_to_file` move an object of any size between a local file and the
+///   store in pieces: their memory does not grow with the object's size.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Reads an object and its etag; [`BlobError::NotFound`] if absent.
@@ -167,6 +170,20 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Lists every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError>;
+
+    /// Stores the file at `path` under `key` as `put` does (same modes, same errors), reading
+    /// it in pieces: memory stays bounded whatever the file's size.
+    ///
+    /// The file must not change until this returns. A file that cannot be read is
+    /// [`BlobError::Backend`]. A backend that cannot enforce `mode` for a file this large
+    /// refuses it with [`BlobError::Unsupported`] before writing anything (S3: `Update` of
+    /// a file larger than one multipart part).
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<ETag, BlobError>;
+
+    /// Writes the object at `key` into a new file at `path` (created or truncated), in
+    /// pieces; returns the bytes written. [`BlobError::NotFound`] as `get`, and then no file
+    /// is created; a failed copy removes the partial file.
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, BlobError>;
 }
 
 /// Opens a store from a URL: `file://DIR` (relative or absolute path, created if missing)

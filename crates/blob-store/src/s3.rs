@@ -9,11 +9,22 @@
 //!   write in progress) is `PreconditionFailed`, timeouts, I/O, 408, 429 and 5xx are
 //!   `Transient` once the SDK's retries (exponential backoff with jitter) are exhausted.
 //! - One TLS stack: rustls with ring.
+//! - `put_file` sends a file of up to [`PART_SIZE`] in one PutObject and a larger one as a
+//!   multipart upload, both streamed from the file (the SDK re-reads it on a retry), so
+//!   memory never holds more than a read buffer. `Create` puts `If-None-Match: *` on
+//!   CompleteMultipartUpload. `Update` of a multipart file is refused
+//!   ([`BlobError::Unsupported`]): S3 checks `If-Match` there, but S3-compatible servers
+//!   may not (moto 5.2 ignores it), and an unchecked condition would lose updates. A failed
+//!   or dropped multipart upload is aborted, so no parts are left behind.
+//! - `get_to_file` writes the body to the file chunk by chunk; a chunk that does not come
+//!   within the attempt timeout fails the attempt (a stall is bounded, a long download of a
+//!   large object is not).
 //!
 //! Caveat (inherent to HTTP, documented for callers): if a conditional PUT succeeds on the
 //! server but the response is lost, the SDK's retry of it reports `PreconditionFailed`.
 //! Read-modify-write callers re-read and find their change already applied.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,9 +37,11 @@ use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_http_client::tls;
 use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
 
 use crate::error::BoxError;
 use crate::key::{validate_key, validate_prefix};
@@ -326,6 +339,254 @@ impl S3BlobStore {
 /// Attempts of a GET whose body stream fails midway (the SDK retries only the request).
 const GET_BODY_ATTEMPTS: u32 = 3;
 
+/// The part size of a multipart upload, and the largest file `put_file` sends in one
+/// PutObject.
+pub(crate) const PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// S3's limit on the parts of one upload; a file too large for it gets larger parts.
+const MAX_PARTS: u64 = 10_000;
+
+/// The read buffer of a file streamed to S3 (the SDK's default, 4 KiB, costs CPU).
+const FILE_READ_BUFFER: usize = 64 * 1024;
+
+/// Why a `get_to_file` attempt failed: the server's side is retried, the local file's is not.
+enum DownloadError {
+    Body(BoxError),
+    File(std::io::Error),
+}
+
+impl S3BlobStore {
+    /// One PutObject of `body` (`length` bytes) under `mode`.
+    async fn put_object(
+        &self,
+        key: &str,
+        body: ByteStream,
+        length: u64,
+        mode: &PutMode,
+    ) -> Result<ETag, BlobError> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+            .body(body);
+        request = match mode {
+            PutMode::Overwrite => request,
+            PutMode::Create => request.if_none_match("*"),
+            PutMode::Update { etag } => request.if_match(etag.as_str()),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify("put", key, error))?;
+        output
+            .e_tag()
+            .map(ETag::new)
+            .ok_or_else(|| missing_etag("put", key))
+    }
+
+    /// `length` bytes of the file from `offset`, as a body the SDK can re-read on a retry.
+    async fn file_body(
+        key: &str,
+        path: &Path,
+        offset: u64,
+        length: u64,
+    ) -> Result<ByteStream, BlobError> {
+        ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(length))
+            .buffer_size(FILE_READ_BUFFER)
+            .build()
+            .await
+            .map_err(|error| local_file_error("put", key, error))
+    }
+
+    /// A multipart upload of the file (`size` bytes), aborted on any error.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        mode: &PutMode,
+    ) -> Result<ETag, BlobError> {
+        let full_key = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|error| classify("put", key, error))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| BlobError::Backend {
+                operation: "put",
+                key: key.to_owned(),
+                source: "the server sent no upload id".into(),
+            })?
+            .to_owned();
+        let mut upload = PendingUpload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            full_key,
+            upload_id,
+            open: true,
+        };
+        let result = self
+            .upload_and_complete(key, path, size, mode, &upload)
+            .await;
+        if result.is_ok() {
+            upload.open = false;
+        } else {
+            upload.abort().await;
+        }
+        result
+    }
+
+    async fn upload_and_complete(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        mode: &PutMode,
+        upload: &PendingUpload,
+    ) -> Result<ETag, BlobError> {
+        let part_size = PART_SIZE.max(size.div_ceil(MAX_PARTS));
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let length = part_size.min(size - offset);
+            let output = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&upload.full_key)
+                .upload_id(&upload.upload_id)
+                .part_number(number)
+                .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+                .body(Self::file_body(key, path, offset, length).await?)
+                .send()
+                .await
+                .map_err(|error| classify("put", key, error))?;
+            let etag = output.e_tag().ok_or_else(|| missing_etag("put", key))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(etag)
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        let mut request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.full_key)
+            .upload_id(&upload.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        match mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => request = request.if_none_match("*"),
+            PutMode::Update { .. } => unreachable!("refused before the upload started"),
+        }
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify("put", key, error))?;
+        output
+            .e_tag()
+            .map(ETag::new)
+            .ok_or_else(|| missing_etag("put", key))
+    }
+
+    /// One attempt of `get_to_file`: the response body into a new file at `path`.
+    async fn download(&self, body: ByteStream, path: &Path) -> Result<u64, DownloadError> {
+        let mut body = body;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(DownloadError::File)?;
+        let mut written = 0_u64;
+        loop {
+            let chunk = match tokio::time::timeout(self.body_timeout, body.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) => break,
+                Ok(Some(Err(error))) => return Err(DownloadError::Body(error.into())),
+                Err(_) => {
+                    return Err(DownloadError::Body(
+                        format!("no data for {:?}", self.body_timeout).into(),
+                    ));
+                }
+            };
+            file.write_all(&chunk).await.map_err(DownloadError::File)?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(DownloadError::File)?;
+        Ok(written)
+    }
+}
+
+/// A multipart upload not yet completed: aborted by [`PendingUpload::abort`] on an error,
+/// or in the background if the `put_file` future is dropped midway.
+struct PendingUpload {
+    client: Client,
+    bucket: String,
+    full_key: String,
+    upload_id: String,
+    open: bool,
+}
+
+impl PendingUpload {
+    async fn abort(&mut self) {
+        self.open = false;
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.full_key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+        if let Err(error) = result {
+            // Parts stay until a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+            // removes them.
+            tracing::warn!(
+                key = %self.full_key,
+                upload_id = %self.upload_id,
+                error = %aws_sdk_s3::error::DisplayErrorContext(&error),
+                "aborting a multipart upload failed"
+            );
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut upload = Self {
+            client: self.client.clone(),
+            bucket: std::mem::take(&mut self.bucket),
+            full_key: std::mem::take(&mut self.full_key),
+            upload_id: std::mem::take(&mut self.upload_id),
+            open: false,
+        };
+        runtime.spawn(async move { upload.abort().await });
+    }
+}
+
 #[async_trait]
 impl BlobStore for S3BlobStore {
     async fn get(&self, key: &str) -> Result<Blob, BlobError> {
@@ -342,26 +603,71 @@ impl BlobStore for S3BlobStore {
     }
     async fn put(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<ETag, BlobError> {
         validate_key(key)?;
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .content_length(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
-            .body(ByteStream::from(bytes));
-        request = match &mode {
-            PutMode::Overwrite => request,
-            PutMode::Create => request.if_none_match("*"),
-            PutMode::Update { etag } => request.if_match(etag.as_str()),
-        };
-        let output = request
-            .send()
+        let length = bytes.len() as u64;
+        self.put_object(key, ByteStream::from(bytes), length, &mode)
             .await
-            .map_err(|error| classify("put", key, error))?;
-        output
-            .e_tag()
-            .map(ETag::new)
-            .ok_or_else(|| missing_etag("put", key))
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<ETag, BlobError> {
+        validate_key(key)?;
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|error| local_file_error("put", key, error))?
+            .len();
+        if size <= PART_SIZE {
+            let body = Self::file_body(key, path, 0, size).await?;
+            return self.put_object(key, body, size, &mode).await;
+        }
+        if matches!(mode, PutMode::Update { .. }) {
+            return Err(BlobError::Unsupported {
+                operation: "put_file",
+                key: key.to_owned(),
+                reason: "Update of a file larger than one part (S3-compatible servers may ignore If-Match on a multipart upload)",
+            });
+        }
+        self.put_multipart(key, path, size, &mode).await
+    }
+
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, BlobError> {
+        validate_key(key)?;
+        let full_key = self.full_key(key);
+        let mut attempt = 1;
+        loop {
+            // Asked before the file is created: a missing key leaves no file.
+            let response = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full_key)
+                .send()
+                .await;
+            let output = match response {
+                Ok(output) => output,
+                Err(error) => {
+                    if attempt > 1 {
+                        let _ = tokio::fs::remove_file(path).await;
+                    }
+                    return Err(classify("get", key, error));
+                }
+            };
+            let error = match self.download(output.body, path).await {
+                Ok(written) => return Ok(written),
+                Err(DownloadError::Body(error)) if attempt < GET_BODY_ATTEMPTS => {
+                    tracing::debug!(key, attempt, %error, "s3 body read failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(DownloadError::Body(error)) => BlobError::Transient {
+                    operation: "get",
+                    key: key.to_owned(),
+                    source: error,
+                },
+                Err(DownloadError::File(error)) => local_file_error("get", key, error),
+            };
+            let _ = tokio::fs::remove_file(path).await;
+            return Err(error);
+        }
     }
 
     async fn head(&self, key: &str) -> Result<BlobMeta, BlobError> {
@@ -443,7 +749,8 @@ where
     let status = error
         .raw_response()
         .map(|response| response.status().as_u16());
-    let bucket_missing = error.code() == Some("NoSuchBucket");
+    // A vanished bucket or multipart upload is no statement about the key.
+    let bucket_missing = matches!(error.code(), Some("NoSuchBucket" | "NoSuchUpload"));
     let key = key.to_owned();
     match status {
         Some(404) if bucket_missing => {}
@@ -482,6 +789,15 @@ where
             key,
             source: error.into(),
         }
+    }
+}
+
+/// The caller's local file could not be read or written: never transient.
+fn local_file_error(operation: &'static str, key: &str, source: impl Into<BoxError>) -> BlobError {
+    BlobError::Backend {
+        operation,
+        key: key.to_owned(),
+        source: source.into(),
     }
 }
 

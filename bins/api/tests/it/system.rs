@@ -70,6 +70,21 @@ impl blob_store::BlobStore for BrokenStore {
     ) -> Result<Vec<blob_store::ListEntry>, blob_store::BlobError> {
         Err(broken(prefix))
     }
+    async fn put_file(
+        &self,
+        key: &str,
+        _path: &std::path::Path,
+        _mode: blob_store::PutMode,
+    ) -> Result<blob_store::ETag, blob_store::BlobError> {
+        Err(broken(key))
+    }
+    async fn get_to_file(
+        &self,
+        key: &str,
+        _path: &std::path::Path,
+    ) -> Result<u64, blob_store::BlobError> {
+        Err(broken(key))
+    }
 }
 
 fn broken(key: &str) -> blob_store::BlobError {

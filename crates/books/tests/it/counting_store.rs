@@ -1,5 +1,6 @@
 //! A BlobStore wrapper that counts calls, to assert how often storage is touched.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -68,5 +69,19 @@ impl BlobStore for CountingStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.list(prefix).await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, mode: PutMode) -> Result<ETag, BlobError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        if key.ends_with("/metadata.json") {
+            self.manifest_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.put_file(key, path, mode).await
+    }
+
+    async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64, BlobError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_to_file(key, path).await
     }
 }

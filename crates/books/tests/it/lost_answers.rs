@@ -88,6 +88,20 @@ impl BlobStore for LosesAnswers {
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError> {
         self.inner.list(prefix).await
     }
+
+    // Manifests are written with `put`; files pass through untouched.
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        mode: PutMode,
+    ) -> Result<ETag, BlobError> {
+        self.inner.put_file(key, path, mode).await
+    }
+
+    async fn get_to_file(&self, key: &str, path: &std::path::Path) -> Result<u64, BlobError> {
+        self.inner.get_to_file(key, path).await
+    }
 }
 
 /// A change that counts: one more OCR attempt of page 1.

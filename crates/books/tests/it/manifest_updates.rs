@@ -243,6 +243,24 @@ impl BlobStore for AlwaysConflicting {
     async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, BlobError> {
         self.0.list(prefix).await
     }
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        mode: PutMode,
+    ) -> Result<ETag, BlobError> {
+        match mode {
+            PutMode::Update { .. } => self
+                .0
+                .put_file(key, path, PutMode::Create)
+                .await
+                .map(|_| unreachable!()),
+            other => self.0.put_file(key, path, other).await,
+        }
+    }
+    async fn get_to_file(&self, key: &str, path: &std::path::Path) -> Result<u64, BlobError> {
+        self.0.get_to_file(key, path).await
+    }
 }
 
 #[tokio::test]
