@@ -1,6 +1,6 @@
 //! The S3 backend against a real S3-compatible server (moto, started by the test setup).
 
-use blob_store::conformance::{moto, s3_test_store};
+use blob_store::conformance::{moto, s3_test_store, write_unique_file};
 use blob_store::{BlobError, BlobStore, PutMode, S3BlobStore, S3Config};
 use bytes::Bytes;
 
@@ -249,4 +249,84 @@ async fn a_persistent_503_is_a_transient_error_after_the_configured_attempts() {
         "{error:?}"
     );
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A store on a fresh bucket, with its direct client to look at multipart uploads.
+async fn store_on_a_fresh_bucket(endpoint: &moto::TestEndpoint, name: &str) -> S3BlobStore {
+    let bucket = format!("folio-{name}-{}", std::process::id());
+    let config = S3Config::new(&bucket)
+        .with_endpoint(endpoint.url())
+        .with_region("us-east-1")
+        .with_credentials(moto::test_credentials());
+    let store = S3BlobStore::from_env(config).await.unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    store
+}
+
+async fn open_multipart_uploads(store: &S3BlobStore) -> usize {
+    store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+/// A file over one part goes as a multipart upload (its etag counts the parts: 8 MiB
+/// parts, so 3 for 20 MiB + 1 byte), one of 8 MiB exactly in one PutObject. A `Create`
+/// that loses at CompleteMultipartUpload aborts the upload, and `Update` of a multipart
+/// file is refused before any upload starts: no parts are left either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_put_file_counts_parts_and_leaves_no_upload_behind() {
+    let endpoint = moto::test_endpoint();
+    let store = store_on_a_fresh_bucket(&endpoint, "multipart").await;
+    let directory = tempfile::tempdir().unwrap();
+    let large = directory.path().join("large");
+    write_unique_file(&large, 20 * 1024 * 1024 + 1, 5);
+    let one_part = directory.path().join("one-part");
+    write_unique_file(&one_part, 8 * 1024 * 1024, 6);
+
+    let etag = store
+        .put_file("large", &large, PutMode::Create)
+        .await
+        .unwrap();
+    assert!(etag.as_str().ends_with("-3\""), "{etag}");
+    let single = store
+        .put_file("one-part", &one_part, PutMode::Create)
+        .await
+        .unwrap();
+    assert!(!single.as_str().contains('-'), "{single}");
+
+    let error = store
+        .put_file("large", &large, PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(error.is_precondition_failed(), "{error:?}");
+    assert_eq!(open_multipart_uploads(&store).await, 0);
+
+    let error = store
+        .put_file("large", &large, PutMode::Update { etag: etag.clone() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BlobError::Unsupported {
+                operation: "put_file",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(open_multipart_uploads(&store).await, 0);
+    assert_eq!(store.head("large").await.unwrap().etag, etag);
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use blob_store::conformance::fault_proxy::{Fault, FaultProxy, FaultRule};
-use blob_store::conformance::moto;
+use blob_store::conformance::{file_sha256, moto, write_unique_file};
 use blob_store::{BlobError, BlobStore, PutMode, S3BlobStore, S3Config};
 use bytes::Bytes;
 
@@ -211,4 +211,70 @@ async fn a_stalled_server_never_holds_a_call_past_its_timeouts() {
     );
     proxy.heal();
     assert_eq!(store.get("k").await.unwrap().bytes, payload(100_000));
+}
+
+/// SlowDown answers to a part are retried (the SDK re-reads that part from the file); a
+/// part that keeps failing makes `put_file` a transient error and aborts the upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_parts_are_retried_and_a_failed_upload_is_aborted() {
+    let (store, proxy, _endpoint) = store_through_proxy(3, None).await;
+    let directory = tempfile::tempdir().unwrap();
+    let source = directory.path().join("large");
+    let expected = write_unique_file(&source, 20 * 1024 * 1024 + 1, 8);
+
+    proxy.add_rule(FaultRule::next(Fault::SlowDown, 2).path_contains("partNumber=2"));
+    let etag = store
+        .put_file("retried", &source, PutMode::Create)
+        .await
+        .unwrap();
+    assert_eq!(proxy.stats().slow_downs, 2);
+    let copy = directory.path().join("copy");
+    store.get_to_file("retried", &copy).await.unwrap();
+    assert_eq!(file_sha256(&copy), expected);
+    assert_eq!(store.head("retried").await.unwrap().etag, etag);
+
+    proxy.add_rule(FaultRule::always(Fault::SlowDown).path_contains("partNumber=3"));
+    let error = store
+        .put_file("failed", &source, PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    proxy.heal();
+    let uploads = store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    assert!(store.head("failed").await.unwrap_err().is_not_found());
+}
+
+/// A body reset midway is retried by `get_to_file` from the start, and the file holds the
+/// object exactly; resets past the attempts are a transient error that leaves no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_to_file_retries_a_body_reset_and_leaves_no_partial_file() {
+    let (store, proxy, _endpoint) = store_through_proxy(3, None).await;
+    let directory = tempfile::tempdir().unwrap();
+    let source = directory.path().join("large");
+    let expected = write_unique_file(&source, 12 * 1024 * 1024, 9);
+    store
+        .put_file("k", &source, PutMode::Overwrite)
+        .await
+        .unwrap();
+
+    let copy = directory.path().join("copy");
+    proxy.add_rule(FaultRule::next(Fault::ResetMidResponse, 1).method("GET"));
+    assert_eq!(
+        store.get_to_file("k", &copy).await.unwrap(),
+        12 * 1024 * 1024
+    );
+    assert_eq!(file_sha256(&copy), expected);
+
+    std::fs::remove_file(&copy).unwrap();
+    proxy.add_rule(FaultRule::always(Fault::ResetMidResponse).method("GET"));
+    let error = store.get_to_file("k", &copy).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(!copy.exists());
 }
