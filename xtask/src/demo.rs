@@ -86,11 +86,11 @@ async fn demo(base: &str, n_pages: usize) -> Result<()> {
         .body(form)
         .send()
         .await?;
-    let uploaded = expect(response, 201, "uploading the pages").await?;
+    let uploaded = expect(response, 202, "uploading the pages").await?;
     let job = &uploaded["job"];
     eprintln!(
-        "uploaded {} pages; ocr job {}, then {}",
-        uploaded["pages"].as_array().map_or(0, Vec::len),
+        "uploaded {} files; ingest job {}, then {}",
+        uploaded["upload"]["files"].as_array().map_or(0, Vec::len),
         job["id"].as_str().context("job id")?,
         job["then"]
     );

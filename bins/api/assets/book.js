@@ -19,6 +19,9 @@ import { jobCard } from './jobcard.js';
 import { guidelinesSection } from './guidelines.js';
 
 const JOB_TYPES = ['ocr', 'guidelines', 'finalize'];
+// The jobs shown and followed: an upload's `ingest` (started by the upload, never by a
+// button) and the buttons' steps.
+const SHOWN_TYPES = ['ingest', ...JOB_TYPES];
 const MANIFEST_MIN_INTERVAL_MS = 1000;
 const HISTORY_REFRESH_MS = 5000;
 const HISTORY_LIMIT = 50;
@@ -207,7 +210,7 @@ export function bookView(container, [bookId], scope) {
   // ---- live following -------------------------------------------------------------------
   function syncFollowing() {
     const wanted = new Set();
-    for (const type of JOB_TYPES) {
+    for (const type of SHOWN_TYPES) {
       const job = shown.get(type);
       if (job && isActive(job.status)) wanted.add(job.id);
     }
@@ -233,7 +236,8 @@ export function bookView(container, [bookId], scope) {
     const progressed = counts(before) !== counts(job);
     renderJobs();
     if (job.type === 'ocr' && book) grid.update(book, activeJob('ocr'));
-    if (progressed && (job.type === 'ocr' || job.type === 'guidelines' || job.type === 'finalize')) refreshManifest();
+    // An ingest's pages appear in the grid as they are made.
+    if (progressed && SHOWN_TYPES.includes(job.type)) refreshManifest();
     if (isTerminal(job.status)) {
       followed.delete(job.id);
       if (job.status === 'completed' && (job.then?.length || job.next_job_id)) followNext(job);
@@ -322,7 +326,7 @@ export function bookView(container, [bookId], scope) {
    * to come, or null.
    */
   function currentChain() {
-    const candidates = JOB_TYPES.map((type) => shown.get(type)).filter(hasChain);
+    const candidates = SHOWN_TYPES.map((type) => shown.get(type)).filter(hasChain);
     if (!candidates.length) return null;
     candidates.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
     const jobs = [candidates[0]];
@@ -416,13 +420,13 @@ export function bookView(container, [bookId], scope) {
   }
 
   function renderJobs() {
-    for (const type of JOB_TYPES) shown.set(type, choose(type));
+    for (const type of SHOWN_TYPES) shown.set(type, choose(type));
     const chain = currentChain();
     const inChain = new Set(chain ? chain.jobs.map((job) => job.id) : []);
     const chainTypes = new Set(chain ? [...chain.jobs.map((job) => job.type), ...chain.rest] : []);
     const chainStart = chain ? String(chain.jobs[0].created_at) : '';
     // Jobs outside the chain: an older job of a type the chain covers is not shown again.
-    const loose = JOB_TYPES.map((type) => shown.get(type)).filter((job) => job && !inChain.has(job.id)
+    const loose = SHOWN_TYPES.map((type) => shown.get(type)).filter((job) => job && !inChain.has(job.id)
       && !(chainTypes.has(job.type) && !isActive(job.status) && String(job.created_at) < chainStart));
     const children = [];
     if (chain) {
@@ -629,15 +633,7 @@ export function bookView(container, [bookId], scope) {
   }
 
   function onUploaded(answer) {
-    // The answer names the pages just stored: show them now, the manifest read follows.
-    const added = Array.isArray(answer?.pages) ? answer.pages : [];
-    if (book && added.length) {
-      pagesEpoch += 1;
-      const byNumber = new Map((book.pages || []).map((page) => [page.page, page]));
-      for (const page of added) byNumber.set(page.page, page);
-      book = { ...book, pages: [...byNumber.values()].sort((a, b) => a.page - b.page) };
-      renderBook();
-    }
+    // The upload's ingest job makes the pages; following it refreshes the grid as they come.
     refreshManifest();
     if (answer && answer.job) {
       if (!history.some((entry) => entry.id === answer.job.id)) history.unshift(answer.job);

@@ -10,7 +10,7 @@ import {
 } from './ui.js';
 
 const STATUSES = ['all', 'pending', 'running', 'completed', 'failed', 'cancelled'];
-const TYPES = ['all', 'ocr', 'guidelines', 'finalize'];
+const TYPES = ['all', 'ingest', 'ocr', 'guidelines', 'finalize'];
 const PAGE_SIZE = 50;
 const MAX_LIST = 500;
 const COUNT_LIMIT = 100;

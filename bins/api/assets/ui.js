@@ -274,7 +274,7 @@ export function plural(count, word, words = `${word}s`) {
   return `${count} ${count === 1 ? word : words}`;
 }
 
-const JOB_TYPE_LABELS = { ocr: 'OCR', guidelines: 'Guidelines', finalize: 'Finalize' };
+const JOB_TYPE_LABELS = { ingest: 'Making pages', ocr: 'OCR', guidelines: 'Guidelines', finalize: 'Finalize' };
 
 /** A job type for people. */
 export function jobTypeLabel(type) {

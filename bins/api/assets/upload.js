@@ -6,7 +6,7 @@
 // behind a disclosure, so the page grid stays near the top; a rejected batch stays open
 // with each file's reason.
 
-import { upload, seg } from './api.js';
+import { getJson, upload, seg } from './api.js';
 import { h, setText, plural, pageRanges, errorText } from './ui.js';
 
 /** What the server takes (its rejection lists png, jpeg, webp, tiff, bmp, gif): no PDF yet. */
@@ -130,20 +130,24 @@ export function uploadPanel(bookId, scope, onUploaded) {
         setText(status, share >= 1 ? 'Sent' : share > 0 ? `Sending ${Math.round(share * 100)}%` : 'Waiting');
       }
       overall.value = Math.round(Math.min(1, sent / totalBytes) * 100);
-      if (total && loaded >= total) setText(summary, `Checking and converting ${plural(files.length, 'file')}…`);
+      if (total && loaded >= total) setText(summary, `Checking ${plural(files.length, 'file')}…`);
     };
     try {
-      const answer = await upload(`/v1/books/${seg(bookId)}/pages?ocr=${ocr}${chain ? '&then=guidelines,finalize' : ''}`, form, onProgress);
-      const pages = answer?.pages || [];
+      const answer = await sendWhenIngestEnds(`/v1/books/${seg(bookId)}/pages?ocr=${ocr}${chain ? '&then=guidelines,finalize' : ''}`, form, onProgress, summary);
+      const stored = answer?.upload?.files || [];
+      const pages = stored.reduce((total, file) => total + (file.pages || 0), 0);
       rows.forEach(({ bar, status, row }, index) => {
         bar.value = 100;
         row.classList.add('added');
-        setText(status, pages.length === rows.length ? `Added as page ${pages[index].page}` : 'Added');
+        const file = stored[index];
+        setText(status, file ? `Pages ${pageRanges(Array.from({ length: file.pages }, (_, n) => file.first_page + n))}` : 'Stored');
       });
-      let text = `Added ${plural(pages.length, 'page')}`;
-      if (pages.length) text += ` (${pages.length === 1 ? 'p.' : 'pp.'} ${pageRanges(pages.map((page) => page.page))})`;
-      if (answer?.job) text += answer.job_created ? ' · OCR started' : ' · OCR already running';
-      if (answer?.job?.then?.length) text += `, then ${answer.job.then.join(' → ')}`;
+      const numbers = stored.flatMap((file) => Array.from({ length: file.pages }, (_, n) => file.first_page + n));
+      let text = `Stored ${plural(stored.length, 'file')}: ${plural(pages, 'page')}`;
+      if (numbers.length) text += ` (${numbers.length === 1 ? 'p.' : 'pp.'} ${pageRanges(numbers)})`;
+      text += ' · making pages';
+      const then = (answer?.job?.then || []).map((type) => (type === 'ocr' ? 'OCR' : type));
+      if (then.length) text += `, then ${then.join(' → ')}`;
       setText(summary, `${text}.`);
       summary.classList.add('ok');
       // A stored batch is one line; its files stay one click away.
@@ -178,6 +182,29 @@ export function uploadPanel(bookId, scope, onUploaded) {
         setText(summary, `${rejected.length} of ${plural(files.length, 'file')} rejected; nothing was added. Fix or remove ${rejected.length === 1 ? 'it' : 'them'} and upload the batch again.`);
       } else {
         setText(summary, `Nothing was added: ${errorText(error)}`);
+      }
+    }
+  }
+
+  /**
+   * Sends the upload; while another upload's pages of this book are being made (409
+   * `job_active` naming an `ingest` job) it waits for that job to end and sends again.
+   */
+  async function sendWhenIngestEnds(path, form, onProgress, summary) {
+    for (;;) {
+      try {
+        return await upload(path, form, onProgress);
+      } catch (error) {
+        const job = error.code === 'job_active' ? error.details?.job : null;
+        if (!job || job.type !== 'ingest' || !scope.alive) throw error;
+        setText(summary, 'Waiting for the pages of the previous upload to be made…');
+        for (;;) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          if (!scope.alive) throw error;
+          const current = await getJson(`/v1/jobs/${seg(job.id)}`, { signal: scope.signal });
+          if (!['pending', 'running'].includes(current.status)) break;
+        }
+        setText(summary, 'Sending again…');
       }
     }
   }

@@ -901,17 +901,64 @@ pub struct BookList {
     pub books: Vec<BookSummary>,
 }
 
-/// Answer of a page upload.
+/// Answer of a page upload: the upload as stored, and the `ingest` job that makes its
+/// pages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct UploadedPages {
-    /// The new pages, in upload order.
-    pub pages: Vec<Page>,
-    /// With `?ocr=true`: the `ocr` job that will recognize them (a new one, or the one
-    /// already active for the book); else null.
-    pub job: Option<Job>,
-    /// With `?ocr=true`: whether `job` was created by this request (false when an `ocr`
-    /// job was already active).
-    pub job_created: bool,
+pub struct UploadAccepted {
+    pub upload: UploadInfo,
+    /// The `ingest` job; with `?ocr=true` its chain goes on with `ocr` (then `then`).
+    pub job: Job,
+}
+
+/// An upload: its files as stored, with the page numbers they make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadInfo {
+    /// The upload's id (a UUIDv7).
+    pub id: String,
+    /// Its files, in request order.
+    pub files: Vec<UploadFileInfo>,
+}
+
+/// One file of an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadFileInfo {
+    /// The client's file name.
+    pub name: String,
+    /// Its size as uploaded.
+    pub bytes: u64,
+    /// Its SHA-256 as uploaded, lowercase hex.
+    pub sha256: String,
+    /// `image` (one page) or `pdf` (one page per PDF page), judged by the content.
+    #[schema(pattern = "^(image|pdf)$")]
+    pub kind: String,
+    /// How many pages it makes.
+    pub pages: u32,
+    /// The page number of its first page; its other pages follow.
+    pub first_page: u32,
+}
+
+impl From<&books::Upload> for UploadInfo {
+    fn from(upload: &books::Upload) -> Self {
+        Self {
+            id: upload.id.clone(),
+            files: upload
+                .files
+                .iter()
+                .map(|file| UploadFileInfo {
+                    name: file.name.clone(),
+                    bytes: file.bytes,
+                    sha256: file.sha256.clone(),
+                    kind: match file.kind {
+                        books::FileKind::Image => "image",
+                        books::FileKind::Pdf => "pdf",
+                    }
+                    .to_owned(),
+                    pages: file.pages,
+                    first_page: file.first_page,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The form of a page upload: one `files` part per page, in page order. Documentation

@@ -48,6 +48,28 @@ pub struct Cli {
     #[arg(long, env = "FOLIO_UPLOAD_TIMEOUT", value_parser = duration, default_value = "10m")]
     pub upload_timeout: Duration,
 
+    /// Largest image file of an upload (e.g. `100MiB`): a larger one is refused as
+    /// `too_large`.
+    #[arg(long, env = "FOLIO_MAX_IMAGE_BYTES", value_parser = byte_size, default_value = "100MiB")]
+    pub max_image_bytes: u64,
+
+    /// Largest PDF of an upload (e.g. `1GiB`): a larger one is refused as `too_large`.
+    #[arg(long, env = "FOLIO_MAX_PDF_BYTES", value_parser = byte_size, default_value = "1GiB")]
+    pub max_pdf_bytes: u64,
+
+    /// Largest upload request, all its files together: 413 `payload_too_large` past it.
+    #[arg(long, env = "FOLIO_MAX_UPLOAD_BYTES", value_parser = byte_size, default_value = "2GiB")]
+    pub max_upload_bytes: u64,
+
+    /// Most pages of one book: an upload that would pass it is 413 `payload_too_large`.
+    #[arg(long, env = "FOLIO_MAX_BOOK_PAGES", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_book_pages: u32,
+
+    /// Uploads this process takes at once; one more is answered 503 `server_busy` with
+    /// `Retry-After`.
+    #[arg(long, env = "FOLIO_MAX_UPLOADS_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uploads_in_flight: u32,
+
     /// Memory that decoding uploaded images may take at once, across every upload
     /// (e.g. `1GiB`, `512MiB`; `0` for no bound). Uploads beyond it wait for it.
     #[arg(long, env = "FOLIO_DECODE_BUDGET", value_parser = byte_size, default_value = "1GiB")]
@@ -131,6 +153,14 @@ impl Cli {
             decode_budget_bytes: (self.decode_budget > 0).then_some(self.decode_budget),
             decode_wait: self.decode_wait,
             default_language: self.worker.ocr.tesseract_languages.clone(),
+            ingest_limits: books::IngestLimits {
+                max_file_bytes: self.max_image_bytes,
+                max_pdf_bytes: self.max_pdf_bytes,
+                max_request_bytes: self.max_upload_bytes,
+                max_book_pages: self.max_book_pages,
+                ..books::IngestLimits::default()
+            },
+            max_uploads_in_flight: self.max_uploads_in_flight as usize,
             ..ApiConfig::default()
         }
     }

@@ -32,8 +32,10 @@ pub struct ApiConfig {
     pub decode_wait: Duration,
     /// Longest time a request may take to produce its response (not the event stream).
     pub request_timeout: Duration,
-    /// Longest time a page upload may take (reading, converting and storing the files).
+    /// Longest time a page upload may take (reading, checking and storing the files).
     pub upload_timeout: Duration,
+    /// Uploads this process takes at once; one more is answered 503 `server_busy`.
+    pub max_uploads_in_flight: usize,
     /// Largest JSON body.
     pub json_body_limit: usize,
     /// How often an event stream looks for a change of its job.
@@ -55,6 +57,7 @@ impl Default for ApiConfig {
             decode_wait: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             upload_timeout: Duration::from_secs(600),
+            max_uploads_in_flight: 4,
             json_body_limit: 64 * 1024,
             event_poll_interval: Duration::from_millis(500),
             event_keep_alive: Duration::from_secs(15),
@@ -87,6 +90,7 @@ struct Inner {
     ocr_engine: Option<OcrEngineInfo>,
     http_metrics: HttpMetrics,
     shutdown: CancellationToken,
+    upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -154,6 +158,12 @@ impl AppState {
         &self.inner.http_metrics
     }
 
+    /// A slot for one upload, held until it drops; `None` when
+    /// [`ApiConfig::max_uploads_in_flight`] uploads hold them all.
+    pub(crate) fn upload_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.upload_slots.clone().try_acquire_owned().ok()
+    }
+
     /// Fires at graceful shutdown: open event streams end.
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
@@ -219,11 +229,14 @@ impl AppStateBuilder {
                     ),
                 lock,
                 clock: self.clock,
-                config: self.config,
                 worker_metrics: self.worker_metrics,
                 ocr_engine: self.ocr_engine,
                 http_metrics: HttpMetrics::default(),
                 shutdown: self.shutdown,
+                upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                    self.config.max_uploads_in_flight.max(1),
+                )),
+                config: self.config,
             }),
         }
     }

@@ -334,7 +334,8 @@ impl Deployment {
     }
 
     /// Creates book `id` through `host` and uploads `pages` fixture pages with
-    /// `?ocr=true&then=...`; returns the first job's id.
+    /// `?ocr=true&then=...`; once the upload's `ingest` job made the pages, returns the id
+    /// of the `ocr` job its chain started.
     async fn upload(&self, host: &str, id: &str, pages: usize, then: &str) -> JobId {
         let (status, body) = self
             .post_json(host, "/v1/books", &json!({"id": id, "title": id}))
@@ -361,8 +362,20 @@ impl Deployment {
             )
             .await
             .expect("the api answers the upload");
-        assert_eq!(status, 201, "{answer}");
-        answer["job"]["id"].as_str().unwrap().parse().unwrap()
+        assert_eq!(status, 202, "{answer}");
+        let ingest = format!("/v1/jobs/{}", answer["job"]["id"].as_str().unwrap());
+        let ocr = eventually_with(
+            Duration::from_secs(120),
+            "the upload's ingest to complete",
+            String::new,
+            || async {
+                let (status, job) = self.get(host, &ingest).await?;
+                let next = job["next_job_id"].as_str();
+                (status == 200 && job["status"] == "completed").then_some(next?.to_owned())
+            },
+        )
+        .await;
+        ocr.parse().unwrap()
     }
 
     async fn ready(&self, host: &str, workers: usize) -> Option<()> {

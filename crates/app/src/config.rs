@@ -61,7 +61,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_CONCURRENCY", default_value_t = 2)]
     pub concurrency: usize,
 
-    /// Job types this worker runs (comma-separated); the product's types (`ocr`,
+    /// Job types this worker runs (comma-separated); the product's types (`ingest`, `ocr`,
     /// `guidelines`, `finalize`) when not given. Benchmark types run only when named here.
     #[arg(long, env = "FOLIO_TYPES", value_delimiter = ',')]
     pub types: Vec<String>,
@@ -110,6 +110,16 @@ pub struct WorkerArgs {
     /// before its attempt fails with `storage_unavailable`.
     #[arg(long, env = "FOLIO_STORAGE_WAIT", value_parser = duration, default_value = "60s")]
     pub storage_wait: Duration,
+
+    /// Pages an `ingest` job makes at once (PDF pages rendered, images converted): the
+    /// number of CPUs when not given.
+    #[arg(long, env = "FOLIO_INGEST_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ingest_concurrency: Option<u32>,
+
+    /// Keep an upload's files as they came (`uploads/{upload_id}/` in the book) after its
+    /// `ingest` job made the pages; by default they are deleted then.
+    #[arg(long, env = "FOLIO_KEEP_ORIGINALS")]
+    pub keep_originals: bool,
 
     /// How `ocr` jobs recognize pages.
     #[command(flatten)]

@@ -12,6 +12,7 @@ use extraction::{
     Extractor, FINALIZE_JOB_TYPE, FinalizeHandler, GUIDELINES_JOB_TYPE, GuidelinesConfig,
     GuidelinesHandler, OpenAiExtractor, OpenAiExtractorConfig, RulesExtractor,
 };
+use ingest::{INGEST_JOB_TYPE, IngestHandler, IngestJobConfig};
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler};
 use jobs_core::{Clock, SystemClock};
 use ocr::{
@@ -115,6 +116,10 @@ pub struct HandlerDeps {
     pub manifest_flush_every: usize,
     /// How long book jobs wait out unavailable storage.
     pub storage_wait: std::time::Duration,
+    /// Pages an `ingest` job makes at once; `None`: the number of CPUs.
+    pub ingest_concurrency: Option<usize>,
+    /// Keep uploads' files after their ingest.
+    pub keep_originals: bool,
     /// The clock of the books' manifest timestamps: the worker's own.
     pub clock: Arc<dyn Clock>,
 }
@@ -132,6 +137,8 @@ impl HandlerDeps {
             extraction: worker.extraction.clone(),
             manifest_flush_every: worker.manifest_flush_every as usize,
             storage_wait: worker.storage_wait,
+            ingest_concurrency: worker.ingest_concurrency.map(|n| n as usize),
+            keep_originals: worker.keep_originals,
             clock: Arc::new(SystemClock),
         }
     }
@@ -212,6 +219,19 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
             },
         )),
         FINALIZE_JOB_TYPE => Arc::new(FinalizeHandler::new(books()?)),
+        INGEST_JOB_TYPE => {
+            let defaults = IngestJobConfig::default();
+            Arc::new(IngestHandler::new(
+                books()?,
+                IngestJobConfig {
+                    concurrency: deps.ingest_concurrency.unwrap_or(defaults.concurrency),
+                    manifest_flush_every: deps.manifest_flush_every.max(1),
+                    storage_wait: deps.storage_wait,
+                    keep_originals: deps.keep_originals,
+                    ..defaults
+                },
+            ))
+        }
         OCR_JOB_TYPE => Arc::new(OcrHandler::new(
             books()?,
             ocr_engine(&deps.ocr)?,

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use extraction::{FINALIZE_JOB_TYPE, GUIDELINES_JOB_TYPE};
+use ingest::INGEST_JOB_TYPE;
 use ocr::OCR_JOB_TYPE;
 
 /// A job that does nothing: measures the runtime's own cost (`cargo xtask bench jobs`).
@@ -30,8 +31,15 @@ pub struct JobType {
     pub needs_storage: bool,
 }
 
-/// Every job type; the pipeline's steps first, in the pipeline's order.
-pub const REGISTRY: [JobType; 5] = [
+/// Every job type in the order of a book's chain: `ingest` (started by an upload, never
+/// by a client on its own: its payload is the upload), then the pipeline's steps.
+pub const REGISTRY: [JobType; 6] = [
+    JobType {
+        name: INGEST_JOB_TYPE,
+        pipeline: false,
+        by_default: true,
+        needs_storage: true,
+    },
     JobType {
         name: OCR_JOB_TYPE,
         pipeline: true,
@@ -222,16 +230,24 @@ mod tests {
     #[test]
     fn derived_lists_follow_the_registry() {
         assert_eq!(PIPELINE, ["ocr", "guidelines", "finalize"]);
-        assert_eq!(DEFAULT_TYPES, PIPELINE);
+        assert_eq!(DEFAULT_TYPES, ["ingest", "ocr", "guidelines", "finalize"]);
         assert_eq!(
             ALL,
-            ["ocr", "guidelines", "finalize", "bench.noop", "bench.steps"]
+            [
+                "ingest",
+                "ocr",
+                "guidelines",
+                "finalize",
+                "bench.noop",
+                "bench.steps"
+            ]
         );
-        assert!(get("ocr").unwrap().needs_storage);
+        assert!(get("ocr").unwrap().needs_storage && get("ingest").unwrap().needs_storage);
         assert!(!get(BENCH_NOOP).unwrap().needs_storage);
         assert_eq!(get("nope"), None);
-        // The pipeline's steps come first, so its order is the registry's.
-        let first_other = REGISTRY.iter().position(|row| !row.pipeline).unwrap();
+        // After ingest, the pipeline's steps, so its order is the registry's.
+        let first_other = REGISTRY[1..].iter().position(|row| !row.pipeline).unwrap() + 1;
+        assert!(REGISTRY[1..first_other].iter().all(|row| row.pipeline));
         assert!(REGISTRY[first_other..].iter().all(|row| !row.pipeline));
     }
 

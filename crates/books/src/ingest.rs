@@ -58,20 +58,22 @@ pub struct IngestLimits {
     pub max_width: u32,
     /// Tallest accepted image, in pixels (12000).
     pub max_height: u32,
-    /// Largest accepted file (25 MiB).
+    /// Largest accepted image file (100 MiB).
     pub max_file_bytes: u64,
     /// Most files in one request (300).
     pub max_files: usize,
-    /// Largest request, all files together (512 MiB).
+    /// Largest request, all files together (2 GiB).
     pub max_request_bytes: u64,
     /// Largest allocation a decoder may make for one image (1 GiB).
     pub max_decode_alloc_bytes: u64,
     /// Files decoded, or PDF pages rendered, at once (default: number of CPUs).
     pub decode_concurrency: usize,
-    /// Largest accepted PDF (256 MiB: a scanned book is far larger than one page image).
+    /// Largest accepted PDF (1 GiB: a scanned book is far larger than one page image).
     pub max_pdf_bytes: u64,
     /// Most pages of one PDF (1,000).
     pub max_pdf_pages: u32,
+    /// Most pages of one book (5,000): an upload that would pass it is refused.
+    pub max_book_pages: u32,
     /// Longest run of one PDF tool (reading a PDF's pages, rendering a page, reading its
     /// text); a PDF whose page takes longer is refused (60 s).
     pub pdf_timeout: Duration,
@@ -82,13 +84,14 @@ impl Default for IngestLimits {
         Self {
             max_width: 12_000,
             max_height: 12_000,
-            max_file_bytes: 25 * 1024 * 1024,
+            max_file_bytes: 100 * 1024 * 1024,
             max_files: 300,
-            max_request_bytes: 512 * 1024 * 1024,
+            max_request_bytes: 2 * 1024 * 1024 * 1024,
             max_decode_alloc_bytes: 1024 * 1024 * 1024,
             decode_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
-            max_pdf_bytes: 256 * 1024 * 1024,
+            max_pdf_bytes: 1024 * 1024 * 1024,
             max_pdf_pages: 1_000,
+            max_book_pages: 5_000,
             pdf_timeout: Duration::from_secs(60),
         }
     }
@@ -210,6 +213,9 @@ pub enum IngestError {
     /// The request has no file.
     #[error("no files were uploaded")]
     NoFiles,
+    /// The book would have more pages than allowed.
+    #[error("the book would have {pages} pages, limit {max}")]
+    BookFull { pages: u64, max: u32 },
     /// The request has more files than allowed.
     #[error("too many files: {count}, limit {max}")]
     TooManyFiles { count: usize, max: usize },
@@ -315,7 +321,7 @@ impl DecodeBudget {
 }
 
 /// A file converted to PNG, not yet stored.
-struct ConvertedPage {
+pub(crate) struct ConvertedPage {
     source_name: String,
     png: Content,
     png_bytes: u64,
@@ -330,13 +336,21 @@ struct ConvertedPage {
 
 /// Bytes waiting to be stored: in memory (a converted image) or in the staging folder (a
 /// rendered PDF page, its text).
-enum Content {
+pub(crate) enum Content {
     Memory(Bytes),
     Staged(PathBuf),
 }
 
 impl Content {
-    async fn load(&self) -> Result<Bytes, IngestError> {
+    /// Removes a staged file (a page made by the `ingest` job is stored, then its
+    /// rendering goes, so the job's folder holds a few pages, never the book).
+    pub(crate) async fn discard(&self) {
+        if let Self::Staged(path) = self {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+    }
+
+    pub(crate) async fn load(&self) -> Result<Bytes, IngestError> {
         match self {
             Self::Memory(bytes) => Ok(bytes.clone()),
             Self::Staged(path) => tokio::fs::read(path)
@@ -357,34 +371,35 @@ enum Inspected {
 }
 
 /// A PDF written to the staging folder, with its pages.
-struct StagedPdf {
-    name: String,
-    path: PathBuf,
-    pages: Vec<PdfPage>,
+#[derive(Debug)]
+pub(crate) struct StagedPdf {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) pages: Vec<PdfPage>,
     /// Set when one of its pages fails: its other pages are skipped.
-    failed: AtomicBool,
+    pub(crate) failed: AtomicBool,
 }
 
 /// One conversion: an image, or one page of a PDF.
-enum Unit {
+pub(crate) enum Unit {
     Image(UploadedFile, Header),
     PdfPage(Arc<StagedPdf>, PdfPage),
 }
 
 /// What the conversions share.
-struct Convert<'a> {
-    limits: IngestLimits,
-    budget: &'a DecodeBudget,
-    tools: &'a PdfTools,
-    staging: Option<&'a Path>,
-    text_layers: TextLayers,
+pub(crate) struct Convert<'a> {
+    pub(crate) limits: IngestLimits,
+    pub(crate) budget: &'a DecodeBudget,
+    pub(crate) tools: &'a PdfTools,
+    pub(crate) staging: Option<&'a Path>,
+    pub(crate) text_layers: TextLayers,
 }
 
 /// Images stored at once.
 const STORE_CONCURRENCY: usize = 4;
 
 /// Accepted input formats.
-const ACCEPTED_FORMATS: [ImageFormat; 6] = [
+pub(crate) const ACCEPTED_FORMATS: [ImageFormat; 6] = [
     ImageFormat::Png,
     ImageFormat::Jpeg,
     ImageFormat::WebP,
@@ -527,31 +542,9 @@ impl Books {
         let mut pages = Vec::with_capacity(converted.len());
         let mut blobs = Vec::with_capacity(converted.len());
         for (page, number) in converted.into_iter().zip(first_page..) {
-            let mut entry = Page::new(
-                number,
-                page.source_name,
-                page.width,
-                page.height,
-                page.png_bytes,
-                page.sha256,
-            );
-            blobs.push((layout::book_key(book_id, &entry.image), page.png));
-            let thumbnail = layout::page_thumbnail_path(number);
-            blobs.push((
-                layout::book_key(book_id, &thumbnail),
-                Content::Memory(page.thumbnail),
-            ));
-            entry.thumbnail = Some(thumbnail);
-            if let Some((text, chars)) = page.text {
-                let path = layout::ocr_text_path(number);
-                blobs.push((layout::book_key(book_id, &path), text));
-                entry.ocr.status = OcrStatus::Done;
-                entry.ocr.text = Some(path);
-                entry.ocr.engine = Some(PDF_TEXT_ENGINE.to_owned());
-                entry.ocr.chars = Some(chars);
-                entry.ocr.updated_at = Some(now);
-            }
+            let (entry, page_blobs) = page_blobs(book_id, number, page, now);
             pages.push(entry);
+            blobs.extend(page_blobs);
         }
         let keys: Vec<String> = blobs.iter().map(|(key, _)| key.clone()).collect();
 
@@ -596,8 +589,43 @@ impl Books {
     }
 }
 
+/// Page `number`'s manifest entry for `page` and the objects to store for it: its PNG, its
+/// preview and, with a text layer, its text (the page's OCR then done by `pdf-text`).
+pub(crate) fn page_blobs(
+    book_id: &BookId,
+    number: u32,
+    page: ConvertedPage,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Page, Vec<(String, Content)>) {
+    let mut entry = Page::new(
+        number,
+        page.source_name,
+        page.width,
+        page.height,
+        page.png_bytes,
+        page.sha256,
+    );
+    let mut blobs = vec![(layout::book_key(book_id, &entry.image), page.png)];
+    let thumbnail = layout::page_thumbnail_path(number);
+    blobs.push((
+        layout::book_key(book_id, &thumbnail),
+        Content::Memory(page.thumbnail),
+    ));
+    entry.thumbnail = Some(thumbnail);
+    if let Some((text, chars)) = page.text {
+        let path = layout::ocr_text_path(number);
+        blobs.push((layout::book_key(book_id, &path), text));
+        entry.ocr.status = OcrStatus::Done;
+        entry.ocr.text = Some(path);
+        entry.ocr.engine = Some(PDF_TEXT_ENGINE.to_owned());
+        entry.ocr.chars = Some(chars);
+        entry.ocr.updated_at = Some(now);
+    }
+    (entry, blobs)
+}
+
 /// A file's result: `Err` for a rejection; the outer error fails the whole request.
-type Outcome<T> = Result<Result<T, FileRejection>, IngestError>;
+pub(crate) type Outcome<T> = Result<Result<T, FileRejection>, IngestError>;
 
 impl Convert<'_> {
     /// Inspects every file, `decode_concurrency` at a time, in order.
@@ -645,7 +673,7 @@ impl Convert<'_> {
                 what: "staging an uploaded PDF",
                 source,
             })?;
-        let pages = match pdf::inspect(self.tools, &path, &file.bytes, &limits).await? {
+        let pages = match pdf::inspect(self.tools, &path, &limits).await? {
             Ok(pages) => pages,
             Err(rejection) => return Ok(Err(rejection)),
         };
@@ -674,7 +702,11 @@ impl Convert<'_> {
             .await
     }
 
-    async fn convert_one(&self, index: usize, unit: Unit) -> Outcome<Option<ConvertedPage>> {
+    pub(crate) async fn convert_one(
+        &self,
+        index: usize,
+        unit: Unit,
+    ) -> Outcome<Option<ConvertedPage>> {
         let limits = self.limits;
         match unit {
             Unit::Image(file, header) => {
@@ -823,7 +855,7 @@ fn hash_png(
 }
 
 /// Runs CPU-bound work on a blocking thread; a panic there is a corrupt file.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, FileRejection> + Send + 'static,
 ) -> Result<T, FileRejection> {
     tokio::task::spawn_blocking(work)
@@ -836,15 +868,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// What a file's header says, read before any pixel is decoded.
-struct Header {
-    format: ImageFormat,
+pub(crate) struct Header {
+    pub(crate) format: ImageFormat,
     /// Bytes a decode and conversion of it may hold at once (see [`DecodeBudget`]).
     decode_bytes: u64,
 }
 
 /// Checks a file's name, size, format and dimensions from its header alone: a bomb is
 /// refused before any pixel is decoded.
-fn inspect(file: &UploadedFile, limits: &IngestLimits) -> Result<Header, FileRejection> {
+pub(crate) fn inspect(file: &UploadedFile, limits: &IngestLimits) -> Result<Header, FileRejection> {
     check_name(&file.name)?;
     let size = file.bytes.len() as u64;
     if size == 0 {
@@ -887,7 +919,7 @@ fn inspect(file: &UploadedFile, limits: &IngestLimits) -> Result<Header, FileRej
 const MAX_NAME_BYTES: usize = 255;
 
 /// A file name must be a plain name: no path, no control characters, not too long.
-fn check_name(name: &str) -> Result<(), FileRejection> {
+pub(crate) fn check_name(name: &str) -> Result<(), FileRejection> {
     let reason = if name.contains(['/', '\\']) {
         "it contains a path separator"
     } else if name.chars().any(char::is_control) {
@@ -998,7 +1030,7 @@ fn decode_limits(limits: &IngestLimits) -> image::Limits {
 /// truncated scan with gray instead of failing; a truncated upload must be refused. Scan
 /// data cannot contain `FF DA` or `FF D9` (an `FF` there is stuffed as `FF 00`), so the
 /// last `FF DA` starts the last scan, whatever thumbnails the metadata embeds.
-fn jpeg_has_end_of_image(bytes: &[u8]) -> bool {
+pub(crate) fn jpeg_has_end_of_image(bytes: &[u8]) -> bool {
     let last_scan = bytes
         .windows(2)
         .rposition(|pair| pair == [0xFF, 0xDA])
@@ -1009,7 +1041,7 @@ fn jpeg_has_end_of_image(bytes: &[u8]) -> bool {
 }
 
 /// Classifies a decoder error by its kind (never its text).
-fn rejection(error: ImageError, limits: &IngestLimits) -> FileRejection {
+pub(crate) fn rejection(error: ImageError, limits: &IngestLimits) -> FileRejection {
     match error {
         ImageError::Limits(limit) => match limit.kind() {
             LimitErrorKind::DimensionError => FileRejection::TooManyPixels {

@@ -26,6 +26,17 @@ pub fn page_thumbnail_path(page: u32) -> String {
     format!("pages/{page:04}.thumb.jpg")
 }
 
+/// The folder of an upload's files as they came, relative to the book:
+/// `uploads/{upload_id}/`; the `ingest` job makes pages from them, then deletes them.
+pub fn upload_dir(upload_id: &str) -> String {
+    format!("uploads/{upload_id}/")
+}
+
+/// File `index` (from 0) of an upload, relative to the book: `uploads/{upload_id}/{index:04}`.
+pub fn upload_file_path(upload_id: &str, index: u32) -> String {
+    format!("{}{index:04}", upload_dir(upload_id))
+}
+
 /// A page's OCR text, relative to the book: `ocr/{page:04}.txt`.
 pub fn ocr_text_path(page: u32) -> String {
     format!("ocr/{page:04}.txt")

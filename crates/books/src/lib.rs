@@ -23,6 +23,7 @@ mod manifest;
 pub mod pdf;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upload;
 mod writer;
 
 pub use book_id::{BookId, InvalidBookId};
@@ -35,4 +36,5 @@ pub use manifest::{
     Fence, GuidelinesState, GuidelinesStatus, Manifest, OcrState, OcrStatus, Page, SCHEMA_VERSION,
 };
 pub use pdf::{PDF_TEXT_ENGINE, PdfTools};
+pub use upload::{FileKind, PageSource, StagedInput, Upload, UploadFile};
 pub use writer::{ManifestChange, ManifestWriter};

@@ -128,7 +128,6 @@ impl PdfPage {
 pub(crate) async fn inspect(
     tools: &PdfTools,
     path: &Path,
-    file_bytes: &[u8],
     limits: &IngestLimits,
 ) -> Result<Result<Vec<PdfPage>, FileRejection>, IngestError> {
     let mut command = Command::new(&tools.pdfinfo);
@@ -146,7 +145,7 @@ pub(crate) async fn inspect(
                 seconds: limits.pdf_timeout.as_secs(),
             }));
         }
-        Err(ToolFailure::Failed { .. }) if has_encrypt_entry(file_bytes) => {
+        Err(ToolFailure::Failed { .. }) if has_encrypt_entry(path).await => {
             // poppler cannot open it without its password.
             return Ok(Err(FileRejection::EncryptedPdf));
         }
@@ -167,9 +166,33 @@ pub(crate) async fn inspect(
 }
 
 /// Whether the file names an `/Encrypt` dictionary (in its trailer or cross-reference
-/// stream, which are never compressed).
-fn has_encrypt_entry(bytes: &[u8]) -> bool {
-    bytes.windows(8).any(|window| window == b"/Encrypt")
+/// stream, which are never compressed), read in pieces: the file may be a GiB.
+async fn has_encrypt_entry(path: &Path) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    const NEEDLE: &[u8] = b"/Encrypt";
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return false;
+    };
+    let mut buffer = vec![0_u8; 1024 * 1024];
+    // The last bytes of the previous piece, so a needle across two pieces is found.
+    let mut kept = 0;
+    loop {
+        let Ok(read) = file.read(&mut buffer[kept..]).await else {
+            return false;
+        };
+        if read == 0 {
+            return false;
+        }
+        let filled = kept + read;
+        if buffer[..filled]
+            .windows(NEEDLE.len())
+            .any(|window| window == NEEDLE)
+        {
+            return true;
+        }
+        kept = (NEEDLE.len() - 1).min(filled);
+        buffer.copy_within(filled - kept..filled, 0);
+    }
 }
 
 /// The pages `pdfinfo` printed, checked against the limits. The document information

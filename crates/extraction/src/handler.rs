@@ -176,6 +176,7 @@ impl GuidelinesHandler {
             retry: self.config.retry,
             on_failure: OnPageFailure::FailJob,
             storage_wait: page_jobs::DEFAULT_STORAGE_WAIT,
+            makes_pages: false,
         }
     }
 

@@ -181,6 +181,7 @@ impl JobHandler for OcrHandler {
             retry: self.config.retry,
             on_failure: OnPageFailure::Record,
             storage_wait: self.config.storage_wait,
+            makes_pages: false,
         };
         let summary = run_pages(
             &context,

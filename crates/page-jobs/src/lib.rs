@@ -134,6 +134,9 @@ pub struct PageJobConfig {
     /// How long unavailable storage is waited out before the job stops with
     /// [`STORAGE_UNAVAILABLE`] (default [`DEFAULT_STORAGE_WAIT`]).
     pub storage_wait: Duration,
+    /// The job makes its pages (`ingest`): its pages are not in the manifest before they
+    /// are done. Other jobs skip a page that vanished from the manifest.
+    pub makes_pages: bool,
 }
 
 impl Default for PageJobConfig {
@@ -144,6 +147,7 @@ impl Default for PageJobConfig {
             retry: PageRetryPolicy::default(),
             on_failure: OnPageFailure::Record,
             storage_wait: DEFAULT_STORAGE_WAIT,
+            makes_pages: false,
         }
     }
 }
@@ -423,7 +427,11 @@ impl<'a, W: PageWork> PageRun<'a, W> {
         work: Arc<W>,
         config: &'a PageJobConfig,
     ) -> Self {
-        let remaining = pages_in_manifest(book_id, manifest, &checkpoint);
+        let remaining = if config.makes_pages {
+            checkpoint.remaining()
+        } else {
+            pages_in_manifest(book_id, manifest, &checkpoint)
+        };
         report_start(context, &checkpoint);
         // `stop`: no new page starts. `abandon`: pages in flight give up; on shutdown it stays
         // unfired, so they finish.

@@ -6,14 +6,15 @@ use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG};
 use axum::response::{IntoResponse, Response};
 use blob_store::BlobError;
-use books::{BookId, IngestError, Manifest, OcrStatus, TextLayers, UploadedFile, layout};
+use books::{BookId, IngestError, Manifest, OcrStatus, StagedInput, layout};
 use futures::{StreamExt, TryStreamExt};
+use ingest::{INGEST_JOB_TYPE, IngestPayload, TextLayersChoice};
 use jobs_core::{Acquire, ChainStep};
 use ocr::{OCR_JOB_TYPE, OcrPayload};
 
 use crate::dto::{
     Book, BookList, BookPath, BookSummary, CreateBook, Job, Page, PageList, PageListQuery,
-    PagePath, UPLOAD_MEDIA_TYPES, UpdateBook, UploadForm, UploadOcr, UploadQuery, UploadedPages,
+    PagePath, UPLOAD_MEDIA_TYPES, UpdateBook, UploadAccepted, UploadForm, UploadOcr, UploadQuery,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, book_id, page_number};
@@ -207,15 +208,18 @@ pub(crate) async fn list_pages(
     }))
 }
 
-/// Uploads pages: every `files` field becomes a page (a PDF one page per PDF page, rendered
-/// at 300 dpi), numbered in upload order after the book's last page. A PDF page with a
-/// text layer keeps it as its text (OCR done, engine `pdf-text`). All or nothing: when any
-/// file is invalid nothing is stored and the error lists each bad file with its reason
-/// (`details.rejected`: `encrypted_pdf`, `corrupt`, `too_many_pages`, ...). With
-/// `?ocr=true` an `ocr` job starts for the book (for its pages not done); `?ocr=force`
-/// also ignores PDF text layers, so every page is OCRed; `&then=guidelines,finalize`
-/// chains the rest of the pipeline to it. When an `ocr` job is already active, the answer
-/// is that job (`job_created: false`) with its own chain.
+/// Uploads pages: every `files` field is streamed to a local file, checked (all or nothing:
+/// when any file is invalid nothing is kept and the error lists each bad file with its
+/// reason in `details.rejected`: `encrypted_pdf`, `corrupt`, `too_many_pages`, ...) and
+/// stored as it came; its pages get their numbers after the book's last page (a PDF one
+/// per PDF page). The answer is 202 with the upload and its `ingest` job, which makes the
+/// pages (PDF pages rendered at 300 dpi, images converted to PNG, each with its preview);
+/// they appear in the book as they are made. A PDF page with a text layer keeps it as its
+/// text (OCR done, engine `pdf-text`). With `?ocr=true` the `ingest` job's chain goes on
+/// with an `ocr` job (for the book's pages not done); `?ocr=force` also ignores PDF text
+/// layers; `&then=guidelines,finalize` chains the rest of the pipeline after the `ocr`
+/// job. One `ingest` runs per book at a time: while one is active the upload is 409
+/// `job_active` with that job in `details.job`, and nothing is kept.
 #[utoipa::path(
     post, path = "/v1/books/{book_id}/pages", tag = "books",
     params(BookPath, UploadQuery),
@@ -223,14 +227,15 @@ pub(crate) async fn list_pages(
         (UploadForm = "multipart/form-data", encoding(("files" = (content_type = UPLOAD_MEDIA_TYPES)))),
     )),
     responses(
-        (status = 201, description = "The new pages, and the ocr job with `?ocr=true` or `?ocr=force`", body = UploadedPages),
+        (status = 202, description = "The upload as stored, and the `ingest` job that makes its pages (its chain: `ocr`, then `then`, with `?ocr=true` or `?ocr=force`)", body = UploadAccepted),
         (status = 404, description = "`not_found`: no such book", body = ErrorBody),
+        (status = 409, description = "`job_active`: an `ingest` of the book is active (`details.job`); send the upload when it ends", body = ErrorBody),
         (status = 422, description = "`invalid_request`: rejected files (listed in `details.rejected`, each with its code: `unsupported_format`, `corrupt`, `too_large`, `empty`, `invalid_name`, `too_many_pixels`, `encrypted_pdf`, `too_many_pages`, `render_timeout`), no files, a part other than `files`, bad id, `then` without `ocr=true` or `ocr=force`, an invalid chain, or an unknown query parameter", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not multipart, or every rejected file is of an unsupported format", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: too many files or bytes", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: too many files or bytes, or the book would pass its page limit", body = ErrorBody),
         (status = 400, description = "`invalid_request`: malformed multipart body", body = ErrorBody),
         (status = 408, description = "`request_timeout`: the body did not arrive within the upload timeout", body = ErrorBody),
-        (status = 503, description = "`server_busy`: other uploads hold the memory for decoding images; nothing was stored, send it again after `Retry-After` seconds", body = ErrorBody,
+        (status = 503, description = "`server_busy`: as many uploads as the server takes at once are in flight; nothing was stored, send it again after `Retry-After` seconds", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before sending the upload again"))),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
@@ -240,7 +245,7 @@ pub(crate) async fn upload_pages(
     Path(book): Path<String>,
     Query(query): Query<UploadQuery>,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<(StatusCode, axum::Json<UploadedPages>), ApiError> {
+) -> Result<(StatusCode, axum::Json<UploadAccepted>), ApiError> {
     let book_id = book_id(&book)?;
     let then = upload_chain(&query)?;
     let mut multipart = multipart.map_err(|_| {
@@ -248,50 +253,103 @@ pub(crate) async fn upload_pages(
             "expected a multipart/form-data body with one `files` field per page".to_owned(),
         )
     })?;
+    let _slot = state.upload_slot().ok_or_else(|| ApiError::Busy {
+        message: format!(
+            "{} uploads are in flight, as many as this server takes at once; nothing was \
+             stored, send the upload again",
+            state.config().max_uploads_in_flight
+        ),
+        retry_after: std::time::Duration::from_secs(5),
+    })?;
     let books = state.books();
     books.manifest(&book_id).await?;
+    if let Some(active) = active_ingest(&state, &book_id).await? {
+        return Err(ApiError::JobActive(Box::new(Job::from(&active))));
+    }
     let limits = &state.config().ingest_limits;
-    let files = read_files(&mut multipart, limits).await?;
-    let text_layers = if query.ocr == UploadOcr::Force {
-        TextLayers::Ignore
-    } else {
-        TextLayers::Keep
-    };
-    let pages = books
-        .ingest_pages_with(&book_id, files, limits, text_layers)
+    // Removed with everything in it when the request ends, however it ends.
+    let staging = tempfile::Builder::new()
+        .prefix("folio-upload-")
+        .tempdir()
+        .map_err(|error| ApiError::Internal(anyhow::Error::new(error)))?;
+    let inputs = read_files(&mut multipart, limits, staging.path()).await?;
+    let upload = books
+        .stage_upload(&book_id, inputs, limits)
         .await
         .map_err(ingest_error)?;
-    let (job, job_created) = if query.ocr.starts_job() {
-        match state
-            .lock()
-            .acquire_chain(book_id.as_str(), OCR_JOB_TYPE, ocr_payload(None), then)
-            .await?
-        {
-            Acquire::Created(job) => (Some(Job::from(&job)), true),
-            Acquire::Busy(job) => (Some(Job::from(&job)), false),
-        }
-    } else {
-        (None, false)
+    drop(staging);
+    let mut chain = Vec::new();
+    if query.ocr.starts_job() {
+        chain.push(ChainStep::new(OCR_JOB_TYPE, ocr_payload(None)));
+        chain.extend(then);
+    }
+    let payload = IngestPayload {
+        upload: upload.clone(),
+        text_layers: if query.ocr == UploadOcr::Force {
+            TextLayersChoice::Ignore
+        } else {
+            TextLayersChoice::Keep
+        },
     };
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(UploadedPages {
-            pages: pages.iter().map(|page| Page::new(&book_id, page)).collect(),
-            job,
-            job_created,
-        }),
-    ))
+    let payload = serde_json::to_value(&payload)
+        .unwrap_or_else(|error| unreachable!("an ingest payload always serializes: {error}"));
+    match state
+        .lock()
+        .acquire_chain(book_id.as_str(), INGEST_JOB_TYPE, payload, chain)
+        .await
+    {
+        Ok(Acquire::Created(job)) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(UploadAccepted {
+                upload: (&upload).into(),
+                job: Job::from(&job),
+            }),
+        )),
+        // Another upload of the book started its ingest since the check above.
+        Ok(Acquire::Busy(active)) => {
+            books.delete_upload(&book_id, &upload).await;
+            Err(ApiError::JobActive(Box::new(Job::from(&active))))
+        }
+        Err(error) => {
+            books.delete_upload(&book_id, &upload).await;
+            Err(error.into())
+        }
+    }
 }
 
-/// The uploaded files of `multipart`: each a `files` field, within the request's limits of
-/// count and bytes (checked as the fields arrive, before the rest is read).
+/// The book's active `ingest` job, if any.
+async fn active_ingest(
+    state: &AppState,
+    book_id: &BookId,
+) -> Result<Option<jobs_core::Job>, ApiError> {
+    let active = state
+        .job_store()
+        .list(&jobs_core::JobQuery {
+            resource_key: Some(book_id.to_string()),
+            job_type: Some(INGEST_JOB_TYPE.to_owned()),
+            statuses: jobs_core::JobStatus::ACTIVE.to_vec(),
+            limit: 1,
+            ..jobs_core::JobQuery::default()
+        })
+        .await?;
+    Ok(active.into_iter().next())
+}
+
+/// Streams each `files` field of `multipart` into a file of `dir` through a fixed buffer,
+/// hashing it on the way, within the request's limits of count and bytes (checked as the
+/// bytes arrive). A file over its own limit (`max_pdf_bytes` for a PDF, else
+/// `max_file_bytes`) is not written past it, and is refused as `too_large` with the others.
 async fn read_files(
     multipart: &mut Multipart,
     limits: &books::IngestLimits,
-) -> Result<Vec<UploadedFile>, ApiError> {
+    dir: &std::path::Path,
+) -> Result<Vec<StagedInput>, ApiError> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+
     let mut files = Vec::new();
     let mut total_bytes: u64 = 0;
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let field_name = field.name().unwrap_or_default().to_owned();
         if field_name != "files" {
             return Err(ApiError::invalid(format!(
@@ -305,15 +363,52 @@ async fn read_files(
             )));
         }
         let name = file_name(&field, files.len())?;
-        let bytes = field.bytes().await.map_err(multipart_error)?;
-        total_bytes += bytes.len() as u64;
-        if total_bytes > limits.max_request_bytes {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the files are larger than {} bytes together",
-                limits.max_request_bytes
-            )));
+        let path = dir.join(format!("{:04}", files.len()));
+        let local = |error: std::io::Error| ApiError::Internal(anyhow::Error::new(error));
+        let mut out = tokio::io::BufWriter::with_capacity(
+            256 * 1024,
+            tokio::fs::File::create(&path).await.map_err(local)?,
+        );
+        let mut hasher = sha2::Sha256::new();
+        let mut bytes: u64 = 0;
+        let mut head = Vec::new();
+        let mut cap = None;
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            total_bytes += chunk.len() as u64;
+            if total_bytes > limits.max_request_bytes {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the files are larger than {} bytes together",
+                    limits.max_request_bytes
+                )));
+            }
+            if cap.is_none() {
+                head.extend_from_slice(&chunk[..chunk.len().min(8 - head.len().min(8))]);
+                if head.len() >= 5 || chunk.is_empty() {
+                    cap = Some(if head.starts_with(b"%PDF-") {
+                        limits.max_pdf_bytes
+                    } else {
+                        limits.max_file_bytes
+                    });
+                }
+            }
+            let room = cap.unwrap_or(u64::MAX).saturating_sub(bytes);
+            let keep = &chunk[..chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
+            hasher.update(keep);
+            out.write_all(keep).await.map_err(local)?;
+            bytes += chunk.len() as u64;
         }
-        files.push(UploadedFile { name, bytes });
+        out.flush().await.map_err(local)?;
+        let sha256 = hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        files.push(StagedInput {
+            name,
+            path,
+            bytes,
+            sha256,
+        });
     }
     Ok(files)
 }
@@ -385,9 +480,9 @@ fn ingest_error(error: IngestError) -> ApiError {
         IngestError::NoFiles => {
             ApiError::invalid("no files were uploaded: send each page as a `files` field")
         }
-        error @ (IngestError::TooManyFiles { .. } | IngestError::RequestTooLarge { .. }) => {
-            ApiError::PayloadTooLarge(error.to_string())
-        }
+        error @ (IngestError::TooManyFiles { .. }
+        | IngestError::RequestTooLarge { .. }
+        | IngestError::BookFull { .. }) => ApiError::PayloadTooLarge(error.to_string()),
         IngestError::Busy { waited } => ApiError::Busy {
             message: format!(
                 "the server is busy decoding other uploads (waited {}s); nothing was stored, \

@@ -54,7 +54,11 @@ fn handlers(app: &TestApp) -> Vec<Arc<dyn JobHandler>> {
             Arc::new(ScriptedExtractor::new()),
             GuidelinesConfig::default(),
         )),
-        Arc::new(FinalizeHandler::new(books)),
+        Arc::new(FinalizeHandler::new(books.clone())),
+        Arc::new(ingest::IngestHandler::new(
+            books,
+            ingest::IngestJobConfig::default(),
+        )),
     ]
 }
 
@@ -140,12 +144,12 @@ async fn an_upload_with_then_needs_ocr_and_a_valid_chain_and_stores_nothing_othe
     }
     assert_eq!(jobs_of(&app, "book").await, Vec::<Value>::new());
 
-    // An empty `then` is no chain.
+    // An empty `then` is no chain after the upload's ocr job.
     let (status, body) = app
         .upload("book", "?ocr=true&then=", &[("page.png", page.as_slice())])
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["job"]["then"], json!([]));
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["job"]["then"], json!(["ocr"]));
 }
 
 /// Claims the job of `job_type` and completes it as a worker would (with its chain).
@@ -176,33 +180,41 @@ async fn the_job_json_shows_the_chain_and_its_links_both_ways() {
     let app = TestApp::sqlite().await;
     app.create_book("book").await;
     let page = ocr::testing::fixture_pages()[0].png.to_vec();
-    let (status, body) = app
-        .upload(
+    let (body, ingest_done) = app
+        .upload_and_ingest(
             "book",
             "?ocr=true&then=guidelines,finalize",
             &[("page.png", page.as_slice())],
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let ocr_job = body["job"].clone();
-    assert_eq!(body["job_created"], true);
+    assert_eq!(body["job"]["type"], "ingest");
+    assert_eq!(
+        body["job"]["then"],
+        json!(["ocr", "guidelines", "finalize"])
+    );
+    assert_eq!(body["job"]["previous_job_id"], Value::Null);
+    assert_eq!(ingest_done["status"], "completed");
+    let ocr_id = ingest_done["next_job_id"]
+        .as_str()
+        .expect("linked")
+        .to_owned();
+    let (_, ocr_job) = app.get(&format!("/v1/jobs/{ocr_id}")).await;
     assert_eq!(ocr_job["type"], "ocr");
     assert_eq!(ocr_job["then"], json!(["guidelines", "finalize"]));
-    assert_eq!(ocr_job["previous_job_id"], Value::Null);
+    assert_eq!(ocr_job["previous_job_id"], body["job"]["id"]);
     assert_eq!(ocr_job["next_job_id"], Value::Null);
 
-    // While that ocr job is active, another upload with a chain answers with it as it is.
-    let (status, body) = app
-        .upload(
+    // While that ocr job is active, another upload's ingest links to it as it is.
+    let (_, second) = app
+        .upload_and_ingest(
             "book",
             "?ocr=true&then=guidelines",
             &[("page.png", page.as_slice())],
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["job_created"], false);
-    assert_eq!(body["job"]["id"], ocr_job["id"]);
-    assert_eq!(body["job"]["then"], json!(["guidelines", "finalize"]));
+    assert_eq!(second["next_job_id"], ocr_job["id"]);
+    let (_, still) = app.get(&format!("/v1/jobs/{ocr_id}")).await;
+    assert_eq!(still["then"], json!(["guidelines", "finalize"]));
 
     complete_as_worker(&app, "ocr").await;
     let (_, ocr_done) = app
@@ -222,7 +234,8 @@ async fn the_job_json_shows_the_chain_and_its_links_both_ways() {
     // Listings show the same fields.
     let listed = jobs_of(&app, "book").await;
     assert_eq!(listed[0], guidelines);
-    assert_eq!(listed[1], ocr_done);
+    assert!(listed.contains(&ocr_done), "{listed:?}");
+    assert_eq!(listed.last().unwrap()["id"], body["job"]["id"]);
 }
 
 #[tokio::test]
@@ -408,7 +421,7 @@ async fn one_upload_with_then_processes_the_whole_book(app: TestApp) {
     let (status, body) = app
         .upload("book", "?ocr=true&then=guidelines,finalize", &files)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     // Nothing but reads from here: the chain runs the pipeline by itself.
     let document = eventually(Duration::from_secs(60), "the final guidelines", || async {
         let (status, document) = app.get("/v1/books/book/guidelines").await;
@@ -425,7 +438,7 @@ async fn one_upload_with_then_processes_the_whole_book(app: TestApp) {
         .iter()
         .map(|job| job["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["ocr", "guidelines", "finalize"]);
+    assert_eq!(types, ["ingest", "ocr", "guidelines", "finalize"]);
     worker.stop().await;
 }
 

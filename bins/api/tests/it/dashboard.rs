@@ -904,7 +904,8 @@ async fn the_jobs_view_counts_live_filters_by_status_and_type_and_groups_failure
     api.wait_job_status(&ocr_b, "cancelled").await;
 
     dashboard.goto("/jobs").await;
-    for (status, count) in [("completed", 1), ("failed", 1), ("cancelled", 1)] {
+    // Completed: the OCR job of jobs-a and the ingest jobs of both uploads.
+    for (status, count) in [("completed", 3), ("failed", 1), ("cancelled", 1)] {
         dashboard.wait_tab_count(status, count).await;
     }
     dashboard.mark_document().await;
@@ -935,10 +936,10 @@ async fn the_jobs_view_counts_live_filters_by_status_and_type_and_groups_failure
         .await;
     let rows = dashboard
         .wait_job_rows("the completed jobs", |rows| {
-            rows.len() == 1 && rows[0].status == "completed"
+            rows.len() == 3 && rows.iter().all(|row| row.status == "completed")
         })
         .await;
-    assert_eq!(rows[0].id, ocr_a);
+    assert!(rows.iter().any(|row| row.id == ocr_a), "{rows:?}");
     dashboard.select_type("guidelines").await;
     dashboard
         .wait_job_rows("no completed guidelines job", Vec::is_empty)
@@ -957,7 +958,7 @@ async fn the_jobs_view_counts_live_filters_by_status_and_type_and_groups_failure
     let ocr_c = api.upload_fixture_pages("jobs-c", 1, true).await;
     let ocr_c = ocr_c["job"]["id"].as_str().unwrap().to_owned();
     api.wait_job_status(&ocr_c, "completed").await;
-    dashboard.wait_tab_count("completed", 2).await;
+    dashboard.wait_tab_count("completed", 5).await;
     dashboard
         .wait_job_rows("the new job in the list", |rows| {
             rows.iter().any(|row| row.id == ocr_c)
@@ -1007,7 +1008,7 @@ async fn the_jobs_view_counts_live_filters_by_status_and_type_and_groups_failure
 }
 
 #[tokio::test]
-async fn one_upload_with_process_everything_ends_with_the_books_guidelines_final_and_the_pipeline_shows_three_completed_steps()
+async fn one_upload_with_process_everything_ends_with_the_books_guidelines_final_and_the_pipeline_shows_four_completed_steps()
  {
     let dashboard = Dashboard::start(None).await;
     let book = "chained";
@@ -1057,10 +1058,10 @@ async fn one_upload_with_process_everything_ends_with_the_books_guidelines_final
 
     let steps = dashboard
         .wait_for(
-            "three completed steps in one pipeline",
+            "four completed steps in one pipeline",
             JOB_DEADLINE,
             "#book-jobs .pipeline .pipeline-step",
-            "(steps) => steps.length === 3 && steps.every((step) => {\
+            "(steps) => steps.length === 4 && steps.every((step) => {\
                const job = step.querySelector('.job');\
                const bar = job && job.querySelector('[role=progressbar]');\
                return step.dataset.state === 'completed' && job.dataset.status === 'completed'\
@@ -1076,7 +1077,7 @@ async fn one_upload_with_process_everything_ends_with_the_books_guidelines_final
             .iter()
             .map(|step| text(&step["type"]))
             .collect::<Vec<_>>(),
-        ["ocr", "guidelines", "finalize"],
+        ["ingest", "ocr", "guidelines", "finalize"],
         "{steps:?}"
     );
     let pipelines = dashboard
@@ -1110,7 +1111,7 @@ async fn one_upload_with_process_everything_ends_with_the_books_guidelines_final
         .js(
             &format!(
                 "return document.querySelector('#history-{} .history-chain').textContent",
-                text(&steps[0]["id"])
+                text(&steps[1]["id"])
             ),
             vec![],
         )
@@ -1267,11 +1268,12 @@ async fn a_1000_page_book_grid_is_usable_in_2_s_and_scrolls_top_to_bottom_in_und
         .send()
         .await
         .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{}",
-        response.text().await.unwrap()
-    );
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    dashboard
+        .api
+        .wait_job_status(&text(&answer["job"]["id"]), "completed")
+        .await;
     let store: std::sync::Arc<dyn blob_store::BlobStore> = std::sync::Arc::new(
         blob_store::FileBlobStore::open(dashboard.api.objects())
             .await
@@ -2438,7 +2440,8 @@ impl ApiProcess {
             .await;
     }
 
-    /// Uploads `n_pages` fixture pages (cycled) in one request; the answer.
+    /// Uploads `n_pages` fixture pages (cycled) in one request and waits for its ingest; the
+    /// answer, with the ended ingest job as `ingest` and the ocr job (with `ocr`) as `job`.
     async fn upload_fixture_pages(&self, book: &str, n_pages: usize, ocr: bool) -> Value {
         let fixtures = ocr::testing::fixture_pages();
         let files: Vec<(String, &[u8])> = (1..=n_pages)
@@ -2463,8 +2466,20 @@ impl ApiProcess {
             .await
             .unwrap();
         let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, 201, "{body}");
+        let mut body: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        // The pages are in once the upload's ingest completed; with `ocr`, `job` is then
+        // the ocr job its chain started.
+        let ingest = self
+            .wait_job_status(body["job"]["id"].as_str().unwrap(), "completed")
+            .await;
+        body["job"] = if ocr {
+            self.get(&format!("/v1/jobs/{}", text(&ingest["next_job_id"])))
+                .await
+        } else {
+            Value::Null
+        };
+        body["ingest"] = ingest;
         body
     }
 

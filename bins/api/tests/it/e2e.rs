@@ -118,11 +118,21 @@ async fn ocr_runs_end_to_end_on_postgres_and_s3() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(response.status(), 202);
     let uploaded: Value = response.json().await.unwrap();
-    assert_eq!(uploaded["pages"].as_array().unwrap().len(), 3);
-    assert_eq!(uploaded["job_created"], true);
-    let job_id = uploaded["job"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(uploaded["upload"]["files"].as_array().unwrap().len(), 3);
+    assert_eq!(uploaded["job"]["type"], "ingest");
+    let ingest_id = uploaded["job"]["id"].as_str().unwrap().to_owned();
+    let ingest = tokio::time::timeout(Duration::from_secs(120), follow(&client, &base, &ingest_id))
+        .await
+        .expect("the ingest job finishes");
+    let ingested = ingest.last().unwrap();
+    assert_eq!(ingested["status"], "completed", "{ingest:#?}");
+    assert_eq!(ingested["progress"]["completed"], 3);
+    let job_id = ingested["next_job_id"]
+        .as_str()
+        .expect("the ocr job follows")
+        .to_owned();
 
     let events = tokio::time::timeout(Duration::from_secs(120), follow(&client, &base, &job_id))
         .await
@@ -253,9 +263,12 @@ async fn ocr_runs_end_to_end_on_postgres_and_s3() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
+    assert_eq!(response.status(), 202);
     let uploaded: Value = response.json().await.unwrap();
-    assert_eq!(uploaded["job"]["then"], json!(["guidelines", "finalize"]));
+    assert_eq!(
+        uploaded["job"]["then"],
+        json!(["ocr", "guidelines", "finalize"])
+    );
     let chained = eventually(
         Duration::from_secs(120),
         "the chained book to be finalized",

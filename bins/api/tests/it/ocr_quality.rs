@@ -9,7 +9,6 @@
 //!   list); `/readyz` shows the in-process worker's OCR engine.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use api::AppState;
 use axum::body::Body;
@@ -20,7 +19,7 @@ use jobs_core::runtime::Worker;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{TestApp, eventually, into_bytes};
+use crate::support::{TestApp, into_bytes};
 
 #[derive(Debug, Parser)]
 struct WorkerCli {
@@ -32,7 +31,7 @@ fn worker_args() -> app::config::WorkerArgs {
     WorkerCli::try_parse_from([
         "worker",
         "--types",
-        "ocr",
+        "ingest,ocr",
         "--poll-interval",
         "50ms",
         "--progress-flush",
@@ -44,7 +43,7 @@ fn worker_args() -> app::config::WorkerArgs {
     .worker
 }
 
-/// A real `ocr` worker over the app's stores until dropped.
+/// A real `ingest` and `ocr` worker over the app's stores until dropped.
 struct OcrWorker {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -90,21 +89,13 @@ impl Drop for OcrWorker {
 /// Uploads `files` with `?ocr=true` and waits for the job to complete.
 async fn upload_and_read(app: &TestApp, book: &str, files: &[(&str, &[u8])]) {
     let (status, body) = app.upload(book, "?ocr=true", files).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let job_id = body["job"]["id"].as_str().unwrap().to_owned();
-    let job = eventually(Duration::from_secs(120), "the ocr job to end", || {
-        let uri = format!("/v1/jobs/{job_id}");
-        async move {
-            let (_, job) = app.get(&uri).await;
-            matches!(
-                job["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            )
-            .then_some(job)
-        }
-    })
-    .await;
-    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = app.wait_chain_end(&body["job"]).await;
+    assert_eq!(
+        (&job["type"], &job["status"]),
+        (&json!("ocr"), &json!("completed")),
+        "{job}"
+    );
 }
 
 async fn text_of(app: &TestApp, book: &str, page: u32) -> String {

@@ -6,7 +6,9 @@ use axum::http::{Request, StatusCode, header};
 use blob_store::PutMode;
 use books::{BookId, IngestLimits, OcrStatus, layout};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
+use tower::ServiceExt as _;
 
 use crate::support::{TestApp, assert_error, into_bytes, into_json};
 
@@ -32,18 +34,80 @@ async fn uploading_pages_numbers_them_in_order_after_the_last_page() {
     let (status, body) = app
         .upload("up", "", &[("a.png", &one), ("b.png", &two)])
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["job"], Value::Null);
-    assert_eq!(body["job_created"], false);
-    let pages = body["pages"].as_array().unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // The upload as stored: each file with its size, hash, kind and page numbers.
+    let files = body["upload"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0]["name"], "a.png");
+    assert_eq!(files[0]["bytes"], one.len());
+    assert_eq!(files[0]["sha256"], hex_sha256(&one));
+    assert_eq!(files[0]["kind"], "image");
+    assert_eq!(
+        (&files[0]["pages"], &files[0]["first_page"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(files[1]["first_page"], 2);
+    // Its ingest job, with no chain: the pages come when it runs.
+    assert_eq!(body["job"]["type"], "ingest");
+    assert_eq!(body["job"]["status"], "pending");
+    assert_eq!(body["job"]["then"], json!([]));
+    assert_eq!(app.get("/v1/books/up").await.1["pages"], json!([]));
+    let job = app.ingest(&body).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["progress"]["completed"], 2, "{job}");
+    let (_, book) = app.get("/v1/books/up").await;
+    let pages = book["pages"].as_array().unwrap();
     assert_eq!(pages.len(), 2);
     assert_eq!(pages[0]["page"], 1);
     assert_eq!(pages[0]["source_name"], "a.png");
     assert_eq!(pages[1]["page"], 2);
     assert_eq!(pages[1]["ocr"]["status"], "pending");
-    let (status, body) = app.upload("up", "", &[("c.png", &three)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["pages"][0]["page"], 3);
+    // The upload's files are gone once its pages are made.
+    assert!(
+        storage_keys(&app, "up")
+            .await
+            .iter()
+            .all(|key| !key.contains("/uploads/")),
+        "{:?}",
+        storage_keys(&app, "up").await
+    );
+    let (answer, _) = app.upload_and_ingest("up", "", &[("c.png", &three)]).await;
+    assert_eq!(answer["upload"]["files"][0]["first_page"], 3);
+    assert_eq!(
+        app.get("/v1/books/up/pages/3").await.1["source_name"],
+        "c.png"
+    );
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_upload_while_the_books_ingest_is_active_is_409_and_keeps_nothing() {
+    let app = TestApp::sqlite().await;
+    app.create_book("busy-ingest").await;
+    let one = fixture(1);
+    let (status, first) = app.upload("busy-ingest", "", &[("a.png", &one)]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let keys = storage_keys(&app, "busy-ingest").await;
+    let (status, body) = app.upload("busy-ingest", "", &[("b.png", &one)]).await;
+    assert_error((status, &body), StatusCode::CONFLICT, "job_active");
+    assert_eq!(body["error"]["details"]["job"]["id"], first["job"]["id"]);
+    assert_eq!(storage_keys(&app, "busy-ingest").await, keys);
+    app.ingest(&first).await;
+    let (answer, job) = app
+        .upload_and_ingest("busy-ingest", "", &[("b.png", &one)])
+        .await;
+    assert_eq!(job["status"], "completed");
+    assert_eq!(
+        answer["upload"]["files"][0]["first_page"], 2,
+        "no gap: {answer}"
+    );
 }
 
 #[tokio::test]
@@ -51,19 +115,32 @@ async fn uploading_with_ocr_true_starts_an_ocr_job() {
     let app = TestApp::sqlite().await;
     app.create_book("ocr-up").await;
     let one = fixture(1);
-    let (status, body) = app.upload("ocr-up", "?ocr=true", &[("a.png", &one)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["job_created"], true);
-    assert_eq!(body["job"]["type"], "ocr");
+    let (body, ingest) = app
+        .upload_and_ingest("ocr-up", "?ocr=true", &[("a.png", &one)])
+        .await;
+    assert_eq!(body["job"]["type"], "ingest");
     assert_eq!(body["job"]["book_id"], "ocr-up");
-    assert_eq!(body["job"]["status"], "pending");
-    let job = app.stored_job(&body["job"]["id"]).await;
-    assert_eq!(job.payload, json!({}));
+    assert_eq!(body["job"]["then"], json!(["ocr"]));
+    assert_eq!(ingest["status"], "completed");
+    let (status, ocr) = app
+        .get(&format!("/v1/jobs/{}", text(&ingest["next_job_id"])))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ingest}");
+    assert_eq!(
+        (&ocr["type"], &ocr["status"]),
+        (&json!("ocr"), &json!("pending"))
+    );
+    assert_eq!(app.stored_job(&ocr["id"]).await.payload, json!({}));
 
-    let (status, again) = app.upload("ocr-up", "?ocr=true", &[("b.png", &one)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{again}");
-    assert_eq!(again["job_created"], false);
-    assert_eq!(again["job"]["id"], body["job"]["id"]);
+    // A second upload's ingest links to the ocr job already active.
+    let (_, again) = app
+        .upload_and_ingest("ocr-up", "?ocr=true", &[("b.png", &one)])
+        .await;
+    assert_eq!(again["next_job_id"], ocr["id"], "{again}");
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -72,6 +149,7 @@ async fn a_rejected_upload_lists_the_bad_file_and_changes_nothing() {
     app.book_with_pages("strict", 1).await;
     let manifest_before = app.get("/v1/books/strict").await.1;
     let keys_before = storage_keys(&app, "strict").await;
+    let (_, latest_before) = app.get("/v1/books/strict/jobs/latest").await;
     let (one, two) = (fixture(1), fixture(2));
     let (status, body) = app
         .upload(
@@ -98,31 +176,38 @@ async fn a_rejected_upload_lists_the_bad_file_and_changes_nothing() {
     assert_eq!(app.get("/v1/books/strict").await.1, manifest_before);
     assert_eq!(storage_keys(&app, "strict").await, keys_before);
     let (_, latest) = app.get("/v1/books/strict/jobs/latest").await;
-    assert_eq!(latest, Value::Null, "no job was started");
+    assert_eq!(latest, latest_before, "no job was started");
 }
 
 #[tokio::test]
-async fn a_corrupt_image_among_good_ones_is_422_listing_it() {
+async fn an_image_whose_header_is_fine_but_whose_pixels_are_cut_fails_its_ingest_naming_it() {
     let app = TestApp::sqlite().await;
     app.create_book("corrupt").await;
     let one = fixture(1);
+    // The header (format, dimensions) is whole: the upload takes it; the pixels are not,
+    // and the ingest finds it when it decodes them.
     let truncated = &one[..one.len() / 2];
-    let (status, body) = app
-        .upload("corrupt", "", &[("ok.png", &one), ("cut.png", truncated)])
+    let (answer, job) = app
+        .upload_and_ingest("corrupt", "", &[("ok.png", &one), ("cut.png", truncated)])
         .await;
-    assert_error(
-        (status, &body),
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
+    assert_eq!(answer["upload"]["files"][1]["name"], "cut.png");
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "corrupt", "{job}");
+    let message = text(&job["error"]["message"]);
+    assert!(
+        message.contains("page 2") && message.contains("file 2 (cut.png), page 1 of the file"),
+        "{message}"
     );
-    let rejected = body["error"]["details"]["rejected"].as_array().unwrap();
-    assert_eq!(rejected.len(), 1, "{body}");
-    assert_eq!(rejected[0]["name"], "cut.png");
-    assert_eq!(rejected[0]["code"], "corrupt");
-    assert_eq!(app.get("/v1/books/corrupt").await.1["pages"], json!([]));
-    assert_eq!(
-        storage_keys(&app, "corrupt").await,
-        ["books/corrupt/metadata.json"]
+    // The page made before stays; resuming the job would go on from the cut file.
+    let (_, book) = app.get("/v1/books/corrupt").await;
+    assert_eq!(book["pages"].as_array().unwrap().len(), 1, "{book}");
+    assert_eq!(book["pages"][0]["source_name"], "ok.png");
+    assert!(
+        storage_keys(&app, "corrupt")
+            .await
+            .iter()
+            .any(|key| key.contains("/uploads/")),
+        "a failed ingest keeps its upload for a resume"
     );
 }
 
@@ -437,33 +522,51 @@ async fn retrying_an_unknown_page_or_book_is_404_and_a_bad_page_422() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_request",
     );
-    let (_, latest) = app.get("/v1/books/few/jobs/latest").await;
-    assert_eq!(latest, Value::Null);
+    let (_, latest) = app.get("/v1/books/few/jobs/latest?type=ocr").await;
+    assert_eq!(latest, Value::Null, "no ocr job was started");
 }
 
 #[tokio::test]
-async fn an_upload_that_waits_too_long_for_the_decode_budget_is_503_server_busy_with_retry_after() {
+async fn an_upload_past_the_uploads_in_flight_is_503_server_busy_with_retry_after() {
     let app = TestApp::sqlite_with(ApiConfig {
-        decode_budget_bytes: Some(64 * 1024 * 1024),
-        decode_wait: std::time::Duration::from_millis(100),
+        max_uploads_in_flight: 1,
         ..ApiConfig::default()
     })
     .await;
+    app.create_book("slow").await;
     app.create_book("busy").await;
-    // Another upload holds the whole budget.
-    let held = app
-        .state
-        .books()
-        .decode_budget()
-        .reserve(u64::MAX)
-        .await
-        .unwrap();
+    // One upload in flight: its body arrives in two pieces, the second held back.
     let (content_type, body) = crate::support::multipart(&[("a.png", &fixture(1))]);
-    let request = Request::post("/v1/books/busy/pages")
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    let (first_half, second_half) = (first_half.to_vec(), second_half.to_vec());
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    // The handler reads the body only once it holds its slot.
+    let (reading, read_started) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures::stream::once(async move {
+        reading.send(()).ok();
+        Ok::<_, std::io::Error>(first_half)
+    })
+    .chain(futures::stream::once(async move {
+        released.await.ok();
+        Ok(second_half)
+    }));
+    let slow = Request::post("/v1/books/slow/pages")
         .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from(body.clone()))
+        .body(Body::from_stream(stream))
         .unwrap();
-    let response = app.send(request).await;
+    let router = app.router();
+    let in_flight =
+        tokio::spawn(async move { into_json(router.oneshot(slow).await.unwrap()).await });
+    read_started.await.unwrap();
+    let (content_type, body) = crate::support::multipart(&[("a.png", &fixture(1))]);
+    let response = app
+        .send(
+            Request::post("/v1/books/busy/pages")
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
     let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let (status, answer) = into_json(response).await;
     assert_error(
@@ -471,13 +574,15 @@ async fn an_upload_that_waits_too_long_for_the_decode_budget_is_503_server_busy_
         StatusCode::SERVICE_UNAVAILABLE,
         "server_busy",
     );
-    assert_eq!(retry_after.unwrap(), "1");
+    assert_eq!(retry_after.unwrap(), "5");
     assert_eq!(
         storage_keys(&app, "busy").await,
         ["books/busy/metadata.json"]
     );
-    // Once the budget is free, the same upload goes through.
-    drop(held);
+    // Once the first upload is in, the same upload goes through.
+    release.send(()).unwrap();
+    let (status, first) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
     let (status, answer) = app.upload("busy", "", &[("a.png", &fixture(1))]).await;
-    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 }

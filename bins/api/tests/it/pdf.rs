@@ -18,15 +18,22 @@ use crate::support::{TestApp, assert_error, into_bytes};
 const MAX_CER: f64 = 0.03;
 
 /// A worker with the real tesseract engine over the app's books.
+/// Workers of the upload's chain: `ingest`, and `ocr` with tesseract.
 fn tesseract_worker(app: &TestApp) -> crate::support::RunningWorker {
-    app.start_worker(vec![Arc::new(OcrHandler::new(
-        Books::new(app.blob_store.clone()),
-        Arc::new(TesseractEngine::default()),
-        OcrJobConfig {
-            concurrency: 2,
-            ..OcrJobConfig::default()
-        },
-    ))])
+    app.start_worker(vec![
+        Arc::new(ingest::IngestHandler::new(
+            Books::new(app.blob_store.clone()),
+            ingest::IngestJobConfig::default(),
+        )),
+        Arc::new(OcrHandler::new(
+            Books::new(app.blob_store.clone()),
+            Arc::new(TesseractEngine::default()),
+            OcrJobConfig {
+                concurrency: 2,
+                ..OcrJobConfig::default()
+            },
+        )),
+    ])
 }
 
 async fn text_of(app: &TestApp, book: &str, page: u64) -> String {
@@ -62,9 +69,13 @@ async fn upload_and_ocr(
     app.create_book(book).await;
     let worker = tesseract_worker(app);
     let (status, upload) = app.upload(book, query, &[("book.pdf", pdf)]).await;
-    assert_eq!(status, StatusCode::CREATED, "{upload}");
-    let job = app.wait_until_finished(&upload["job"]["id"]).await;
-    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{upload}");
+    let job = app.wait_chain_end(&upload["job"]).await;
+    assert_eq!(
+        (&job["type"], &job["status"]),
+        (&json!("ocr"), &json!("completed")),
+        "{job}"
+    );
     worker.stop().await;
     let (_, manifest) = app.get(&format!("/v1/books/{book}")).await;
     (upload, job, manifest)
@@ -93,12 +104,21 @@ async fn a_scanned_pdf_is_ocred_page_by_page_by_tesseract() {
         .fold(PdfBuilder::new(), |pdf, page| pdf.scanned_page(&page.png))
         .build();
     let (upload, job, manifest) = upload_and_ocr(&app, "scan", "?ocr=true", &pdf).await;
-    let uploaded = upload["pages"].as_array().unwrap();
-    assert_eq!(uploaded.len(), 3, "one page per PDF page");
-    for (page, number) in uploaded.iter().zip(1..) {
+    let file = &upload["upload"]["files"][0];
+    assert_eq!(
+        (&file["kind"], &file["pages"]),
+        (&json!("pdf"), &json!(3)),
+        "one page per PDF page"
+    );
+    let pages = manifest["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 3, "{manifest}");
+    for (page, number) in pages.iter().zip(1..) {
         assert_eq!(page["page"], number);
         assert_eq!(page["source_name"], "book.pdf");
-        assert_eq!(page["ocr"]["status"], "pending", "no text layer: {page}");
+        assert_eq!(
+            page["ocr"]["attempts"], 1,
+            "no text layer, so OCRed: {page}"
+        );
     }
     assert_eq!(job["progress"]["total"], 3, "{job}");
     assert_eq!(job["progress"]["completed"], 3, "{job}");
@@ -127,7 +147,8 @@ async fn text_layer_pages_are_done_at_upload_and_the_ocr_job_completes_at_once()
         .fold(PdfBuilder::new(), |pdf, page| pdf.text_page(&page.text))
         .build();
     let (upload, job, manifest) = upload_and_ocr(&app, "text", "?ocr=true", &pdf).await;
-    for page in upload["pages"].as_array().unwrap() {
+    assert_eq!(upload["upload"]["files"][0]["pages"], 3);
+    for page in manifest["pages"].as_array().unwrap() {
         assert_eq!(page["ocr"]["status"], "done", "{page}");
         assert_eq!(page["ocr"]["engine"], "pdf-text", "{page}");
         assert_eq!(page["ocr"]["attempts"], 0, "{page}");
@@ -161,13 +182,7 @@ async fn a_mixed_pdf_keeps_its_text_pages_and_ocrs_its_scanned_ones() {
         .text_page(&fixtures[9].text)
         .build();
     let (upload, job, manifest) = upload_and_ocr(&app, "mixed", "?ocr=true", &pdf).await;
-    let statuses: Vec<&Value> = upload["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|page| &page["ocr"]["status"])
-        .collect();
-    assert_eq!(statuses, ["pending", "done", "pending", "done"]);
+    assert_eq!(upload["upload"]["files"][0]["pages"], 4);
     assert_eq!(job["progress"]["total"], 2, "only the scanned pages: {job}");
     let pages = engines_and_texts(&app, "mixed", &manifest).await;
     let engines: Vec<&str> = pages.iter().map(|(engine, _)| engine.as_str()).collect();
@@ -192,10 +207,8 @@ async fn ocr_force_ignores_text_layers_and_ocrs_every_page() {
         .scanned_page(&fixtures[11].png)
         .build();
     let (upload, job, manifest) = upload_and_ocr(&app, "forced", "?ocr=force", &pdf).await;
-    assert_eq!(upload["job"]["type"], "ocr");
-    for page in upload["pages"].as_array().unwrap() {
-        assert_eq!(page["ocr"]["status"], "pending", "{page}");
-    }
+    assert_eq!(upload["job"]["type"], "ingest");
+    assert_eq!(upload["job"]["then"], json!(["ocr"]));
     assert_eq!(job["progress"]["total"], 2, "{job}");
     let pages = engines_and_texts(&app, "forced", &manifest).await;
     for ((engine, text), fixture) in pages.iter().zip(&fixtures[10..12]) {
@@ -309,7 +322,7 @@ async fn the_document_lists_the_ocr_values_and_pdf_among_the_media_types() {
     let (status, body) = app
         .upload("values", "?ocr=force&then=guidelines", &[("a.png", &page)])
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["job"]["type"], "ocr");
-    assert_eq!(body["job"]["then"], json!(["guidelines"]), "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["job"]["type"], "ingest");
+    assert_eq!(body["job"]["then"], json!(["ocr", "guidelines"]), "{body}");
 }

@@ -152,21 +152,65 @@ impl TestApp {
         into_json(self.send(request).await).await
     }
 
-    /// A book with `pages` fixture pages.
+    /// A book with `pages` fixture pages and no job: the pages are made in process by
+    /// `Books::ingest_pages` (what an `ingest` job makes of an upload), for the tests that
+    /// need a book, not an upload.
     pub(crate) async fn book_with_pages(&self, id: &str, pages: usize) {
         self.create_book(id).await;
-        let fixtures = ocr::testing::fixture_pages();
-        let files: Vec<(String, Vec<u8>)> = fixtures
-            .iter()
+        let files = ocr::testing::fixture_pages()
+            .into_iter()
             .take(pages)
-            .map(|page| (format!("page-{}.png", page.number), page.png.to_vec()))
+            .map(|page| books::UploadedFile {
+                name: format!("page-{}.png", page.number),
+                bytes: page.png,
+            })
             .collect();
-        let files: Vec<(&str, &[u8])> = files
-            .iter()
-            .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
-            .collect();
-        let (status, body) = self.upload(id, "", &files).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.state
+            .books()
+            .ingest_pages(
+                &books::BookId::parse(id).unwrap(),
+                files,
+                &books::IngestLimits::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Uploads files (202 asserted) and runs the upload's `ingest` job to its end with an
+    /// ingest worker of the test's own; the upload's answer and the ended job. The jobs
+    /// its chain starts (`ocr` ...) stay pending for the test.
+    pub(crate) async fn upload_and_ingest(
+        &self,
+        book: &str,
+        query: &str,
+        files: &[(&str, &[u8])],
+    ) -> (Value, Value) {
+        let (status, answer) = self.upload(book, query, files).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let job = self.ingest(&answer).await;
+        (answer, job)
+    }
+
+    /// Runs the `ingest` job of an upload's answer to its end; the job as it ended.
+    pub(crate) async fn ingest(&self, answer: &Value) -> Value {
+        assert_eq!(answer["job"]["type"], "ingest", "{answer}");
+        let id: jobs_core::JobId = answer["job"]["id"].as_str().unwrap().parse().unwrap();
+        let worker = self.start_worker(vec![Arc::new(ingest::IngestHandler::new(
+            self.state.books().clone(),
+            ingest::IngestJobConfig::default(),
+        ))]);
+        let ended = jobs_core::testing::wait_for_job(
+            self.job_store.as_ref(),
+            id,
+            Duration::from_secs(120),
+            "the upload's ingest to end",
+            |job| job.status.is_terminal(),
+        )
+        .await;
+        worker.stop().await;
+        let (status, job) = self.get(&format!("/v1/jobs/{}", ended.id)).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        job
     }
 
     /// The job with this id from the store.
@@ -296,9 +340,19 @@ impl TestApp {
     }
 
     /// Polls the job until it reaches a terminal status; its JSON.
+    /// Waits for `first` and each job its chain starts to end; the last one. A chain
+    /// stops at a job that did not complete.
+    pub(crate) async fn wait_chain_end(&self, first: &Value) -> Value {
+        let mut job = self.wait_until_finished(&first["id"]).await;
+        while job["status"] == "completed" && job["next_job_id"].is_string() {
+            job = self.wait_until_finished(&job["next_job_id"]).await;
+        }
+        job
+    }
+
     pub(crate) async fn wait_until_finished(&self, job_id: &Value) -> Value {
         let uri = format!("/v1/jobs/{}", job_id.as_str().unwrap());
-        eventually(Duration::from_secs(30), "the job to finish", || async {
+        eventually(Duration::from_secs(120), "the job to finish", || async {
             let (_, job) = self.get(&uri).await;
             matches!(
                 job["status"].as_str(),
