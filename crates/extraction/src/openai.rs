@@ -319,10 +319,7 @@ fn parse_topics(content: &str) -> Result<Vec<Topic>, String> {
                             topic_index + 1
                         ));
                     }
-                    Ok(crate::Guideline {
-                        kind: guideline.kind,
-                        text: text.to_owned(),
-                    })
+                    Ok(crate::Guideline::new(guideline.kind, text))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Topic {
@@ -468,6 +465,7 @@ mod tests {
             text: "Fractions - 12\n\nAlways simplify.\n12".to_owned(),
             previous_topic: None,
             running_lines: Arc::new(HashSet::from([normalize_line("Fractions - 13")])),
+            ..PageInput::new(12, "")
         };
         assert_eq!(page_text(&page), "\nAlways simplify.\n12");
     }

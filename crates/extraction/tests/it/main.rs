@@ -6,3 +6,4 @@ mod finalize;
 mod jobs;
 mod openai;
 mod rules;
+mod whole_book;
