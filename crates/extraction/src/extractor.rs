@@ -58,7 +58,7 @@ pub struct NearbyPage {
 /// "Fractions - 12" and "Fractions - 13" are one line, and "Page 21 of the book" and "Page 22
 /// of the book" too, while "Example: 21 plus 22 equals 43." stays its own.
 pub fn normalize_line(line: &str) -> String {
-    let words: Vec<String> = line
+    let words: Vec<String> = spaced_separators(line)
         .split_whitespace()
         .map(|word| word.chars().flat_map(char::to_lowercase).collect())
         .collect();
@@ -93,6 +93,26 @@ pub fn normalize_line(line: &str) -> String {
         folio_before = folio || (folio_before && word == "of");
     }
     normalized.join(" ")
+}
+
+/// The line with a space on each side of a dash, bar or dot next to a digit: OCR reads
+/// "Everyone - 14" as "Everyone-14" as often as not.
+fn spaced_separators(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut spaced = String::with_capacity(line.len() + 4);
+    for (index, c) in chars.iter().enumerate() {
+        let separator = matches!(c, '-' | '–' | '—' | '|' | '·' | '•');
+        let by_digit = index
+            .checked_sub(1)
+            .is_some_and(|before| chars[before].is_ascii_digit())
+            || chars.get(index + 1).is_some_and(char::is_ascii_digit);
+        if separator && by_digit {
+            spaced.extend([' ', *c, ' ']);
+        } else {
+            spaced.push(*c);
+        }
+    }
+    spaced
 }
 
 /// If `word` is a number with only decoration around it ("12", "[12]", "-12-", "12."),

@@ -22,6 +22,8 @@ mod handler;
 mod model;
 mod numbering;
 mod openai;
+#[cfg(feature = "quality")]
+pub mod quality;
 mod rules;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -574,12 +574,41 @@ pub(crate) fn content_lines(text: &str, running: &HashSet<String>) -> Vec<String
     };
     mark(&mut (0..lines.len()));
     mark(&mut (0..lines.len()).rev());
+    drop_displaced_running_lines(&lines, &is_running, &mut drop);
     lines
         .into_iter()
         .zip(drop)
         .filter(|(_, drop)| !drop)
         .map(|(line, _)| line)
         .collect()
+}
+
+/// Drops a running line that OCR read away from the page's edges when the page has it at
+/// no edge: tesseract reads a footer under a page's left column before the right column.
+/// Only when it is on the page once and is no numbered heading; a running line at an edge
+/// makes its twin in the body a body line.
+fn drop_displaced_running_lines(lines: &[String], is_running: &[bool], drop: &mut [bool]) {
+    let mut seen: HashMap<String, (usize, usize, bool)> = HashMap::new();
+    for (index, line) in lines.iter().enumerate() {
+        if !is_running[index] {
+            continue;
+        }
+        let entry = seen
+            .entry(normalize_line(line))
+            .or_insert((0, index, false));
+        entry.0 += 1;
+        entry.2 |= drop[index];
+    }
+    for (count, index, at_edge) in seen.into_values() {
+        let line = &lines[index];
+        if count == 1
+            && !at_edge
+            && keyword_heading_rest(line).is_none()
+            && !is_numbered_heading(line)
+        {
+            drop[index] = true;
+        }
+    }
 }
 
 /// Whether a line has the shape of a heading on its own (its context unknown).

@@ -258,6 +258,7 @@ fn numbered_examples_at_the_foot_of_every_page_are_no_running_footer() {
 fn only_folio_numbers_are_ignored_when_lines_are_compared() {
     let same = [
         ("Fractions - 12", "Fractions - 13"),
+        ("Fractions for Everyone-14", "Fractions for Everyone - 15"),
         ("12 | Fractions for Everyone", "13 | Fractions for Everyone"),
         ("Page 21 of the book", "Page 22 of the book"),
         ("Maths Press - page 4 of 200", "Maths Press - page 5 of 200"),
@@ -399,4 +400,33 @@ fn the_page_json_lists_pages_only_for_a_guideline_over_a_page_break() {
         serde_json::to_value(&over_a_break).unwrap(),
         serde_json::json!({"kind": "rule", "text": "Always simplify.", "pages": [4, 5]})
     );
+}
+
+/// Tesseract reads a two-column page's footer under the left column, before the right
+/// one: a running line the page has at no edge is dropped where OCR put it; one the page
+/// has at an edge keeps its twin in the body (a heading).
+#[test]
+fn a_footer_read_between_two_columns_is_still_a_running_line() {
+    let mut texts: Vec<String> = (1..=6)
+        .map(|page| format!("Fractions for Everyone - {page}\nAlways simplify.\nNever divide by zero.\nMaths Press\n"))
+        .collect();
+    texts.push(
+        "Fractions for Everyone - 7\nAlways simplify.\nNever divide by zero.\nMaths Press\nCheck the result.\nAlways show your working.\n"
+            .to_owned(),
+    );
+    texts.push(
+        "Fractions for Everyone - 8\nAlways simplify.\nMaths Press\nCheck the result.\nAlways show your working.\nMaths Press\n"
+            .to_owned(),
+    );
+    let pages = extract_book(&texts);
+    let titles = |page: usize| -> Vec<&str> {
+        pages[page]
+            .iter()
+            .map(|topic| topic.title.as_str())
+            .collect()
+    };
+    assert_eq!(titles(6), ["Untitled"], "{:?}", pages[6]);
+    assert_eq!(pages[6][0].guidelines.len(), 4);
+    // At the foot of page 8 too: the one after "Always simplify." is a heading.
+    assert_eq!(titles(7), ["Untitled", "Maths Press"], "{:?}", pages[7]);
 }
