@@ -551,14 +551,45 @@ fn edge_indices(len: usize) -> impl Iterator<Item = usize> {
 /// make that line content. A line after body text is never dropped.
 pub(crate) fn content_lines(text: &str, running: &HashSet<String>) -> Vec<String> {
     let lines = meaningful_lines(text);
+    let drop = running_at(&lines, running);
+    lines
+        .into_iter()
+        .zip(drop)
+        .filter(|(_, drop)| !drop)
+        .map(|(line, _)| line)
+        .collect()
+}
+
+/// `text` as written without the lines [`content_lines`] drops as running lines (blank
+/// lines and page numbers stay): what the `openai` extractor sends.
+pub(crate) fn without_running_lines(text: &str, running: &HashSet<String>) -> String {
+    let meaningful = |line: &str| line.chars().any(char::is_alphanumeric) && !is_page_number(line);
+    let lines = meaningful_lines(text);
+    let drop = running_at(&lines, running);
+    let mut index = 0;
+    let mut kept = Vec::new();
+    for line in text.lines() {
+        if meaningful(&collapse_whitespace(line)) {
+            index += 1;
+            if drop[index - 1] {
+                continue;
+            }
+        }
+        kept.push(line);
+    }
+    kept.join("\n")
+}
+
+/// Which of a page's meaningful lines are running lines to drop (see [`content_lines`]).
+fn running_at(lines: &[String], running: &HashSet<String>) -> Vec<bool> {
+    let mut drop = vec![false; lines.len()];
     if running.is_empty() {
-        return lines;
+        return drop;
     }
     let is_running: Vec<bool> = lines
         .iter()
         .map(|line| may_run(line) && running.contains(&normalize_line(line)))
         .collect();
-    let mut drop = vec![false; lines.len()];
     let mut mark = |indices: &mut dyn Iterator<Item = usize>| {
         let mut only_headings = true;
         for (from_edge, index) in indices.enumerate() {
@@ -574,13 +605,8 @@ pub(crate) fn content_lines(text: &str, running: &HashSet<String>) -> Vec<String
     };
     mark(&mut (0..lines.len()));
     mark(&mut (0..lines.len()).rev());
-    drop_displaced_running_lines(&lines, &is_running, &mut drop);
-    lines
-        .into_iter()
-        .zip(drop)
-        .filter(|(_, drop)| !drop)
-        .map(|(line, _)| line)
-        .collect()
+    drop_displaced_running_lines(lines, &is_running, &mut drop);
+    drop
 }
 
 /// Drops a running line that OCR read away from the page's edges when the page has it at
