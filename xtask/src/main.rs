@@ -5,9 +5,10 @@
 //!   both stores and both blob backends, the embedding example, and the library crates'
 //!   docs (`-D warnings`) and packages. Services must be up
 //!   (`.ci/run` starts them); a missing one fails the run, it never skips a suite.
-//! - `cargo xtask bench jobs|ocr|api|guidelines|recovery ...`: benchmarks (`bench.rs`,
-//!   `bench_api.rs`, `bench_guidelines.rs`, `bench_recovery.rs`: a worker process SIGKILLed
-//!   mid-book and a second one that takes over).
+//! - `cargo xtask bench jobs|ocr|api|guidelines|extraction-quality|recovery ...`: benchmarks
+//!   (`bench.rs`, `bench_api.rs`, `bench_guidelines.rs`, `bench_quality.rs`: generated books
+//!   with known truth through rendering, OCR, extraction and finalize, `bench_recovery.rs`:
+//!   a worker process SIGKILLed mid-book and a second one that takes over).
 //! - `cargo xtask demo`: a book from the sample pages through OCR, guidelines and finalize
 //!   against a running API.
 
@@ -19,6 +20,7 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod bench_api;
 mod bench_guidelines;
+mod bench_quality;
 mod bench_recovery;
 mod demo;
 mod tidy;
@@ -28,6 +30,7 @@ const USAGE: &str = "usage: cargo xtask ci
        cargo xtask bench ocr [--pages N] [--parallelism P] [--pdf true]
        cargo xtask bench api [--connections C] [--seconds S] [--max-requests N]
        cargo xtask bench guidelines [--pages N]
+       cargo xtask bench extraction-quality [--seed S] [--books B] [--chapters C] [--pages-per-chapter P] [--parallelism N] [--save-ocr FILE] [--ocr-from FILE]
        cargo xtask bench recovery [--pages N] [--stale-after D] [--heartbeat-interval D] [--second at-kill|standby]
        cargo xtask demo [--url URL] [--pages N]";
 
@@ -68,6 +71,7 @@ fn bench(args: &[String]) -> Result<()> {
         Some("ocr") => runtime.block_on(bench::ocr(&flags)),
         Some("api") => runtime.block_on(bench_api::run(&flags)),
         Some("guidelines") => runtime.block_on(bench_guidelines::run(&flags)),
+        Some("extraction-quality") => runtime.block_on(bench_quality::run(&flags)),
         Some("recovery") => runtime.block_on(bench_recovery::run(&flags)),
         _ => {
             eprintln!("{USAGE}");

@@ -2,12 +2,15 @@
 //!
 //! - Topics merge by [`normalize_title`]: "Chapter 2. Adding Fractions" and "2.3 Adding
 //!   fractions" are one topic, titled as first seen, with every page it appears on.
-//! - A guideline merges into an earlier one anywhere in the book when the two are
+//! - A guideline merges into an earlier one of the same topic when the two are
 //!   [`near_duplicates`]: token-set similarity ([`similarity`]) at or above
 //!   [`SIMILARITY_THRESHOLD`] and the same polarity (both negated or neither). The earlier
 //!   one keeps its kind and text and gains the pages of the later one, which does not
-//!   appear again. A guideline is only compared with the guidelines kept so far (the first
-//!   of each group), so merges never chain away from what the kept text says.
+//!   appear again in that topic. A guideline is only compared with the guidelines kept so
+//!   far (the first of each group), so merges never chain away from what the kept text
+//!   says. Merging stays within a topic so that every topic is whole on its own: a
+//!   guideline that recurs in three chapters is listed under each of them with that
+//!   chapter's pages (merging across the book emptied every chapter after the first).
 //! - Candidate search is not quadratic: prefix filtering over an inverted index (see
 //!   [`merge_with_stats`]).
 //! - Order is first appearance for topics and guidelines; pages are ascending. The same
@@ -186,7 +189,8 @@ pub fn merge(book_id: &str, pages: &[PageGuidelines]) -> FinalGuidelines {
 /// One guideline read from a page.
 struct Entry<'a> {
     topic: usize,
-    page: u32,
+    /// The page it was read from, or every page its text runs over.
+    pages: Vec<u32>,
     kind: crate::GuidelineKind,
     text: &'a str,
     /// Token ids, rarest first (the global order of the prefix filter).
@@ -197,11 +201,16 @@ struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// The entry of a guideline in topic `topic` on page `page`, its tokens numbered by `ids`.
     fn new(topic: usize, page: u32, guideline: &'a Guideline, ids: &mut TokenIds) -> Self {
+        let pages = if guideline.pages.is_empty() {
+            vec![page]
+        } else {
+            guideline.pages.clone()
+        };
         let tokens = token_set(&guideline.text);
         let negated = is_negated(&tokens);
         Entry {
             topic,
-            page,
+            pages,
             kind: guideline.kind,
             text: &guideline.text,
             tokens: tokens.into_iter().map(|token| ids.id(token)).collect(),
@@ -216,9 +225,9 @@ impl<'a> Entry<'a> {
 /// order (rarest token in the book first, ties by the token), two sets with Jaccard
 /// similarity `>= t` share at least `o = ceil(t * max(|A|, |B|))` tokens, and then the first
 /// `|A| - ceil(t * |A|) + 1` tokens of `A` and the first `|B| - ceil(t * |B|) + 1` of `B`
-/// share a token. So each kept guideline indexes only its prefix tokens, and a new
-/// guideline is compared only with the kept guidelines found under its own prefix tokens
-/// (rare tokens, short lists), then filtered by size (`t * |A| <= |B| <= |A| / t`) and
+/// share a token. So each kept guideline indexes only its prefix tokens (keyed by its
+/// topic too: merges stay within a topic), and a new guideline is compared only with the
+/// kept guidelines of its topic found under its own prefix tokens (rare tokens, short lists), then filtered by size (`t * |A| <= |B| <= |A| / t`) and
 /// polarity before the exact similarity. Among those at or above the threshold the earliest
 /// kept guideline wins. Guidelines without any word are matched by exact text instead.
 pub fn merge_with_stats(book_id: &str, pages: &[PageGuidelines]) -> (FinalGuidelines, MergeStats) {
@@ -247,6 +256,10 @@ fn read_pages(pages: &[PageGuidelines]) -> (Vec<FinalTopic>, Vec<Entry<'_>>, Vec
         for topic in &page.topics {
             let topic_at = topics.add_page(&topic.title, page.page);
             for guideline in &topic.guidelines {
+                // A topic is on every page its guidelines' text comes from.
+                topics.topics[topic_at]
+                    .pages
+                    .extend(guideline.pages.iter().copied());
                 entries.push(Entry::new(topic_at, page.page, guideline, &mut token_ids));
             }
         }
@@ -345,7 +358,9 @@ fn group_near_duplicates(entries: &[Entry<'_>]) -> (Vec<Group>, MergeStats) {
     kept.stats.guidelines = entries.len();
     for (entry_at, entry) in entries.iter().enumerate() {
         match kept.find(entries, entry_at) {
-            Some(kept_at) => kept.groups[kept_at].pages.push(entry.page),
+            Some(kept_at) => kept.groups[kept_at]
+                .pages
+                .extend(entry.pages.iter().copied()),
             None => kept.keep(entry_at, entry),
         }
     }
@@ -357,9 +372,10 @@ fn group_near_duplicates(entries: &[Entry<'_>]) -> (Vec<Group>, MergeStats) {
 #[derive(Default)]
 struct Kept {
     groups: Vec<Group>,
-    /// Prefix token (rank) -> kept guidelines (ascending ids).
-    index: HashMap<u32, Vec<usize>>,
-    without_words: HashMap<String, usize>,
+    /// (Topic, prefix token rank) -> kept guidelines of that topic (ascending ids).
+    index: HashMap<(usize, u32), Vec<usize>>,
+    /// (Topic, collapsed text) -> the kept guideline without words.
+    without_words: HashMap<(usize, String), usize>,
     /// The last entry that proposed each kept guideline (so each pair counts once).
     seen_by: Vec<usize>,
     stats: MergeStats,
@@ -370,7 +386,9 @@ impl Kept {
     fn find(&mut self, entries: &[Entry<'_>], entry_at: usize) -> Option<usize> {
         let entry = &entries[entry_at];
         if entry.tokens.is_empty() {
-            self.without_words.get(&collapsed(entry.text)).copied()
+            self.without_words
+                .get(&(entry.topic, collapsed(entry.text)))
+                .copied()
         } else {
             self.earliest_similar(entries, entry_at)
         }
@@ -381,7 +399,8 @@ impl Kept {
         let entry = &entries[entry_at];
         let mut best: Option<usize> = None;
         for token in prefix(&entry.tokens) {
-            for &kept_at in self.index.get(token).map_or(&[][..], Vec::as_slice) {
+            let key = (entry.topic, *token);
+            for &kept_at in self.index.get(&key).map_or(&[][..], Vec::as_slice) {
                 if self.seen_by[kept_at] == entry_at + 1 {
                     continue;
                 }
@@ -409,14 +428,18 @@ impl Kept {
         let kept_at = self.groups.len();
         self.groups.push(Group {
             entry: entry_at,
-            pages: vec![entry.page],
+            pages: entry.pages.clone(),
         });
         self.seen_by.push(0);
         if entry.tokens.is_empty() {
-            self.without_words.insert(collapsed(entry.text), kept_at);
+            self.without_words
+                .insert((entry.topic, collapsed(entry.text)), kept_at);
         } else {
             for token in prefix(&entry.tokens) {
-                self.index.entry(*token).or_default().push(kept_at);
+                self.index
+                    .entry((entry.topic, *token))
+                    .or_default()
+                    .push(kept_at);
             }
         }
     }

@@ -21,7 +21,9 @@ use page_jobs::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{Extractor, FinalGuidelines, PageGuidelines, PageInput, finalize, running_lines};
+use crate::{
+    Extractor, FinalGuidelines, NearbyPage, PageGuidelines, PageInput, finalize, running_lines,
+};
 
 /// The job type of guidelines extraction.
 pub const GUIDELINES_JOB_TYPE: &str = "guidelines";
@@ -128,7 +130,7 @@ impl GuidelinesHandler {
     ) -> Result<Arc<GuidelinesWork>, HandlerError> {
         let store = self.books.store();
         let texts = read_texts(store, book_id, &checkpoint.pages).await?;
-        let running = Arc::new(running_lines(texts.values().map(String::as_str)));
+        let running = Arc::new(running_lines(texts.values().map(|text| &**text)));
         let previous_topic = match checkpoint.remaining().first() {
             Some(first) => previous_topic(store, book_id, checkpoint, *first).await?,
             None => None,
@@ -143,6 +145,7 @@ impl GuidelinesHandler {
                 .enumerate()
                 .map(|(index, page)| (*page, index as u32 + 1))
                 .collect(),
+            pages: checkpoint.pages.clone(),
             texts,
             running_lines: running,
             previous_topic: Mutex::new(previous_topic),
@@ -249,12 +252,12 @@ async fn read_texts(
     store: &Arc<dyn BlobStore>,
     book_id: &BookId,
     pages: &[u32],
-) -> Result<HashMap<u32, String>, HandlerError> {
+) -> Result<HashMap<u32, Arc<str>>, HandlerError> {
     futures::stream::iter(pages.iter().copied())
         .map(|page| async move {
             let key = layout::book_key(book_id, &layout::ocr_text_path(page));
             match store.get(&key).await {
-                Ok(blob) => Ok((page, String::from_utf8_lossy(&blob.bytes).into_owned())),
+                Ok(blob) => Ok((page, Arc::from(String::from_utf8_lossy(&blob.bytes)))),
                 Err(BlobError::NotFound { .. }) => Err(HandlerError::terminal(
                     OCR_INCOMPLETE,
                     format!("page {page} has no OCR text at {key}"),
@@ -300,7 +303,9 @@ struct GuidelinesWork {
     extractor: Arc<dyn Extractor>,
     /// Each page's 1-based position in the job: its `pages_done` once extracted.
     position: HashMap<u32, u32>,
-    texts: HashMap<u32, String>,
+    /// The job's pages in book order (a page's neighbours are the pages before and after).
+    pages: Vec<u32>,
+    texts: HashMap<u32, Arc<str>>,
     running_lines: Arc<HashSet<String>>,
     /// The topic the last extracted page ended in (pages run one at a time, in order).
     previous_topic: Mutex<Option<String>>,
@@ -311,11 +316,28 @@ impl PageWork for GuidelinesWork {
     type Done = ();
 
     async fn run(&self, page: u32, stop: &CancellationToken) -> Result<(), PageError> {
+        let nearby = |page: u32| {
+            let text = self.texts.get(&page)?.clone();
+            Some(NearbyPage { page, text })
+        };
+        // `position` is 1-based: the page before is at `position - 2`.
+        let at = self
+            .position
+            .get(&page)
+            .map_or(0, |position| *position as usize);
         let input = PageInput {
             page,
-            text: self.texts.get(&page).cloned().unwrap_or_default(),
+            text: self
+                .texts
+                .get(&page)
+                .map(|text| text.to_string())
+                .unwrap_or_default(),
             previous_topic: self.previous_topic.lock().expect("topic mutex").clone(),
             running_lines: self.running_lines.clone(),
+            previous_page: at
+                .checked_sub(2)
+                .and_then(|index| nearby(self.pages[index])),
+            next_page: self.pages.get(at).and_then(|next| nearby(*next)),
         };
         let topics = self
             .extractor

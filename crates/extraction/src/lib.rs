@@ -22,12 +22,14 @@ mod handler;
 mod model;
 mod numbering;
 mod openai;
+#[cfg(feature = "quality")]
+pub mod quality;
 mod rules;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::ExtractError;
-pub use extractor::{Extractor, PageInput, normalize_line};
+pub use extractor::{Extractor, NearbyPage, PageInput, normalize_line};
 pub use handler::{
     FINALIZE_JOB_TYPE, FinalizeHandler, GUIDELINES_INCOMPLETE, GUIDELINES_JOB_TYPE,
     GuidelinesConfig, GuidelinesHandler, OCR_INCOMPLETE, pages_without_guidelines,

@@ -53,6 +53,23 @@ pub struct Guideline {
     pub kind: GuidelineKind,
     /// Its text, without labels (`Tip:`) or list markers.
     pub text: String,
+    /// The pages its text comes from when it runs over a page break: the page it starts
+    /// on (the page of this file) first, then the page it ends on. Empty, and absent from
+    /// the JSON, when it is all on its page, so pages written before the field read the
+    /// same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<u32>,
+}
+
+impl Guideline {
+    /// A guideline all on its page.
+    pub fn new(kind: GuidelineKind, text: impl Into<String>) -> Self {
+        Self {
+            kind,
+            text: text.into(),
+            pages: Vec::new(),
+        }
+    }
 }
 
 /// A topic of a page: a heading and the guidelines under it.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{ExtractError, Extractor, GuidelineKind, PageInput, Topic, normalize_line};
+use crate::{ExtractError, Extractor, GuidelineKind, PageInput, Topic};
 
 /// Where and how to call the endpoint: base URL, key, model and the time for one request
 /// (2 minutes by [`ChatEndpoint::new`]; longer is a retryable transport error).
@@ -208,16 +208,10 @@ when the user names it; otherwise put them under a short title saying what they 
     }
 }
 
-/// The page's text without the book's running headers and footers.
+/// The page's text without the book's running headers and footers (at its edges, as the
+/// `rules` extractor drops them: a body line that only looks like one stays).
 fn page_text(page: &PageInput) -> String {
-    page.text
-        .lines()
-        .filter(|line| {
-            let normalized = normalize_line(line);
-            normalized.is_empty() || !page.running_lines.contains(&normalized)
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::rules::without_running_lines(&page.text, &page.running_lines)
 }
 
 fn user_message(text: &str, previous_topic: Option<&str>) -> String {
@@ -319,10 +313,7 @@ fn parse_topics(content: &str) -> Result<Vec<Topic>, String> {
                             topic_index + 1
                         ));
                     }
-                    Ok(crate::Guideline {
-                        kind: guideline.kind,
-                        text: text.to_owned(),
-                    })
+                    Ok(crate::Guideline::new(guideline.kind, text))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Topic {
@@ -463,13 +454,24 @@ mod tests {
 
     #[test]
     fn running_headers_are_left_out_of_the_text_sent() {
+        let running = Arc::new(HashSet::from([crate::normalize_line("Fractions - 13")]));
         let page = PageInput {
-            page: 12,
-            text: "Fractions - 12\n\nAlways simplify.\n12".to_owned(),
-            previous_topic: None,
-            running_lines: Arc::new(HashSet::from([normalize_line("Fractions - 13")])),
+            running_lines: running.clone(),
+            ..PageInput::new(12, "Fractions - 12\n\nAlways simplify.\n12")
         };
         assert_eq!(page_text(&page), "\nAlways simplify.\n12");
+        // In the body it is a line of the page.
+        let page = PageInput {
+            running_lines: running,
+            ..PageInput::new(
+                12,
+                "Fractions - 12\nAlways simplify.\nCheck.\nFractions - 12\nWrite the ratio.\nNever guess.\nKeep going.",
+            )
+        };
+        assert_eq!(
+            page_text(&page),
+            "Always simplify.\nCheck.\nFractions - 12\nWrite the ratio.\nNever guess.\nKeep going."
+        );
     }
 
     #[test]

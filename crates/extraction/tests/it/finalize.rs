@@ -1,18 +1,14 @@
-//! Finalize: topics merged by normalized title, near-duplicate guidelines merged anywhere in
-//! the book with their pages, first-appearance order, stable bytes, and a candidate search
+//! Finalize: topics merged by normalized title, near-duplicate guidelines merged within their
+//! topic with their pages, first-appearance order, stable bytes, and a candidate search
 //! that stays far from quadratic on a 1,000-page book.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use extraction::finalize::{
     SIMILARITY_THRESHOLD, merge, merge_with_stats, near_duplicates, normalize_title, similarity,
     to_json, to_markdown,
 };
-use extraction::{
-    FinalGuideline, Guideline, GuidelineKind, PageGuidelines, PageInput, RulesExtractor, Topic,
-    running_lines,
-};
+use extraction::{FinalGuideline, Guideline, GuidelineKind, PageGuidelines, RulesExtractor, Topic};
 
 use GuidelineKind::{Definition, Example, Rule, Step, Tip};
 
@@ -25,10 +21,7 @@ fn page(number: u32, topics: &[(&str, &[(GuidelineKind, &str)])]) -> PageGuideli
                 title: (*title).to_owned(),
                 guidelines: guidelines
                     .iter()
-                    .map(|(kind, text)| Guideline {
-                        kind: *kind,
-                        text: (*text).to_owned(),
-                    })
+                    .map(|(kind, text)| Guideline::new(*kind, *text))
                     .collect(),
             })
             .collect(),
@@ -111,8 +104,10 @@ fn topics_merge_across_numbering_and_case_keeping_the_first_title_and_every_page
     );
 }
 
+/// Issue 25 (c): near-duplicates merge within their topic only; a guideline that recurs
+/// under another topic stays there too, with that topic's pages.
 #[test]
-fn near_duplicates_merge_into_the_first_anywhere_in_the_book_with_their_pages() {
+fn near_duplicates_merge_within_a_topic_and_recurring_guidelines_stay_under_each_topic() {
     let pages = [
         page(
             1,
@@ -155,19 +150,27 @@ fn near_duplicates_merge_into_the_first_anywhere_in_the_book_with_their_pages() 
     assert_eq!(
         merged.topics[0].guidelines,
         [
-            final_guideline(Rule, "Multiply the denominators together.", &[1, 2, 3]),
+            final_guideline(Rule, "Multiply the denominators together.", &[1, 3]),
             final_guideline(
                 Rule,
                 "Find the least common multiple of the denominators.",
-                &[1, 2]
+                &[1]
             ),
         ]
     );
-    // Every guideline of the second topic merged into the first topic's; the topic and its
-    // pages stay.
     assert_eq!(merged.topics[1].title, "Multiplying fractions");
     assert_eq!(merged.topics[1].pages, [2]);
-    assert!(merged.topics[1].guidelines.is_empty());
+    assert_eq!(
+        merged.topics[1].guidelines,
+        [
+            final_guideline(Step, "Then multiply the denominators together.", &[2]),
+            final_guideline(
+                Rule,
+                "find the least common multiple of the denominators",
+                &[2]
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -421,27 +424,11 @@ fn markdown_text_cannot_break_the_structure() {
 /// The sample pages through the rules extractor, as the `guidelines` job writes them.
 fn sample_book() -> Vec<PageGuidelines> {
     let fixtures = ocr::testing::fixture_pages();
-    let running = Arc::new(running_lines(
-        fixtures.iter().map(|fixture| fixture.text.as_str()),
-    ));
-    let extractor = RulesExtractor::new();
-    let mut previous_topic = None;
-    fixtures
+    let pages: Vec<(u32, &str)> = fixtures
         .iter()
-        .map(|fixture| {
-            let topics = extractor.extract_page(&PageInput {
-                page: fixture.number,
-                text: fixture.text.clone(),
-                previous_topic: previous_topic.clone(),
-                running_lines: running.clone(),
-            });
-            previous_topic = topics.last().map(|topic| topic.title.clone());
-            PageGuidelines {
-                page: fixture.number,
-                topics,
-            }
-        })
-        .collect()
+        .map(|fixture| (fixture.number, fixture.text.as_str()))
+        .collect();
+    RulesExtractor::new().extract_book(&pages)
 }
 
 #[test]
@@ -522,14 +509,18 @@ fn a_thousand_page_book_merges_with_far_fewer_comparisons_than_pairs() {
     ];
     let vocabulary: Vec<String> = (0..4_000).map(made_up_word).collect();
     let mut sequence = Sequence(42);
+    // The guidelines written so far in the current chapter (a topic of 20 pages).
     let mut written: Vec<String> = Vec::new();
     let mut repeats = 0;
     let pages: Vec<PageGuidelines> = (1..=PAGES)
         .map(|number| {
+            if number % 20 == 1 {
+                written.clear();
+            }
             let guidelines: Vec<Guideline> = (0..PER_PAGE)
                 .map(|slot| {
-                    // One guideline in five repeats an earlier one, as books do.
-                    let text = if slot % 5 == 4 && written.len() > 100 {
+                    // One guideline in five repeats an earlier one of its topic, as books do.
+                    let text = if slot % 5 == 4 && written.len() > 20 {
                         repeats += 1;
                         let earlier = &written[sequence.next(written.len())];
                         if repeats % 2 == 0 {
@@ -551,7 +542,7 @@ fn a_thousand_page_book_merges_with_far_fewer_comparisons_than_pairs() {
                         written.push(text.clone());
                         text
                     };
-                    Guideline { kind: Rule, text }
+                    Guideline::new(Rule, text)
                 })
                 .collect();
             PageGuidelines {
@@ -598,4 +589,26 @@ fn a_thousand_page_book_merges_with_far_fewer_comparisons_than_pairs() {
     );
     assert!(stats.comparisons <= stats.candidates);
     eprintln!("merged {n} guidelines in {elapsed:?}: {stats:?}");
+}
+
+#[test]
+fn a_guideline_over_a_page_break_keeps_both_pages_in_the_final_document() {
+    let mut pages = vec![
+        page(4, &[("Adding fractions", &[(Rule, "Always simplify.")])]),
+        page(5, &[("Ratios", &[(Rule, "Write the ratio.")])]),
+    ];
+    pages[0].topics[0].guidelines.push(Guideline {
+        pages: vec![4, 5],
+        ..Guideline::new(Rule, "Find the least common multiple of the denominators.")
+    });
+    let merged = merge("book", &pages);
+    assert_eq!(merged.topics[0].pages, [4, 5]);
+    assert_eq!(
+        merged.topics[0].guidelines[1],
+        final_guideline(
+            Rule,
+            "Find the least common multiple of the denominators.",
+            &[4, 5]
+        )
+    );
 }

@@ -266,3 +266,33 @@ async fn finalize_writes_identical_bytes_when_run_twice_and_marks_the_book_final
     );
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn the_job_gives_each_page_its_neighbours_so_a_sentence_over_a_page_break_is_one() {
+    let texts = [
+        "Chapter 1. Adding\nAlways write the units.\nTo add two fractions, first find the least common",
+        "multiple of the denominators.\nNever divide by zero.",
+        "Chapter 2. Ratios\nWrite the ratio in its simplest form.",
+    ];
+    let harness = Harness::start(&texts, Arc::new(RulesExtractor::new())).await;
+    let job = harness.run(GUIDELINES_JOB_TYPE).await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let page =
+        |bytes: Vec<u8>| -> extraction::PageGuidelines { serde_json::from_slice(&bytes).unwrap() };
+    let first = page(harness.read(&layout::page_guidelines_path(1)).await);
+    let carried = &first.topics[0].guidelines[1];
+    assert_eq!(
+        carried.text,
+        "To add two fractions, first find the least common multiple of the denominators."
+    );
+    assert_eq!(carried.pages, [1, 2]);
+    let second = page(harness.read(&layout::page_guidelines_path(2)).await);
+    assert_eq!(second.topics.len(), 1);
+    let texts: Vec<&str> = second.topics[0]
+        .guidelines
+        .iter()
+        .map(|guideline| guideline.text.as_str())
+        .collect();
+    assert_eq!(texts, ["Never divide by zero."]);
+    harness.stop().await;
+}

@@ -5,4 +5,6 @@
 mod finalize;
 mod jobs;
 mod openai;
+mod quality;
 mod rules;
+mod whole_book;

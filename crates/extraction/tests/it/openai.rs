@@ -43,10 +43,8 @@ const PAGE_TEXT: &str = "Chapter 2. Adding Fractions\n\
 
 fn page(text: &str, previous_topic: Option<&str>) -> PageInput {
     PageInput {
-        page: 12,
-        text: text.to_owned(),
         previous_topic: previous_topic.map(str::to_owned),
-        running_lines: Arc::new(HashSet::new()),
+        ..PageInput::new(12, text)
     }
 }
 
@@ -139,10 +137,7 @@ async fn a_valid_answer_maps_to_topics_with_their_kinds() {
     let topics = extract(&server.extractor(), &page(PAGE_TEXT, None))
         .await
         .unwrap();
-    let guideline = |kind, text: &str| Guideline {
-        kind,
-        text: text.to_owned(),
-    };
+    let guideline = |kind, text: &str| Guideline::new(kind, text);
     assert_eq!(
         topics,
         vec![

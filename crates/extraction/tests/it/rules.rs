@@ -3,7 +3,6 @@
 //! continues the topic before it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use extraction::{
     Extractor, GuidelineKind, PageInput, RulesExtractor, Topic, normalize_line, running_lines,
@@ -15,24 +14,15 @@ use GuidelineKind::{Definition, Example, Rule, Tip};
 /// Extracts every page in order, each continuing the topic the one before ended in (as the
 /// `guidelines` job does).
 fn extract_book(texts: &[String]) -> Vec<Vec<Topic>> {
-    let running = Arc::new(running_lines(texts.iter().map(String::as_str)));
-    let extractor = RulesExtractor::new();
-    let mut previous_topic: Option<String> = None;
-    texts
+    let pages: Vec<(u32, &str)> = texts
         .iter()
         .enumerate()
-        .map(|(index, text)| {
-            let topics = extractor.extract_page(&PageInput {
-                page: index as u32 + 1,
-                text: text.clone(),
-                previous_topic: previous_topic.clone(),
-                running_lines: running.clone(),
-            });
-            if let Some(last) = topics.last() {
-                previous_topic = Some(last.title.clone());
-            }
-            topics
-        })
+        .map(|(index, text)| (index as u32 + 1, text.as_str()))
+        .collect();
+    RulesExtractor::new()
+        .extract_book(&pages)
+        .into_iter()
+        .map(|page| page.topics)
         .collect()
 }
 
@@ -220,12 +210,7 @@ fn a_heading_less_first_page_is_untitled() {
 async fn the_extractor_trait_gives_the_same_topics_offline() {
     let extractor = RulesExtractor::new();
     assert_eq!(extractor.name(), "rules");
-    let input = PageInput {
-        page: 1,
-        text: sample_texts()[0].clone(),
-        previous_topic: None,
-        running_lines: Arc::new(HashSet::new()),
-    };
+    let input = PageInput::new(1, sample_texts()[0].clone());
     let topics = extractor
         .extract(&input, &CancellationToken::new())
         .await
@@ -233,4 +218,215 @@ async fn the_extractor_trait_gives_the_same_topics_offline() {
     assert_eq!(topics, extractor.extract_page(&input));
     // Deterministic: a second run is the same.
     assert_eq!(topics, extractor.extract_page(&input));
+}
+
+/// Issue 25 (a): "Example: 21 plus 22 equals 43." at the foot of every page differs from
+/// page to page by more than a page number, so it is content, not a running footer.
+#[test]
+fn numbered_examples_at_the_foot_of_every_page_are_no_running_footer() {
+    let texts: Vec<String> = (1..=10)
+        .map(|page| {
+            let heading = if page == 1 { "Chapter 1. Adding\n" } else { "" };
+            format!(
+                "Fractions for Everyone - {page}\n{heading}Always simplify.\nExample: {page} plus {} equals {}.\n{page}\n",
+                page + 1,
+                2 * page + 1
+            )
+        })
+        .collect();
+    assert_eq!(
+        running_lines(texts.iter().map(String::as_str)),
+        HashSet::from([normalize_line("Fractions for Everyone - 1")])
+    );
+    for (index, topics) in extract_book(&texts).iter().enumerate() {
+        let page = index + 1;
+        let texts: Vec<(GuidelineKind, &str)> = topics[0]
+            .guidelines
+            .iter()
+            .map(|guideline| (guideline.kind, guideline.text.as_str()))
+            .collect();
+        let example = format!("{page} plus {} equals {}.", page + 1, 2 * page + 1);
+        assert_eq!(
+            texts,
+            [(Rule, "Always simplify."), (Example, example.as_str())],
+            "page {page}"
+        );
+    }
+}
+
+#[test]
+fn only_folio_numbers_are_ignored_when_lines_are_compared() {
+    let same = [
+        ("Fractions - 12", "Fractions - 13"),
+        ("Fractions for Everyone-14", "Fractions for Everyone - 15"),
+        ("12 | Fractions for Everyone", "13 | Fractions for Everyone"),
+        ("Page 21 of the book", "Page 22 of the book"),
+        ("Maths Press - page 4 of 200", "Maths Press - page 5 of 200"),
+        ("p. 7 Fractions", "p. 8 Fractions"),
+    ];
+    for (a, b) in same {
+        assert_eq!(normalize_line(a), normalize_line(b), "{a:?} vs {b:?}");
+    }
+    let different = [
+        (
+            "Example: 21 plus 22 equals 43.",
+            "Example: 22 plus 23 equals 45.",
+        ),
+        ("Tip: 3 times 4 is 12.", "Tip: 3 times 5 is 15."),
+        ("Step 1: Add the numbers.", "Step 2: Add the numbers."),
+    ];
+    for (a, b) in different {
+        assert_ne!(normalize_line(a), normalize_line(b), "{a:?} vs {b:?}");
+    }
+}
+
+/// Issue 25 (b): a chapter heading above the "Page N of the book" line pushes it off the
+/// first two lines; it is still a running line, and the first rule after it is kept whole.
+#[test]
+fn a_chapter_opening_page_keeps_the_first_rule_after_its_heading() {
+    let texts: Vec<String> = (1..=8)
+        .map(|page| {
+            let heading = if page % 4 == 1 {
+                format!("Chapter {}. Part {}\n", page / 4 + 1, ["One", "Two"][page / 4])
+            } else {
+                String::new()
+            };
+            format!(
+                "Folio Textbook of Mathematics\n{heading}Page {page} of the book\nCheck your answer with an estimate.\nNever divide by zero.\n{page}\n"
+            )
+        })
+        .collect();
+    for (index, topics) in extract_book(&texts).iter().enumerate() {
+        let rules: Vec<&str> = topics
+            .iter()
+            .flat_map(|topic| &topic.guidelines)
+            .map(|guideline| guideline.text.as_str())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "Check your answer with an estimate.",
+                "Never divide by zero."
+            ],
+            "page {}: {topics:?}",
+            index + 1
+        );
+    }
+}
+
+/// A sentence carried over a page break is one guideline on the page where it starts,
+/// listing both pages; the next page does not repeat its end.
+#[test]
+fn a_sentence_carried_over_a_page_break_is_one_guideline_on_its_first_page() {
+    let texts = [
+        "Maths for All\nChapter 1. Adding\nAlways write the units.\nTo add two fractions, first find the least common\n1\n",
+        "Maths for All\nmultiple of the denominators.\nNever divide by zero.\n2\n",
+        "Maths for All\n1. Add the numerators of the two\n3\n",
+        "Maths for All\nfractions, then simplify.\n2. Check the result.\n4\n",
+    ];
+    let pages: Vec<(u32, &str)> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| (index as u32 + 1, *text))
+        .collect();
+    let book = RulesExtractor::new().extract_book(&pages);
+    let summary: Vec<Vec<(GuidelineKind, &str, Vec<u32>)>> = book
+        .iter()
+        .map(|page| {
+            page.topics
+                .iter()
+                .flat_map(|topic| &topic.guidelines)
+                .map(|guideline| {
+                    (
+                        guideline.kind,
+                        guideline.text.as_str(),
+                        guideline.pages.clone(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    use GuidelineKind::Step;
+    assert_eq!(
+        summary,
+        [
+            vec![
+                (Rule, "Always write the units.", vec![]),
+                (
+                    Rule,
+                    "To add two fractions, first find the least common multiple of the denominators.",
+                    vec![1, 2]
+                ),
+            ],
+            vec![(Rule, "Never divide by zero.", vec![])],
+            vec![(
+                Step,
+                "Add the numerators of the two fractions, then simplify.",
+                vec![3, 4]
+            )],
+            vec![(Step, "Check the result.", vec![])],
+        ]
+    );
+    // A page whose last sentence ended keeps the next page's first line to that page.
+    let ended = [
+        (1, "Chapter 1. Adding\nAlways write the units.\n"),
+        (2, "Never divide by zero.\n"),
+    ];
+    let book = RulesExtractor::new().extract_book(&ended);
+    assert_eq!(book[0].topics[0].guidelines.len(), 1);
+    assert!(book[0].topics[0].guidelines[0].pages.is_empty());
+    assert_eq!(
+        book[1].topics[0].guidelines[0].text,
+        "Never divide by zero."
+    );
+}
+
+#[test]
+fn the_page_json_lists_pages_only_for_a_guideline_over_a_page_break() {
+    let on_its_page = extraction::Guideline::new(Rule, "Always simplify.");
+    assert_eq!(
+        serde_json::to_value(&on_its_page).unwrap(),
+        serde_json::json!({"kind": "rule", "text": "Always simplify."})
+    );
+    // Pages written before the field read the same.
+    let parsed: extraction::Guideline =
+        serde_json::from_str(r#"{"kind": "rule", "text": "Always simplify."}"#).unwrap();
+    assert_eq!(parsed, on_its_page);
+    let over_a_break = extraction::Guideline {
+        pages: vec![4, 5],
+        ..extraction::Guideline::new(Rule, "Always simplify.")
+    };
+    assert_eq!(
+        serde_json::to_value(&over_a_break).unwrap(),
+        serde_json::json!({"kind": "rule", "text": "Always simplify.", "pages": [4, 5]})
+    );
+}
+
+/// Tesseract reads a two-column page's footer under the left column, before the right
+/// one: a running line the page has at no edge is dropped where OCR put it; one the page
+/// has at an edge keeps its twin in the body (a heading).
+#[test]
+fn a_footer_read_between_two_columns_is_still_a_running_line() {
+    let mut texts: Vec<String> = (1..=6)
+        .map(|page| format!("Fractions for Everyone - {page}\nAlways simplify.\nNever divide by zero.\nMaths Press\n"))
+        .collect();
+    texts.push(
+        "Fractions for Everyone - 7\nAlways simplify.\nNever divide by zero.\nMaths Press\nCheck the result.\nAlways show your working.\n"
+            .to_owned(),
+    );
+    texts.push(
+        "Fractions for Everyone - 8\nAlways simplify.\nMaths Press\nCheck the result.\nAlways show your working.\nMaths Press\n"
+            .to_owned(),
+    );
+    let pages = extract_book(&texts);
+    let titles = |page: usize| -> Vec<&str> {
+        pages[page]
+            .iter()
+            .map(|topic| topic.title.as_str())
+            .collect()
+    };
+    assert_eq!(titles(6), ["Untitled"], "{:?}", pages[6]);
+    assert_eq!(pages[6][0].guidelines.len(), 4);
+    // At the foot of page 8 too: the one after "Always simplify." is a heading.
+    assert_eq!(titles(7), ["Untitled", "Maths Press"], "{:?}", pages[7]);
 }
