@@ -32,12 +32,14 @@ const USAGE: &str = "usage: cargo xtask ci
        cargo xtask bench guidelines [--pages N]
        cargo xtask bench extraction-quality [--seed S] [--books B] [--chapters C] [--pages-per-chapter P] [--parallelism N] [--save-ocr FILE] [--ocr-from FILE]
        cargo xtask bench recovery [--pages N] [--stale-after D] [--heartbeat-interval D] [--second at-kill|standby]
-       cargo xtask demo [--url URL] [--pages N]";
+       cargo xtask demo [--url URL] [--pages N]
+       cargo xtask package   (the library crates' docs, packages, and a build of each from its package)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("package") => package_libraries(),
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         _ => {
@@ -128,13 +130,15 @@ fn install_with(script: &str, args: &[&str]) -> Result<String> {
 
 fn ci() -> Result<()> {
     // Tools the tests run for real, installed when missing: the tesseract CLI (OCR tests),
-    // poppler-utils and qpdf (PDF uploads, and their tests' encrypted PDFs), moto (the S3
+    // poppler-utils and qpdf (PDF uploads, and their tests' encrypted PDFs), ImageMagick
+    // and the DejaVu fonts (the extraction quality test's rendered pages), moto (the S3
     // tests start their own server), an OpenAPI validator (API tests),
     // schemathesis (the API's schema fuzzing test), headless Chromium with its WebDriver
     // (dashboard tests), systemd-analyze (the units' test), iproute2 and runuser (the
     // many-host tests' network namespaces and their Postgres).
     eprintln!("{}", install_with("install-tesseract.sh", &["deu"])?);
     eprintln!("{}", install("install-poppler.sh")?);
+    eprintln!("{}", install("install-imagemagick.sh")?);
     eprintln!("{}", install("install-host-tools.sh")?);
     let moto_server = install("install-moto.sh")?;
     let openapi_validator = install("install-openapi-validator.sh")?;
@@ -203,10 +207,80 @@ fn package_libraries() -> Result<()> {
     run(doc)?;
 
     // `--allow-dirty`: CI's clone is clean; locally the check should not need a commit.
+    // `--no-verify`: cargo's own verification builds each package alone, resolving and
+    // compiling its dependencies anew (sqlx's macros four times: 12 of a fresh CI run's
+    // minutes); `check_packages` does the same check in one workspace instead.
     let mut package = cargo();
-    package.args(["package", "--allow-dirty"]);
+    package.args(["package", "--allow-dirty", "--no-verify"]);
     for library in LIBRARIES {
         package.args(["--package", library]);
     }
-    run(package)
+    run(package)?;
+    check_packages()
+}
+
+/// Each packaged library compiles from its package alone: the `.crate` files unpacked
+/// into one workspace (under the target folder) whose `[patch.crates-io]` stands in for
+/// the libraries as they would be published, then `cargo check` of each package on its
+/// own, so each gets only its own features. The dependencies' builds are shared between
+/// the four, and between runs.
+fn check_packages() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let packages = target.join("package");
+    let workspace = target.join("package-check");
+    if workspace.exists() {
+        std::fs::remove_dir_all(&workspace)?;
+    }
+    std::fs::create_dir_all(&workspace)?;
+    let mut members = Vec::new();
+    let mut patches = String::new();
+    for library in LIBRARIES {
+        let version = package_version(library)?;
+        let name = format!("{library}-{version}");
+        let mut unpack = Command::new("tar");
+        unpack
+            .arg("-xzf")
+            .arg(packages.join(format!("{name}.crate")))
+            .arg("-C")
+            .arg(&workspace);
+        run(unpack)?;
+        members.push(format!("{name:?}"));
+        patches.push_str(&format!("{library} = {{ path = {name:?} }}\n"));
+    }
+    std::fs::write(
+        workspace.join("Cargo.toml"),
+        format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [{}]\n\n[patch.crates-io]\n{patches}",
+            members.join(", ")
+        ),
+    )?;
+    // The workspace's versions of every dependency, so the check builds what CI built.
+    std::fs::copy(root().join("Cargo.lock"), workspace.join("Cargo.lock"))?;
+    for library in LIBRARIES {
+        let mut check = cargo();
+        check
+            .arg("check")
+            .arg("--manifest-path")
+            .arg(workspace.join("Cargo.toml"))
+            .args(["--package", library]);
+        run(check)?;
+    }
+    Ok(())
+}
+
+/// A workspace crate's version, from its manifest.
+fn package_version(library: &str) -> Result<String> {
+    let manifest = std::fs::read_to_string(root().join("crates").join(library).join("Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|line| {
+            let value = line
+                .strip_prefix("version")?
+                .trim_start()
+                .strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .with_context(|| format!("no version in {library}'s Cargo.toml"))
 }
