@@ -186,6 +186,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let blob_store = app::storage::open_blob_store(&cli.common.storage).await?;
     let mut state = AppState::builder(job_store.clone(), blob_store.clone(), cli.api_config())
         .shutdown(shutdown.clone());
+    let (sweep_store, sweep_jobs) = (blob_store.clone(), job_store.clone());
     match crate::languages::installed() {
         Some(languages) => {
             tracing::info!(languages = %languages.join(","), "tesseract languages installed")
@@ -231,8 +232,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             result
         })
     });
+    // The api's own request folders, and stored uploads whose ingest never started.
+    let sweeper =
+        app::handlers::spawn_sweeper(sweep_store, sweep_jobs, &cli.worker, shutdown.clone());
     let served = serve(listener, state.build(), shutdown.clone()).await;
     shutdown.cancel();
+    let _ = sweeper.await;
     if let Some(worker) = worker {
         worker
             .await

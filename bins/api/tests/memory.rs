@@ -136,19 +136,23 @@ fn peak_rss_of(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A PNG of noise just under `bytes`: it compresses to about its decoded size.
-fn noise_png(bytes: u64) -> Vec<u8> {
-    let side = ((bytes as f64 * 0.97 / 3.0).sqrt()) as u32;
+/// `width` x `height` RGB pixels of xorshift noise: nothing for an encoder to compress.
+fn noise(width: u32, height: u32) -> Vec<u8> {
     let mut state = 0x2545_F491_4F6C_DD1D_u64;
-    let pixels: Vec<u8> = (0..side as usize * side as usize * 3)
+    (0..width as usize * height as usize * 3)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state as u8
         })
-        .collect();
-    let image = image::RgbImage::from_raw(side, side, pixels).unwrap();
+        .collect()
+}
+
+/// A PNG of noise just under `bytes`: it compresses to about its decoded size.
+fn noise_png(bytes: u64) -> Vec<u8> {
+    let side = ((bytes as f64 * 0.97 / 3.0).sqrt()) as u32;
+    let image = image::RgbImage::from_raw(side, side, noise(side, side)).unwrap();
     let mut png = Vec::new();
     image
         .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
@@ -160,16 +164,7 @@ fn noise_png(bytes: u64) -> Vec<u8> {
 /// A JPEG photo of `width` x `height` noise (a phone photo's size on the wire: noise does
 /// not compress).
 fn noise_jpeg(width: u32, height: u32) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let pixels: Vec<u8> = (0..width as usize * height as usize * 3)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let image = image::RgbImage::from_raw(width, height, pixels).unwrap();
+    let image = image::RgbImage::from_raw(width, height, noise(width, height)).unwrap();
     let mut jpeg = Vec::new();
     image
         .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)

@@ -45,6 +45,17 @@ async fn run(cli: Cli) -> Result<()> {
     let shutdown = app::shutdown_on_signals();
     let store = app::stores::open_job_store(&cli.common.database_url).await?;
     let deps = app::handlers::HandlerDeps::open(&cli.common.storage, &cli.worker).await?;
+    // A worker that makes pages sweeps what uploads left behind.
+    let sweeper = deps
+        .blob_store
+        .clone()
+        .filter(|_| {
+            app::handlers::selected_types(&cli.worker.types)
+                .is_ok_and(|types| types.contains(&ingest::INGEST_JOB_TYPE))
+        })
+        .map(|blobs| {
+            app::handlers::spawn_sweeper(blobs, store.clone(), &cli.worker, shutdown.clone())
+        });
     let mut worker = Worker::new(store, Arc::new(SystemClock), cli.worker.worker_config());
     for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {
         worker = worker.handler(handler);
@@ -70,6 +81,9 @@ async fn run(cli: Cli) -> Result<()> {
         }));
     }
     let ran = worker.run(shutdown).await.context("running the worker");
+    if let Some(sweeper) = sweeper {
+        let _ = sweeper.await;
+    }
     stopped.cancel();
     if let Some(server) = metrics_server {
         let _ = server.await;

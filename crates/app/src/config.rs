@@ -121,6 +121,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_KEEP_ORIGINALS")]
     pub keep_originals: bool,
 
+    /// Staging older than this is swept (at start, then hourly): the stored files of an
+    /// upload no active `ingest` job names, and local upload and ingest folders a killed
+    /// process left.
+    #[arg(long, env = "FOLIO_UPLOAD_GRACE", value_parser = duration, default_value = "24h")]
+    pub upload_grace: Duration,
+
     /// How `ocr` jobs recognize pages.
     #[command(flatten)]
     pub ocr: OcrArgs,

@@ -250,6 +250,23 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
     })
 }
 
+/// Sweeps upload staging older than `--upload-grace` (see [`ingest::Sweeper`]) at start,
+/// then hourly, until `shutdown`.
+pub fn spawn_sweeper(
+    blob_store: Arc<dyn BlobStore>,
+    jobs: Arc<dyn jobs_core::JobStore>,
+    worker: &WorkerArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let sweeper = ingest::Sweeper::new(
+        Books::new(blob_store),
+        jobs,
+        Arc::new(SystemClock),
+        worker.upload_grace,
+    );
+    tokio::spawn(sweeper.run(std::time::Duration::from_secs(3600), shutdown))
+}
+
 /// The types `types` selects: [`jobs::DEFAULT_TYPES`] when empty, else `types` in the
 /// order of [`jobs::ALL`]. An unknown type is an error that names the known ones.
 pub fn selected_types(types: &[String]) -> Result<Vec<&'static str>> {

@@ -432,22 +432,11 @@ impl Books {
         limits: &IngestLimits,
         text_layers: TextLayers,
     ) -> Result<Vec<Page>, IngestError> {
-        if files.is_empty() {
-            return Err(IngestError::NoFiles);
-        }
-        if files.len() > limits.max_files {
-            return Err(IngestError::TooManyFiles {
-                count: files.len(),
-                max: limits.max_files,
-            });
-        }
-        let total: u64 = files.iter().map(|file| file.bytes.len() as u64).sum();
-        if total > limits.max_request_bytes {
-            return Err(IngestError::RequestTooLarge {
-                bytes: total,
-                max: limits.max_request_bytes,
-            });
-        }
+        check_request(
+            files.len(),
+            files.iter().map(|file| file.bytes.len() as u64).sum(),
+            limits,
+        )?;
         // Removed (with everything rendered into it) when the request ends, however.
         let staging = if files.iter().any(|file| pdf::is_pdf(&file.bytes)) {
             Some(
@@ -587,6 +576,30 @@ impl Books {
             }
         }
     }
+}
+
+/// A request's file count and bytes against its limits (no file is an error too).
+pub(crate) fn check_request(
+    count: usize,
+    bytes: u64,
+    limits: &IngestLimits,
+) -> Result<(), IngestError> {
+    if count == 0 {
+        return Err(IngestError::NoFiles);
+    }
+    if count > limits.max_files {
+        return Err(IngestError::TooManyFiles {
+            count,
+            max: limits.max_files,
+        });
+    }
+    if bytes > limits.max_request_bytes {
+        return Err(IngestError::RequestTooLarge {
+            bytes,
+            max: limits.max_request_bytes,
+        });
+    }
+    Ok(())
 }
 
 /// Page `number`'s manifest entry for `page` and the objects to store for it: its PNG, its

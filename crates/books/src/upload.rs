@@ -21,8 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::catalog::storage;
 use crate::ingest::{
-    ACCEPTED_FORMATS, Content, Convert, Outcome, StagedPdf, Unit, blocking, check_name, inspect,
-    jpeg_has_end_of_image, page_blobs, rejection,
+    ACCEPTED_FORMATS, Content, Convert, Outcome, StagedPdf, Unit, blocking, check_name,
+    check_request, inspect, jpeg_has_end_of_image, page_blobs, rejection,
 };
 use crate::pdf;
 use crate::{
@@ -135,22 +135,11 @@ impl Books {
         inputs: Vec<StagedInput>,
         limits: &IngestLimits,
     ) -> Result<Upload, IngestError> {
-        if inputs.is_empty() {
-            return Err(IngestError::NoFiles);
-        }
-        if inputs.len() > limits.max_files {
-            return Err(IngestError::TooManyFiles {
-                count: inputs.len(),
-                max: limits.max_files,
-            });
-        }
-        let total: u64 = inputs.iter().map(|input| input.bytes).sum();
-        if total > limits.max_request_bytes {
-            return Err(IngestError::RequestTooLarge {
-                bytes: total,
-                max: limits.max_request_bytes,
-            });
-        }
+        check_request(
+            inputs.len(),
+            inputs.iter().map(|input| input.bytes).sum(),
+            limits,
+        )?;
         // Indices, not references, through the stream: a closure over `&StagedInput` makes
         // the future not `Send` for every lifetime, which a handler's future must be.
         let checked: Vec<Result<(FileKind, u32), FileRejection>> = stream::iter(0..inputs.len())
@@ -195,7 +184,7 @@ impl Books {
         }
 
         let upload = Upload {
-            id: uuid_v7(),
+            id: uuid_v7(self.now()),
             files: inputs
                 .iter()
                 .zip(kinds)
@@ -444,9 +433,10 @@ fn no_such_page(index: u32) -> FileRejection {
     }
 }
 
-/// A UUIDv7 in text: upload ids sort by time.
-fn uuid_v7() -> String {
-    let millis = chrono::Utc::now().timestamp_millis().max(0) as u64;
+/// A UUIDv7 of `now` in text: upload ids sort by time, and tell an upload's age (the
+/// sweeper reads it back).
+fn uuid_v7(now: chrono::DateTime<chrono::Utc>) -> String {
+    let millis = now.timestamp_millis().max(0) as u64;
     let random: u128 = rand::random();
     let value = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80)
         | (0x7 << 76)
@@ -498,7 +488,7 @@ mod tests {
             first_page,
         };
         let upload = Upload {
-            id: uuid_v7(),
+            id: uuid_v7(chrono::Utc::now()),
             files: vec![file(0, 1, 5), file(1, 3, 6)],
         };
         assert_eq!(upload.pages(), [5, 6, 7, 8]);

@@ -18,6 +18,10 @@
 //! Architecture Invariant: this crate knows only jobs-core, page-jobs, books and the
 //! `BlobStore` trait.
 
+mod sweep;
+
+pub use sweep::{SweepError, SweepReport, Sweeper};
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -230,3 +230,66 @@ async fn a_file_cut_in_its_pixels_fails_the_job_naming_it_and_the_pages_made_sta
         "a failed ingest keeps its files for a resume"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_removes_stale_staging_after_the_grace_period_and_never_a_live_ingests() {
+    let stores = LocalStores::open().await;
+    let book = BookId::parse("swept").unwrap();
+    stores.books.create(&book, "Swept").await.unwrap();
+    // An upload whose api was killed before it started the ingest, and one whose ingest
+    // is waiting for a worker.
+    let orphan = stage(&stores, &book, &[("a.png", fixture(1))]).await;
+    let live = stage(&stores, &book, &[("b.png", fixture(2))]).await;
+    let clock = Arc::new(jobs_core::ManualClock::new(chrono::Utc::now()));
+    let lock = LockService::new(
+        stores.jobs.clone(),
+        clock.clone(),
+        jobs_core::RecoveryPolicy::default(),
+    );
+    let payload = IngestPayload {
+        upload: live.clone(),
+        text_layers: TextLayersChoice::Keep,
+    };
+    enqueue_new(
+        &lock,
+        book.as_str(),
+        INGEST_JOB_TYPE,
+        serde_json::to_value(payload).unwrap(),
+    )
+    .await;
+    // A request folder a killed api left, and a file of someone else's.
+    let local = stores.dir.path().join("tmp");
+    std::fs::create_dir_all(local.join("folio-upload-killed")).unwrap();
+    std::fs::write(local.join("folio-upload-killed/0000"), b"half a file").unwrap();
+    std::fs::create_dir_all(local.join("not-ours")).unwrap();
+    let grace = Duration::from_secs(3600);
+    let sweeper = ingest::Sweeper::new(
+        stores.books.clone(),
+        stores.jobs.clone(),
+        clock.clone(),
+        grace,
+    )
+    .with_local_dir(local.clone());
+    let uploads = |upload: &Upload| format!("books/swept/{}", layout::upload_dir(&upload.id));
+
+    // Within the grace period nothing goes.
+    assert_eq!(
+        sweeper.sweep().await.unwrap(),
+        ingest::SweepReport::default()
+    );
+    assert_eq!(keys(&stores, &uploads(&orphan)).await.len(), 1);
+
+    clock.advance(grace + Duration::from_secs(60));
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!(report.uploads, [format!("swept/{}", orphan.id)]);
+    assert_eq!(report.folders, [local.join("folio-upload-killed")]);
+    assert_eq!(keys(&stores, &uploads(&orphan)).await, Vec::<String>::new());
+    assert_eq!(
+        keys(&stores, &uploads(&live)).await.len(),
+        1,
+        "a live ingest's upload stays"
+    );
+    assert!(local.join("not-ours").exists());
+    // Nothing of the book itself goes.
+    assert!(stores.books.manifest(&book).await.is_ok());
+}
