@@ -16,6 +16,7 @@ use jobs_postgres::testing::TestDatabase;
 use support::{Process, worker_binary};
 
 mod deploy;
+mod ingest;
 mod ocr;
 mod startup;
 #[path = "../support/mod.rs"]
