@@ -451,7 +451,7 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
         let api = deployment.api("api1");
         let workers: BTreeMap<&str, Process> = ["w1", "w2", "w3"]
             .into_iter()
-            .map(|host| (host, deployment.worker(host, "ocr")))
+            .map(|host| (host, deployment.worker(host, "ingest,ocr")))
             .collect();
         let everyone =
             |workers: &BTreeMap<&str, Process>| logs(&workers.values().collect::<Vec<_>>());
@@ -658,8 +658,8 @@ fn an_api_host_cut_off_leaves_its_clients_on_the_other() {
         const PAGES: usize = 12;
         let apis = [deployment.api("api1"), deployment.api("api2")];
         let workers = [
-            deployment.worker("w1", "ocr"),
-            deployment.worker("w2", "ocr"),
+            deployment.worker("w1", "ingest,ocr"),
+            deployment.worker("w2", "ingest,ocr"),
         ];
         let context = || logs(&[&apis[0], &apis[1], &workers[0], &workers[1]]);
         for host in ["api1", "api2"] {
@@ -829,7 +829,7 @@ fn soak_twenty_books_through_two_apis_with_workers_restarted() {
         require_tesseract().await;
         const BOOKS: usize = 20;
         const PAGES: usize = 24;
-        const TYPES: &str = "ocr,guidelines,finalize";
+        const TYPES: &str = "ingest,ocr,guidelines,finalize";
         let apis = [deployment.api("api1"), deployment.api("api2")];
         let mut workers: BTreeMap<&str, Process> = ["w1", "w2", "w3"]
             .into_iter()
