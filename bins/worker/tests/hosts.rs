@@ -540,13 +540,25 @@ fn a_worker_host_cut_off_mid_book_is_fenced_and_another_host_finishes_it() {
             .filter(|line| line.contains("lease lost") || line.contains("refused"))
             .map(str::to_owned)
             .collect();
-        // One job: completed by the new owner in the second attempt, never by the victim.
+        // One ocr job (after the upload's completed ingest): completed by the new owner in
+        // the second attempt, never by the victim.
         let all = deployment
             .jobs
             .list(&jobs_core::JobQuery::default())
             .await
             .unwrap();
-        assert_eq!(all.len(), 1, "{all:#?}");
+        let kinds: Vec<(&str, JobStatus)> = all
+            .iter()
+            .map(|job| (job.job_type.as_str(), job.status))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("ocr", JobStatus::Completed),
+                ("ingest", JobStatus::Completed)
+            ],
+            "{all:#?}"
+        );
         assert_eq!(done.attempt, 2, "{done:#?}");
         assert_eq!(done.worker_id.as_deref(), Some(new_owner.as_str()));
         for process in workers.values() {
