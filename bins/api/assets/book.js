@@ -235,7 +235,7 @@ export function bookView(container, [bookId], scope) {
     const counts = (value) => value && [value.status, value.progress?.total, value.progress?.completed, value.progress?.failed].join('/');
     const progressed = counts(before) !== counts(job);
     renderJobs();
-    if (job.type === 'ocr' && book) grid.update(book, activeJob('ocr'));
+    if ((job.type === 'ocr' || job.type === 'ingest') && book) renderGrid();
     // An ingest's pages appear in the grid as they are made.
     if (progressed && SHOWN_TYPES.includes(job.type)) refreshManifest();
     if (isTerminal(job.status)) {
@@ -293,9 +293,14 @@ export function bookView(container, [bookId], scope) {
     setAttr(title, 'title', book.title);
     document.title = `${book.title} · Folio`;
     setText(meta, `${book.book_id} · ${plural(book.pages.length, 'page')} · created ${formatTime(book.created_at)}`);
-    grid.update(book, activeJob('ocr'));
+    renderGrid();
     guidelines.update(book);
     renderActions();
+  }
+
+  /** The page grid, with the OCR job's page and whether an upload's pages are being made. */
+  function renderGrid() {
+    grid.update(book, activeJob('ocr'), Boolean(activeJob('ingest')));
   }
 
   function hasChain(job) {
@@ -666,7 +671,7 @@ export function bookView(container, [bookId], scope) {
     }
     layout.hidden = false;
     renderJobs();
-    grid.update(book, activeJob('ocr'));
+    renderGrid();
     // For measurements (browser tests, the 300-page check): the book is on screen.
     performance.mark('folio-book-ready');
     // Jobs started elsewhere (another tab, the API) show up within a few seconds.

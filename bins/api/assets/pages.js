@@ -13,6 +13,7 @@ import { h, setAttr, setText, statusBadge, updateStatusBadge, plural, errorText 
 
 // A browser's connections to one host over HTTP/1.1.
 const IMAGE_CONCURRENCY = 6;
+const NO_PAGES = 'No pages yet. Drop page images on the upload area to add them.';
 const FILTERS = ['all', 'pending', 'running', 'done', 'failed', 'review'];
 
 /** A filter's label with its count. */
@@ -59,7 +60,7 @@ export function pageGrid(bookId, scope, actions) {
   const summary = h('p', { class: 'pages-summary muted', 'aria-live': 'polite' });
   const filter = h('select', { id: 'page-filter', 'aria-label': 'Show pages' },
     FILTERS.map((value) => h('option', { value }, value === 'all' ? 'All pages' : value === 'review' ? 'Needs review only' : `${value[0].toUpperCase()}${value.slice(1)} only`)));
-  const empty = h('p', { class: 'empty', hidden: true }, 'No pages yet. Drop page images on the upload area to add them.');
+  const empty = h('p', { class: 'empty', hidden: true }, NO_PAGES);
   const filteredEmpty = h('p', { class: 'empty', hidden: true }, 'No page has this status.');
   const element = h('section', { class: 'card pages-card', 'aria-labelledby': 'pages-title' },
     h('div', { class: 'section-head' }, h('h2', { id: 'pages-title' }, 'Pages'), summary, filter),
@@ -209,8 +210,11 @@ export function pageGrid(bookId, scope, actions) {
     filteredEmpty.hidden = shown > 0 || tiles.size === 0;
   }
 
-  /** Renders `nextBook`'s pages; `ocrJob` is the book's active OCR job, if any. */
-  function update(nextBook, ocrJob) {
+  /**
+   * Renders `nextBook`'s pages; `ocrJob` is the book's active OCR job, if any, and
+   * `making` whether an upload's ingest is making pages.
+   */
+  function update(nextBook, ocrJob, making = false) {
     book = nextBook;
     const pages = book.pages || [];
     const running = new Set();
@@ -242,6 +246,9 @@ export function pageGrid(bookId, scope, actions) {
       }
     }
     empty.hidden = pages.length > 0;
+    setText(empty, making
+      ? 'Making the uploaded pages… they appear here one by one.'
+      : NO_PAGES);
     filter.hidden = pages.length === 0;
     const parts = [plural(pages.length, 'page')];
     if (pages.length) {
