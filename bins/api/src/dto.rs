@@ -1164,6 +1164,10 @@ pub struct PageGuideline {
     pub kind: GuidelineKind,
     /// The guideline, without its label (`Tip:`) or list marker.
     pub text: String,
+    /// When its text runs over a page break: the page it starts on (this page), then the
+    /// page it ends on. Absent when it is all on its page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<u32>,
 }
 
 impl From<&extraction::PageGuidelines> for PageGuidelines {
@@ -1181,6 +1185,7 @@ impl From<&extraction::PageGuidelines> for PageGuidelines {
                         .map(|guideline| PageGuideline {
                             kind: guideline.kind.into(),
                             text: guideline.text.clone(),
+                            pages: guideline.pages.clone(),
                         })
                         .collect(),
                 })

@@ -119,6 +119,46 @@ async fn page_and_final_guidelines_are_404_until_they_exist() {
     );
 }
 
+/// A guideline whose sentence runs over a page break names both pages in its page's
+/// answer; one all on its page has no `pages`.
+#[tokio::test]
+async fn a_page_guideline_over_a_page_break_names_both_pages() {
+    let app = TestApp::sqlite().await;
+    app.book_with_pages("break", 2).await;
+    let mut over = extraction::Guideline::new(
+        extraction::GuidelineKind::Rule,
+        "Always line up the digits before you add the columns.",
+    );
+    over.pages = vec![1, 2];
+    let page = extraction::PageGuidelines {
+        page: 1,
+        topics: vec![extraction::Topic {
+            title: "Adding".to_owned(),
+            guidelines: vec![
+                extraction::Guideline::new(extraction::GuidelineKind::Tip, "Check the sum."),
+                over,
+            ],
+        }],
+    };
+    let key = books::layout::book_key(
+        &books::BookId::parse("break").unwrap(),
+        &books::layout::page_guidelines_path(1),
+    );
+    app.blob_store
+        .put(
+            &key,
+            serde_json::to_vec(&page).unwrap().into(),
+            blob_store::PutMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    let (status, body) = app.get("/v1/books/break/pages/1/guidelines").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let guidelines = &body["topics"][0]["guidelines"];
+    assert!(guidelines[0].get("pages").is_none(), "{body}");
+    assert_eq!(guidelines[1]["pages"], json!([1, 2]), "{body}");
+}
+
 /// A scripted extractor fails page 4 for good: the job fails naming it, with page 3 as
 /// its last completed item; resume extracts pages 4 to 6 only; finalize then serves the
 /// merged document as JSON and Markdown.
