@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use app::config::{CommonArgs, WorkerArgs};
+use app::config::{CommonArgs, WorkerArgs, byte_size};
 use clap::Parser;
 use jobs_core::runtime::Worker;
 use jobs_core::{RecoveryPolicy, SystemClock};
@@ -95,31 +95,6 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 500ms, 5s, 10m)"))
 }
 
-/// A size in bytes: a number with an optional `KiB`, `MiB` or `GiB`.
-fn byte_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|character: char| !character.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1024,
-        "MiB" => 1024 * 1024,
-        "GiB" => 1024 * 1024 * 1024,
-        _ => {
-            return Err(format!(
-                "unknown unit in {text:?} (write e.g. 512MiB, 1GiB)"
-            ));
-        }
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|number| number.checked_mul(unit))
-        .ok_or_else(|| format!("invalid size {text:?} (write e.g. 512MiB, 1GiB)"))
-}
-
 impl Cli {
     /// Refuses a non-loopback listen address without a token, unless
     /// `--allow-unauthenticated` says so.
@@ -158,9 +133,11 @@ impl Cli {
                 max_pdf_bytes: self.max_pdf_bytes,
                 max_request_bytes: self.max_upload_bytes,
                 max_book_pages: self.max_book_pages,
+                tool_memory_limit: self.worker.tool_memory_limit(),
                 ..books::IngestLimits::default()
             },
             max_uploads_in_flight: self.max_uploads_in_flight as usize,
+            staging_dir: self.worker.staging_dir(),
             ..ApiConfig::default()
         }
     }

@@ -44,6 +44,9 @@ pub struct ApiConfig {
     pub event_keep_alive: Duration,
     /// The OCR language of books created without one (`--tesseract-languages`).
     pub default_language: String,
+    /// The local folder an upload's files are received into (one `folio-upload-*` folder
+    /// per request, removed when it ends); the system's temp folder by default.
+    pub staging_dir: std::path::PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +65,7 @@ impl Default for ApiConfig {
             event_poll_interval: Duration::from_millis(500),
             event_keep_alive: Duration::from_secs(15),
             default_language: "eng".to_owned(),
+            staging_dir: std::env::temp_dir(),
         }
     }
 }

@@ -53,6 +53,31 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 500ms, 5s, 10m)"))
 }
 
+/// A size in bytes: a number with an optional `KiB`, `MiB` or `GiB`.
+pub fn byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "unknown unit in {text:?} (write e.g. 512MiB, 1GiB)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit))
+        .ok_or_else(|| format!("invalid size {text:?} (write e.g. 512MiB, 1GiB)"))
+}
+
 /// How a worker runs; `worker` and `api --with-worker` take the same flags.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -116,10 +141,22 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_INGEST_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
     pub ingest_concurrency: Option<u32>,
 
+    /// Most memory one child tool (`pdfinfo`, `pdftoppm`, `pdftotext`, `tesseract`) may
+    /// allocate (e.g. `2GiB`; `0` for no limit): a page that needs more fails, and nothing
+    /// else does. Each tool also has a time limit.
+    #[arg(long, env = "FOLIO_TOOL_MEMORY_LIMIT", value_parser = byte_size, default_value = "2GiB")]
+    pub tool_memory_limit: u64,
+
     /// Keep an upload's files as they came (`uploads/{upload_id}/` in the book) after its
     /// `ingest` job made the pages; by default they are deleted then.
     #[arg(long, env = "FOLIO_KEEP_ORIGINALS")]
     pub keep_originals: bool,
+
+    /// The local folder where uploads are received (api) and pages are made (`ingest`
+    /// jobs), one `folio-upload-*` or `folio-ingest-*` folder each; it needs room for the
+    /// uploads in flight. The system's temp folder when not given.
+    #[arg(long, env = "FOLIO_STAGING_DIR")]
+    pub staging_dir: Option<std::path::PathBuf>,
 
     /// Staging older than this is swept (at start, then hourly): the stored files of an
     /// upload no active `ingest` job names, and local upload and ingest folders a killed
@@ -241,6 +278,16 @@ impl OcrArgs {
 }
 
 impl WorkerArgs {
+    /// `--staging-dir`, else the system's temp folder.
+    pub fn staging_dir(&self) -> std::path::PathBuf {
+        self.staging_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// `--tool-memory-limit`, with `0` as no limit.
+    pub fn tool_memory_limit(&self) -> Option<u64> {
+        (self.tool_memory_limit > 0).then_some(self.tool_memory_limit)
+    }
+
     /// The runtime configuration these flags describe.
     pub fn worker_config(&self) -> WorkerConfig {
         let defaults = WorkerConfig::default();

@@ -120,6 +120,10 @@ pub struct HandlerDeps {
     pub ingest_concurrency: Option<usize>,
     /// Keep uploads' files after their ingest.
     pub keep_originals: bool,
+    /// Most memory one child tool (PDF tools, tesseract) may allocate; `None`: no limit.
+    pub tool_memory_limit: Option<u64>,
+    /// Where `ingest` jobs make their pages.
+    pub staging_dir: std::path::PathBuf,
     /// The clock of the books' manifest timestamps: the worker's own.
     pub clock: Arc<dyn Clock>,
 }
@@ -139,6 +143,8 @@ impl HandlerDeps {
             storage_wait: worker.storage_wait,
             ingest_concurrency: worker.ingest_concurrency.map(|n| n as usize),
             keep_originals: worker.keep_originals,
+            tool_memory_limit: worker.tool_memory_limit(),
+            staging_dir: worker.staging_dir(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -158,12 +164,14 @@ impl HandlerDeps {
     }
 }
 
-/// The OCR engine `args` select; an error when its settings are missing.
-pub fn ocr_engine(args: &OcrArgs) -> Result<Arc<dyn OcrEngine>> {
+/// The OCR engine `args` select, its child processes limited to `tool_memory_limit`; an
+/// error when its settings are missing.
+pub fn ocr_engine(args: &OcrArgs, tool_memory_limit: Option<u64>) -> Result<Arc<dyn OcrEngine>> {
     Ok(match args.ocr_engine {
         OcrEngineKind::Tesseract => Arc::new(TesseractEngine::new(TesseractConfig {
             languages: args.tesseract_languages.clone(),
             timeout: args.ocr_timeout,
+            memory_limit: tool_memory_limit,
             ..TesseractConfig::default()
         })),
         OcrEngineKind::Openai => {
@@ -228,13 +236,18 @@ fn handler(job_type: &str, deps: &HandlerDeps) -> Result<Arc<dyn JobHandler>> {
                     manifest_flush_every: deps.manifest_flush_every.max(1),
                     storage_wait: deps.storage_wait,
                     keep_originals: deps.keep_originals,
+                    local_dir: deps.staging_dir.clone(),
+                    limits: books::IngestLimits {
+                        tool_memory_limit: deps.tool_memory_limit,
+                        ..defaults.limits
+                    },
                     ..defaults
                 },
             ))
         }
         OCR_JOB_TYPE => Arc::new(OcrHandler::new(
             books()?,
-            ocr_engine(&deps.ocr)?,
+            ocr_engine(&deps.ocr, deps.tool_memory_limit)?,
             OcrJobConfig {
                 concurrency: deps.ocr.concurrency(),
                 manifest_flush_every: deps.manifest_flush_every.max(1),
@@ -263,7 +276,8 @@ pub fn spawn_sweeper(
         jobs,
         Arc::new(SystemClock),
         worker.upload_grace,
-    );
+    )
+    .with_local_dir(worker.staging_dir());
     tokio::spawn(sweeper.run(std::time::Duration::from_secs(3600), shutdown))
 }
 

@@ -77,6 +77,9 @@ pub struct IngestLimits {
     /// Longest run of one PDF tool (reading a PDF's pages, rendering a page, reading its
     /// text); a PDF whose page takes longer is refused (60 s).
     pub pdf_timeout: Duration,
+    /// Most memory one PDF tool may allocate (see [`crate::child`]); a page that needs more
+    /// fails to render (2 GiB; unlimited when `None`).
+    pub tool_memory_limit: Option<u64>,
 }
 
 impl Default for IngestLimits {
@@ -93,6 +96,7 @@ impl Default for IngestLimits {
             max_pdf_pages: 1_000,
             max_book_pages: 5_000,
             pdf_timeout: Duration::from_secs(60),
+            tool_memory_limit: Some(crate::child::DEFAULT_MEMORY_LIMIT),
         }
     }
 }

@@ -17,6 +17,7 @@
 
 mod book_id;
 mod catalog;
+pub mod child;
 mod ingest;
 pub mod layout;
 mod manifest;

@@ -1,6 +1,7 @@
 //! PDF uploads (SPEC 4.6): a PDF becomes one page per PDF page, rendered to PNG at
 //! [`RENDER_DPI`] by Debian's poppler-utils, each tool a child process with a time limit
-//! (killed when it runs out, and when the upload is dropped).
+//! (killed when it runs out, and when the upload is dropped) and a memory limit
+//! ([`IngestLimits::tool_memory_limit`], see [`crate::child`]).
 //!
 //! - `pdfinfo -f 1 -l MAX` reads the page count, each page's size and rotation, and whether
 //!   the file is encrypted, before anything is rendered: an encrypted PDF (even one that
@@ -130,7 +131,7 @@ pub(crate) async fn inspect(
     path: &Path,
     limits: &IngestLimits,
 ) -> Result<Result<Vec<PdfPage>, FileRejection>, IngestError> {
-    let mut command = Command::new(&tools.pdfinfo);
+    let mut command = crate::child::command(&tools.pdfinfo, limits.tool_memory_limit);
     command
         .arg("-f")
         .arg("1")
@@ -311,7 +312,7 @@ pub(crate) async fn render(
     out_root: &Path,
     limits: &IngestLimits,
 ) -> Result<Result<PathBuf, FileRejection>, IngestError> {
-    let mut command = Command::new(&tools.pdftoppm);
+    let mut command = crate::child::command(&tools.pdftoppm, limits.tool_memory_limit);
     command
         .arg("-r")
         .arg(RENDER_DPI.to_string())
@@ -359,7 +360,7 @@ pub(crate) async fn page_text(
     page: u32,
     limits: &IngestLimits,
 ) -> Result<Result<Option<String>, FileRejection>, IngestError> {
-    let mut command = Command::new(&tools.pdftotext);
+    let mut command = crate::child::command(&tools.pdftotext, limits.tool_memory_limit);
     command
         .arg("-f")
         .arg(page.to_string())

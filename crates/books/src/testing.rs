@@ -20,6 +20,8 @@ enum PageSpec {
     Scan {
         image: PngImage,
         size: Option<(f64, f64)>,
+        /// The resolution the image is drawn at (300, or a scan's own).
+        dpi: f64,
     },
     /// Lines of text in 12 pt Helvetica on a letter page.
     Text { lines: Vec<String> },
@@ -77,11 +79,11 @@ impl PngImage {
         }
     }
 
-    /// Its size in points at 300 dpi.
-    fn points(&self) -> (f64, f64) {
+    /// Its size in points at `dpi`.
+    fn points(&self, dpi: f64) -> (f64, f64) {
         (
-            f64::from(self.width) * 72.0 / 300.0,
-            f64::from(self.height) * 72.0 / 300.0,
+            f64::from(self.width) * 72.0 / dpi,
+            f64::from(self.height) * 72.0 / dpi,
         )
     }
 }
@@ -90,6 +92,8 @@ impl PngImage {
 #[derive(Debug, Clone, Default)]
 pub struct PdfBuilder {
     pages: Vec<PageSpec>,
+    /// The page tree's `/Count` when it should lie about the pages.
+    claimed_pages: Option<u64>,
 }
 
 impl PdfBuilder {
@@ -104,6 +108,7 @@ impl PdfBuilder {
         self.pages.push(PageSpec::Scan {
             image: PngImage::parse(png),
             size: None,
+            dpi: 300.0,
         });
         self
     }
@@ -114,6 +119,18 @@ impl PdfBuilder {
         self.pages.push(PageSpec::Scan {
             image: PngImage::parse(png),
             size: Some(size),
+            dpi: 300.0,
+        });
+        self
+    }
+
+    /// A scanned page: the PNG at `dpi` on a page of its own size (a 150 dpi scan of an A4
+    /// page makes an A4 page, which rendering at 300 dpi scales up twice).
+    pub fn scanned_page_at(mut self, png: &[u8], dpi: f64) -> Self {
+        self.pages.push(PageSpec::Scan {
+            image: PngImage::parse(png),
+            size: None,
+            dpi,
         });
         self
     }
@@ -124,6 +141,58 @@ impl PdfBuilder {
         self.pages.push(PageSpec::Text {
             lines: text.lines().map(str::to_owned).collect(),
         });
+        self
+    }
+
+    /// A page 8.5 inches wide filled by one image of `width` x `height` gray pixels, all
+    /// black: its stream is a few MB and inflates to `width * height` bytes (gigabytes for
+    /// 46,000 x 46,000), every row of which a render at 300 dpi reads. `pdfinfo` sees a
+    /// plain page; only rendering meets the bomb.
+    pub fn inflate_bomb_page(mut self, width: u32, height: u32) -> Self {
+        use miniz_oxide::deflate::core::{
+            CompressorOxide, TDEFLFlush, TDEFLStatus, compress, create_comp_flags_from_zip_params,
+        };
+        // Rows as PNG stores them (a filter byte, then the pixels), so that the page takes
+        // the same `/Predictor 15` path as a scan.
+        let row = vec![0_u8; width as usize + 1];
+        let mut compressor = CompressorOxide::new(create_comp_flags_from_zip_params(9, 15, 0));
+        let mut data = Vec::new();
+        let mut out = vec![0_u8; 1 << 16];
+        let mut feed = |input: &[u8], flush: TDEFLFlush, data: &mut Vec<u8>| {
+            let mut input = input;
+            loop {
+                let (status, read, written) = compress(&mut compressor, input, &mut out, flush);
+                data.extend_from_slice(&out[..written]);
+                input = &input[read..];
+                match status {
+                    TDEFLStatus::Done => return,
+                    TDEFLStatus::Okay if input.is_empty() && written < out.len() => return,
+                    TDEFLStatus::Okay => {}
+                    other => panic!("compressing the bomb: {other:?}"),
+                }
+            }
+        };
+        for _ in 0..height {
+            feed(&row, TDEFLFlush::None, &mut data);
+        }
+        feed(&[], TDEFLFlush::Finish, &mut data);
+        self.pages.push(PageSpec::Scan {
+            image: PngImage {
+                width,
+                height,
+                bits: 8,
+                colors: 1,
+                data,
+            },
+            size: None,
+            dpi: f64::from(width) / 8.5,
+        });
+        self
+    }
+
+    /// A page tree that claims `count` pages, whatever pages were added: a hostile PDF.
+    pub fn claiming_pages(mut self, count: u64) -> Self {
+        self.claimed_pages = Some(count);
         self
     }
 
@@ -143,9 +212,9 @@ impl PdfBuilder {
             let content_id = page_id + 1;
             kids.push(page_id);
             match page {
-                PageSpec::Scan { image, size } => {
+                PageSpec::Scan { image, size, dpi } => {
                     let image_id = page_id + 2;
-                    let (image_width, image_height) = image.points();
+                    let (image_width, image_height) = image.points(*dpi);
                     let (width, height) = size.unwrap_or((image_width, image_height));
                     objects.push(
                         format!(
@@ -213,7 +282,8 @@ impl PdfBuilder {
         for kid in &kids {
             let _ = write!(tree, "{kid} 0 R ");
         }
-        let _ = write!(tree, "] /Count {} >>", kids.len());
+        let count = self.claimed_pages.unwrap_or(kids.len() as u64);
+        let _ = write!(tree, "] /Count {count} >>");
         objects[1] = tree.into_bytes();
 
         let mut pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();

@@ -165,6 +165,15 @@ impl Books {
         let kinds: Vec<(FileKind, u32)> = checked.into_iter().flatten().collect();
         let count: u64 = kinds.iter().map(|(_, pages)| u64::from(*pages)).sum();
 
+        // Checked before the write as well as in it: a refused upload leaves the manifest
+        // as it was (the check in the write only catches a race with another upload).
+        let after = u64::from(self.manifest(book_id).await?.next_free_page() - 1) + count;
+        if after > u64::from(limits.max_book_pages) {
+            return Err(IngestError::BookFull {
+                pages: after,
+                max: limits.max_book_pages,
+            });
+        }
         let mut first_page = 0;
         let mut full = None;
         self.update(book_id, |manifest| {

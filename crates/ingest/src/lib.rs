@@ -87,6 +87,9 @@ pub struct IngestJobConfig {
     pub limits: IngestLimits,
     /// Keep the upload's stored files after the ingest (default: deleted).
     pub keep_originals: bool,
+    /// The local folder a job's `folio-ingest-*` folder is made in (the system's temp
+    /// folder by default).
+    pub local_dir: PathBuf,
 }
 
 impl Default for IngestJobConfig {
@@ -98,6 +101,7 @@ impl Default for IngestJobConfig {
             storage_wait: page_jobs::DEFAULT_STORAGE_WAIT,
             limits: IngestLimits::default(),
             keep_originals: false,
+            local_dir: std::env::temp_dir(),
         }
     }
 }
@@ -139,7 +143,7 @@ impl JobHandler for IngestHandler {
         };
         let work_dir = tempfile::Builder::new()
             .prefix("folio-ingest-")
-            .tempdir()
+            .tempdir_in(&self.config.local_dir)
             .map_err(|error| {
                 HandlerError::retryable("local", format!("creating the job's folder: {error}"))
             })?;

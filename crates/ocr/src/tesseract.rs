@@ -28,6 +28,9 @@ pub struct TesseractConfig {
     pub timeout: Duration,
     /// `--psm`, the page segmentation mode; tesseract's default when `None`.
     pub page_segmentation_mode: Option<u8>,
+    /// Most memory one tesseract process may allocate ([`books::child`]); a page that
+    /// needs more fails (2 GiB; unlimited when `None`).
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for TesseractConfig {
@@ -37,6 +40,7 @@ impl Default for TesseractConfig {
             languages: "eng".to_owned(),
             timeout: Duration::from_secs(120),
             page_segmentation_mode: None,
+            memory_limit: Some(books::child::DEFAULT_MEMORY_LIMIT),
         }
     }
 }
@@ -80,7 +84,7 @@ impl TesseractEngine {
     /// `OUTPUT_BASE.txt`, `.tsv` and `.hocr` in one run: exactly what
     /// [`OcrEngine::recognize_page`] runs (benchmarks run it bare).
     pub fn command(&self, language: &str, output_base: &Path) -> Command {
-        let mut command = Command::new(&self.config.program);
+        let mut command = books::child::command(&self.config.program, self.config.memory_limit);
         command
             .arg("stdin")
             .arg(output_base)

@@ -270,7 +270,7 @@ pub(crate) async fn upload_pages(
     // Removed with everything in it when the request ends, however it ends.
     let staging = tempfile::Builder::new()
         .prefix("folio-upload-")
-        .tempdir()
+        .tempdir_in(&state.config().staging_dir)
         .map_err(|error| ApiError::Internal(anyhow::Error::new(error)))?;
     let inputs = read_files(&mut multipart, limits, staging.path()).await?;
     let upload = books

@@ -36,7 +36,7 @@ struct Served {
 
 impl Served {
     async fn start() -> Self {
-        let app = TestApp::sqlite_with(ApiConfig {
+        Self::start_with(ApiConfig {
             ingest_limits: IngestLimits {
                 max_request_bytes: 2 * 1024 * 1024,
                 ..IngestLimits::default()
@@ -45,7 +45,11 @@ impl Served {
             upload_timeout: Duration::from_secs(2),
             ..ApiConfig::default()
         })
-        .await;
+        .await
+    }
+
+    async fn start_with(config: ApiConfig) -> Self {
+        let app = TestApp::sqlite_with(config).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -403,4 +407,259 @@ async fn every_hostile_input_gets_a_clear_4xx_and_nothing_is_stored() {
         [format!("books/{BOOK}/metadata.json")],
         "only the book's manifest is stored"
     );
+}
+
+/// The entries of a local folder.
+fn entries(folder: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Hostile files on the path of whole books (issue 24): each is refused by the upload
+/// with a clear code, or taken and then failed by its `ingest` job with a clear code that
+/// names the file and the page. Nothing is left behind: no page, no local folder, and no
+/// stored file once the sweeper has run.
+#[tokio::test]
+async fn hostile_files_are_refused_or_fail_their_ingest_and_leave_nothing_behind() {
+    books::testing::require_poppler().await;
+    let staging = tempfile::tempdir().unwrap();
+    let limits = IngestLimits {
+        max_file_bytes: 1024 * 1024,
+        max_pdf_bytes: 4 * 1024 * 1024,
+        max_request_bytes: 8 * 1024 * 1024,
+        max_book_pages: 3,
+        ..IngestLimits::default()
+    };
+    let served = Served::start_with(ApiConfig {
+        ingest_limits: limits,
+        upload_timeout: Duration::from_secs(60),
+        staging_dir: staging.path().to_owned(),
+        ..ApiConfig::default()
+    })
+    .await;
+    served.app.create_book(BOOK).await;
+    let before = served.stored().await;
+
+    let page = ocr::testing::fixture_pages()[0].png.to_vec();
+    let pdf_of = |size_mib: usize| {
+        // A real one-page PDF, then a comment that pads it (PDF readers skip it).
+        let mut pdf = books::testing::PdfBuilder::new()
+            .scanned_page(&page)
+            .build();
+        pdf.extend_from_slice(b"%");
+        pdf.resize(size_mib * 1024 * 1024, b' ');
+        pdf
+    };
+    let claims = books::testing::PdfBuilder::new()
+        .scanned_page(&page)
+        .claiming_pages(1_000_000)
+        .build();
+    let wide = books::testing::PdfBuilder::new()
+        .scanned_page_of_size(&page, (200.0 * 72.0, 200.0 * 72.0))
+        .build();
+    let (big_pdf, three_mib) = (pdf_of(5), pdf_of(3));
+    let big_image = vec![7_u8; 1536 * 1024];
+    let case = |name, request, status, code, file_code| Case {
+        name,
+        request,
+        status,
+        code,
+        file_code,
+    };
+    let cases = vec![
+        case(
+            // poppler will not open a page tree that lies about its size.
+            "PDF whose page tree claims 1,000,000 pages",
+            upload(&[(b"claims.pdf", &claims)]),
+            422,
+            "invalid_request",
+            Some("corrupt"),
+        ),
+        case(
+            "PDF page of 200 x 200 inches",
+            upload(&[(b"wide.pdf", &wide)]),
+            422,
+            "invalid_request",
+            Some("too_many_pixels"),
+        ),
+        case(
+            "image over --max-image-bytes (1.5 MiB, limit 1 MiB)",
+            upload(&[(b"big.png", &big_image)]),
+            422,
+            "invalid_request",
+            Some("too_large"),
+        ),
+        case(
+            "PDF over --max-pdf-bytes (5 MiB, limit 4 MiB)",
+            upload(&[(b"big.pdf", &big_pdf)]),
+            422,
+            "invalid_request",
+            Some("too_large"),
+        ),
+        case(
+            "upload over --max-upload-bytes (3 PDFs of 3 MiB, limit 8 MiB)",
+            upload(&[
+                (b"a.pdf", &three_mib),
+                (b"b.pdf", &three_mib),
+                (b"c.pdf", &three_mib),
+            ]),
+            413,
+            "payload_too_large",
+            None,
+        ),
+        case(
+            "upload past --max-book-pages (4 pages, limit 3)",
+            upload(&[
+                (b"1.png", &page),
+                (b"2.png", &page),
+                (b"3.png", &page),
+                (b"4.png", &page),
+            ]),
+            413,
+            "payload_too_large",
+            None,
+        ),
+    ];
+    let mut table = vec![
+        "| hostile file | answer | code | file rejection | left behind |".to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    let mut failures = Vec::new();
+    for case in cases {
+        let (status, body) = served.send(&case.request).await;
+        let code = body["error"]["code"].as_str().unwrap_or("-").to_owned();
+        let file_code = body["error"]["details"]["rejected"][0]["code"]
+            .as_str()
+            .map(str::to_owned);
+        let clean = served.stored().await == before && entries(staging.path()).is_empty();
+        table.push(format!(
+            "| {} | {status} | `{code}` | {} | {} |",
+            case.name,
+            file_code
+                .as_deref()
+                .map_or("-".to_owned(), |c| format!("`{c}`")),
+            if clean { "nothing" } else { "SOMETHING" }
+        ));
+        if status != case.status
+            || code != case.code
+            || file_code.as_deref() != case.file_code
+            || !clean
+        {
+            failures.push(format!("{}: {status} {body}", case.name));
+        }
+    }
+
+    // A connection closed half way through a 3 MiB PDF: once the server has seen the
+    // request go, nothing is stored and its staging folder is gone.
+    let request = upload(&[(b"cut.pdf", &three_mib)]);
+    let mut stream = TcpStream::connect(served.address).await.unwrap();
+    stream
+        .write_all(&request[..request.len() / 2])
+        .await
+        .unwrap();
+    jobs_core::testing::eventually(
+        Duration::from_secs(20),
+        "the cut upload to be received into the staging folder",
+        || async { (!entries(staging.path()).is_empty()).then_some(()) },
+    )
+    .await;
+    drop(stream);
+    jobs_core::testing::eventually(
+        Duration::from_secs(20),
+        "the cut upload's staging folder to be removed",
+        || async { entries(staging.path()).is_empty().then_some(()) },
+    )
+    .await;
+    let clean = served.stored().await == before;
+    table.push(format!(
+        "| connection closed half way through a 3 MiB PDF | - | - | - | {} |",
+        if clean { "nothing" } else { "SOMETHING" }
+    ));
+    if !clean {
+        failures.push("the cut upload left something stored".to_owned());
+    }
+
+    // A PDF whose one page inflates to 2.1 GB: pdfinfo sees a plain letter page, so the
+    // upload takes it; rendering meets the bomb under the tools' time and memory limits.
+    let bomb = books::testing::PdfBuilder::new()
+        .inflate_bomb_page(46_000, 46_000)
+        .build();
+    let (status, answer) = served.send(&upload(&[(b"bomb.pdf", &bomb)])).await;
+    assert_eq!(status, 202, "{answer}");
+    let worker = served
+        .app
+        .start_worker(vec![std::sync::Arc::new(ingest::IngestHandler::new(
+            served.app.state.books().clone(),
+            ingest::IngestJobConfig {
+                limits: IngestLimits {
+                    // A render of the bomb takes poppler several seconds of CPU.
+                    pdf_timeout: Duration::from_secs(2),
+                    tool_memory_limit: Some(512 * 1024 * 1024),
+                    ..IngestLimits::default()
+                },
+                local_dir: staging.path().to_owned(),
+                ..ingest::IngestJobConfig::default()
+            },
+        ))]);
+    let id: jobs_core::JobId = answer["job"]["id"].as_str().unwrap().parse().unwrap();
+    let ended = jobs_core::testing::wait_for_job(
+        served.app.job_store.as_ref(),
+        id,
+        Duration::from_secs(120),
+        "the bomb's ingest to end",
+        |job| job.status.is_terminal(),
+    )
+    .await;
+    worker.stop().await;
+    let (code, message) = ended
+        .error
+        .clone()
+        .map(|error| (error.code, error.message))
+        .unwrap_or_default();
+    let (_, book) = served.app.get(&format!("/v1/books/{BOOK}")).await;
+    let pages = book["pages"].as_array().map_or(0, Vec::len);
+    let folders = entries(staging.path());
+    let sweep = ingest::Sweeper::new(
+        served.app.state.books().clone(),
+        served.app.job_store.clone(),
+        std::sync::Arc::new(jobs_core::SystemClock),
+        Duration::ZERO,
+    )
+    .with_local_dir(staging.path().to_owned())
+    .sweep()
+    .await
+    .unwrap();
+    let (objects, _, _) = served.stored().await;
+    let clean = pages == 0
+        && folders.is_empty()
+        && objects
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect::<Vec<_>>()
+            == [format!("books/{BOOK}/metadata.json")];
+    table.push(format!(
+        "| PDF of {} KB whose page inflates to 2.1 GB | 202, then the ingest job {} | `{}` | {} | {} (the staged file until the sweep: {:?}) |",
+        bomb.len() / 1024,
+        ended.status,
+        code,
+        message,
+        if clean { "nothing" } else { "SOMETHING" },
+        sweep.uploads,
+    ));
+    if ended.status != jobs_core::JobStatus::Failed
+        || code != "render_timeout"
+        || !message.contains("bomb.pdf")
+        || !message.contains("page 1")
+        || !clean
+    {
+        failures.push(format!(
+            "bomb: {} {code} {message}, {pages} pages, folders {folders:?}, objects {objects:?}",
+            ended.status
+        ));
+    }
+
+    eprintln!("{}", table.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -17,7 +17,7 @@ use jobs_core::{Acquire, JobStore};
 use jobs_postgres::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{Flags, report};
+use crate::flags::{Flags, report};
 
 /// Warm-up before measuring.
 const WARM_UP: Duration = Duration::from_secs(1);

@@ -39,7 +39,7 @@ use jobs_core::{Acquire, Job, JobId, JobStatus, JobStore, LockService, SystemClo
 use jobs_postgres::testing::TestDatabase;
 use ocr::testing::{character_error_rate, fixture_pages, fixture_uploads};
 
-use crate::bench::{Flags, report};
+use crate::flags::{Flags, report};
 
 /// Longest the whole job may take.
 const JOB_LIMIT: Duration = Duration::from_secs(600);
@@ -50,7 +50,8 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
         .version()
         .await
         .context("the tesseract CLI (scripts/install-tesseract.sh)")?;
-    let worker_binary = build_worker()?;
+    let [worker_binary] = <[PathBuf; 1]>::try_from(crate::build_release(&["worker"])?)
+        .expect("one binary for one package");
     let bench = Bench::set_up(settings, worker_binary).await?;
 
     let mut first = bench.launch("recovery-a")?;
@@ -333,35 +334,6 @@ fn seconds(text: &str) -> Result<f64> {
         "m" => number * 60.0,
         _ => bail!("{text}: use ms, s or m"),
     })
-}
-
-/// Builds the release `worker` binary and returns its path.
-fn build_worker() -> Result<PathBuf> {
-    let output = crate::cargo()
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "worker",
-            "--bin",
-            "worker",
-            "--message-format",
-            "json-render-diagnostics",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    if !output.status.success() {
-        bail!("building the worker failed: {}", output.status);
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| {
-            message["reason"] == "compiler-artifact" && message["target"]["name"] == "worker"
-        })
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .context("cargo build named no worker executable")
 }
 
 /// A folder with a `tesseract` that appends a line to `runs.log` for each page it is

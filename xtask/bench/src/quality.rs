@@ -20,7 +20,7 @@ use extraction::RulesExtractor;
 use extraction::finalize::merge;
 use extraction::quality::{self, BookRun, CorpusConfig};
 
-use crate::bench::Flags;
+use crate::flags::Flags;
 
 pub(crate) async fn run(flags: &Flags) -> Result<()> {
     let defaults = CorpusConfig::bench();

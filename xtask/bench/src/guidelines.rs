@@ -17,7 +17,7 @@ use jobs_core::runtime::{Worker, WorkerConfig};
 use jobs_core::{Acquire, JobStatus, JobStore, LockService, SystemClock};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{Flags, report};
+use crate::flags::{Flags, report};
 
 pub(crate) async fn run(flags: &Flags) -> Result<()> {
     let n_pages: u32 = flags.get("pages", 1000)?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::bench::Flags;
+use crate::flags::Flags;
 
 /// Width of the progress bar in characters.
 const BAR_WIDTH: usize = 30;

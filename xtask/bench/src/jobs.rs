@@ -1,11 +1,11 @@
-//! `cargo xtask bench ...`: benchmarks that print one JSON object per result on stdout and a
-//! Markdown table on stderr. They always run in release mode.
+//! `bench jobs`: no-op jobs through the real job stores: drain throughput, pickup latency
+//! and CPU per job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use jobs_core::runtime::{HandlerError, JobContext, JobHandler, Worker, WorkerConfig};
 use jobs_core::{
     Acquire, AcquireRequest, JobId, JobStore, LockService, RecoveryPolicy, SystemClock, async_trait,
@@ -13,64 +13,7 @@ use jobs_core::{
 use jobs_postgres::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 
-/// Parses `--name value` pairs.
-pub(crate) struct Flags(HashMap<String, String>);
-
-impl Flags {
-    pub(crate) fn parse(args: &[String]) -> Result<Self> {
-        let mut flags = HashMap::new();
-        let mut args = args.iter();
-        while let Some(name) = args.next() {
-            let Some(name) = name.strip_prefix("--") else {
-                bail!("unexpected argument {name}")
-            };
-            let value = args
-                .next()
-                .with_context(|| format!("--{name} needs a value"))?;
-            flags.insert(name.to_owned(), value.clone());
-        }
-        Ok(Self(flags))
-    }
-
-    pub(crate) fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.0.get(name) {
-            Some(value) => value
-                .parse()
-                .map_err(|error| anyhow::anyhow!("--{name} {value}: {error}")),
-            None => Ok(default),
-        }
-    }
-
-    pub(crate) fn text(&self, name: &str, default: &str) -> String {
-        self.0
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-}
-
-/// Prints one result: a JSON line on stdout, a Markdown table on stderr.
-pub(crate) fn report(result: &serde_json::Value) {
-    println!("{result}");
-    let object = result.as_object().expect("results are objects");
-    let header: Vec<&str> = object.keys().map(String::as_str).collect();
-    let values: Vec<String> = object
-        .values()
-        .map(|value| match value {
-            serde_json::Value::String(text) => text.clone(),
-            other => other.to_string(),
-        })
-        .collect();
-    eprintln!("| {} |", header.join(" | "));
-    eprintln!(
-        "|{}|",
-        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
-    );
-    eprintln!("| {} |", values.join(" | "));
-}
+use crate::flags::{Flags, report};
 
 /// A no-op handler that records when each job started running.
 #[derive(Default)]
@@ -172,7 +115,7 @@ async fn wait_completed(
 /// [--enqueue-in-flight F]`: no-op jobs through bulk enqueue (`acquire_many` in batches of
 /// B, default 5,000, F at once, default 3 on Postgres and 1 on SQLite), claim and complete,
 /// with heartbeats and fencing on.
-pub(crate) async fn jobs(flags: &Flags) -> Result<()> {
+pub(crate) async fn run(flags: &Flags) -> Result<()> {
     let store_kind = flags.text("store", "postgres");
     let n_jobs: usize = flags.get("jobs", 20_000)?;
     let concurrency: usize = flags.get("concurrency", 2000)?;
@@ -414,127 +357,4 @@ async fn pickup_latencies(
     pickups.sort_by(f64::total_cmp);
     inserts.sort_by(f64::total_cmp);
     Ok((pickups, inserts))
-}
-
-/// `bench ocr --pages N [--parallelism P] [--pdf true]`: the full stack (upload, a worker,
-/// the `ocr` job with real tesseract) against bare `tesseract` on the same full book pages
-/// (letter size at 300 dpi, a column of text; `ocr::testing::full_pages`) at the same
-/// parallelism. With `--pdf true` the same pages are uploaded as one PDF (scanned pages, no
-/// text layer), which ingestion renders back to 300 dpi PNGs with poppler's `pdftoppm`: the
-/// difference in upload time is the cost of rendering.
-pub(crate) async fn ocr(flags: &Flags) -> Result<()> {
-    let n_pages: usize = flags.get("pages", 20)?;
-    let pdf: bool = flags.get("pdf", false)?;
-    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-    let parallelism: usize = flags.get("parallelism", cpus)?;
-    let fixtures = ocr::testing::full_pages(n_pages);
-    let pages: Vec<bytes::Bytes> = fixtures.iter().map(|page| page.png.clone()).collect();
-    let chars_per_page = fixtures
-        .iter()
-        .map(|page| page.text.chars().count())
-        .sum::<usize>()
-        / n_pages.max(1);
-
-    let bare =
-        ocr::bench::run_bare_tesseract(&pages, parallelism, &ocr::TesseractConfig::default())
-            .await
-            .context("bare tesseract (is tesseract-ocr installed? scripts/install-tesseract.sh)")?;
-
-    let fixtures = &fixtures;
-    let run = |files: Vec<books::UploadedFile>| async move {
-        let dir = tempfile::tempdir()?;
-        let blob_store =
-            blob_store::open(&format!("file://{}/objects", dir.path().display())).await?;
-        let url = format!("sqlite://{}/jobs.db", dir.path().display());
-        let job_store: Arc<dyn JobStore> =
-            Arc::new(jobs_sqlite::SqliteJobStore::connect(&url).await?);
-        let options = ocr::bench::PipelineOptions::tesseract(parallelism);
-        let report =
-            ocr::bench::run_pipeline_on_files(blob_store.clone(), job_store, files, options)
-                .await?;
-        let text_errors = character_errors(&blob_store, &report.book_id, fixtures).await?;
-        anyhow::Ok((report, text_errors))
-    };
-    let png_files: Vec<books::UploadedFile> = pages
-        .iter()
-        .enumerate()
-        .map(|(index, png)| books::UploadedFile {
-            name: format!("page-{:04}.png", index + 1),
-            bytes: png.clone(),
-        })
-        .collect();
-    let (pipeline, cer) = run(png_files).await?;
-
-    let pipeline_pages_per_s = pipeline.pages_per_s();
-    let ocr_pages_per_s = n_pages as f64 / pipeline.ocr.as_secs_f64();
-    let bare_pages_per_s = bare.pages_per_s();
-    let round = |value: f64| (value * 1000.0).round() / 1000.0;
-    let mut result = serde_json::json!({
-        "bench": "ocr",
-        "pages": n_pages,
-        "page_px": "2550x3300",
-        "chars_per_page": chars_per_page,
-        "parallelism": parallelism,
-        "pages_per_s": round(pipeline_pages_per_s),
-        "ocr_phase_pages_per_s": round(ocr_pages_per_s),
-        "bare_pages_per_s": round(bare_pages_per_s),
-        "overhead_ratio": round(bare_pages_per_s / pipeline_pages_per_s),
-        "relative_throughput": round(pipeline_pages_per_s / bare_pages_per_s),
-        "upload_s": round(pipeline.upload.as_secs_f64()),
-        "ocr_s": round(pipeline.ocr.as_secs_f64()),
-        "bare_s": round(bare.elapsed.as_secs_f64()),
-        "mean_cer": round(cer),
-    });
-    if pdf {
-        let mut builder = books::testing::PdfBuilder::new();
-        for png in &pages {
-            builder = builder.scanned_page(png);
-        }
-        let document = builder.build();
-        let pdf_bytes = document.len();
-        let (with_pdf, pdf_cer) = run(vec![books::UploadedFile {
-            name: "book.pdf".to_owned(),
-            bytes: bytes::Bytes::from(document),
-        }])
-        .await?;
-        anyhow::ensure!(
-            with_pdf.pages == n_pages,
-            "the PDF became {} pages, not {n_pages}",
-            with_pdf.pages
-        );
-        let render_s = with_pdf.upload.as_secs_f64() - pipeline.upload.as_secs_f64();
-        let object = result.as_object_mut().expect("an object");
-        object.insert("pdf_bytes".into(), pdf_bytes.into());
-        object.insert(
-            "pdf_pages_per_s".into(),
-            round(with_pdf.pages_per_s()).into(),
-        );
-        object.insert(
-            "pdf_upload_s".into(),
-            round(with_pdf.upload.as_secs_f64()).into(),
-        );
-        object.insert(
-            "pdf_render_s_per_page".into(),
-            round(render_s / n_pages as f64).into(),
-        );
-        object.insert("pdf_ocr_s".into(), round(with_pdf.ocr.as_secs_f64()).into());
-        object.insert("pdf_mean_cer".into(), round(pdf_cer).into());
-    }
-    report(&result);
-    Ok(())
-}
-
-/// The mean character error rate of the book's OCR texts against the pages' texts.
-async fn character_errors(
-    blob_store: &Arc<dyn blob_store::BlobStore>,
-    book_id: &books::BookId,
-    pages: &[ocr::testing::FixturePage],
-) -> Result<f64> {
-    let mut sum = 0.0;
-    for (index, page) in pages.iter().enumerate() {
-        let key = books::layout::book_key(book_id, &books::layout::ocr_text_path(index as u32 + 1));
-        let text = blob_store.get(&key).await?.bytes;
-        sum += ocr::testing::character_error_rate(&page.text, &String::from_utf8_lossy(&text));
-    }
-    Ok(sum / pages.len().max(1) as f64)
 }

@@ -1,0 +1,102 @@
+//! `cargo xtask package`: the library crates' docs build without a warning, and each
+//! packages, and builds from its package, on its own.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, exec_to, root};
+
+/// The crates other services embed: their docs build without a warning and each packages
+/// (and builds from its package) on its own.
+const LIBRARIES: [&str; 4] = ["jobs-core", "jobs-postgres", "jobs-sqlite", "blob-store"];
+
+/// Every command's output goes to `log` (the terminal's when `None`).
+pub(crate) fn run(log: Option<&std::fs::File>) -> Result<()> {
+    let mut doc = cargo();
+    doc.args(["doc", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    for library in LIBRARIES {
+        doc.args(["--package", library]);
+    }
+    exec_to(doc, log)?;
+
+    // `--allow-dirty`: CI's clone is clean; locally the check should not need a commit.
+    // `--no-verify`: cargo's own verification builds each package alone, resolving and
+    // compiling its dependencies anew (sqlx's macros four times: 12 of a fresh CI run's
+    // minutes); `check_packages` does the same check in one workspace instead.
+    let mut package = cargo();
+    package.args(["package", "--allow-dirty", "--no-verify"]);
+    for library in LIBRARIES {
+        package.args(["--package", library]);
+    }
+    exec_to(package, log)?;
+    check_packages(log)
+}
+
+/// Each packaged library compiles from its package alone: the `.crate` files unpacked
+/// into one workspace (under the target folder) whose `[patch.crates-io]` stands in for
+/// the libraries as they would be published, then `cargo check` of each package on its
+/// own, so each gets only its own features. The dependencies' builds are shared between
+/// the four, and between runs.
+fn check_packages(log: Option<&std::fs::File>) -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let packages = target.join("package");
+    let workspace = target.join("package-check");
+    if workspace.exists() {
+        std::fs::remove_dir_all(&workspace)?;
+    }
+    std::fs::create_dir_all(&workspace)?;
+    let mut members = Vec::new();
+    let mut patches = String::new();
+    for library in LIBRARIES {
+        let version = package_version(library)?;
+        let name = format!("{library}-{version}");
+        let mut unpack = Command::new("tar");
+        unpack
+            .arg("-xzf")
+            .arg(packages.join(format!("{name}.crate")))
+            .arg("-C")
+            .arg(&workspace);
+        exec_to(unpack, log)?;
+        members.push(format!("{name:?}"));
+        patches.push_str(&format!("{library} = {{ path = {name:?} }}\n"));
+    }
+    std::fs::write(
+        workspace.join("Cargo.toml"),
+        format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [{}]\n\n[patch.crates-io]\n{patches}",
+            members.join(", ")
+        ),
+    )?;
+    // The workspace's versions of every dependency, so the check builds what CI built.
+    std::fs::copy(root().join("Cargo.lock"), workspace.join("Cargo.lock"))?;
+    for library in LIBRARIES {
+        let mut check = cargo();
+        check
+            .arg("check")
+            .arg("--manifest-path")
+            .arg(workspace.join("Cargo.toml"))
+            .args(["--package", library]);
+        exec_to(check, log)?;
+    }
+    Ok(())
+}
+
+/// A workspace crate's version, from its manifest.
+fn package_version(library: &str) -> Result<String> {
+    let manifest = std::fs::read_to_string(root().join("crates").join(library).join("Cargo.toml"))?;
+    manifest
+        .lines()
+        .find_map(|line| {
+            let value = line
+                .strip_prefix("version")?
+                .trim_start()
+                .strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .with_context(|| format!("no version in {library}'s Cargo.toml"))
+}
