@@ -7,7 +7,7 @@
 #
 #   "$(scripts/install-cargo-deny.sh)" deny check bans licenses sources
 #
-# The first install compiles for several minutes. It builds in its own target directory
+# The first install compiles for a minute or two. It builds in its own target directory
 # (removed afterwards), not the workspace's, so it does not hold the workspace's build lock.
 #
 # Env: FOLIO_CARGO_DENY_ROOT overrides the install root (default ~/.cache/folio/cargo-deny).
@@ -26,7 +26,14 @@ fi
 mkdir -p "$root"
 build="$(mktemp -d "${TMPDIR:-/tmp}/cargo-deny-build.XXXXXX")"
 trap 'rm -rf "$build"' EXIT
-CARGO_TARGET_DIR="$build" cargo install cargo-deny --locked --version "$version" \
-    --root "$root" --force >&2
+# cargo-deny's own release profile is fat LTO with one codegen unit: over 3 minutes of both
+# cores on a fresh CI machine, for a tool that checks a lock file in a second. These settings
+# (configuration overrides the package's profile) build it in a fraction of that.
+CARGO_TARGET_DIR="$build" \
+    CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install cargo-deny --locked --version "$version" --root "$root" --force >&2
 "$binary" --version >&2
 echo "$binary"

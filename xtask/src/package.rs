@@ -1,5 +1,5 @@
-//! `cargo xtask package`: the library crates' docs build without a warning, and each
-//! packages, and builds from its package, on its own.
+//! `cargo xtask package`: each library crate packages, builds from its package on its
+//! own, and its docs (from the package, every feature on) build without a warning.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,14 +14,6 @@ const LIBRARIES: [&str; 4] = ["jobs-core", "jobs-postgres", "jobs-sqlite", "blob
 
 /// Every command's output goes to `log` (the terminal's when `None`).
 pub(crate) fn run(log: Option<&std::fs::File>) -> Result<()> {
-    let mut doc = cargo();
-    doc.args(["doc", "--no-deps", "--all-features"])
-        .env("RUSTDOCFLAGS", "-D warnings");
-    for library in LIBRARIES {
-        doc.args(["--package", library]);
-    }
-    exec_to(doc, log)?;
-
     // `--allow-dirty`: CI's clone is clean; locally the check should not need a commit.
     // `--no-verify`: cargo's own verification builds each package alone, resolving and
     // compiling its dependencies anew (sqlx's macros four times: 12 of a fresh CI run's
@@ -82,6 +74,16 @@ fn check_packages(log: Option<&std::fs::File>) -> Result<()> {
             .arg(workspace.join("Cargo.toml"))
             .args(["--package", library]);
         exec_to(check, log)?;
+        // The docs as docs.rs would build them from the package, every feature on, without
+        // a warning. Here rather than in the workspace: most of the dependencies' checks
+        // are the ones the package's own check just made.
+        let mut doc = cargo();
+        doc.arg("doc")
+            .arg("--manifest-path")
+            .arg(workspace.join("Cargo.toml"))
+            .args(["--no-deps", "--all-features", "--package", library])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        exec_to(doc, log)?;
     }
     Ok(())
 }
