@@ -101,8 +101,8 @@ impl SeenRequest {
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 answering each request with the next scripted answer
-/// (the last one repeats), one request per connection. It runs on the test's runtime and
-/// stops with it.
+/// (the last one repeats), or with what a responder makes of the request; one request per
+/// connection. It runs on the test's runtime and stops with it.
 #[derive(Debug)]
 pub struct FakeChatServer {
     base_url: String,
@@ -110,10 +110,22 @@ pub struct FakeChatServer {
     seen_count: watch::Receiver<usize>,
 }
 
+/// What a [`FakeChatServer`] answers: given the request and its 0-based arrival index.
+pub type Responder = dyn Fn(&SeenRequest, usize) -> FakeAnswer + Send + Sync;
+
 impl FakeChatServer {
     /// Starts a server answering with `script`, in order.
     pub async fn start(script: Vec<FakeAnswer>) -> Self {
         assert!(!script.is_empty(), "a server needs at least one answer");
+        Self::respond(Arc::new(move |_: &SeenRequest, index: usize| {
+            script[index.min(script.len() - 1)].clone()
+        }))
+        .await
+    }
+
+    /// Starts a server answering each request with `responder`'s answer to it: a fake
+    /// model that reads what it is sent.
+    pub async fn respond(responder: Arc<Responder>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -125,13 +137,13 @@ impl FakeChatServer {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                let answer = script[index.min(script.len() - 1)].clone();
-                index += 1;
                 let log = log.clone();
                 let count_sender = count_sender.clone();
+                let responder = responder.clone();
                 tokio::spawn(async move {
-                    answer_one(socket, answer, &log, &count_sender).await;
+                    answer_one(socket, index, &*responder, &log, &count_sender).await;
                 });
+                index += 1;
             }
         });
         Self {
@@ -163,16 +175,19 @@ impl FakeChatServer {
     }
 }
 
-/// Reads one request from `socket`, records it, and sends `answer` after its delay.
+/// Reads one request from `socket`, records it, and sends the responder's answer after its
+/// delay.
 async fn answer_one(
     mut socket: TcpStream,
-    answer: FakeAnswer,
+    index: usize,
+    responder: &Responder,
     log: &Mutex<Vec<SeenRequest>>,
     count_sender: &watch::Sender<usize>,
 ) {
     let Some(request) = read_request(&mut socket).await else {
         return;
     };
+    let answer = responder(&request, index);
     let count = {
         let mut log = log.lock().unwrap();
         log.push(request);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ExtractError, Topic};
+use crate::{ExtractError, PageGuidelines, Topic, running_lines};
 
 /// One page to extract, with what the book around it says.
 #[derive(Debug, Clone)]
@@ -157,4 +157,42 @@ pub trait Extractor: Send + Sync + fmt::Debug + 'static {
         page: &PageInput,
         cancel: &CancellationToken,
     ) -> Result<Vec<Topic>, ExtractError>;
+}
+
+/// Every page of a book (number and OCR text, in book order) extracted by `extractor` as
+/// the `guidelines` job does: the book's running lines, each page continuing the topic the
+/// one before ended in, and each page seeing its neighbours. Pages run one at a time.
+pub async fn extract_book(
+    extractor: &dyn Extractor,
+    pages: &[(u32, &str)],
+    cancel: &CancellationToken,
+) -> Result<Vec<PageGuidelines>, ExtractError> {
+    let running = Arc::new(running_lines(pages.iter().map(|(_, text)| *text)));
+    let nearby = |index: usize| {
+        pages.get(index).map(|(page, text)| NearbyPage {
+            page: *page,
+            text: Arc::from(*text),
+        })
+    };
+    let mut previous_topic: Option<String> = None;
+    let mut book = Vec::with_capacity(pages.len());
+    for (index, (page, text)) in pages.iter().enumerate() {
+        let input = PageInput {
+            page: *page,
+            text: (*text).to_owned(),
+            previous_topic: previous_topic.clone(),
+            running_lines: running.clone(),
+            previous_page: index.checked_sub(1).and_then(nearby),
+            next_page: nearby(index + 1),
+        };
+        let topics = extractor.extract(&input, cancel).await?;
+        if let Some(last) = topics.last() {
+            previous_topic = Some(last.title.clone());
+        }
+        book.push(PageGuidelines {
+            page: *page,
+            topics,
+        });
+    }
+    Ok(book)
 }

@@ -29,7 +29,7 @@ mod rules;
 pub mod testing;
 
 pub use error::ExtractError;
-pub use extractor::{Extractor, NearbyPage, PageInput, normalize_line};
+pub use extractor::{Extractor, NearbyPage, PageInput, extract_book, normalize_line};
 pub use handler::{
     FINALIZE_JOB_TYPE, FinalizeHandler, GUIDELINES_INCOMPLETE, GUIDELINES_JOB_TYPE,
     GuidelinesConfig, GuidelinesHandler, OCR_INCOMPLETE, pages_without_guidelines,

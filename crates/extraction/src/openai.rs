@@ -69,7 +69,9 @@ summarize guidelines.\n\
 - Ignore page numbers, running headers and footers.\n\
 - Guidelines before the page's first heading continue the topic the previous page ended in \
 when the user names it; otherwise put them under a short title saying what they are about.\n\
-- A page without guidelines has no topics: {\"topics\": []}.";
+- A heading with no guidelines under it on this page (a chapter's title page, a heading at \
+the foot of the page) is still a topic, with an empty guidelines list: the next page continues \
+it. A page with neither headings nor guidelines has no topics: {\"topics\": []}.";
 
     /// An extractor for `config` with the default prompt; fails only if the HTTP client
     /// cannot be built.
@@ -149,7 +151,11 @@ when the user names it; otherwise put them under a short title saying what they 
         page: &PageInput,
         cancel: &CancellationToken,
     ) -> Result<Vec<Topic>, ExtractError> {
-        let text = page_text(page);
+        // Without the book's running headers and footers (at its edges, as the `rules`
+        // extractor drops them: a body line that only looks like one stays), and over page
+        // breaks as the `rules` extractor reads them: a sentence the page ends unfinished is
+        // completed with the next page's lines that finish it, which the next page leaves out.
+        let (text, carried) = crate::rules::text_over_page_breaks(page);
         if text.trim().is_empty() {
             // Nothing to extract; not worth a request.
             return Ok(Vec::new());
@@ -159,8 +165,12 @@ when the user names it; otherwise put them under a short title saying what they 
             json!({"role": "system", "content": self.prompt}),
             json!({"role": "user", "content": user}),
         ];
+        let marked = |mut topics: Vec<Topic>| {
+            mark_carried(&mut topics, page, &carried);
+            topics
+        };
         let first_reason = match self.call(&messages, cancel).await? {
-            Ok(topics) => return Ok(topics),
+            Ok(topics) => return Ok(marked(topics)),
             Err(reason) => reason,
         };
         tracing::warn!(
@@ -177,7 +187,7 @@ when the user names it; otherwise put them under a short title saying what they 
             ),
         }));
         match self.call(&messages, cancel).await? {
-            Ok(topics) => Ok(topics),
+            Ok(topics) => Ok(marked(topics)),
             Err(reason) => Err(ExtractError::InvalidAnswer {
                 reason: format!("{reason} (first answer: {first_reason})"),
             }),
@@ -208,10 +218,34 @@ when the user names it; otherwise put them under a short title saying what they 
     }
 }
 
-/// The page's text without the book's running headers and footers (at its edges, as the
-/// `rules` extractor drops them: a body line that only looks like one stays).
-fn page_text(page: &PageInput) -> String {
-    crate::rules::without_running_lines(&page.text, &page.running_lines)
+/// The answer's guidelines that hold `carried` (lines of the next page appended to the
+/// text sent) list both pages, as the `rules` extractor's do.
+fn mark_carried(topics: &mut [Topic], page: &PageInput, carried: &[String]) {
+    let (Some(first), Some(next)) = (carried.first(), &page.next_page) else {
+        return;
+    };
+    let carried = words(first);
+    if carried.is_empty() {
+        return;
+    }
+    for guideline in topics.iter_mut().flat_map(|topic| &mut topic.guidelines) {
+        let text = words(&guideline.text);
+        if text
+            .windows(carried.len())
+            .any(|window| window == carried.as_slice())
+        {
+            guideline.pages = vec![page.page, next.page];
+        }
+    }
+}
+
+/// The lowercase words of `text`, letters and digits only: text compared whatever its
+/// punctuation and line breaks.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 fn user_message(text: &str, previous_topic: Option<&str>) -> String {
@@ -367,6 +401,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::NearbyPage;
+
+    fn page_text(page: &PageInput) -> String {
+        crate::rules::text_over_page_breaks(page).0
+    }
 
     /// The topics of a 2xx `body`, or why it has none.
     fn topics_of_completion(body: &[u8]) -> Result<Vec<Topic>, String> {
@@ -472,6 +511,48 @@ mod tests {
             page_text(&page),
             "Always simplify.\nCheck.\nFractions - 12\nWrite the ratio.\nNever guess.\nKeep going."
         );
+    }
+
+    #[test]
+    fn a_sentence_over_a_page_break_is_sent_whole_with_its_page_and_names_both_pages() {
+        let nearby = |page: u32, text: &str| {
+            Some(NearbyPage {
+                page,
+                text: Arc::from(text),
+            })
+        };
+        let first = "Never guess.\nTo find the area of a rectangle, multiply its length";
+        let second = "by its width and write square units.\nCheck your answer.";
+        let page_5 = PageInput {
+            next_page: nearby(6, second),
+            ..PageInput::new(5, first)
+        };
+        let page_6 = PageInput {
+            previous_page: nearby(5, first),
+            ..PageInput::new(6, second)
+        };
+        assert_eq!(
+            page_text(&page_5),
+            "Never guess.\nTo find the area of a rectangle, multiply its length\n\
+             by its width and write square units."
+        );
+        assert_eq!(page_text(&page_6), "Check your answer.");
+
+        let (_, carried) = crate::rules::text_over_page_breaks(&page_5);
+        let mut topics = vec![Topic {
+            title: "Area".into(),
+            guidelines: vec![
+                crate::Guideline::new(GuidelineKind::Rule, "Never guess."),
+                crate::Guideline::new(
+                    GuidelineKind::Rule,
+                    "To find the area of a rectangle, multiply its length by its width and \
+                     write square units.",
+                ),
+            ],
+        }];
+        mark_carried(&mut topics, &page_5, &carried);
+        assert!(topics[0].guidelines[0].pages.is_empty());
+        assert_eq!(topics[0].guidelines[1].pages, vec![5, 6]);
     }
 
     #[test]

@@ -13,16 +13,27 @@
 //!   pages, same kind, [`similarity`] of at least [`MATCH_SIMILARITY`]) and reports
 //!   precision and recall per kind (guideline kinds and the situations above), topic
 //!   assignment accuracy, and each topic's recall in the final document.
+//! - [`run`] extracts every book as the `guidelines` job does, with the extractor
+//!   [`Measured`], finalizes and scores it. The `openai` extractor goes over HTTP to a real
+//!   endpoint, or to [`reader_server`]: a fake model that reads perfectly what it is sent
+//!   and does what the prompt asks ([`reader_answer`]), so its figures are those of what
+//!   Folio sends and makes of the answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
+use chat_client::testing::{FakeAnswer, FakeChatServer, SeenRequest};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::finalize::{normalize_title, similarity};
-use crate::{FinalGuidelines, GuidelineKind, PageGuidelines};
+use crate::finalize::{merge, normalize_title, similarity};
+use crate::{
+    ExtractError, Extractor, FinalGuidelines, GuidelineKind, OpenAiExtractor,
+    OpenAiExtractorConfig, PageGuidelines, RulesExtractor, Topic,
+};
 
 /// An extracted guideline matches a true one from this [`similarity`] up (an OCR slip in a
 /// long sentence passes, a different sentence does not).
@@ -613,7 +624,7 @@ pub fn render_page(page: &PagePlan, png: &Path) -> io::Result<()> {
     }
     command.args(["-colorspace", "Gray", "-depth", "1", "-strip"]);
     command.arg(png);
-    run(&mut command).map(drop)
+    run_tool(&mut command).map(drop)
 }
 
 /// The page's text as tesseract reads it (one thread, as the `ocr` job runs it).
@@ -621,10 +632,10 @@ pub fn recognize_page(png: &Path) -> io::Result<String> {
     let mut command = Command::new("tesseract");
     command.arg(png).args(["stdout", "-l", "eng"]);
     command.env("OMP_THREAD_LIMIT", "1");
-    run(&mut command)
+    run_tool(&mut command)
 }
 
-fn run(command: &mut Command) -> io::Result<String> {
+fn run_tool(command: &mut Command) -> io::Result<String> {
     let output = command.output()?;
     if !output.status.success() {
         return Err(io::Error::other(format!(
@@ -665,6 +676,218 @@ pub fn ocr_book(book: &Book, dir: &Path, parallelism: usize) -> io::Result<Vec<(
     let mut texts = results.into_inner().expect("results");
     texts.sort_by_key(|(page, _)| *page);
     Ok(texts)
+}
+
+/// The extractor a run measures.
+#[derive(Debug, Clone)]
+pub enum Measured {
+    /// The `rules` extractor.
+    Rules,
+    /// The `openai` extractor against a local fake model of each book that reads
+    /// perfectly ([`reader_answer`], served by [`reader_server`]).
+    OpenAiReader,
+    /// The `openai` extractor against a real endpoint.
+    OpenAi(OpenAiExtractorConfig),
+}
+
+impl Measured {
+    /// Its name in reports: `rules`, `openai:reader`, `openai:MODEL`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Rules => "rules".to_owned(),
+            Self::OpenAiReader => "openai:reader".to_owned(),
+            Self::OpenAi(config) => format!("openai:{}", config.model),
+        }
+    }
+}
+
+/// The page texts of `books` as a perfect OCR reads them, by book id.
+pub fn perfect_texts(books: &[Book]) -> BTreeMap<String, Vec<(u32, String)>> {
+    books
+        .iter()
+        .map(|book| {
+            let texts = book.pages.iter().map(|page| (page.page, page.text()));
+            (book.id.clone(), texts.collect())
+        })
+        .collect()
+}
+
+/// Every book's pages (`texts`, by book id) extracted in order by `measured` as the
+/// `guidelines` job does ([`crate::extract_book`]), finalized, and scored.
+pub async fn run(
+    books: &[Book],
+    texts: &BTreeMap<String, Vec<(u32, String)>>,
+    measured: &Measured,
+) -> Result<Report, ExtractError> {
+    let mut extracted = Vec::with_capacity(books.len());
+    for book in books {
+        let pages: Vec<(u32, &str)> = texts
+            .get(&book.id)
+            .into_iter()
+            .flatten()
+            .map(|(page, text)| (*page, text.as_str()))
+            .collect();
+        // A reader lives as long as its book's extraction.
+        let (extractor, _reader): (Box<dyn Extractor>, _) = match measured {
+            Measured::Rules => (Box::new(RulesExtractor::new()), None),
+            Measured::OpenAi(config) => (Box::new(OpenAiExtractor::new(config.clone())?), None),
+            Measured::OpenAiReader => {
+                let reader = reader_server(book.clone()).await;
+                let config = OpenAiExtractorConfig::new(reader.base_url(), None, "reader");
+                (Box::new(OpenAiExtractor::new(config)?), Some(reader))
+            }
+        };
+        let pages = crate::extract_book(&*extractor, &pages, &CancellationToken::new()).await?;
+        let document = merge(&book.id, &pages);
+        extracted.push((pages, document));
+    }
+    let runs: Vec<BookRun<'_>> = books
+        .iter()
+        .zip(&extracted)
+        .map(|(book, (pages, document))| BookRun {
+            book,
+            pages,
+            document,
+        })
+        .collect();
+    Ok(score(&runs))
+}
+
+/// A chat-completions server that answers each request about a page of `book` as
+/// [`reader_answer`] reads the page text in its user message.
+pub async fn reader_server(book: Book) -> FakeChatServer {
+    FakeChatServer::respond(Arc::new(move |request: &SeenRequest, _| {
+        let message = request.message("user");
+        let previous = message
+            .strip_prefix("The previous page ended in the topic \"")
+            .and_then(|rest| rest.split_once("\". "))
+            .map(|(topic, _)| topic);
+        let sent = message
+            .split_once("\"\"\"\n")
+            .and_then(|(_, rest)| rest.rsplit_once("\n\"\"\""))
+            .map_or("", |(text, _)| text);
+        // A reader never says `pages`: the answer is as the schema has it.
+        let topics = reader_answer(&book, sent, previous);
+        FakeAnswer::completion(&serde_json::json!({ "topics": topics }).to_string())
+    }))
+    .await
+}
+
+/// What a model that reads perfectly, and does just what the openai extractor's prompt
+/// asks, answers for a page of `book` sent as `sent` (the text in the request): the fake
+/// model of the benchmark's `openai` runs, so that they measure what Folio sends, how it
+/// carries topics over pages and what it makes of the answers, not a model.
+///
+/// It knows the book's truth but says only what `sent` shows: each true guideline of the
+/// page whose whole text is in `sent` (labels and list markers left out, as the prompt
+/// says), and of a sentence that runs over a page break, the part on this page. A
+/// guideline goes under its topic's heading when that heading is in `sent`, else under
+/// `previous_topic` (as the prompt tells the model), else under "Untitled"; a heading in
+/// `sent` with nothing under it is a topic without guidelines (as the prompt says too).
+pub fn reader_answer(book: &Book, sent: &str, previous_topic: Option<&str>) -> Vec<Topic> {
+    let seen = squash(sent);
+    let Some(plan) = book.pages.iter().max_by_key(|plan| {
+        // The page sent: the one with the largest share of its lines in `sent`, then the
+        // most lines (the first on a tie).
+        let lines: Vec<&String> = plan
+            .body
+            .iter()
+            .chain(
+                plan.columns
+                    .iter()
+                    .flat_map(|(left, right)| left.iter().chain(right)),
+            )
+            .collect();
+        let present = lines
+            .iter()
+            .filter(|line| seen.contains(&squash(line)))
+            .count();
+        (
+            present * 1_000 / lines.len().max(1),
+            present,
+            std::cmp::Reverse(plan.page),
+        )
+    }) else {
+        return Vec::new();
+    };
+    let mut topics: Vec<Topic> = Vec::new();
+    let mut push = |title: &str, text: &str, kind: GuidelineKind| {
+        let title = if seen.contains(&squash(title)) {
+            title
+        } else {
+            previous_topic.unwrap_or("Untitled")
+        };
+        let guideline = crate::Guideline::new(kind, text);
+        match topics.last_mut() {
+            Some(last) if last.title == title => last.guidelines.push(guideline),
+            _ => topics.push(Topic {
+                title: title.to_owned(),
+                guidelines: vec![guideline],
+            }),
+        }
+    };
+    for truth in &book.truth {
+        let words: Vec<&str> = truth.text.split_whitespace().collect();
+        if truth.page == plan.page {
+            if seen.contains(&squash(&truth.text)) {
+                push(&truth.topic, &truth.text, truth.kind);
+            } else if !truth.pages.is_empty() {
+                // The start of a sentence the next page ends: the longest start on this page.
+                if let Some(part) = (1..words.len())
+                    .rev()
+                    .map(|count| words[..count].join(" "))
+                    .find(|part| seen.contains(&squash(part)))
+                {
+                    push(&truth.topic, &part, truth.kind);
+                }
+            }
+        } else if truth.pages.last() == Some(&plan.page) {
+            // The end of a sentence the page before started.
+            if let Some(part) = (1..words.len())
+                .map(|from| words[from..].join(" "))
+                .find(|part| seen.contains(&squash(part)))
+            {
+                push(&truth.topic, &part, truth.kind);
+            }
+        }
+    }
+    // Headings on the page with nothing under it, and every topic in page order.
+    let mut titles: Vec<&str> = book
+        .truth
+        .iter()
+        .map(|truth| truth.topic.as_str())
+        .collect();
+    titles.dedup();
+    for title in titles {
+        if seen.contains(&squash(title)) && !topics.iter().any(|topic| topic.title == title) {
+            topics.push(Topic {
+                title: title.to_owned(),
+                guidelines: Vec::new(),
+            });
+        }
+    }
+    topics.sort_by_key(|topic| seen.find(&squash(&topic.title)).unwrap_or(0));
+    topics
+}
+
+/// Lowercase words of letters and digits, one space apart: text compared whatever its
+/// punctuation and line breaks.
+fn squash(text: &str) -> String {
+    let spaced: String = text
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let mut squashed = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Padded, so that a contained text starts and ends on word boundaries.
+    squashed.insert(0, ' ');
+    squashed.push(' ');
+    squashed
 }
 
 /// Counts of one kind.

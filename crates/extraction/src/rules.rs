@@ -69,15 +69,14 @@
 //! continues it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::numbering::{NUMBER_WORDS, NUMBERING_KEYWORDS, is_roman_numeral, roman_value};
 use crate::{
-    ExtractError, Extractor, Guideline, GuidelineKind, NearbyPage, PageGuidelines, PageInput,
-    Topic, normalize_line,
+    ExtractError, Extractor, Guideline, GuidelineKind, PageGuidelines, PageInput, Topic,
+    normalize_line,
 };
 
 /// The topic of content that comes before any heading when the page before ended in none.
@@ -387,54 +386,22 @@ impl RulesExtractor {
         Self
     }
 
-    /// The topics of one page (pure and synchronous; [`Extractor::extract`] calls it).
-    /// Every page of a book (number and OCR text, in book order) extracted as the
-    /// `guidelines` job does: the book's running lines, each page continuing the topic the
-    /// one before ended in, and each page seeing its neighbours.
+    /// Every page of a book extracted as the `guidelines` job does
+    /// ([`crate::extract_book`]), synchronously: the rules extractor never waits.
     pub fn extract_book(&self, pages: &[(u32, &str)]) -> Vec<PageGuidelines> {
-        let running = Arc::new(running_lines(pages.iter().map(|(_, text)| *text)));
-        let nearby = |index: usize| {
-            pages.get(index).map(|(page, text)| NearbyPage {
-                page: *page,
-                text: Arc::from(*text),
-            })
-        };
-        let mut previous_topic: Option<String> = None;
-        let mut book = Vec::with_capacity(pages.len());
-        for (index, (page, text)) in pages.iter().enumerate() {
-            let topics = self.extract_page(&PageInput {
-                page: *page,
-                text: (*text).to_owned(),
-                previous_topic: previous_topic.clone(),
-                running_lines: running.clone(),
-                previous_page: index.checked_sub(1).and_then(nearby),
-                next_page: nearby(index + 1),
-            });
-            if let Some(last) = topics.last() {
-                previous_topic = Some(last.title.clone());
-            }
-            book.push(PageGuidelines {
-                page: *page,
-                topics,
-            });
-        }
-        book
+        use futures::FutureExt as _;
+        crate::extract_book(self, pages, &CancellationToken::new())
+            .now_or_never()
+            .expect("the rules extractor never waits")
+            .expect("the rules extractor never fails")
     }
 
+    /// The topics of one page (pure and synchronous; [`Extractor::extract`] calls it).
     pub fn extract_page(&self, input: &PageInput) -> Vec<Topic> {
         let running = &input.running_lines;
         let lines = content_lines(&input.text, running);
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        // The top lines that finish the page before's last sentence are extracted there.
-        let skip = input.previous_page.as_ref().map_or(0, |previous| {
-            let previous_lines = content_lines(&previous.text, running);
-            let previous_lines: Vec<&str> = previous_lines.iter().map(String::as_str).collect();
-            let mut previous_page = PageBuilder::new(None);
-            previous_page.lines(&previous_lines);
-            previous_page
-                .open_item()
-                .map_or(0, |item| carried_lines(item, &lines))
-        });
+        let skip = finished_from_before(input, &lines);
         let mut page = PageBuilder::new(input.previous_topic.as_deref());
         page.lines(&lines[skip..]);
         if let Some(next) = &input.next_page {
@@ -444,6 +411,72 @@ impl RulesExtractor {
         }
         page.finish(input.page)
     }
+}
+
+/// How many of a page's top content `lines` finish the last sentence of the page before:
+/// they are extracted with that page.
+fn finished_from_before(input: &PageInput, lines: &[&str]) -> usize {
+    input.previous_page.as_ref().map_or(0, |previous| {
+        let previous_lines = content_lines(&previous.text, &input.running_lines);
+        let previous_lines: Vec<&str> = previous_lines.iter().map(String::as_str).collect();
+        let mut previous_page = PageBuilder::new(None);
+        previous_page.lines(&previous_lines);
+        previous_page
+            .open_item()
+            .map_or(0, |item| carried_lines(item, lines))
+    })
+}
+
+/// A page's text as the `openai` extractor sends it, with the rules extractor's reading of
+/// page breaks: without the book's running lines ([`without_running_lines`]) and without
+/// the top lines that finish the page before's last sentence, and with the lines of the
+/// next page that finish its own last sentence appended. Returns the text and the lines
+/// appended.
+pub(crate) fn text_over_page_breaks(input: &PageInput) -> (String, Vec<String>) {
+    let running = &input.running_lines;
+    let lines = content_lines(&input.text, running);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let skip = finished_from_before(input, &lines);
+    let mut page = PageBuilder::new(input.previous_topic.as_deref());
+    page.lines(&lines[skip..]);
+    let carried: Vec<String> = match (&input.next_page, page.open_item()) {
+        (Some(next), Some(item)) => {
+            let next_lines = content_lines(&next.text, running);
+            let refs: Vec<&str> = next_lines.iter().map(String::as_str).collect();
+            let count = carried_lines(item, &refs);
+            next_lines.into_iter().take(count).collect()
+        }
+        _ => Vec::new(),
+    };
+    let mut text = without_running_lines(&input.text, running);
+    if skip > 0 {
+        // The content lines are the meaningful lines left in `text`.
+        let mut dropped = 0;
+        text = text
+            .lines()
+            .filter(|line| {
+                let meaningful = is_meaningful(&collapse_whitespace(line));
+                let drop = meaningful && dropped < skip;
+                dropped += usize::from(drop);
+                !drop
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    if !carried.is_empty() {
+        // After the last content line: a page number or blank lines at the foot would
+        // split the sentence.
+        let mut lines: Vec<&str> = text.lines().collect();
+        while lines
+            .last()
+            .is_some_and(|line| !is_meaningful(&collapse_whitespace(line)))
+        {
+            lines.pop();
+        }
+        lines.extend(carried.iter().map(String::as_str));
+        text = lines.join("\n");
+    }
+    (text, carried)
 }
 
 /// How many of `lines` (the top of a page) continue `item`, which ended the page before. A
@@ -534,8 +567,13 @@ fn may_run(line: &str) -> bool {
 fn meaningful_lines(text: &str) -> Vec<String> {
     text.lines()
         .map(collapse_whitespace)
-        .filter(|line| line.chars().any(char::is_alphanumeric) && !is_page_number(line))
+        .filter(|line| is_meaningful(line))
         .collect()
+}
+
+/// A line with a letter or digit that is not a bare page number.
+fn is_meaningful(line: &str) -> bool {
+    line.chars().any(char::is_alphanumeric) && !is_page_number(line)
 }
 
 /// The indices of the first and last [`EDGE_LINES`] of `len` lines.
@@ -563,13 +601,12 @@ pub(crate) fn content_lines(text: &str, running: &HashSet<String>) -> Vec<String
 /// `text` as written without the lines [`content_lines`] drops as running lines (blank
 /// lines and page numbers stay): what the `openai` extractor sends.
 pub(crate) fn without_running_lines(text: &str, running: &HashSet<String>) -> String {
-    let meaningful = |line: &str| line.chars().any(char::is_alphanumeric) && !is_page_number(line);
     let lines = meaningful_lines(text);
     let drop = running_at(&lines, running);
     let mut index = 0;
     let mut kept = Vec::new();
     for line in text.lines() {
-        if meaningful(&collapse_whitespace(line)) {
+        if is_meaningful(&collapse_whitespace(line)) {
             index += 1;
             if drop[index - 1] {
                 continue;
@@ -1313,6 +1350,7 @@ fn is_modal(words: &[String]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
 
     use super::*;
 

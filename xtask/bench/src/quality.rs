@@ -11,14 +11,20 @@
 //! pages by default; `--parallelism` (2) pages rendered and read at a time;
 //! `--save-ocr FILE` writes the OCR texts as JSON, `--ocr-from FILE` reads them instead of
 //! running OCR (same seed and sizes), so the extractor alone can be measured again.
+//!
+//! `--extractor openai` measures the `openai` extractor instead of `rules`: each page is a
+//! real chat-completions request over HTTP, with the prompt, schema and answer parsing of
+//! the `guidelines` job. By default the endpoint is a local fake model that reads perfectly
+//! and does what the prompt says ([`quality::reader_answer`]), so the figures are those of
+//! what Folio sends and does with the answers. `--endpoint URL --model NAME` (key in
+//! `OPENAI_API_KEY`) measures a real model instead.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use extraction::RulesExtractor;
-use extraction::finalize::merge;
-use extraction::quality::{self, BookRun, CorpusConfig};
+use extraction::OpenAiExtractorConfig;
+use extraction::quality::{self, CorpusConfig, Measured};
 
 use crate::flags::Flags;
 
@@ -34,6 +40,19 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
         bail!("at least 1 book of 1 chapter of 6 pages");
     }
     let parallelism: usize = flags.get("parallelism", 2)?;
+    let measured = match (
+        flags.text("extractor", "rules").as_str(),
+        flags.text("endpoint", ""),
+    ) {
+        ("rules", _) => Measured::Rules,
+        ("openai", endpoint) if endpoint.is_empty() => Measured::OpenAiReader,
+        ("openai", endpoint) => Measured::OpenAi(OpenAiExtractorConfig::new(
+            endpoint,
+            std::env::var("OPENAI_API_KEY").ok(),
+            flags.text("model", "gpt-4o-mini"),
+        )),
+        (other, _) => bail!("--extractor {other}: rules or openai"),
+    };
     let books = quality::generate(&config);
 
     let started = Instant::now();
@@ -62,19 +81,15 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
     }
 
     // The same books as a perfect OCR would read them: what is left is the extractor's.
-    let perfect: BTreeMap<String, Vec<(u32, String)>> = books
-        .iter()
-        .map(|book| {
-            let texts = book.pages.iter().map(|page| (page.page, page.text()));
-            (book.id.clone(), texts.collect())
-        })
-        .collect();
+    let perfect = quality::perfect_texts(&books);
     let mut shortfalls = Vec::new();
     for (source, texts) in [("perfect_text", &perfect), ("ocr", &texts)] {
         let started = Instant::now();
-        let report = score(&books, texts)?;
+        let report = quality::run(&books, texts, &measured)
+            .await
+            .with_context(|| format!("extracting with {}", measured.name()))?;
         let extract_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let mut json = report.to_json("extraction-quality", "rules");
+        let mut json = report.to_json("extraction-quality", &measured.name());
         json["source"] = source.into();
         json["seed"] = config.seed.into();
         if source == "ocr" {
@@ -97,35 +112,4 @@ pub(crate) async fn run(flags: &Flags) -> Result<()> {
         bail!("below target: {}", shortfalls.join("; "));
     }
     Ok(())
-}
-
-/// Every book extracted in order as the `guidelines` job does, finalized, and scored.
-fn score(
-    books: &[quality::Book],
-    texts: &BTreeMap<String, Vec<(u32, String)>>,
-) -> Result<quality::Report> {
-    let extractor = RulesExtractor::new();
-    let mut extracted = Vec::with_capacity(books.len());
-    for book in books {
-        let Some(book_texts) = texts.get(&book.id) else {
-            bail!("no OCR texts for {}", book.id);
-        };
-        let pages: Vec<(u32, &str)> = book_texts
-            .iter()
-            .map(|(page, text)| (*page, text.as_str()))
-            .collect();
-        let pages = extractor.extract_book(&pages);
-        let document = merge(&book.id, &pages);
-        extracted.push((pages, document));
-    }
-    let runs: Vec<BookRun<'_>> = books
-        .iter()
-        .zip(&extracted)
-        .map(|(book, (pages, document))| BookRun {
-            book,
-            pages,
-            document,
-        })
-        .collect();
-    Ok(quality::score(&runs))
 }

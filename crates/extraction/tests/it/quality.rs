@@ -2,34 +2,22 @@
 //! read (fast), and the pages rendered with ImageMagick and read with tesseract (the real
 //! chain). Each figure must meet its target.
 
-use extraction::finalize::merge;
-use extraction::quality::{self, BookRun, CorpusConfig, Report};
-use extraction::{FinalGuidelines, PageGuidelines, RulesExtractor};
+use std::collections::BTreeMap;
 
-fn run_books(books: &[quality::Book], texts: &[Vec<(u32, String)>]) -> Report {
-    let extracted: Vec<(Vec<PageGuidelines>, FinalGuidelines)> = books
-        .iter()
-        .zip(texts)
-        .map(|(book, texts)| {
-            let pages: Vec<(u32, &str)> = texts
-                .iter()
-                .map(|(page, text)| (*page, text.as_str()))
-                .collect();
-            let pages = RulesExtractor::new().extract_book(&pages);
-            let document = merge(&book.id, &pages);
-            (pages, document)
-        })
-        .collect();
-    let runs: Vec<BookRun<'_>> = books
-        .iter()
-        .zip(&extracted)
-        .map(|(book, (pages, document))| BookRun {
-            book,
-            pages,
-            document,
-        })
-        .collect();
-    quality::score(&runs)
+use extraction::quality::{self, CorpusConfig, Measured, Report};
+
+/// The books' pages (`texts`, by book id) extracted by `measured`, finalized and scored.
+fn run_books(
+    books: &[quality::Book],
+    texts: &BTreeMap<String, Vec<(u32, String)>>,
+    measured: Measured,
+) -> Report {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(quality::run(books, texts, &measured))
+        .expect("every page is extracted")
 }
 
 fn assert_targets(report: &Report) {
@@ -59,18 +47,7 @@ fn the_generator_is_fixed_by_its_seed_and_covers_every_situation() {
             .collect()
     };
     assert_eq!(texts(&first), texts(&second));
-    let report = run_books(
-        &first,
-        &first
-            .iter()
-            .map(|book| {
-                book.pages
-                    .iter()
-                    .map(|page| (page.page, page.text()))
-                    .collect()
-            })
-            .collect::<Vec<_>>(),
-    );
+    let report = run_books(&first, &quality::perfect_texts(&first), Measured::Rules);
     for kind in [
         "rule",
         "step",
@@ -96,16 +73,17 @@ fn the_generator_is_fixed_by_its_seed_and_covers_every_situation() {
 #[test]
 fn perfect_ocr_text_meets_every_target() {
     let books = quality::generate(&CorpusConfig::small());
-    let texts: Vec<Vec<(u32, String)>> = books
-        .iter()
-        .map(|book| {
-            book.pages
-                .iter()
-                .map(|page| (page.page, page.text()))
-                .collect()
-        })
-        .collect();
-    assert_targets(&run_books(&books, &texts));
+    let texts = quality::perfect_texts(&books);
+    assert_targets(&run_books(&books, &texts, Measured::Rules));
+}
+
+/// The `openai` extractor over HTTP, with its prompt, schema, answer parsing and page-break
+/// handling, against a fake model that reads perfectly: what is lost is Folio's.
+#[test]
+fn the_openai_extractor_with_a_perfect_reader_meets_every_target() {
+    let books = quality::generate(&CorpusConfig::small());
+    let texts = quality::perfect_texts(&books);
+    assert_targets(&run_books(&books, &texts, Measured::OpenAiReader));
 }
 
 /// The real chain: every page rendered with `convert` and read with `tesseract`.
@@ -113,9 +91,12 @@ fn perfect_ocr_text_meets_every_target() {
 fn rendered_and_ocr_read_pages_meet_every_target() {
     let books = quality::generate(&CorpusConfig::small());
     let dir = tempfile::tempdir().unwrap();
-    let texts: Vec<Vec<(u32, String)>> = books
+    let texts: BTreeMap<String, Vec<(u32, String)>> = books
         .iter()
-        .map(|book| quality::ocr_book(book, dir.path(), 2).expect("convert and tesseract run"))
+        .map(|book| {
+            let texts = quality::ocr_book(book, dir.path(), 2).expect("convert and tesseract run");
+            (book.id.clone(), texts)
+        })
         .collect();
-    assert_targets(&run_books(&books, &texts));
+    assert_targets(&run_books(&books, &texts, Measured::Rules));
 }
