@@ -6,8 +6,10 @@
 //
 // - the job's server-sent events, read with fetch() streaming so the bearer header goes
 //   along (EventSource cannot send headers), parsed as `event: job` / `data: {...}`;
-// - when the stream cannot be opened or ends early, polling of GET /v1/jobs/{id} every
-//   second instead;
+// - when a stream that delivered events ends early (the server ends streams after their
+//   lifetime), a new one with `Last-Event-ID`, so nothing is sent twice; when the stream
+//   cannot be opened or ends without an event, polling of GET /v1/jobs/{id} every second
+//   instead;
 // - at a terminal status (completed, failed, cancelled) the stream is closed, polling
 //   stops, subscribers are told once more, and no request for that job is ever made
 //   again: later follow() calls get the final job from memory.
@@ -20,6 +22,8 @@ import { isTerminal } from './ui.js';
 
 const POLL_MS = 1000;
 const POLL_MAX_MS = 5000;
+// A stream open this long that ends without news ended at its lifetime: open a new one.
+const STREAM_RESUME_AFTER_MS = 30000;
 const IDLE_GRACE_MS = 5000;
 const FINISHED_KEPT = 1000;
 
@@ -65,6 +69,7 @@ export function follow(jobId, onJob, known = null) {
       idleTimer: null,
       pollDelay: POLL_MS,
       mode: 'stream',
+      eventId: null,
     };
     entries.set(jobId, entry);
     openStream(entry);
@@ -138,11 +143,13 @@ function abandon(entry) {
 
 async function openStream(entry) {
   const { signal } = entry.controller;
+  const seenBefore = entry.eventId;
+  const opened = Date.now();
+  let failed = false;
   try {
-    const response = await request(`/v1/jobs/${seg(entry.id)}/events`, {
-      headers: { Accept: 'text/event-stream' },
-      signal,
-    });
+    const headers = { Accept: 'text/event-stream' };
+    if (entry.eventId) headers['Last-Event-ID'] = entry.eventId;
+    const response = await request(`/v1/jobs/${seg(entry.id)}/events`, { headers, signal });
     if (!response.body) throw new Error('no streaming body');
     await readEvents(entry, response.body.getReader(), signal);
   } catch (error) {
@@ -151,12 +158,19 @@ async function openStream(entry) {
       abandon(entry);
       return;
     }
+    failed = true;
   }
-  if (!entry.done && !entry.stopped) {
-    // The stream failed or ended before a terminal status: poll instead.
-    entry.mode = 'poll';
-    poll(entry);
+  if (entry.done || entry.stopped) return;
+  const news = entry.eventId !== seenBefore;
+  if (news || (!failed && Date.now() - opened > STREAM_RESUME_AFTER_MS)) {
+    // The stream worked and ended before a terminal status (the server ends streams after
+    // their lifetime): resume it where it was.
+    openStream(entry);
+    return;
   }
+  // The stream failed, or ended at once without news: poll instead.
+  entry.mode = 'poll';
+  poll(entry);
 }
 
 async function readEvents(entry, reader, signal) {
@@ -186,6 +200,7 @@ async function readEvents(entry, reader, signal) {
 
 function handleBlock(entry, block) {
   let event = 'message';
+  let id = null;
   const data = [];
   for (const line of block.split(/\r\n|\n|\r/)) {
     if (!line || line.startsWith(':')) continue;
@@ -195,8 +210,10 @@ function handleBlock(entry, block) {
     if (value.startsWith(' ')) value = value.slice(1);
     if (field === 'event') event = value;
     else if (field === 'data') data.push(value);
+    else if (field === 'id') id = value;
   }
   if (event !== 'job' || data.length === 0) return;
+  if (id) entry.eventId = id;
   try {
     deliver(entry, JSON.parse(data.join('\n')));
   } catch (error) {

@@ -44,6 +44,12 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Missing or wrong bearer token (401).
     Unauthorized,
+    /// A state-changing request sent from another site (its `Origin` or `Sec-Fetch-Site`
+    /// says so): refused (403).
+    CrossSite,
+    /// Without a token, the request's `Host` is neither a loopback name nor a
+    /// `--public-host` (421).
+    Misdirected,
     /// The client sent its request body too slowly: the request timeout ended it (408).
     RequestTimeout,
     /// Other uploads hold the memory for decoding images; try again after `Retry-After`
@@ -133,6 +139,18 @@ pub enum ApiError {
     /// 401 `unauthorized`.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// 403 `cross_site`.
+    #[error(
+        "a request that changes something must come from this server's own origin, not from \
+         another site"
+    )]
+    CrossSite,
+    /// 421 `misdirected`, with the host name the request was sent to.
+    #[error(
+        "this server does not answer for host {0:?}: without a token it serves loopback names \
+         and its --public-host names only"
+    )]
+    Misdirected(String),
     /// The request took longer than allowed: 503 `internal`.
     #[error("the request timed out")]
     Timeout,
@@ -198,6 +216,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Timeout | Self::Unavailable(_) | Self::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -225,6 +245,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::CrossSite => ErrorCode::CrossSite,
+            Self::Misdirected(_) => ErrorCode::Misdirected,
             Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::Busy { .. } => ErrorCode::ServerBusy,
             Self::Timeout | Self::Unavailable(_) | Self::Internal(_) => ErrorCode::Internal,

@@ -22,11 +22,13 @@ pub mod dto;
 mod error;
 mod events;
 mod extract;
+mod feeds;
 pub mod languages;
 mod metrics;
 mod observe;
 mod routes;
 pub mod server;
+mod site;
 mod state;
 mod trace;
 

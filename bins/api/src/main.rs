@@ -7,8 +7,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = api::server::Cli::parse();
-    if let Err(error) = cli.check_listen() {
+    let mut cli = api::server::Cli::parse();
+    if let Err(error) = cli.load_token().and_then(|()| cli.check_listen()) {
         eprintln!("api: {error}");
         return ExitCode::from(2);
     }

@@ -7,10 +7,32 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Request counts and durations by method, route and status.
+use axum::http::Method;
+
+/// Request counts and durations by method, route and status. Every label is one the
+/// server chose, so their number is bounded whatever clients send: the method is one of the
+/// standard ones or `OTHER` ([`method_label`]), the route is a route of the router or
+/// `unmatched`, the status is a number.
 #[derive(Debug, Default)]
 pub(crate) struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Counts>>,
+    requests: Mutex<BTreeMap<(&'static str, String, u16), Counts>>,
+}
+
+/// The label of a request's method: the standard methods by name, any other `OTHER` (a
+/// client may send any token as its method).
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -20,13 +42,14 @@ struct Counts {
 }
 
 impl HttpMetrics {
-    pub(crate) fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Counts a request; `route` is a route of the router, or `unmatched`.
+    pub(crate) fn record(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
         let mut requests = self
             .requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let counts = requests
-            .entry((method.to_owned(), route.to_owned(), status))
+            .entry((method_label(method), route.to_owned(), status))
             .or_default();
         counts.count += 1;
         counts.seconds += elapsed.as_secs_f64();
@@ -63,5 +86,18 @@ impl HttpMetrics {
                 counts.seconds, counts.count
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_set_are_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let junk = Method::from_bytes("X".repeat(10_000).as_bytes()).unwrap();
+        assert_eq!(method_label(&junk), "OTHER");
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "OTHER");
     }
 }

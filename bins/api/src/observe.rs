@@ -31,7 +31,7 @@ pub(crate) async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -50,7 +50,7 @@ pub(crate) async fn observe(
     let status = response.status();
     if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
         tracing::error!(
-            http.method = %method,
+            http.method = crate::metrics::method_label(&method),
             http.route = %route,
             http.status = status.as_u16(),
             error = format!("{cause:#}"),

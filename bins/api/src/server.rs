@@ -2,6 +2,7 @@
 //! URLs, the optional in-process worker, and serving with graceful shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +28,27 @@ pub struct Cli {
     #[arg(long, env = "FOLIO_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Every `/v1` route then needs `Authorization: Bearer TOKEN`.
+    /// Every `/v1` route then needs `Authorization: Bearer TOKEN`. At least 16 characters,
+    /// not a placeholder. A flag shows in `ps`: prefer `--api-token-file` or the variable.
     #[arg(long, env = "FOLIO_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+
+    /// A file whose first line is the API token (instead of `--api-token`).
+    #[arg(long, env = "FOLIO_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
 
     /// Serve on a non-loopback address without a token (anyone who reaches it can use it).
     #[arg(long, env = "FOLIO_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+
+    /// A host name this api answers for without a token, besides loopback names (repeat
+    /// it, or separate names with commas); requests for any other `Host` are refused then.
+    #[arg(
+        long = "public-host",
+        env = "FOLIO_PUBLIC_HOSTS",
+        value_delimiter = ','
+    )]
+    pub public_hosts: Vec<String>,
 
     /// Run a worker in this process too (the embedded default for one machine); it takes
     /// the worker flags below.
@@ -47,6 +62,24 @@ pub struct Cli {
     /// Longest time a page upload may take.
     #[arg(long, env = "FOLIO_UPLOAD_TIMEOUT", value_parser = duration, default_value = "10m")]
     pub upload_timeout: Duration,
+
+    /// Event streams open at once; one more is answered 503 `server_busy`.
+    #[arg(long, env = "FOLIO_MAX_EVENT_STREAMS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_event_streams: u32,
+
+    /// An event stream ends after this long; clients reconnect with `Last-Event-ID`.
+    #[arg(long, env = "FOLIO_EVENT_STREAM_LIFETIME", value_parser = duration, default_value = "10m")]
+    pub event_stream_lifetime: Duration,
+
+    /// Longest time a client may take to send a request's headers, or keep a connection
+    /// idle between requests: the connection is closed then.
+    #[arg(long, env = "FOLIO_HEADER_READ_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Connections served at once; past it, new ones wait to be accepted (those open are
+    /// never stalled). Keep it below the process's file limit.
+    #[arg(long, env = "FOLIO_MAX_CONNECTIONS", default_value_t = 4_096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Largest image file of an upload (e.g. `100MiB`): a larger one is refused as
     /// `too_large`.
@@ -95,7 +128,64 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (write e.g. 500ms, 5s, 10m)"))
 }
 
+/// The shortest API token taken.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Tokens that come from examples and templates, compared without case.
+const PLACEHOLDER_TOKENS: [&str; 12] = [
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "token",
+    "secret",
+    "password",
+    "example",
+    "your-token",
+    "your-api-token",
+    "xxxxxxxxxxxxxxxx",
+];
+
+/// Refuses a token that is a placeholder or shorter than [`MIN_TOKEN_CHARS`], naming the
+/// rule.
+pub fn check_token(token: &str) -> Result<()> {
+    let lowercase = token.to_lowercase();
+    if PLACEHOLDER_TOKENS.contains(&lowercase.as_str()) || lowercase.contains("change-me") {
+        bail!(
+            "the API token {token:?} is a placeholder: set a random one, e.g. the output of \
+             `openssl rand -hex 32`"
+        );
+    }
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        bail!(
+            "the API token has {chars} characters, fewer than {MIN_TOKEN_CHARS}: set a random \
+             one, e.g. the output of `openssl rand -hex 32`"
+        );
+    }
+    Ok(())
+}
+
 impl Cli {
+    /// Reads the token of `--api-token-file` (its first line, trimmed) into `api_token`,
+    /// then refuses a token [`check_token`] refuses. A token that is empty counts as none.
+    pub fn load_token(&mut self) -> Result<()> {
+        if let Some(path) = self.api_token_file.take() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the API token file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or_default().trim().to_owned();
+            if token.is_empty() {
+                bail!("the API token file {} is empty", path.display());
+            }
+            self.api_token = Some(token);
+        }
+        match self.api_token.as_deref() {
+            Some(token) if !token.is_empty() => check_token(token),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a non-loopback listen address without a token, unless
     /// `--allow-unauthenticated` says so.
     pub fn check_listen(&self) -> Result<()> {
@@ -118,6 +208,7 @@ impl Cli {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             api_token: self.api_token.clone().filter(|token| !token.is_empty()),
+            public_hosts: self.public_hosts.clone(),
             recovery: RecoveryPolicy {
                 stale_after: self.worker.stale_after,
                 pending_timeout: self.worker.pending_timeout,
@@ -125,6 +216,10 @@ impl Cli {
             max_attempts: self.max_attempts,
             request_timeout: self.request_timeout,
             upload_timeout: self.upload_timeout,
+            header_read_timeout: self.header_read_timeout,
+            max_event_streams: self.max_event_streams as usize,
+            event_stream_lifetime: self.event_stream_lifetime,
+            max_connections: self.max_connections as usize,
             decode_budget_bytes: (self.decode_budget > 0).then_some(self.decode_budget),
             decode_wait: self.decode_wait,
             default_language: self.worker.ocr.tesseract_languages.clone(),
@@ -145,18 +240,67 @@ impl Cli {
 
 /// Serves `state` on `listener` until `shutdown` fires, then finishes the requests in
 /// flight (open event streams end at once).
+///
+/// Each connection is HTTP/1 with a header-read timeout that also closes idle keep-alive
+/// connections ([`ApiConfig::header_read_timeout`]), and at most
+/// [`ApiConfig::max_connections`] are served at once: beyond that, new connections wait in
+/// the listen backlog, so clients that hold connections open without sending a request can
+/// neither exhaust the process's files nor stall the connections already open.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let config = state.config().clone();
+    let router = app(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of files or memory for a moment: try again soon, without spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Runs the `api` process until SIGINT or SIGTERM.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(mut cli: Cli) -> Result<()> {
+    cli.load_token()?;
     cli.check_listen()?;
     let shutdown = app::shutdown_on_signals();
     let job_store = app::stores::open_job_store(&cli.common.database_url).await?;

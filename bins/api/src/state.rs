@@ -17,6 +17,9 @@ use crate::metrics::HttpMetrics;
 pub struct ApiConfig {
     /// With a token, every `/v1` route needs `Authorization: Bearer TOKEN`.
     pub api_token: Option<String>,
+    /// Host names served without a token besides loopback ones (`--public-host`); other
+    /// `Host` names are 421 `misdirected` then (DNS rebinding).
+    pub public_hosts: Vec<String>,
     /// Stale detection of the lock service (lazy rescue before `job_active`); also the
     /// window in which a worker counts as live for `/readyz`.
     pub recovery: RecoveryPolicy,
@@ -38,10 +41,19 @@ pub struct ApiConfig {
     pub max_uploads_in_flight: usize,
     /// Largest JSON body.
     pub json_body_limit: usize,
+    /// Longest time a connection may take to send a request's headers, and may stay idle
+    /// between requests (hyper's header timer runs whenever it waits for a request).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
     /// How often an event stream looks for a change of its job.
     pub event_poll_interval: Duration,
     /// Comment lines sent this often keep idle event streams open through proxies.
     pub event_keep_alive: Duration,
+    /// Event streams open at once; one more is answered 503 `server_busy`.
+    pub max_event_streams: usize,
+    /// An event stream ends after this long; the client reconnects with `Last-Event-ID`.
+    pub event_stream_lifetime: Duration,
     /// The OCR language of books created without one (`--tesseract-languages`).
     pub default_language: String,
     /// The local folder an upload's files are received into (one `folio-upload-*` folder
@@ -53,6 +65,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             api_token: None,
+            public_hosts: Vec::new(),
             recovery: RecoveryPolicy::default(),
             max_attempts: LockService::DEFAULT_MAX_ATTEMPTS,
             ingest_limits: IngestLimits::default(),
@@ -62,8 +75,12 @@ impl Default for ApiConfig {
             upload_timeout: Duration::from_secs(600),
             max_uploads_in_flight: 4,
             json_body_limit: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4_096,
             event_poll_interval: Duration::from_millis(500),
             event_keep_alive: Duration::from_secs(15),
+            max_event_streams: 1_000,
+            event_stream_lifetime: Duration::from_secs(600),
             default_language: "eng".to_owned(),
             staging_dir: std::env::temp_dir(),
         }
@@ -95,6 +112,10 @@ struct Inner {
     http_metrics: HttpMetrics,
     shutdown: CancellationToken,
     upload_slots: Arc<tokio::sync::Semaphore>,
+    feeds: crate::feeds::JobFeeds,
+    stream_slots: Arc<tokio::sync::Semaphore>,
+    /// The last `/readyz` answer and when it was checked (by [`Inner::clock`]).
+    readiness: tokio::sync::Mutex<Option<(chrono::DateTime<chrono::Utc>, crate::dto::Readiness)>>,
 }
 
 impl AppState {
@@ -172,6 +193,25 @@ impl AppState {
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
+
+    /// The feeds of the jobs event streams follow.
+    pub(crate) fn feeds(&self) -> &crate::feeds::JobFeeds {
+        &self.inner.feeds
+    }
+
+    /// A place for one event stream, held until it drops; `None` when
+    /// [`ApiConfig::max_event_streams`] streams hold them all.
+    pub(crate) fn event_stream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.stream_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The last `/readyz` answer with the time it was checked; held while a check runs, so
+    /// that callers at once share one check.
+    pub(crate) fn readiness(
+        &self,
+    ) -> &tokio::sync::Mutex<Option<(chrono::DateTime<chrono::Utc>, crate::dto::Readiness)>> {
+        &self.inner.readiness
+    }
 }
 
 /// Builds an [`AppState`].
@@ -239,6 +279,11 @@ impl AppStateBuilder {
                 shutdown: self.shutdown,
                 upload_slots: Arc::new(tokio::sync::Semaphore::new(
                     self.config.max_uploads_in_flight.max(1),
+                )),
+                readiness: tokio::sync::Mutex::new(None),
+                feeds: crate::feeds::JobFeeds::default(),
+                stream_slots: Arc::new(tokio::sync::Semaphore::new(
+                    self.config.max_event_streams.max(1),
                 )),
                 config: self.config,
             }),

@@ -476,7 +476,7 @@ impl Client {
             .write_all(
                 format!(
                     "POST /v1/books/bench/pages{query} HTTP/1.1\r\n\
-                     Host: folio\r\nConnection: close\r\n\
+                     Host: localhost\r\nConnection: close\r\n\
                      Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
                      Content-Length: {length}\r\n\r\n"
                 )

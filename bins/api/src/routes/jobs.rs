@@ -364,13 +364,15 @@ pub(crate) async fn get_job(
 }
 
 /// Server-sent events: one `job` event (the job's JSON) per change, the first at once;
-/// the stream ends after the event with a terminal status.
+/// the stream ends after the event with a terminal status, or after the server's stream
+/// lifetime: reconnect then with `Last-Event-ID` (EventSource does) to miss nothing.
 #[utoipa::path(
     get, path = "/v1/jobs/{job_id}/events", tag = "jobs",
     params(JobPath),
     responses(
         (status = 200, description = "`text/event-stream` of `job` events whose data is the job's JSON", body = JobEvent, content_type = "text/event-stream"),
         (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`server_busy`: the server holds its most event streams; `Retry-After` says when to try again", body = ErrorBody),
         (status = 422, description = "`invalid_request`: not a UUID", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     )
@@ -378,11 +380,26 @@ pub(crate) async fn get_job(
 pub(crate) async fn job_events(
     State(state): State<AppState>,
     Path(job): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = job_id(&job)?;
-    let first = state.job_store().get(id).await?;
+    let Some(slot) = state.event_stream_slot() else {
+        return Err(ApiError::Busy {
+            message: format!(
+                "{} event streams are open, the most this server holds: try again later, or \
+                 poll GET /v1/jobs/{{job_id}}",
+                state.config().max_event_streams
+            ),
+            retry_after: std::time::Duration::from_secs(5),
+        });
+    };
+    let feed = state.feeds().follow(&state, id).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let keep_alive = state.config().event_keep_alive;
-    let stream = crate::events::job_events(state, first);
+    let stream = crate::events::job_events(state, feed, last_event_id, slot);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keep_alive))
         .into_response())

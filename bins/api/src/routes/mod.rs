@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
-use crate::{auth, observe};
+use crate::{auth, observe, site};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -101,6 +101,45 @@ pub fn openapi() -> OpenApiDocument {
         BEARER,
         SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
     );
+    // Answers of the site guard (`crate::site`), on every operation: 421 for any, 403 for
+    // those that change something.
+    let error = |description: &str| {
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in document.paths.paths.values_mut() {
+        for (operation, changes) in [
+            (&mut item.get, false),
+            (&mut item.head, false),
+            (&mut item.post, true),
+            (&mut item.put, true),
+            (&mut item.patch, true),
+            (&mut item.delete, true),
+        ] {
+            let Some(operation) = operation else {
+                continue;
+            };
+            let responses = &mut operation.responses.responses;
+            responses.insert(
+                "421".to_owned(),
+                error("`misdirected`: without a token, a `Host` that is neither loopback nor a `--public-host`").into(),
+            );
+            if changes {
+                responses.insert(
+                    "403".to_owned(),
+                    error("`cross_site`: sent from another site (`Origin`, `Sec-Fetch-Site`)")
+                        .into(),
+                );
+            }
+        }
+    }
     for (path, item) in document.paths.paths.iter_mut() {
         if !path.starts_with("/v1/") {
             continue;
@@ -158,7 +197,9 @@ pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
     let router = router
         .merge(crate::dashboard::router())
         .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), site::same_site))
         .layer(from_fn_with_state(state.clone(), observe::observe))
+        .layer(axum::middleware::map_response(default_security_headers))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -168,7 +209,7 @@ pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
                         .map_or("unmatched", MatchedPath::as_str);
                     tracing::info_span!(
                         "request",
-                        http.method = %request.method(),
+                        http.method = crate::metrics::method_label(request.method()),
                         http.route = route,
                         http.path = request.uri().path(),
                     )
@@ -179,6 +220,25 @@ pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
         )
         .with_state(state);
     (router, operations(&document))
+}
+
+/// `nosniff` on every answer, and on each answer that sets no policy of its own (the
+/// dashboard and page images do) a content security policy that lets nothing load or
+/// frame it: the API's answers are data, never a page.
+async fn default_security_headers(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    use axum::http::header::{CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
+    let headers = response.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !headers.contains_key(CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    response
 }
 
 /// The `(method, path)` of every operation of `document`, sorted.

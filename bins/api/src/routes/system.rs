@@ -41,7 +41,34 @@ pub(crate) async fn healthz() -> axum::Json<Health> {
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let seen_since = state.clock().now()
+    // Checked at most once per `READINESS_FRESH`: an unauthenticated caller cannot make
+    // the api query the database and the storage at its own pace.
+    let mut cached = state.readiness().lock().await;
+    let now = state.clock().now();
+    let readiness = match &*cached {
+        Some((at, readiness)) if *at <= now && now - *at < READINESS_FRESH => readiness.clone(),
+        _ => {
+            let readiness = check_readiness(&state, now).await;
+            *cached = Some((now, readiness.clone()));
+            readiness
+        }
+    };
+    drop(cached);
+    let status = if readiness.status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
+/// How long a readiness answer is served from the cache.
+const READINESS_FRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// Asks the database (and counts live workers) and the storage, each within
+/// [`CHECK_TIMEOUT`].
+async fn check_readiness(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> Readiness {
+    let seen_since = now
         - chrono::Duration::from_std(state.config().recovery.stale_after)
             .unwrap_or(chrono::Duration::seconds(30));
     let database =
@@ -66,27 +93,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
             Err(_) => failed("the object storage did not answer in time"),
         };
     let ready = database.ok && storage.ok;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        axum::Json(Readiness {
-            status: if ready { "ready" } else { "not_ready" }.to_owned(),
-            database,
-            storage,
-            live_workers,
-            ocr: state.ocr_engine().map(|engine| OcrReadiness {
-                engine: engine.engine.clone(),
-                version: engine.version.clone(),
-                languages: engine.languages.clone(),
-                default_language: engine.default_language.clone(),
-            }),
+    Readiness {
+        status: if ready { "ready" } else { "not_ready" }.to_owned(),
+        database,
+        storage,
+        live_workers,
+        ocr: state.ocr_engine().map(|engine| OcrReadiness {
+            engine: engine.engine.clone(),
+            version: engine.version.clone(),
+            languages: engine.languages.clone(),
+            default_language: engine.default_language.clone(),
         }),
-    )
-        .into_response()
+    }
 }
 
 fn ok() -> Check {
@@ -112,6 +130,7 @@ fn failed(message: &str) -> Check {
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();
     state.http_metrics().render(&mut text);
+    state.feeds().render(&mut text);
     if let Some(worker) = state.worker_metrics() {
         worker.render(&mut text);
     }

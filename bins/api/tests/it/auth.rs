@@ -92,3 +92,124 @@ async fn without_a_token_v1_routes_are_open() {
     let (status, _) = app.get("/v1/books").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The request of a page on another site: a body-less POST needs no CORS preflight.
+fn cross_site_post(origin: &str, fetch_site: Option<&str>) -> Request<Body> {
+    let mut request = Request::post("/v1/books/b1/pages/1/ocr/retry")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, origin);
+    if let Some(site) = fetch_site {
+        request = request.header("sec-fetch-site", site);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_write_from_another_site_is_403_with_or_without_a_token() {
+    for token in [None, Some("s3cret-token".to_owned())] {
+        let app = TestApp::sqlite_with(ApiConfig {
+            api_token: token.clone(),
+            ..ApiConfig::default()
+        })
+        .await;
+        for (origin, site) in [
+            ("http://evil.example", None),
+            ("http://evil.example", Some("cross-site")),
+            ("null", None),
+            ("http://127.0.0.1:8080", Some("same-site")),
+        ] {
+            let (status, body) = into_json(app.send(cross_site_post(origin, site)).await).await;
+            assert_error((status, &body), StatusCode::FORBIDDEN, "cross_site");
+        }
+        // A multipart upload from another site, too.
+        let (content_type, body) = crate::support::multipart(&[("p.png", b"x")]);
+        let request = Request::post("/v1/books/b1/pages")
+            .header(header::HOST, "localhost:8080")
+            .header(header::ORIGIN, "https://evil.example")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let (status, body) = into_json(app.send(request).await).await;
+        assert_error((status, &body), StatusCode::FORBIDDEN, "cross_site");
+        // Reads from another origin are the browser's to withhold (no CORS headers).
+        let request = Request::get("/v1/books")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::ORIGIN, "http://evil.example")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.send(request).await.status(),
+            StatusCode::OK,
+            "{token:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_dashboards_own_writes_pass() {
+    let app = TestApp::sqlite().await;
+    let request = Request::post("/v1/books")
+        .header(header::HOST, "127.0.0.1:8080")
+        .header(header::ORIGIN, "http://127.0.0.1:8080")
+        .header("sec-fetch-site", "same-origin")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"id": "own-site", "title": "Own site"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(app.send(request).await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn without_a_token_a_foreign_host_is_421_and_public_hosts_are_served() {
+    let app = TestApp::sqlite_with(ApiConfig {
+        public_hosts: vec!["folio.example.org".to_owned()],
+        ..ApiConfig::default()
+    })
+    .await;
+    let get = |host: &str| {
+        Request::get("/v1/books")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for host in ["attacker.example:8080", "10.1.2.3:8080"] {
+        let (status, body) = into_json(app.send(get(host)).await).await;
+        assert_error(
+            (status, &body),
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+        );
+        let dashboard = app
+            .send(
+                Request::get("/")
+                    .header(header::HOST, host)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            dashboard.status(),
+            StatusCode::MISDIRECTED_REQUEST,
+            "{host}"
+        );
+    }
+    for host in [
+        "127.0.0.1:8080",
+        "localhost",
+        "[::1]:8080",
+        "folio.example.org",
+    ] {
+        assert_eq!(app.send(get(host)).await.status(), StatusCode::OK, "{host}");
+    }
+    // With a token, any name: the token is what keeps others out.
+    let app = TestApp::sqlite_with(ApiConfig {
+        api_token: Some("s3cret-token".into()),
+        ..ApiConfig::default()
+    })
+    .await;
+    assert_eq!(
+        app.send(get("attacker.example:8080")).await.status(),
+        StatusCode::OK
+    );
+}

@@ -21,7 +21,13 @@ fn a_public_listen_address_needs_a_token_or_an_explicit_opt_out() {
     for args in [
         vec!["api"],
         vec!["api", "--listen", "[::1]:9000"],
-        vec!["api", "--listen", "0.0.0.0:8080", "--api-token", "t"],
+        vec![
+            "api",
+            "--listen",
+            "0.0.0.0:8080",
+            "--api-token",
+            "0123456789abcdef",
+        ],
         vec!["api", "--listen", "0.0.0.0:8080", "--allow-unauthenticated"],
     ] {
         Cli::try_parse_from(&args).unwrap().check_listen().unwrap();
@@ -29,6 +35,41 @@ fn a_public_listen_address_needs_a_token_or_an_explicit_opt_out() {
     let empty_token =
         Cli::try_parse_from(["api", "--listen", "10.0.0.1:80", "--api-token", ""]).unwrap();
     assert!(empty_token.check_listen().is_err());
+}
+
+#[test]
+fn placeholder_and_short_tokens_are_refused_naming_the_rule() {
+    let load = |args: &[&str]| {
+        let mut cli = Cli::try_parse_from(args).unwrap();
+        cli.load_token().map(|()| cli)
+    };
+    for placeholder in ["CHANGE-ME", "changeme", "token", "Secret"] {
+        let error = load(&["api", "--api-token", placeholder]).unwrap_err();
+        assert!(error.to_string().contains("is a placeholder"), "{error}");
+    }
+    let error = load(&["api", "--api-token", "short-token"]).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has 11 characters, fewer than 16"),
+        "{error}"
+    );
+    assert!(load(&["api", "--api-token", "0123456789abcdef"]).is_ok());
+
+    // From a file: its first line, so that the token stays out of `ps`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "a-random-token-of-32-characters!\n").unwrap();
+    let cli = load(&["api", "--api-token-file", file.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        cli.api_token.as_deref(),
+        Some("a-random-token-of-32-characters!")
+    );
+    std::fs::write(&file, "CHANGE-ME\n").unwrap();
+    let error = load(&["api", "--api-token-file", file.to_str().unwrap()]).unwrap_err();
+    assert!(error.to_string().contains("is a placeholder"), "{error}");
+    let error = load(&["api", "--api-token-file", "/no/such/token"]).unwrap_err();
+    assert!(format!("{error:#}").contains("/no/such/token"), "{error:#}");
 }
 
 #[test]
@@ -63,6 +104,21 @@ fn the_binary_exits_with_a_clear_message_on_a_public_address_without_a_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("refusing to listen on 0.0.0.0:8080 without an API token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_binary_exits_at_start_on_a_placeholder_token_from_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_api"))
+        .env("FOLIO_API_TOKEN", "CHANGE-ME")
+        .env_remove("FOLIO_API_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("api: the API token \"CHANGE-ME\" is a placeholder"),
         "{stderr}"
     );
 }

@@ -755,7 +755,7 @@ async fn a_title_made_of_html_is_shown_as_text() {
 
 #[tokio::test]
 async fn with_a_token_the_page_asks_once_and_every_call_carries_it_outside_urls() {
-    let token = "secret-token";
+    let token = "dashboard-secret-token";
     let dashboard = Dashboard::start(Some(token)).await;
     dashboard.goto("/").await;
     dashboard

@@ -111,7 +111,7 @@ async fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
 
 fn request(method: &str, path: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: folio\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
@@ -369,7 +369,7 @@ async fn every_hostile_input_gets_a_clear_4xx_and_nothing_is_stored() {
     let mut stream = TcpStream::connect(served.address).await.unwrap();
     let body = br#"{"id": "slow", "title": "Slow"}"#;
     let head = format!(
-        "POST /v1/books HTTP/1.1\r\nHost: folio\r\nConnection: close\r\n\
+        "POST /v1/books HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );

@@ -8,6 +8,7 @@ mod books;
 mod chains;
 mod cli;
 mod concurrency;
+mod connections;
 mod dashboard;
 mod dashboard_assets;
 mod e2e;
