@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobs_core::{JobId, StoreError};
+use jobs_core::{JobId, JobStore, StoreError};
 use tokio::sync::{Semaphore, watch};
-
-use crate::state::AppState;
+use tokio_util::sync::CancellationToken;
 
 /// Reads of followed jobs in flight at once, across every feed.
 pub(crate) const CONCURRENT_READS: usize = 2;
@@ -20,9 +19,17 @@ pub(crate) const CONCURRENT_READS: usize = 2;
 /// What a feed holds: the job as last read, `None` once it is gone (deleted).
 pub(crate) type Snapshot = Option<Arc<jobs_core::Job>>;
 
-/// The feeds of the jobs followed now.
-#[derive(Debug)]
+/// The feeds of the jobs followed now. Cheap to clone: every clone is the same feeds.
+#[derive(Debug, Clone)]
 pub(crate) struct JobFeeds {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn JobStore>,
+    interval: Duration,
+    shutdown: CancellationToken,
     /// Each feed's receiver: the map's own keeps the feed open while followers come and go
     /// within one poll, and tells the poller it is the last one left.
     feeds: Mutex<HashMap<JobId, watch::Receiver<Snapshot>>>,
@@ -31,28 +38,32 @@ pub(crate) struct JobFeeds {
     reads_done: AtomicU64,
 }
 
-impl Default for JobFeeds {
-    fn default() -> Self {
+impl JobFeeds {
+    /// Feeds reading `store` every `interval`, until `shutdown` fires.
+    pub(crate) fn new(
+        store: Arc<dyn JobStore>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
-            feeds: Mutex::default(),
-            reads: Semaphore::new(CONCURRENT_READS),
-            reads_done: AtomicU64::new(0),
+            shared: Arc::new(Shared {
+                store,
+                interval,
+                shutdown,
+                feeds: Mutex::default(),
+                reads: Semaphore::new(CONCURRENT_READS),
+                reads_done: AtomicU64::new(0),
+            }),
         }
     }
-}
 
-impl JobFeeds {
     /// A receiver of job `id`'s feed, starting one (with one read, which answers
     /// `NotFound` for a missing job) when nobody follows it yet.
-    pub(crate) async fn follow(
-        &self,
-        state: &AppState,
-        id: JobId,
-    ) -> Result<watch::Receiver<Snapshot>, StoreError> {
+    pub(crate) async fn follow(&self, id: JobId) -> Result<watch::Receiver<Snapshot>, StoreError> {
         if let Some(feed) = self.lock().get(&id) {
             return Ok(feed.clone());
         }
-        let first = self.read(state, id).await?;
+        let first = self.read(id).await?;
         let mut feeds = self.lock();
         if let Some(feed) = feeds.get(&id) {
             // Another follower started it meanwhile.
@@ -62,15 +73,15 @@ impl JobFeeds {
         let (sender, receiver) = watch::channel(Some(Arc::new(first)));
         if !terminal {
             feeds.insert(id, receiver.clone());
-            tokio::spawn(poll(state.clone(), id, sender));
+            tokio::spawn(poll(self.clone(), id, sender));
         }
         Ok(receiver)
     }
 
-    async fn read(&self, state: &AppState, id: JobId) -> Result<jobs_core::Job, StoreError> {
-        let _slot = self.reads.acquire().await;
-        self.reads_done.fetch_add(1, Ordering::Relaxed);
-        state.job_store().get(id).await
+    async fn read(&self, id: JobId) -> Result<jobs_core::Job, StoreError> {
+        let _slot = self.shared.reads.acquire().await;
+        self.shared.reads_done.fetch_add(1, Ordering::Relaxed);
+        self.shared.store.get(id).await
     }
 
     /// Appends the Prometheus text of the feeds' figures to `out`.
@@ -83,13 +94,14 @@ impl JobFeeds {
              # HELP folio_event_feeds Jobs followed by event streams now.\n\
              # TYPE folio_event_feeds gauge\n\
              folio_event_feeds {}",
-            self.reads_done.load(Ordering::Relaxed),
+            self.shared.reads_done.load(Ordering::Relaxed),
             self.lock().len()
         );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, watch::Receiver<Snapshot>>> {
-        self.feeds
+        self.shared
+            .feeds
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -112,10 +124,9 @@ impl JobFeeds {
 
 /// Reads job `id` every poll interval while anyone follows it, and publishes each change;
 /// ends after a terminal status, when the job is gone, or at shutdown.
-async fn poll(state: AppState, id: JobId, sender: watch::Sender<Snapshot>) {
-    let interval = state.config().event_poll_interval;
-    let shutdown = state.shutdown().clone();
-    let feeds = state.feeds();
+async fn poll(feeds: JobFeeds, id: JobId, sender: watch::Sender<Snapshot>) {
+    let interval = feeds.shared.interval;
+    let shutdown = feeds.shared.shutdown.clone();
     let mut wait = interval;
     loop {
         tokio::select! {
@@ -125,7 +136,7 @@ async fn poll(state: AppState, id: JobId, sender: watch::Sender<Snapshot>) {
         if feeds.end_if_unfollowed(id, &sender) {
             return;
         }
-        match feeds.read(&state, id).await {
+        match feeds.read(id).await {
             Ok(job) => {
                 wait = interval;
                 let terminal = job.status.is_terminal();

@@ -259,6 +259,11 @@ impl AppStateBuilder {
             self.config.recovery,
         )
         .with_max_attempts(self.config.max_attempts);
+        let feeds = crate::feeds::JobFeeds::new(
+            self.job_store.clone(),
+            self.config.event_poll_interval,
+            self.shutdown.clone(),
+        );
         AppState {
             inner: Arc::new(Inner {
                 job_store: self.job_store,
@@ -281,7 +286,7 @@ impl AppStateBuilder {
                     self.config.max_uploads_in_flight.max(1),
                 )),
                 readiness: tokio::sync::Mutex::new(None),
-                feeds: crate::feeds::JobFeeds::default(),
+                feeds,
                 stream_slots: Arc::new(tokio::sync::Semaphore::new(
                     self.config.max_event_streams.max(1),
                 )),

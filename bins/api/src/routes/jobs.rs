@@ -393,7 +393,7 @@ pub(crate) async fn job_events(
             retry_after: std::time::Duration::from_secs(5),
         });
     };
-    let feed = state.feeds().follow(&state, id).await?;
+    let feed = state.feeds().follow(id).await?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
