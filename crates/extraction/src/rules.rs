@@ -398,19 +398,25 @@ impl RulesExtractor {
 
     /// The topics of one page (pure and synchronous; [`Extractor::extract`] calls it).
     pub fn extract_page(&self, input: &PageInput) -> Vec<Topic> {
-        let running = &input.running_lines;
-        let lines = content_lines(&input.text, running);
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let skip = finished_from_before(input, &lines);
-        let mut page = PageBuilder::new(input.previous_topic.as_deref());
-        page.lines(&lines[skip..]);
+        let (mut page, _) = read_page(input);
         if let Some(next) = &input.next_page {
-            let next_lines = content_lines(&next.text, running);
+            let next_lines = content_lines(&next.text, &input.running_lines);
             let next_lines: Vec<&str> = next_lines.iter().map(String::as_str).collect();
             page.carry(&next_lines, next.page);
         }
         page.finish(input.page)
     }
+}
+
+/// The page's content lines read into a builder, without the top ones that finish the
+/// page before's last sentence; and how many those are.
+fn read_page(input: &PageInput) -> (PageBuilder<'_>, usize) {
+    let lines = content_lines(&input.text, &input.running_lines);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let skip = finished_from_before(input, &lines);
+    let mut page = PageBuilder::new(input.previous_topic.as_deref());
+    page.lines(&lines[skip..]);
+    (page, skip)
 }
 
 /// How many of a page's top content `lines` finish the last sentence of the page before:
@@ -434,11 +440,7 @@ fn finished_from_before(input: &PageInput, lines: &[&str]) -> usize {
 /// appended.
 pub(crate) fn text_over_page_breaks(input: &PageInput) -> (String, Vec<String>) {
     let running = &input.running_lines;
-    let lines = content_lines(&input.text, running);
-    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let skip = finished_from_before(input, &lines);
-    let mut page = PageBuilder::new(input.previous_topic.as_deref());
-    page.lines(&lines[skip..]);
+    let (page, skip) = read_page(input);
     let carried: Vec<String> = match (&input.next_page, page.open_item()) {
         (Some(next), Some(item)) => {
             let next_lines = content_lines(&next.text, running);
