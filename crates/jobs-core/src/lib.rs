@@ -127,6 +127,11 @@ pub mod conformance;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The crate's README (its page when published), whose example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use async_trait::async_trait;
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,11 +1,4 @@
-//! [`PgJobStore`]: the [`JobStore`](jobs_core::JobStore) for many workers on many machines,
-//! on Postgres.
-//!
-//! Claims use `FOR UPDATE SKIP LOCKED` in a CTE, so concurrent claimers never block on or
-//! double-take a row; every other change is one guarded `UPDATE ... WHERE status = ... AND
-//! lease = ...`, and ends of claims are batched into one statement with per-row fencing.
-//! Inserting a job sends `NOTIFY folio_jobs` with the job type so workers wake at once.
-//! The schema lives in the crate's `migrations/`, embedded by [`migrator`].
+#![doc = include_str!("../README.md")]
 //!
 //! Modules: `sql` holds every statement (and the helpers that pick and bind them), `store`
 //! the `JobStore` implementation, `bulk` the one-statement bulk insert, `rows` the decoding

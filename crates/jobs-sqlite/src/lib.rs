@@ -1,12 +1,4 @@
-//! [`SqliteJobStore`]: the embedded default [`JobStore`](jobs_core::JobStore), on one SQLite
-//! file.
-//!
-//! SQLite has one writer at a time, so a claim is one `UPDATE ... WHERE id IN (SELECT ...
-//! LIMIT n) RETURNING *` statement, which the database runs atomically; batches of finishes
-//! run in one `BEGIN IMMEDIATE` transaction. The file runs in WAL mode with a busy timeout,
-//! so readers never block the writer and writers queue instead of failing. Ids are stored
-//! as UUID text, times as integer microseconds (exact comparisons in SQL), JSON as text.
-//! The schema lives in the crate's `migrations/`, embedded by [`migrator`].
+#![doc = include_str!("../README.md")]
 //!
 //! Modules: `sql` holds every statement (and the helpers that pick and bind them), `store`
 //! the `JobStore` implementation, `rows` the decoding of rows and columns, `error` the
