@@ -1,4 +1,5 @@
-//! Bearer-token auth of the `/v1` routes (SPEC section 5).
+//! Bearer-token auth of the `/v1` routes (SPEC section 5), and of `/metrics` with
+//! `--metrics-token`.
 //!
 //! Tokens are compared in constant time over their SHA-256 digests, so neither the
 //! content nor the length of the configured token leaks through timing.
@@ -20,7 +21,25 @@ pub(crate) async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = state.config().api_token.as_deref() else {
+    let expected = state.config().api_token.clone();
+    require(expected.as_deref(), request, next).await
+}
+
+/// `require_token` for `/metrics` with `--metrics-token`: a scraper's token opens the
+/// metrics and nothing else, and the API's token does not open them.
+pub(crate) async fn require_metrics_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected = state.config().metrics_token.clone();
+    require(expected.as_deref(), request, next).await
+}
+
+/// Runs `request` when no token is `expected` or the request's bearer token matches it;
+/// else 401.
+async fn require(expected: Option<&str>, request: Request, next: Next) -> Response {
+    let Some(expected) = expected else {
         return next.run(request).await;
     };
     let presented = request

@@ -37,6 +37,19 @@ pub struct Cli {
     #[arg(long, env = "FOLIO_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
 
+    /// `/metrics` then needs `Authorization: Bearer TOKEN` with this token (the API token
+    /// does not open it); same rules as the API token. `/healthz` and `/readyz` stay open.
+    #[arg(long, env = "FOLIO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// A file whose first line is the metrics token (instead of `--metrics-token`).
+    #[arg(
+        long,
+        env = "FOLIO_METRICS_TOKEN_FILE",
+        conflicts_with = "metrics_token"
+    )]
+    pub metrics_token_file: Option<PathBuf>,
+
     /// Serve on a non-loopback address without a token (anyone who reaches it can use it).
     #[arg(long, env = "FOLIO_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
@@ -148,42 +161,53 @@ const PLACEHOLDER_TOKENS: [&str; 12] = [
 ];
 
 /// Refuses a token that is a placeholder or shorter than [`MIN_TOKEN_CHARS`], naming the
-/// rule.
-pub fn check_token(token: &str) -> Result<()> {
+/// rule; `what` names the token ("API token").
+pub fn check_token(what: &str, token: &str) -> Result<()> {
     let lowercase = token.to_lowercase();
     if PLACEHOLDER_TOKENS.contains(&lowercase.as_str()) || lowercase.contains("change-me") {
         bail!(
-            "the API token {token:?} is a placeholder: set a random one, e.g. the output of \
+            "the {what} {token:?} is a placeholder: set a random one, e.g. the output of \
              `openssl rand -hex 32`"
         );
     }
     let chars = token.chars().count();
     if chars < MIN_TOKEN_CHARS {
         bail!(
-            "the API token has {chars} characters, fewer than {MIN_TOKEN_CHARS}: set a random \
+            "the {what} has {chars} characters, fewer than {MIN_TOKEN_CHARS}: set a random \
              one, e.g. the output of `openssl rand -hex 32`"
         );
     }
     Ok(())
 }
 
+/// Reads a token file's first line, trimmed, into `token`, then refuses a token
+/// [`check_token`] refuses. A token that is empty counts as none.
+fn load_one_token(what: &str, token: &mut Option<String>, file: Option<PathBuf>) -> Result<()> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the {what} file {}", path.display()))?;
+        let read = text.lines().next().unwrap_or_default().trim().to_owned();
+        if read.is_empty() {
+            bail!("the {what} file {} is empty", path.display());
+        }
+        *token = Some(read);
+    }
+    match token.as_deref() {
+        Some(token) if !token.is_empty() => check_token(what, token),
+        _ => Ok(()),
+    }
+}
+
 impl Cli {
-    /// Reads the token of `--api-token-file` (its first line, trimmed) into `api_token`,
-    /// then refuses a token [`check_token`] refuses. A token that is empty counts as none.
+    /// Loads the API and metrics tokens from their files, if given, and refuses one that
+    /// [`check_token`] refuses.
     pub fn load_token(&mut self) -> Result<()> {
-        if let Some(path) = self.api_token_file.take() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading the API token file {}", path.display()))?;
-            let token = text.lines().next().unwrap_or_default().trim().to_owned();
-            if token.is_empty() {
-                bail!("the API token file {} is empty", path.display());
-            }
-            self.api_token = Some(token);
-        }
-        match self.api_token.as_deref() {
-            Some(token) if !token.is_empty() => check_token(token),
-            _ => Ok(()),
-        }
+        load_one_token("API token", &mut self.api_token, self.api_token_file.take())?;
+        load_one_token(
+            "metrics token",
+            &mut self.metrics_token,
+            self.metrics_token_file.take(),
+        )
     }
 
     /// Refuses a non-loopback listen address without a token, unless
@@ -208,6 +232,7 @@ impl Cli {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             api_token: self.api_token.clone().filter(|token| !token.is_empty()),
+            metrics_token: self.metrics_token.clone().filter(|token| !token.is_empty()),
             public_hosts: self.public_hosts.clone(),
             recovery: RecoveryPolicy {
                 stale_after: self.worker.stale_after,

@@ -17,6 +17,9 @@ use crate::metrics::HttpMetrics;
 pub struct ApiConfig {
     /// With a token, every `/v1` route needs `Authorization: Bearer TOKEN`.
     pub api_token: Option<String>,
+    /// With a metrics token, `/metrics` needs `Authorization: Bearer TOKEN` (this one, not
+    /// the API's). `/healthz` and `/readyz` stay open for probes.
+    pub metrics_token: Option<String>,
     /// Host names served without a token besides loopback ones (`--public-host`); other
     /// `Host` names are 421 `misdirected` then (DNS rebinding).
     pub public_hosts: Vec<String>,
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             api_token: None,
+            metrics_token: None,
             public_hosts: Vec::new(),
             recovery: RecoveryPolicy::default(),
             max_attempts: LockService::DEFAULT_MAX_ATTEMPTS,

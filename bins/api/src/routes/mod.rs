@@ -80,13 +80,17 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::resume_job))
 }
 
-/// Health, readiness, metrics and the document: no auth.
+/// Health, readiness and the document: no auth.
 fn system_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
-        .routes(routes!(system::metrics))
         .routes(routes!(system::openapi_json))
+}
+
+/// The metrics: open, or behind `--metrics-token`.
+fn metrics_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(system::metrics))
 }
 
 /// The OpenAPI 3.1 document of every route, generated from the handlers and their types.
@@ -95,6 +99,7 @@ pub fn openapi() -> OpenApiDocument {
         .merge(upload_routes())
         .merge(v1_routes())
         .merge(system_routes())
+        .merge(metrics_routes())
         .into_openapi();
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -187,6 +192,10 @@ pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
         .merge(v1)
         .route_layer(from_fn_with_state(state.clone(), auth::require_token));
     let system = system_routes()
+        .merge(metrics_routes().route_layer(from_fn_with_state(
+            state.clone(),
+            auth::require_metrics_token,
+        )))
         .layer(DefaultBodyLimit::max(config.json_body_limit))
         .layer(from_fn_with_state(config.request_timeout, observe::timeout));
     let (router, document) = OpenApiRouter::new()

@@ -1,4 +1,5 @@
-//! Liveness, readiness, metrics and the OpenAPI document. These routes need no token.
+//! Liveness, readiness, metrics and the OpenAPI document. These routes need no API token;
+//! `/metrics` needs the metrics token when one is set.
 
 use std::time::Duration;
 
@@ -125,7 +126,10 @@ fn failed(message: &str) -> Check {
 /// metrics with `--with-worker`.
 #[utoipa::path(
     get, path = "/metrics", tag = "system",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: with `--metrics-token`, the request does not carry it", body = crate::error::ErrorBody),
+    )
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();

@@ -87,6 +87,43 @@ async fn with_the_right_token_v1_routes_work_and_system_routes_need_none() {
 }
 
 #[tokio::test]
+async fn with_a_metrics_token_only_it_opens_the_metrics_and_probes_stay_open() {
+    let app = TestApp::sqlite_with(ApiConfig {
+        api_token: Some("the-api-token-0123".into()),
+        metrics_token: Some("the-metrics-token-0123".into()),
+        ..ApiConfig::default()
+    })
+    .await;
+    let get = |path: &str, authorization: &str| {
+        Request::get(path)
+            .header(header::AUTHORIZATION, authorization)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for authorization in ["", "Bearer the-api-token-0123", "Bearer wrong"] {
+        let response = app.send(get("/metrics", authorization)).await;
+        let (status, body) = into_json(response).await;
+        assert_error((status, &body), StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let response = app
+        .send(get("/metrics", "Bearer the-metrics-token-0123"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // The metrics token opens nothing of the API.
+    let response = app
+        .send(get("/v1/books", "Bearer the-metrics-token-0123"))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        assert_eq!(
+            app.send(get(path, "")).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn without_a_token_v1_routes_are_open() {
     let app = TestApp::sqlite().await;
     let (status, _) = app.get("/v1/books").await;

@@ -70,6 +70,21 @@ fn placeholder_and_short_tokens_are_refused_naming_the_rule() {
     assert!(error.to_string().contains("is a placeholder"), "{error}");
     let error = load(&["api", "--api-token-file", "/no/such/token"]).unwrap_err();
     assert!(format!("{error:#}").contains("/no/such/token"), "{error:#}");
+
+    // The metrics token, by the same rules.
+    let error = load(&["api", "--metrics-token", "changeme"]).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the metrics token \"changeme\" is a placeholder"),
+        "{error}"
+    );
+    std::fs::write(&file, "a-metrics-token-of-32-characters\n").unwrap();
+    let cli = load(&["api", "--metrics-token-file", file.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        cli.api_config().metrics_token.as_deref(),
+        Some("a-metrics-token-of-32-characters")
+    );
 }
 
 #[test]
