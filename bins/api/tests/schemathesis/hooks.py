@@ -5,8 +5,8 @@ of `POST /v1/books/{book_id}/pages`: PNG, JPEG, WebP, TIFF, BMP, GIF, PDF), but 
 cannot say "bytes that decode as an image", and schemathesis generates no file by itself:
 it takes the bytes of a media type from a strategy registered for it. These strategies
 make real files, so a schema-valid upload is one the server must accept (positive data
-acceptance holds for uploads too). PNG and BMP files are built here with random sizes and
-pixels; JPEG, GIF, WebP and PDF are the smallest valid files schemathesis ships for
+acceptance holds for uploads too). PNG, BMP and TIFF files are built here with random sizes
+and pixels; JPEG, GIF, WebP and PDF are the smallest valid files schemathesis ships for
 uploads (the PDF is rendered by poppler-utils, which `cargo xtask ci` installs). A media
 type the document does not name is never drawn.
 """
@@ -68,7 +68,34 @@ def bmp_images(draw) -> bytes:
     return header + info + pixels
 
 
+@st.composite
+def tiff_images(draw) -> bytes:
+    """An uncompressed 8-bit grayscale baseline TIFF, little-endian, in one strip."""
+    width = draw(st.integers(min_value=1, max_value=48))
+    height = draw(st.integers(min_value=1, max_value=48))
+    pixels = draw(st.binary(min_size=width * height, max_size=width * height))
+    short, long_ = 3, 4
+    entries = [
+        (256, long_, width),  # ImageWidth
+        (257, long_, height),  # ImageLength
+        (258, short, 8),  # BitsPerSample
+        (259, short, 1),  # Compression: none
+        (262, short, 1),  # PhotometricInterpretation: black is zero
+        (273, long_, 8 + 2 + 12 * 9 + 4),  # StripOffsets: right after the IFD
+        (277, short, 1),  # SamplesPerPixel
+        (278, long_, height),  # RowsPerStrip
+        (279, long_, len(pixels)),  # StripByteCounts
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        packed = struct.pack("<HH", value, 0) if kind == short else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    ifd += struct.pack("<I", 0)  # no next IFD
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + pixels
+
+
 schemathesis.openapi.media_type("image/png", png_images())
+schemathesis.openapi.media_type("image/tiff", tiff_images())
 schemathesis.openapi.media_type("image/bmp", bmp_images())
 schemathesis.openapi.media_type("image/jpeg", st.just(FILE_SAMPLES["jpg"]))
 schemathesis.openapi.media_type("image/gif", st.just(FILE_SAMPLES["gif"]))
