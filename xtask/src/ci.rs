@@ -13,7 +13,8 @@
 //!    on 2 cores took longer than one after the other), the slowest first; each one's
 //!    output is printed whole when it ends, with its time. Beside them, one lane runs in
 //!    turn the doctests, the embedding example, cargo-deny (built on a fresh machine) and
-//!    the library crates' docs and packages, in the CPU the tests leave idle.
+//!    the library crates' docs and packages, in the CPU the tests leave idle, and then test
+//!    binaries from the quick end of the queue.
 //!
 //! Every step runs; a failure fails the run at the end, with every failure named.
 
@@ -364,22 +365,19 @@ struct Outcome {
 }
 
 /// Runs the test binaries [`test_lanes`] at a time and the cargo lane's tasks one after
-/// another beside them; prints each task's output when it ends.
+/// another beside them (then quick test binaries); prints each task's output when it ends.
 fn run_lanes(tests: Vec<Task>, cargo_lane: Vec<Task>) -> Vec<Outcome> {
     let logs = target_dir().join("ci-logs");
     let _ = fs::remove_dir_all(&logs);
     fs::create_dir_all(&logs).expect("the target folder is writable");
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let print = Arc::new(Mutex::new(()));
-    let run_queue = |queue: Arc<Mutex<VecDeque<Task>>>| {
+    let run_queue = |next: Box<dyn Fn() -> Option<Task> + Send>| {
         let outcomes = outcomes.clone();
         let print = print.clone();
         let logs = logs.clone();
         move || {
-            loop {
-                let Some(task) = queue.lock().unwrap().pop_front() else {
-                    return;
-                };
+            while let Some(task) = next() {
                 let name = task.name();
                 let log = logs.join(format!("{}.log", name.replace(['/', ' '], "-")));
                 let started = Instant::now();
@@ -407,10 +405,19 @@ fn run_lanes(tests: Vec<Task>, cargo_lane: Vec<Task>) -> Vec<Outcome> {
         }
     };
     let tests = Arc::new(Mutex::new(VecDeque::from(tests)));
-    let cargo_lane = Arc::new(Mutex::new(VecDeque::from(cargo_lane)));
-    let mut lanes = vec![thread::spawn(run_queue(cargo_lane))];
+    let cargo_lane = Mutex::new(VecDeque::from(cargo_lane));
+    // Its own tasks done, the cargo lane takes test binaries from the quick end of the
+    // queue, while the test lanes work down from the slow end.
+    let quick_tests = tests.clone();
+    let mut lanes = vec![thread::spawn(run_queue(Box::new(move || {
+        let own = cargo_lane.lock().unwrap().pop_front();
+        own.or_else(|| quick_tests.lock().unwrap().pop_back())
+    })))];
     for _ in 0..test_lanes() {
-        lanes.push(thread::spawn(run_queue(tests.clone())));
+        let tests = tests.clone();
+        lanes.push(thread::spawn(run_queue(Box::new(move || {
+            tests.lock().unwrap().pop_front()
+        }))));
     }
     for lane in lanes {
         lane.join().expect("a lane panicked");
