@@ -1,6 +1,7 @@
 //! Another service embedding jobs-core with SQLite: a typed job, a batch of them enqueued
-//! in one call (one active job per team: the batch's second job for a team is busy), run to
-//! the end.
+//! in one call (one active job per team: the batch's second job for a team is busy), one
+//! enqueued in the same transaction as the service's own row (a rolled-back one leaves no
+//! job), run to the end.
 //!
 //! `cargo run -p jobs-core --example embedded`
 
@@ -77,6 +78,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 created.push(job.id);
             }
             Acquire::Busy(active) => println!("{team}: busy with job {}", active.id),
+        }
+    }
+
+    // The service's own row and its job in one transaction: both or neither.
+    sqlx::query("CREATE TABLE teams (name TEXT PRIMARY KEY)")
+        .execute(store.pool())
+        .await?;
+    for (team, commit) in [("team-3", true), ("team-4", false)] {
+        let mut tx = store.pool().begin().await?;
+        sqlx::query("INSERT INTO teams (name) VALUES (?)")
+            .bind(team)
+            .execute(&mut *tx)
+            .await?;
+        let welcome = greet(&["Katherine"]);
+        let answer = lock
+            .enqueue_in(&mut jobs_sqlite::in_transaction(&mut tx), team, &welcome)
+            .await?;
+        let Acquire::Created(job) = answer else {
+            return Err(format!("{team} is new, yet busy").into());
+        };
+        if commit {
+            tx.commit().await?;
+            println!("{team}: added with job {}", job.id);
+            created.push(job.id);
+        } else {
+            tx.rollback().await?;
+            let gone = jobs_core::JobStore::get(&*store, job.id).await.is_err();
+            println!("{team}: rolled back, job {} gone: {gone}", job.id);
+            if !gone {
+                return Err("a rolled-back job exists".into());
+            }
         }
     }
 

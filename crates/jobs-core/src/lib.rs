@@ -4,7 +4,8 @@
 //!
 //! - [`Job`], [`JobStatus`] and the pure state machine in [`state`];
 //! - the [`JobStore`] trait that the store crates (`jobs-postgres`, `jobs-sqlite`) implement;
-//! - the [`LockService`]: one active job per (resource, job type), lazy rescue, resume, cancel;
+//! - the [`LockService`]: one active job per (resource, job type), lazy rescue, resume, cancel,
+//!   and enqueueing in the caller's own database transaction ([`transaction`]);
 //! - the worker runtime in [`runtime`]: handlers, heartbeats, retries, graceful shutdown;
 //! - typed jobs in [`typed`]: a job type as a Rust type, its payload and checkpoint decoded;
 //! - tracing across the queue in [`trace`]: a span around every handler run, and the trace
@@ -120,6 +121,7 @@ pub mod runtime;
 pub mod state;
 mod store;
 pub mod trace;
+pub mod transaction;
 pub mod typed;
 
 #[cfg(feature = "conformance")]
@@ -146,3 +148,4 @@ pub use store::{
     Insert, JobQuery, JobStore, RescueParams, RescueReport, RescueScope, StoreError, WorkerInfo,
     parse_active_index,
 };
+pub use transaction::InTransaction;

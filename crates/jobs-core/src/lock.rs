@@ -88,6 +88,15 @@ pub enum Acquire {
     Busy(Job),
 }
 
+impl From<Insert> for Acquire {
+    fn from(insert: Insert) -> Self {
+        match insert {
+            Insert::Inserted(created) => Acquire::Created(created),
+            Insert::Busy(active) => Acquire::Busy(active),
+        }
+    }
+}
+
 /// One job to create with [`LockService::acquire_many`]: what [`LockService::acquire_chain`]
 /// takes.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,19 +232,12 @@ impl LockService {
         payload: serde_json::Value,
         then: Vec<ChainStep>,
     ) -> Result<Acquire, StoreError> {
-        let now = self.clock.now();
-        let job = NewJob {
-            id: JobId::new(),
-            resource_key: resource_key.to_owned(),
-            job_type: job_type.to_owned(),
-            payload,
-            max_attempts: self.max_attempts,
-            checkpoint: None,
-            resumed_from: None,
-            then,
-            trace_parent: crate::trace::current_trace_parent(),
-            now,
-        };
+        let request = AcquireRequest::new(resource_key, job_type, payload).with_chain(then);
+        let job = self.new_job(
+            request,
+            self.clock.now(),
+            &crate::trace::current_trace_parent(),
+        );
         self.insert_with_rescue(job).await
     }
 
@@ -257,20 +259,7 @@ impl LockService {
         let current_trace_parent = crate::trace::current_trace_parent();
         let jobs: Vec<NewJob> = requests
             .into_iter()
-            .map(|request| NewJob {
-                id: JobId::new(),
-                resource_key: request.resource_key,
-                job_type: request.job_type,
-                payload: request.payload,
-                max_attempts: self.max_attempts,
-                checkpoint: None,
-                resumed_from: None,
-                then: request.then,
-                trace_parent: request
-                    .trace_parent
-                    .or_else(|| current_trace_parent.clone()),
-                now,
-            })
+            .map(|request| self.new_job(request, now, &current_trace_parent))
             .collect();
         let mut answers = self.store.insert_many(jobs.clone()).await?;
         if answers.len() != jobs.len() {
@@ -317,13 +306,31 @@ impl LockService {
                 answers[index] = answer;
             }
         }
-        Ok(answers
-            .into_iter()
-            .map(|answer| match answer {
-                Insert::Inserted(created) => Acquire::Created(created),
-                Insert::Busy(active) => Acquire::Busy(active),
-            })
-            .collect())
+        Ok(answers.into_iter().map(Acquire::from).collect())
+    }
+
+    /// The new job `request` asks for, stamped `now`, with `current_trace_parent` unless
+    /// the request names its own.
+    pub(crate) fn new_job(
+        &self,
+        request: AcquireRequest,
+        now: DateTime<Utc>,
+        current_trace_parent: &Option<String>,
+    ) -> NewJob {
+        NewJob {
+            id: JobId::new(),
+            resource_key: request.resource_key,
+            job_type: request.job_type,
+            payload: request.payload,
+            max_attempts: self.max_attempts,
+            checkpoint: None,
+            resumed_from: None,
+            then: request.then,
+            trace_parent: request
+                .trace_parent
+                .or_else(|| current_trace_parent.clone()),
+            now,
+        }
     }
 
     /// Creates a new pending job that continues a failed or cancelled one: same type,
@@ -400,10 +407,7 @@ impl LockService {
                     .rescue(&self.policy.rescue_params(job.now, scope))
                     .await?;
                 tracing::info!(job.id = %active.id, ?report, "lazy rescue before acquire");
-                Ok(match self.store.insert(job).await? {
-                    Insert::Inserted(created) => Acquire::Created(created),
-                    Insert::Busy(active) => Acquire::Busy(active),
-                })
+                Ok(self.store.insert(job).await?.into())
             }
             Insert::Busy(active) => Ok(Acquire::Busy(active)),
         }
@@ -423,10 +427,7 @@ impl LockService {
         let requests = jobs
             .into_iter()
             .map(|(resource_key, job)| {
-                let payload = serde_json::to_value(job).unwrap_or_else(|error| {
-                    panic!("a `{}` job does not serialize: {error}", J::TYPE)
-                });
-                AcquireRequest::new(resource_key, J::TYPE, payload)
+                AcquireRequest::new(resource_key, J::TYPE, crate::typed::payload_of(job))
             })
             .collect();
         self.acquire_many(requests).await

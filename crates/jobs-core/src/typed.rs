@@ -172,8 +172,15 @@ impl LockService {
         resource_key: &str,
         job: &J,
     ) -> Result<Acquire, StoreError> {
-        let payload = serde_json::to_value(job)
-            .unwrap_or_else(|error| panic!("a `{}` job does not serialize: {error}", J::TYPE));
-        self.acquire(resource_key, J::TYPE, payload).await
+        self.acquire(resource_key, J::TYPE, payload_of(job)).await
     }
+}
+
+/// `job` as its stored payload.
+///
+/// # Panics
+/// When `J` does not serialize to JSON: a bug of the job type.
+pub(crate) fn payload_of<J: Job>(job: &J) -> serde_json::Value {
+    serde_json::to_value(job)
+        .unwrap_or_else(|error| panic!("a `{}` job does not serialize: {error}", J::TYPE))
 }

@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 
 use crate::error::translate;
 
+pub use transaction::{PgTransaction, in_transaction};
+
 mod bulk;
 mod error;
 mod listener;
@@ -29,6 +31,7 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 
 /// The channel that job inserts are announced on; the payload is the job type.
 pub const NOTIFY_CHANNEL: &str = "folio_jobs";

@@ -96,6 +96,18 @@ async fn insert_job(
     ))
 }
 
+/// [`JobStore::insert`] on `connection` (the store's, or a caller's transaction).
+pub(crate) async fn insert_one(
+    connection: &mut PgConnection,
+    job: &NewJob,
+) -> Result<Insert, StoreError> {
+    match insert_job(connection, job, None).await {
+        Ok(Ok(inserted)) => Ok(Insert::Inserted(job_from_row(&inserted)?)),
+        Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
+        Err(error) => Err(translate(error)),
+    }
+}
+
 /// Completes one job of a chain in the caller's transaction: the fenced completion, the
 /// insert of the next job (or the read of the active one of that type), the link. `None`
 /// when the fence refused the completion (nothing written).
@@ -191,11 +203,7 @@ impl PgJobStore {
 impl JobStore for PgJobStore {
     async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(translate)?;
-        match insert_job(&mut connection, &job, None).await {
-            Ok(Ok(inserted)) => Ok(Insert::Inserted(job_from_row(&inserted)?)),
-            Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
-            Err(error) => Err(translate(error)),
-        }
+        insert_one(&mut connection, &job).await
     }
 
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError> {

@@ -19,12 +19,15 @@ use tokio::sync::Notify;
 
 use crate::error::translate;
 
+pub use transaction::{SqliteTransaction, in_transaction};
+
 mod error;
 #[cfg(test)]
 mod plans;
 mod rows;
 mod sql;
 mod store;
+mod transaction;
 
 /// The table that records which migrations ran (kept apart from the embedding service's).
 const MIGRATIONS_TABLE: &str = "folio_schema_migrations";

@@ -108,6 +108,19 @@ async fn finish_plain(
     Ok(results)
 }
 
+/// [`JobStore::insert`] on `connection` (the store's, or a caller's transaction), without
+/// the in-process wake-up.
+pub(crate) async fn insert_one(
+    connection: &mut SqliteConnection,
+    job: &NewJob,
+) -> Result<Insert, StoreError> {
+    match insert_job(connection, job, None).await {
+        Ok(Ok(inserted)) => Ok(Insert::Inserted(job_from_row(&inserted)?)),
+        Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
+        Err(error) => Err(translate(error)),
+    }
+}
+
 /// Inserts `job` (inserted by the completion of `previous` when it continues a chain), or
 /// reads the active job of its (resource, type): `Ok(Ok(inserted))` or `Ok(Err(active))`.
 /// The insert loses to an active job; that job may end before it is read, so it retries.
@@ -211,14 +224,11 @@ async fn complete_chained(
 impl JobStore for SqliteJobStore {
     async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(translate)?;
-        match insert_job(&mut connection, &job, None).await {
-            Ok(Ok(inserted)) => {
-                self.signal.notify_waiters();
-                Ok(Insert::Inserted(job_from_row(&inserted)?))
-            }
-            Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
-            Err(error) => Err(translate(error)),
+        let insert = insert_one(&mut connection, &job).await?;
+        if let Insert::Inserted(_) = insert {
+            self.signal.notify_waiters();
         }
+        Ok(insert)
     }
 
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError> {

@@ -44,6 +44,7 @@ mod resume;
 mod retention;
 mod runtime;
 mod trace;
+mod transaction;
 mod typed;
 
 pub use acquire::*;
@@ -62,6 +63,7 @@ pub use resume::*;
 pub use retention::*;
 pub use runtime::*;
 pub use trace::*;
+pub use transaction::*;
 pub use typed::*;
 
 /// Calls `$callback!(case_name);` for every case of the suite.
@@ -175,6 +177,19 @@ macro_rules! conformance_cases {
         $callback!(typed_job_with_a_payload_that_does_not_decode_fails_at_once);
         // model
         $callback!(random_operations_match_the_reference_model);
+    };
+}
+
+/// Calls `$callback!(case_name);` for every case of enqueueing in a caller's transaction:
+/// each is a `pub async fn(Arc<dyn JobStore>, Arc<dyn Transactions>)`, the second argument
+/// opening transactions on the store's database (see [`Transactions`]).
+#[macro_export]
+macro_rules! conformance_transaction_cases {
+    ($callback:ident) => {
+        $callback!(acquire_in_a_transaction_exists_once_it_commits);
+        $callback!(acquire_in_a_transaction_rolled_back_leaves_nothing);
+        $callback!(acquire_in_a_transaction_answers_busy_as_outside_it);
+        $callback!(acquire_in_a_transaction_races_a_plain_acquire_to_one_job);
     };
 }
 

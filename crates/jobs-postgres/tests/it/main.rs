@@ -22,6 +22,65 @@ mod conformance {
     jobs_core::conformance_cases!(conformance_case);
 }
 
+macro_rules! conformance_transaction_case {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let database = TestDatabase::create().await;
+            let store = Arc::new(database.store().await);
+            let transactions = Arc::new(transactions::Pool(store.pool().clone()));
+            jobs_core::conformance::$name(store, transactions).await;
+            database.drop().await;
+        }
+    };
+}
+
+mod conformance_transaction {
+    use super::*;
+    jobs_core::conformance_transaction_cases!(conformance_transaction_case);
+}
+
+/// The caller's side of `jobs_postgres::in_transaction` for the transaction cases: transactions
+/// begun on the store's pool.
+mod transactions {
+    use async_trait::async_trait;
+    use jobs_core::conformance::{OpenTransaction, Transactions};
+    use jobs_core::{InTransaction, Insert, NewJob, StoreError};
+
+    pub(crate) struct Pool(pub(crate) sqlx::Pool<sqlx::Postgres>);
+
+    struct Open(sqlx::Transaction<'static, sqlx::Postgres>);
+
+    fn backend(error: sqlx::Error) -> StoreError {
+        StoreError::Backend(Box::new(error))
+    }
+
+    #[async_trait]
+    impl Transactions for Pool {
+        async fn begin(&self) -> Box<dyn OpenTransaction> {
+            Box::new(Open(self.0.begin().await.expect("begin a transaction")))
+        }
+    }
+
+    #[async_trait]
+    impl InTransaction for Open {
+        async fn insert(&mut self, job: NewJob) -> Result<Insert, StoreError> {
+            jobs_postgres::in_transaction(&mut self.0).insert(job).await
+        }
+    }
+
+    #[async_trait]
+    impl OpenTransaction for Open {
+        async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+            self.0.commit().await.map_err(backend)
+        }
+
+        async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+            self.0.rollback().await.map_err(backend)
+        }
+    }
+}
+
 mod listener {
     use jobs_core::JobStore;
     use jobs_core::conformance::{Fixture, WAIT, signalled};
@@ -74,6 +133,44 @@ mod listener {
                 "insert of {key} after the reconnect woke nobody"
             );
         }
+        database.drop().await;
+    }
+
+    /// A job enqueued in a caller's transaction wakes workers when the transaction commits,
+    /// not before: its `NOTIFY` is part of the transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_enqueued_in_a_transaction_wakes_workers_when_it_commits() {
+        let database = TestDatabase::create().await;
+        let store = Arc::new(database.store().await);
+        let pool = store.pool().clone();
+        let signal = store.job_signal().expect("Postgres signals new jobs");
+        let fx = Fixture::new(store);
+        wait_for_listener(&pool, None).await;
+        // Notifications arrive (and the one wake-up of the listener's connect is past).
+        assert!(signalled(&signal, async { drop(fx.create("plain").await) }).await);
+        let mut transaction = pool.begin().await.unwrap();
+        let notified = signal.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let request = jobs_core::AcquireRequest::new(
+            "tx-notify",
+            jobs_core::conformance::TEST_TYPE,
+            serde_json::json!({}),
+        );
+        fx.lock
+            .acquire_in(
+                &mut jobs_postgres::in_transaction(&mut transaction),
+                request,
+            )
+            .await
+            .unwrap();
+        // Given time to (wrongly) arrive before the commit.
+        let early = tokio::time::timeout(std::time::Duration::from_millis(500), notified.as_mut());
+        assert!(early.await.is_err(), "woken before the commit");
+        transaction.commit().await.unwrap();
+        tokio::time::timeout(WAIT, notified)
+            .await
+            .expect("no wake-up after the commit");
         database.drop().await;
     }
 }

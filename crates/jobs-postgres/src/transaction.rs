@@ -1,0 +1,28 @@
+//! Enqueueing in the caller's own transaction (see `jobs_core::transaction`).
+
+use async_trait::async_trait;
+use jobs_core::{InTransaction, Insert, NewJob, StoreError};
+use sqlx::postgres::PgConnection;
+
+/// A caller's Postgres connection, usually an open transaction, that
+/// [`LockService::acquire_in`](jobs_core::LockService::acquire_in) and
+/// [`LockService::enqueue_in`](jobs_core::LockService::enqueue_in) insert jobs through. The
+/// job and its `NOTIFY` exist only if the transaction commits; a plain connection (no
+/// transaction) commits at once.
+#[derive(Debug)]
+pub struct PgTransaction<'c> {
+    connection: &'c mut PgConnection,
+}
+
+/// `connection` as an [`InTransaction`]: `in_transaction(&mut tx)` of a
+/// `sqlx::Transaction<'_, Postgres>`, after the caller's own writes and before its commit.
+pub fn in_transaction(connection: &mut PgConnection) -> PgTransaction<'_> {
+    PgTransaction { connection }
+}
+
+#[async_trait]
+impl InTransaction for PgTransaction<'_> {
+    async fn insert(&mut self, job: NewJob) -> Result<Insert, StoreError> {
+        crate::store::insert_one(self.connection, &job).await
+    }
+}
