@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use app::config::{CommonArgs, WorkerArgs, byte_size};
 use clap::Parser;
-use jobs_core::runtime::Worker;
-use jobs_core::{RecoveryPolicy, SystemClock};
+use jobs_core::RecoveryPolicy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -348,10 +347,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
             state = state.ocr_engine(engine);
         }
         let deps = app::handlers::HandlerDeps::new(blob_store, &cli.worker);
-        let mut worker = Worker::new(job_store, Arc::new(SystemClock), cli.worker.worker_config());
-        for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {
-            worker = worker.handler(handler);
-        }
+        let worker = app::handlers::worker(job_store, &cli.worker, &deps)?;
         state = state.worker_metrics(worker.metrics());
         Some(worker)
     } else {

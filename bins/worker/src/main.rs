@@ -9,8 +9,7 @@ use app::config::{CommonArgs, WorkerArgs};
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
-use jobs_core::SystemClock;
-use jobs_core::runtime::{Worker, WorkerMetrics};
+use jobs_core::runtime::WorkerMetrics;
 
 /// Runs Folio's background jobs.
 #[derive(Debug, Parser)]
@@ -56,10 +55,7 @@ async fn run(cli: Cli) -> Result<()> {
         .map(|blobs| {
             app::handlers::spawn_sweeper(blobs, store.clone(), &cli.worker, shutdown.clone())
         });
-    let mut worker = Worker::new(store, Arc::new(SystemClock), cli.worker.worker_config());
-    for handler in app::handlers::select_handlers(&cli.worker.types, &deps)? {
-        worker = worker.handler(handler);
-    }
+    let worker = app::handlers::worker(store, &cli.worker, &deps)?;
     // Metrics stay up until the worker has stopped: through the shutdown grace too.
     let stopped = tokio_util::sync::CancellationToken::new();
     let mut metrics_server = None;

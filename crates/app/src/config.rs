@@ -164,6 +164,17 @@ pub struct WorkerArgs {
     #[arg(long, env = "FOLIO_UPLOAD_GRACE", value_parser = duration, default_value = "24h")]
     pub upload_grace: Duration,
 
+    /// A periodic job, `NAME=CRON:TYPE` (repeat the flag; `;` between them in the variable):
+    /// a `TYPE` job on resource `NAME` at each tick of the five-field `CRON`, e.g.
+    /// `book-7=0 3 * * *:finalize`. Every worker given the same schedule shares it: one job
+    /// per tick in all; a tick missed while no worker ran runs once, late.
+    #[arg(long = "schedule", env = "FOLIO_SCHEDULES", value_delimiter = ';', value_parser = schedule_flag)]
+    pub schedules: Vec<(String, String, String)>,
+
+    /// The IANA time zone the schedules' patterns are read in (`Europe/Berlin`).
+    #[arg(long, env = "FOLIO_SCHEDULE_TIMEZONE", default_value = "UTC")]
+    pub schedule_timezone: String,
+
     /// How `ocr` jobs recognize pages.
     #[command(flatten)]
     pub ocr: OcrArgs,
@@ -277,7 +288,34 @@ impl OcrArgs {
     }
 }
 
+/// `NAME=CRON:TYPE` as its three parts (the pattern has spaces, no `=` and no `:`); the
+/// pattern itself is checked with the time zone, by [`WorkerArgs::schedules`].
+fn schedule_flag(text: &str) -> Result<(String, String, String), String> {
+    let invalid = || {
+        format!("invalid schedule {text:?}: write NAME=CRON:TYPE, e.g. book-7=0 3 * * *:finalize")
+    };
+    let (name, rest) = text.split_once('=').ok_or_else(invalid)?;
+    let (pattern, job_type) = rest.rsplit_once(':').ok_or_else(invalid)?;
+    let (name, pattern, job_type) = (name.trim(), pattern.trim(), job_type.trim());
+    if name.is_empty() || pattern.is_empty() || job_type.is_empty() {
+        return Err(invalid());
+    }
+    Ok((name.to_owned(), pattern.to_owned(), job_type.to_owned()))
+}
+
 impl WorkerArgs {
+    /// The `--schedule`s in `--schedule-timezone`; an invalid pattern or zone is an error
+    /// naming it.
+    pub fn schedules(&self) -> Result<Vec<jobs_core::Schedule>, jobs_core::ScheduleError> {
+        self.schedules
+            .iter()
+            .map(|(name, pattern, job_type)| {
+                jobs_core::Schedule::new(name, pattern, job_type)?
+                    .in_timezone(&self.schedule_timezone)
+            })
+            .collect()
+    }
+
     /// `--staging-dir`, else the system's temp folder.
     pub fn staging_dir(&self) -> std::path::PathBuf {
         self.staging_dir.clone().unwrap_or_else(std::env::temp_dir)
@@ -410,6 +448,48 @@ mod tests {
         assert_eq!(cli.worker.types, ["ocr", "finalize"]);
         let error = Cli::try_parse_from(["worker", "--stale-after", "soon"]).unwrap_err();
         assert!(error.to_string().contains("500ms"), "{error}");
+    }
+
+    #[test]
+    fn schedules_parse_as_name_cron_and_type_in_the_time_zone() {
+        let cli = Cli::try_parse_from([
+            "worker",
+            "--schedule",
+            "book-7=0 3 * * *:finalize",
+            "--schedule",
+            "sweep=*/5 * * * *:ocr",
+            "--schedule-timezone",
+            "Europe/Berlin",
+        ])
+        .unwrap();
+        let schedules = cli.worker.schedules().unwrap();
+        assert_eq!(schedules.len(), 2);
+        assert_eq!(schedules[0].name(), "book-7");
+        assert_eq!(schedules[0].job_type(), "finalize");
+        let winter = chrono::DateTime::parse_from_rfc3339("2030-01-02T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            schedules[0].latest_tick(winter).unwrap().to_rfc3339(),
+            "2030-01-02T02:00:00+00:00",
+            "03:00 in Berlin"
+        );
+        for bad in ["no-equals", "name=0 3 * * *", "=0 3 * * *:ocr"] {
+            let error = Cli::try_parse_from(["worker", "--schedule", bad]).unwrap_err();
+            assert!(error.to_string().contains("NAME=CRON:TYPE"), "{error}");
+        }
+        let cli = Cli::try_parse_from(["worker", "--schedule", "x=61 * * * *:ocr"]).unwrap();
+        let error = cli.worker.schedules().unwrap_err();
+        assert!(error.to_string().contains("61 * * * *"), "{error}");
+        let cli = Cli::try_parse_from([
+            "worker",
+            "--schedule",
+            "x=* * * * *:ocr",
+            "--schedule-timezone",
+            "Nowhere/Else",
+        ])
+        .unwrap();
+        assert!(cli.worker.schedules().is_err());
     }
 
     #[test]

@@ -310,6 +310,25 @@ pub fn select_handlers(types: &[String], deps: &HandlerDeps) -> Result<Vec<Arc<d
         .collect()
 }
 
+/// The worker `args` describe, on `store` and the system clock: the handlers of its types
+/// and its schedules (`worker` and `api --with-worker` alike).
+pub fn worker(
+    store: Arc<dyn jobs_core::JobStore>,
+    args: &WorkerArgs,
+    deps: &HandlerDeps,
+) -> Result<jobs_core::runtime::Worker> {
+    let mut worker =
+        jobs_core::runtime::Worker::new(store, Arc::new(SystemClock), args.worker_config());
+    for handler in select_handlers(&args.types, deps)? {
+        worker = worker.handler(handler);
+    }
+    for schedule in args.schedules()? {
+        tracing::info!(schedule = schedule.name(), job_type = schedule.job_type(), timezone = %args.schedule_timezone, "periodic job");
+        worker = worker.schedule(schedule);
+    }
+    Ok(worker)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

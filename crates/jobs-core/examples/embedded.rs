@@ -1,7 +1,7 @@
 //! Another service embedding jobs-core with SQLite: a typed job, a batch of them enqueued
 //! in one call (one active job per team: the batch's second job for a team is busy), one
 //! enqueued in the same transaction as the service's own row (a rolled-back one leaves no
-//! job), run to the end.
+//! job), and a periodic one (a cron schedule in a time zone), run to the end.
 //!
 //! `cargo run -p jobs-core --example embedded`
 
@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use jobs_core::runtime::{HandlerError, Worker, WorkerConfig};
 use jobs_core::typed::{self, Context, Job};
-use jobs_core::{Acquire, JobStatus, LockService, RecoveryPolicy, SystemClock, async_trait};
+use jobs_core::{
+    Acquire, Clock, JobStatus, LockService, RecoveryPolicy, Schedule, StoreError, SystemClock,
+    async_trait,
+};
 use jobs_sqlite::SqliteJobStore;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -52,13 +55,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Run a worker in the background until `shutdown` fires.
     let shutdown = CancellationToken::new();
+    // A periodic job too: every second, a greeting for the night shift, enqueued once per
+    // tick however many workers are given the schedule.
+    let night_shift = Schedule::new("night-shift", "* * * * * *", Greet::TYPE)?
+        .in_timezone("Europe/Berlin")?
+        .with_payload(serde_json::json!({ "names": ["Margaret"] }));
     let worker = Worker::new(store.clone(), clock.clone(), WorkerConfig::default())
-        .handler(typed::handler::<Greet>(()));
+        .handler(typed::handler::<Greet>(()))
+        .schedule(night_shift.clone());
     let running = tokio::spawn(worker.run(shutdown.clone()));
 
     // Enqueue a batch in one round trip: one active "greet" job per team at a time, so
     // the batch's second job for team-1 is answered busy with the first one's job.
-    let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
+    let lock = LockService::new(store.clone(), clock.clone(), RecoveryPolicy::default());
     let greet = |names: &[&str]| Greet {
         names: names.iter().map(|name| name.to_string()).collect(),
     };
@@ -82,12 +91,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The service's own row and its job in one transaction: both or neither.
-    sqlx::query("CREATE TABLE teams (name TEXT PRIMARY KEY)")
+    jobs_sqlite::sqlx::query("CREATE TABLE teams (name TEXT PRIMARY KEY)")
         .execute(store.pool())
         .await?;
     for (team, commit) in [("team-3", true), ("team-4", false)] {
         let mut tx = store.pool().begin().await?;
-        sqlx::query("INSERT INTO teams (name) VALUES (?)")
+        jobs_sqlite::sqlx::query("INSERT INTO teams (name) VALUES (?)")
             .bind(team)
             .execute(&mut *tx)
             .await?;
@@ -112,12 +121,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // The schedule's next tick, which the worker enqueues when it comes.
+    let tick = night_shift
+        .next_tick(clock.now())
+        .ok_or("the schedule has a next tick")?;
+    created.push(night_shift.job_id(tick));
+
     // Follow the created jobs until they end.
     for id in created {
         let job = loop {
-            let job = jobs_core::JobStore::get(&*store, id).await?;
-            if job.status.is_terminal() {
-                break job;
+            match jobs_core::JobStore::get(&*store, id).await {
+                Ok(job) if job.status.is_terminal() => break job,
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(error) => return Err(error.into()),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };

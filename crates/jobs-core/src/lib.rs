@@ -7,6 +7,8 @@
 //! - the [`LockService`]: one active job per (resource, job type), lazy rescue, resume, cancel,
 //!   and enqueueing in the caller's own database transaction ([`transaction`]);
 //! - the worker runtime in [`runtime`]: handlers, heartbeats, retries, graceful shutdown;
+//! - periodic jobs in [`schedule`]: cron schedules in a time zone, one job per tick across
+//!   every worker;
 //! - typed jobs in [`typed`]: a job type as a Rust type, its payload and checkpoint decoded;
 //! - tracing across the queue in [`trace`]: a span around every handler run, and the trace
 //!   of the request that enqueued a job carried to the worker;
@@ -118,6 +120,7 @@ mod clock;
 mod job;
 mod lock;
 pub mod runtime;
+pub mod schedule;
 pub mod state;
 mod store;
 pub mod trace;
@@ -142,6 +145,7 @@ pub use job::{
     storable_text, truncate_to_micros,
 };
 pub use lock::{Acquire, AcquireRequest, LockError, LockService, RecoveryPolicy};
+pub use schedule::{CatchUp, Schedule, ScheduleError, Tick};
 pub use state::{IllegalTransition, Transition};
 pub use store::{
     ActiveIndex, ClaimParams, Finish, FinishChain, FinishOutcome, HeartbeatAck, HeartbeatParams,

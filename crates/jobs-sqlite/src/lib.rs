@@ -19,6 +19,9 @@ use tokio::sync::Notify;
 
 use crate::error::translate;
 
+/// The sqlx that [`in_transaction`] takes connections of, for callers without their own
+/// dependency on it (the versions must match).
+pub use sqlx;
 pub use transaction::{SqliteTransaction, in_transaction};
 
 mod error;

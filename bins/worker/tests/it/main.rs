@@ -282,6 +282,69 @@ async fn sigterm_hands_the_job_back_and_another_worker_takes_it_within_a_second(
     setup.database.drop().await;
 }
 
+/// `--schedule` on two worker processes: a job per tick of an every-second schedule, each
+/// tick enqueued by one of them, every job run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_given_one_schedule_enqueue_each_tick_once() {
+    let setup = setup().await;
+    let flags = [
+        "--types",
+        app::handlers::BENCH_NOOP,
+        "--schedule",
+        "beat=* * * * * *:bench.noop",
+    ];
+    let workers = [
+        WorkerProcess::start_with(setup.database.url(), "scheduler-a", &flags),
+        WorkerProcess::start_with(setup.database.url(), "scheduler-b", &flags),
+    ];
+    let query = jobs_core::JobQuery {
+        resource_key: Some("beat".to_owned()),
+        limit: 100,
+        ..jobs_core::JobQuery::default()
+    };
+    let jobs = eventually_with(
+        WAIT,
+        "four ticks' jobs to complete",
+        || workers.iter().map(WorkerProcess::log).collect(),
+        || async {
+            let jobs = setup.store.list(&query).await.unwrap();
+            let done = jobs
+                .iter()
+                .filter(|job| job.status == JobStatus::Completed)
+                .count();
+            (done >= 4).then_some(jobs)
+        },
+    )
+    .await;
+    for worker in &workers {
+        worker.signal("-TERM");
+    }
+    for worker in &workers {
+        let status = worker.process.wait_for_exit(WAIT).await;
+        assert!(
+            status.is_some_and(|status| status.success()),
+            "{}",
+            worker.log()
+        );
+    }
+    let enqueued: usize = workers
+        .iter()
+        .map(|worker| worker.log().matches("enqueued a scheduled job").count())
+        .sum();
+    let jobs_now = setup.store.list(&query).await.unwrap();
+    assert!(jobs_now.len() >= jobs.len());
+    assert_eq!(
+        enqueued,
+        jobs_now.len(),
+        "each job enqueued by exactly one worker: {jobs_now:?}"
+    );
+    assert!(
+        jobs.iter()
+            .all(|job| job.job_type == app::handlers::BENCH_NOOP)
+    );
+    setup.database.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_serves_health_and_metrics_over_http() {
     let setup = setup().await;

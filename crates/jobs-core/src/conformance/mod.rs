@@ -43,6 +43,7 @@ mod rescue;
 mod resume;
 mod retention;
 mod runtime;
+mod schedule;
 mod trace;
 mod transaction;
 mod typed;
@@ -62,6 +63,7 @@ pub use rescue::*;
 pub use resume::*;
 pub use retention::*;
 pub use runtime::*;
+pub use schedule::*;
 pub use trace::*;
 pub use transaction::*;
 pub use typed::*;
@@ -172,6 +174,11 @@ macro_rules! conformance_cases {
         $callback!(runtime_heartbeats_while_a_handler_holds_its_thread);
         $callback!(runtime_runs_a_chain_job_after_job);
         $callback!(runtime_retries_a_completion_whose_next_job_is_refused);
+        // periodic jobs
+        $callback!(schedule_enqueues_each_tick_once_across_three_workers);
+        $callback!(schedule_catch_up_runs_the_latest_missed_tick_once);
+        $callback!(schedule_skip_drops_ticks_older_than_the_grace);
+        $callback!(schedule_tick_waits_for_the_previous_run_to_end);
         // typed jobs
         $callback!(typed_job_resumes_from_its_typed_checkpoint);
         $callback!(typed_job_with_a_payload_that_does_not_decode_fails_at_once);

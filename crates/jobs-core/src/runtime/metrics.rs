@@ -38,6 +38,9 @@ pub struct WorkerMetrics {
     /// it ended (`retried`, `failed` on its last attempt, or `cancelled` when a cancel was
     /// requested). A panic after the lease was lost counts only in `lease_lost`.
     pub panics: AtomicU64,
+    /// Ticks of its schedules this worker enqueued (another worker may enqueue a tick
+    /// first: the sum over every worker is one per tick).
+    pub scheduled: AtomicU64,
     /// Stale jobs requeued by this worker's rescuer.
     pub rescued_requeued: AtomicU64,
     /// Jobs failed by this worker's rescuer (stale with attempts used, or pending timeout).
@@ -109,6 +112,11 @@ impl WorkerMetrics {
                 "folio_worker_jobs_deleted_total",
                 "Finished jobs deleted past the retention.",
                 &self.retention_deleted,
+            ),
+            (
+                "folio_worker_scheduled_total",
+                "Ticks of periodic jobs this worker enqueued.",
+                &self.scheduled,
             ),
         ];
         for (name, help, value) in counters {

@@ -17,7 +17,8 @@
 //!   handler is marked cancelled; ends are batched into one store call, fenced per job.
 //! - Every `heartbeat_interval` it touches its registry row; every second (or
 //!   `heartbeat_interval`, if shorter) it rescues stuck jobs, so a dead worker's job is
-//!   requeued within a second of going stale.
+//!   requeued within a second of going stale; with it, it enqueues the latest tick of each
+//!   of its schedules (see [`crate::schedule`]).
 //! - With a `job_retention`, once a minute (by its clock) it deletes the finished jobs that
 //!   ended longer ago, `retention_batch` at a time with a short pause between batches, in a
 //!   task of its own so a long backlog never delays a rescue.
@@ -49,7 +50,7 @@ use context::{Flushed, Shared};
 
 use crate::{
     Backoff, ClaimParams, Clock, Finish, FinishOutcome, Job, JobError, JobId, JobStatus, JobStore,
-    LockService, RecoveryPolicy, StoreError, WorkerInfo, codes,
+    LockService, RecoveryPolicy, Schedule, StoreError, Tick, WorkerInfo, codes,
 };
 
 /// How a worker runs. The defaults are the ones of the product specification.
@@ -189,6 +190,7 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     config: WorkerConfig,
     handlers: HashMap<String, Arc<dyn JobHandler>>,
+    schedules: Vec<Schedule>,
     metrics: Arc<WorkerMetrics>,
 }
 
@@ -217,6 +219,7 @@ struct Runtime {
     metrics: Arc<WorkerMetrics>,
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     running: Mutex<HashMap<JobId, Running>>,
+    schedules: Vec<Schedule>,
 }
 
 impl Runtime {
@@ -247,8 +250,16 @@ impl Worker {
             clock,
             config,
             handlers: HashMap::new(),
+            schedules: Vec::new(),
             metrics: Arc::default(),
         }
+    }
+
+    /// Adds a periodic job (see [`crate::schedule`]): with its rescue, every second, the
+    /// worker enqueues the schedule's latest tick, once across every worker given it.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
     }
 
     /// Adds the handler of one job type (replacing an earlier one for the same type).
@@ -337,6 +348,7 @@ impl Worker {
             metrics: self.metrics.clone(),
             finisher: finisher_tx,
             running: Mutex::new(HashMap::new()),
+            schedules: self.schedules.clone(),
         });
         (runtime, finisher)
     }
@@ -498,11 +510,14 @@ async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(runtime.config.rescue_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched: Option<Instant> = None;
+    // The latest tick of each schedule known to have its job: no read until the next one.
+    let mut ticks_done: HashMap<String, DateTime<Utc>> = HashMap::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             () = stop.cancelled() => return,
         }
+        enqueue_ticks(&runtime, &lock, &mut ticks_done).await;
         if touched.is_none_or(|at| at.elapsed() >= runtime.config.heartbeat_interval) {
             touched = Some(Instant::now());
             let worker_id = &runtime.config.worker_id;
@@ -529,6 +544,39 @@ async fn maintain(runtime: Arc<Runtime>, stop: CancellationToken) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error_chain(&error), "rescue failed"),
+        }
+    }
+}
+
+/// Enqueues each schedule's latest tick unless `done` says its job exists.
+async fn enqueue_ticks(
+    runtime: &Runtime,
+    lock: &LockService,
+    done: &mut HashMap<String, DateTime<Utc>>,
+) {
+    for schedule in &runtime.schedules {
+        let Some(tick) = schedule.latest_tick(runtime.clock.now()) else {
+            continue;
+        };
+        if done.get(schedule.name()) == Some(&tick) {
+            continue;
+        }
+        match lock.enqueue_tick(schedule).await {
+            Ok(Tick::Enqueued(job)) => {
+                tracing::info!(schedule = schedule.name(), %tick, job.id = %job.id, "enqueued a scheduled job");
+                runtime
+                    .metrics
+                    .scheduled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                done.insert(schedule.name().to_owned(), tick);
+            }
+            Ok(Tick::AlreadyEnqueued | Tick::Skipped) => {
+                done.insert(schedule.name().to_owned(), tick);
+            }
+            Ok(Tick::NotYet | Tick::Overlapping(_)) => {}
+            Err(error) => {
+                tracing::warn!(schedule = schedule.name(), error = %error_chain(&error), "enqueueing a scheduled job failed; retrying");
+            }
         }
     }
 }
