@@ -5,14 +5,10 @@
 //! order and the job that sends its receipt. Each store crate wraps a connection of its
 //! database (an open transaction, or a plain connection) as an [`InTransaction`]
 //! (`jobs_postgres::in_transaction`, `jobs_sqlite::in_transaction`), and
-//! [`LockService::acquire_in`] / [`LockService::enqueue_in`] insert through it:
-//!
-//! ```text
-//! let mut tx = pool.begin().await?;
-//! sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(id).execute(&mut *tx).await?;
-//! lock.enqueue_in(&mut jobs_postgres::in_transaction(&mut tx), &id.to_string(), &SendReceipt { id }).await?;
-//! tx.commit().await?;
-//! ```
+//! [`LockService::acquire_in`] / [`LockService::enqueue_in`] insert through it: begin a
+//! transaction on the store's pool, write the service's own rows in it, call
+//! `lock.enqueue_in(&mut jobs_postgres::in_transaction(&mut tx), resource_key, &job)`, and
+//! commit (the README of `jobs-sqlite` has a complete example).
 //!
 //! One active job per (resource, job type) holds inside the transaction as outside it: the
 //! store's unique index decides, so an acquire in a transaction answers `Busy` with a
