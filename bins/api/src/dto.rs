@@ -376,8 +376,9 @@ pub struct JobListQuery {
 #[into_params(parameter_in = Query)]
 pub struct AllJobsQuery {
     /// Only jobs in one of these statuses, comma-separated (`failed,cancelled`); any status
-    /// when absent or empty.
-    #[param(value_type = Option<Vec<JobStatus>>, style = Form, explode = false)]
+    /// when absent. An empty value is refused (422): on the wire it is both no status and
+    /// one empty one.
+    #[param(value_type = Option<Vec<JobStatus>>, style = Form, explode = false, min_items = 1)]
     pub status: Option<String>,
     /// Only jobs of this type.
     #[serde(rename = "type")]

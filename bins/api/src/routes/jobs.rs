@@ -237,11 +237,12 @@ pub(crate) async fn list_book_jobs(
     }))
 }
 
-/// The statuses of a comma-separated `status` parameter (none when it is empty), or 422.
-fn job_statuses(text: &str) -> Result<Vec<JobStatus>, ApiError> {
-    if text.is_empty() {
+/// The statuses of a comma-separated `status` parameter (none when it is absent), or 422
+/// for an unknown or empty one.
+fn job_statuses(text: Option<&str>) -> Result<Vec<JobStatus>, ApiError> {
+    let Some(text) = text else {
         return Ok(Vec::new());
-    }
+    };
     text.split(',')
         .map(|name| {
             name.trim()
@@ -275,7 +276,7 @@ pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<AllJobsQuery>,
 ) -> Result<axum::Json<JobPage>, ApiError> {
-    let statuses = job_statuses(query.status.as_deref().unwrap_or_default())?;
+    let statuses = job_statuses(query.status.as_deref())?;
     let job_type = query.job_type.as_deref().map(job_type).transpose()?;
     let limit = listing_limit(query.limit)?;
     let before = match query.before.as_deref() {
