@@ -192,11 +192,6 @@ impl LockService {
         self
     }
 
-    /// `max_attempts` of the jobs it creates.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
     /// The store it writes to, for the reads it has no method of its own for (`get`, `list`).
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.store

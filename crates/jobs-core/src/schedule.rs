@@ -29,7 +29,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 
 use crate::job::{Job, JobId, NewJob};
-use crate::lock::LockService;
+use crate::lock::{AcquireRequest, LockService};
 use crate::store::{Insert, StoreError};
 
 /// What a schedule does with ticks missed while no worker ran it.
@@ -232,17 +232,12 @@ impl LockService {
             Err(StoreError::NotFound(_)) => {}
             Err(error) => return Err(error),
         }
+        let request =
+            AcquireRequest::new(&schedule.name, &schedule.job_type, schedule.payload.clone());
+        // No trace parent: a tick is not part of whatever span the worker's maintenance is in.
         let job = NewJob {
             id,
-            resource_key: schedule.name.clone(),
-            job_type: schedule.job_type.clone(),
-            payload: schedule.payload.clone(),
-            max_attempts: self.max_attempts(),
-            checkpoint: None,
-            resumed_from: None,
-            then: Vec::new(),
-            trace_parent: None,
-            now,
+            ..self.new_job(request, now, &None)
         };
         match self.store().insert(job).await {
             Ok(Insert::Inserted(job)) => Ok(Tick::Enqueued(job)),
