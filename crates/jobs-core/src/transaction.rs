@@ -4,10 +4,10 @@
 //! A service that writes its own rows and starts a job about them wants both or neither: an
 //! order and the job that sends its receipt. Each store crate wraps a connection of its
 //! database (an open transaction, or a plain connection) as an [`InTransaction`]
-//! (`jobs_postgres::in_transaction`, `jobs_sqlite::in_transaction`), and
+//! (`PgJobStore::in_transaction` of `jobs-postgres`, `jobs_sqlite::in_transaction`), and
 //! [`LockService::acquire_in`] / [`LockService::enqueue_in`] insert through it: begin a
 //! transaction on the store's pool, write the service's own rows in it, call
-//! `lock.enqueue_in(&mut jobs_postgres::in_transaction(&mut tx), resource_key, &job)`, and
+//! `lock.enqueue_in(&mut store.in_transaction(&mut tx), resource_key, &job)`, and
 //! commit (the README of `jobs-sqlite` has a complete example).
 //!
 //! One active job per (resource, job type) holds inside the transaction as outside it: the

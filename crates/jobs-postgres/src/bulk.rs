@@ -32,7 +32,7 @@ use crate::rows::job_from_row;
 /// (resource, type). One notification for the whole batch, when it inserted any. The
 /// active jobs are looked up per item not inserted, through the one-active index (`LATERAL`):
 /// a join would let the generic plan hash the batch and scan every active job.
-const INSERT_MANY: &str = concat!(
+pub(crate) const INSERT_MANY: &str = concat!(
     "
 WITH batch AS (
     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::int4[],
@@ -78,6 +78,7 @@ const DEADLOCK_DETECTED: &str = "40P01";
 /// [`jobs_core::JobStore::insert_many`] on Postgres.
 pub(crate) async fn insert_many(
     pool: &PgPool,
+    sql: &'static str,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<Insert>, StoreError> {
     if jobs.is_empty() {
@@ -110,7 +111,7 @@ pub(crate) async fn insert_many(
             ));
         }
         let sent: HashSet<JobId> = pending.iter().map(|&index| jobs[index].id).collect();
-        let rows = match statement(&jobs, &pending).fetch_all(pool).await {
+        let rows = match statement(sql, &jobs, &pending).fetch_all(pool).await {
             Ok(rows) => rows,
             Err(sqlx::Error::Database(error))
                 if error.code().as_deref() == Some(DEADLOCK_DETECTED) =>
@@ -157,8 +158,9 @@ pub(crate) async fn insert_many(
         .collect())
 }
 
-/// [`INSERT_MANY`] bound to the jobs at `indexes`.
+/// [`INSERT_MANY`] (`sql`, in the store's schema) bound to the jobs at `indexes`.
 fn statement<'q>(
+    sql: &'static str,
     jobs: &[NewJob],
     indexes: &[usize],
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -188,7 +190,7 @@ fn statement<'q>(
             jobs_core::trace::storable_trace_parent(job.trace_parent.as_deref()).map(str::to_owned),
         );
     }
-    sqlx::query(INSERT_MANY)
+    sqlx::query(sql)
         .bind(ids)
         .bind(resource_keys)
         .bind(job_types)

@@ -18,11 +18,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 
 use crate::error::translate;
+use crate::sql::Statements;
 
-/// The sqlx that [`in_transaction`] takes connections of, for callers without their own
+pub use schema::{InvalidSchema, Schema};
+/// The sqlx that [`PgJobStore::in_transaction`] takes connections of, for callers without their own
 /// dependency on it (the versions must match).
 pub use sqlx;
-pub use transaction::{PgTransaction, in_transaction};
+pub use transaction::PgTransaction;
 
 mod bulk;
 mod error;
@@ -30,13 +32,15 @@ mod listener;
 #[cfg(all(test, feature = "testing"))]
 mod plans;
 mod rows;
+mod schema;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transaction;
 
-/// The channel that job inserts are announced on; the payload is the job type.
+/// The channel that job inserts are announced on (in the search path's tables; a named
+/// schema's is [`Schema::channel`]); the payload is the job type.
 pub const NOTIFY_CHANNEL: &str = "folio_jobs";
 
 /// The table that records which migrations ran (kept apart from the embedding service's).
@@ -62,6 +66,8 @@ pub struct PoolSettings {
     /// an error its caller retries, and a fifth of it is the longest pause between two
     /// connection attempts: how late the pool notices that the server is back.
     pub acquire_timeout: Duration,
+    /// The schema the store's tables are in (default: the connections' search path).
+    pub schema: Schema,
 }
 
 impl PoolSettings {
@@ -70,6 +76,7 @@ impl PoolSettings {
         Self {
             max_connections,
             acquire_timeout: Self::ACQUIRE_TIMEOUT,
+            schema: Schema::default(),
         }
     }
 
@@ -94,6 +101,8 @@ impl PoolSettings {
 #[derive(Debug, Clone)]
 pub struct PgJobStore {
     pool: PgPool,
+    schema: Schema,
+    sql: &'static Statements,
     /// Fired on every `NOTIFY folio_jobs`; the listener starts when a worker first asks.
     signal: Arc<OnceLock<Arc<Notify>>>,
 }
@@ -119,7 +128,7 @@ impl PgJobStore {
             .connect_with(options)
             .await
             .map_err(translate)?;
-        let store = Self::from_pool(pool);
+        let store = Self::from_pool_in(pool, settings.schema.clone());
         store.migrate().await?;
         Ok(store)
     }
@@ -128,19 +137,55 @@ impl PgJobStore {
     /// pool's own settings apply: to plan statements once, as [`PgJobStore::connect`] does,
     /// give its connections `plan_cache_mode = force_generic_plan`.
     pub fn from_pool(pool: PgPool) -> Self {
+        Self::from_pool_in(pool, Schema::default())
+    }
+
+    /// [`PgJobStore::from_pool`] with the tables in `schema`.
+    pub fn from_pool_in(pool: PgPool, schema: Schema) -> Self {
         Self {
             pool,
+            sql: schema.statements(),
+            schema,
             signal: Arc::new(OnceLock::new()),
         }
     }
 
     /// Runs the pending migrations. Safe to call from many processes at once (sqlx takes an
-    /// advisory lock).
+    /// advisory lock). A named schema is created if missing, and gets its own migration
+    /// history: the migrations run on a connection whose search path is that schema alone,
+    /// closed afterwards so no other statement runs with it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        migrator()
-            .run(&self.pool)
-            .await
-            .map_err(|error| StoreError::Backend(Box::new(error)))
+        let backend = |error: sqlx::migrate::MigrateError| StoreError::Backend(Box::new(error));
+        let Some(schema) = self.schema.name() else {
+            return migrator().run(&self.pool).await.map_err(backend);
+        };
+        let mut connection = self.pool.acquire().await.map_err(translate)?.detach();
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&mut connection)
+        .await;
+        match created {
+            Ok(_) => {}
+            // Two processes creating it at once: one of them meets the other's row.
+            Err(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("23505" | "42P06")) => {}
+            Err(error) => return Err(translate(error)),
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET search_path TO \"{schema}\""
+        )))
+        .execute(&mut connection)
+        .await
+        .map_err(translate)?;
+        let migrated = migrator().run(&mut connection).await.map_err(backend);
+        let _ = sqlx::Connection::close(connection).await;
+        migrated
+    }
+
+    /// The schema the store's tables are in.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
     }
 
     /// The pool, for LISTEN connections and health checks.

@@ -6,23 +6,21 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 
-use crate::NOTIFY_CHANNEL;
-
 /// The longest pause between two attempts of the listener to connect again. Each attempt
 /// itself waits up to the pool's acquire timeout (retrying the connection inside it), so
 /// a longer pause would only delay the reconnect after the server is back.
 pub(crate) const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Listens on [`NOTIFY_CHANNEL`] and fires `signal` on each notification, reconnecting
+/// Listens on `channel` (the store's [`crate::Schema::channel`]) and fires `signal` on each notification, reconnecting
 /// with backoff when the connection drops (a server restart, a terminated backend). After
 /// every (re)connect it fires once, since notifications sent while disconnected are lost.
 /// Ends when the last worker drops the signal.
-pub(crate) async fn listen(pool: PgPool, signal: Weak<Notify>) {
+pub(crate) async fn listen(pool: PgPool, channel: &'static str, signal: Weak<Notify>) {
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;
     loop {
         match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+            Ok(mut listener) => match listener.listen(channel).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     if reconnecting {
@@ -48,7 +46,7 @@ pub(crate) async fn listen(pool: PgPool, signal: Weak<Notify>) {
                         }
                     }
                 }
-                Err(error) => tracing::warn!(%error, "LISTEN {NOTIFY_CHANNEL} failed"),
+                Err(error) => tracing::warn!(%error, "LISTEN {channel} failed"),
             },
             Err(error) => tracing::warn!(%error, "job notification listener cannot connect"),
         }

@@ -7,24 +7,106 @@ use jobs_core::{Finish, FinishOutcome, JobId, JobStatus, RescueScope};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::NOTIFY_CHANNEL;
 use crate::rows::json_value;
+use crate::schema::qualify;
 
-/// The statements of a rescue, and the scope to bind after their other parameters.
-pub(crate) fn rescue_statements(
-    scope: &RescueScope,
-) -> (&'static str, &'static str, Option<(&str, &str)>) {
-    match scope {
-        RescueScope::All => (RESCUE_STALE, RESCUE_PENDING, None),
-        RescueScope::Resource {
-            resource_key,
-            job_type,
-        } => (
-            RESCUE_STALE_SCOPED,
-            RESCUE_PENDING_SCOPED,
-            Some((resource_key.as_str(), job_type.as_str())),
-        ),
+/// Declares [`Statements`]: one field per statement, its template written against the
+/// unqualified tables.
+macro_rules! statements {
+    ($($field:ident: $template:expr,)*) => {
+        /// Every statement of a store, for the schema its tables are in
+        /// ([`crate::Schema::statements`]), and the schema's notification channel.
+        pub(crate) struct Statements {
+            $(pub(crate) $field: &'static str,)*
+            pub(crate) channel: &'static str,
+        }
+
+        impl Statements {
+            /// The templates themselves: tables found through the search path.
+            pub(crate) const UNQUALIFIED: Statements = Statements {
+                $($field: $template,)*
+                channel: NOTIFY_CHANNEL,
+            };
+
+            /// Every template qualified by `schema` (rendered once per schema and kept for
+            /// the process's life, see `Schema::statements`).
+            pub(crate) fn in_schema(schema: &str) -> Statements {
+                let leak = |sql: String| -> &'static str { Box::leak(sql.into_boxed_str()) };
+                Statements {
+                    $($field: leak(qualify($template, schema)),)*
+                    channel: leak(format!("{schema}.{NOTIFY_CHANNEL}")),
+                }
+            }
+
+            #[cfg(test)]
+            pub(crate) fn all(&self) -> Vec<&'static str> {
+                vec![$(self.$field,)*]
+            }
+        }
+    };
+}
+
+statements! {
+    insert: INSERT,
+    insert_many: crate::bulk::INSERT_MANY,
+    select_active: SELECT_ACTIVE,
+    get: GET,
+    statuses: STATUSES,
+    claim: CLAIM,
+    heartbeat: HEARTBEAT,
+    finish: FINISH,
+    complete_chained: COMPLETE_CHAINED,
+    link_next: LINK_NEXT,
+    request_cancel: REQUEST_CANCEL,
+    rescue_stale: RESCUE_STALE,
+    rescue_stale_scoped: RESCUE_STALE_SCOPED,
+    rescue_pending: RESCUE_PENDING,
+    rescue_pending_scoped: RESCUE_PENDING_SCOPED,
+    notify: NOTIFY,
+    delete_finished: DELETE_FINISHED,
+    register_worker: REGISTER_WORKER,
+    touch_worker: TOUCH_WORKER,
+    remove_worker: REMOVE_WORKER,
+    list_workers: LIST_WORKERS,
+    list: LIST,
+    list_resource: LIST_RESOURCE,
+}
+
+impl std::fmt::Debug for Statements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The statements are long and the same for every store of a schema.
+        f.debug_struct("Statements")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
     }
 }
+
+impl Statements {
+    /// The statements of a rescue, and the scope to bind after their other parameters.
+    pub(crate) fn rescue<'s>(
+        &self,
+        scope: &'s RescueScope,
+    ) -> (&'static str, &'static str, Option<(&'s str, &'s str)>) {
+        match scope {
+            RescueScope::All => (self.rescue_stale, self.rescue_pending, None),
+            RescueScope::Resource {
+                resource_key,
+                job_type,
+            } => (
+                self.rescue_stale_scoped,
+                self.rescue_pending_scoped,
+                Some((resource_key.as_str(), job_type.as_str())),
+            ),
+        }
+    }
+}
+
+/// A job by id.
+pub(crate) const GET: &str = "SELECT * FROM folio_jobs WHERE id = $1";
+
+/// The status of each job of `$1` that exists (why a fenced write changed nothing).
+pub(crate) const STATUSES: &str = "SELECT id, status FROM folio_jobs WHERE id = ANY($1)";
 
 /// The statuses the one-active index admits, from its predicate as `pg_indexes` deparses it:
 /// `(status = ANY (ARRAY['a'::text, 'b'::text]))`.
@@ -234,6 +316,13 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (id) DO UPDATE
 SET host = excluded.host, job_types = excluded.job_types, started_at = excluded.started_at,
     last_seen = excluded.last_seen";
+
+pub(crate) const TOUCH_WORKER: &str = "UPDATE folio_workers SET last_seen = $2 WHERE id = $1";
+
+pub(crate) const REMOVE_WORKER: &str = "DELETE FROM folio_workers WHERE id = $1";
+
+pub(crate) const LIST_WORKERS: &str =
+    "SELECT * FROM folio_workers WHERE last_seen >= $1 ORDER BY last_seen DESC, id";
 
 /// Every book's jobs, newest first, each status read where it costs least (see
 /// `migrations/0006_list_by_status.sql`). `$1` holds the statuses found by a

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::error::{is_refusal, translate};
 use crate::rows::{finished_statuses, job_from_row, jobs_from_rows, json_value, parse_status};
+use crate::sql::Statements;
 use crate::sql::*;
 use crate::{PgJobStore, bulk, listener};
 
@@ -28,7 +29,7 @@ impl PgJobStore {
         ids: &[JobId],
     ) -> Result<HashMap<JobId, StoreError>, StoreError> {
         let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
-        let rows = sqlx::query("SELECT id, status FROM folio_jobs WHERE id = ANY($1)")
+        let rows = sqlx::query(self.sql.statuses)
             .bind(&uuids)
             .fetch_all(&self.pool)
             .await
@@ -59,11 +60,12 @@ impl PgJobStore {
 /// The insert loses to an active job; that job may end before it is read, so it retries.
 async fn insert_job(
     connection: &mut PgConnection,
+    sql: &'static Statements,
     job: &NewJob,
     previous: Option<JobId>,
 ) -> Result<Result<PgRow, PgRow>, sqlx::Error> {
     for _ in 0..16 {
-        let inserted = sqlx::query(INSERT)
+        let inserted = sqlx::query(sql.insert)
             .bind(job.id.as_uuid())
             .bind(&job.resource_key)
             .bind(&job.job_type)
@@ -82,7 +84,7 @@ async fn insert_job(
         if let Some(row) = inserted {
             return Ok(Ok(row));
         }
-        let active = sqlx::query(SELECT_ACTIVE)
+        let active = sqlx::query(sql.select_active)
             .bind(&job.resource_key)
             .bind(&job.job_type)
             .fetch_optional(&mut *connection)
@@ -99,9 +101,10 @@ async fn insert_job(
 /// [`JobStore::insert`] on `connection` (the store's, or a caller's transaction).
 pub(crate) async fn insert_one(
     connection: &mut PgConnection,
+    sql: &'static Statements,
     job: &NewJob,
 ) -> Result<Insert, StoreError> {
-    match insert_job(connection, job, None).await {
+    match insert_job(connection, sql, job, None).await {
         Ok(Ok(inserted)) => Ok(Insert::Inserted(job_from_row(&inserted)?)),
         Ok(Err(active)) => Ok(Insert::Busy(job_from_row(&active)?)),
         Err(error) => Err(translate(error)),
@@ -113,10 +116,11 @@ pub(crate) async fn insert_one(
 /// when the fence refused the completion (nothing written).
 async fn complete_chained(
     connection: &mut PgConnection,
+    sql: &'static Statements,
     now: DateTime<Utc>,
     finish: &Finish,
 ) -> Result<Option<JobStatus>, sqlx::Error> {
-    let Some(row) = sqlx::query(COMPLETE_CHAINED)
+    let Some(row) = sqlx::query(sql.complete_chained)
         .bind(finish.id.as_uuid())
         .bind(finish.lease.0)
         .bind(now)
@@ -144,10 +148,10 @@ async fn complete_chained(
         trace_parent: row.try_get("trace_parent")?,
         now,
     };
-    let next_id: Uuid = match insert_job(connection, &next, Some(finish.id)).await? {
+    let next_id: Uuid = match insert_job(connection, sql, &next, Some(finish.id)).await? {
         Ok(inserted) | Err(inserted) => inserted.try_get("id")?,
     };
-    sqlx::query(LINK_NEXT)
+    sqlx::query(sql.link_next)
         .bind(finish.id.as_uuid())
         .bind(next_id)
         .execute(&mut *connection)
@@ -172,7 +176,7 @@ impl PgJobStore {
             batch.iter().partition(|finish| finish.continues_chain());
         for finish in chained {
             let mut savepoint = transaction.begin().await.map_err(translate)?;
-            match complete_chained(&mut savepoint, now, finish).await {
+            match complete_chained(&mut savepoint, self.sql, now, finish).await {
                 Ok(status) => {
                     savepoint.commit().await.map_err(translate)?;
                     if let Some(status) = status {
@@ -188,7 +192,7 @@ impl PgJobStore {
         }
         if !plain.is_empty() {
             let plain: Vec<Finish> = plain.into_iter().cloned().collect();
-            let rows = finish_statement(FINISH, now, &plain)
+            let rows = finish_statement(self.sql.finish, now, &plain)
                 .fetch_all(&mut *transaction)
                 .await
                 .map_err(translate)?;
@@ -203,15 +207,15 @@ impl PgJobStore {
 impl JobStore for PgJobStore {
     async fn insert(&self, job: NewJob) -> Result<Insert, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(translate)?;
-        insert_one(&mut connection, &job).await
+        insert_one(&mut connection, self.sql, &job).await
     }
 
     async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Insert>, StoreError> {
-        bulk::insert_many(&self.pool, jobs).await
+        bulk::insert_many(&self.pool, self.sql.insert_many, jobs).await
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
-        let row = sqlx::query("SELECT * FROM folio_jobs WHERE id = $1")
+        let row = sqlx::query(self.sql.get)
             .bind(id.as_uuid())
             .fetch_optional(&self.pool)
             .await
@@ -225,7 +229,7 @@ impl JobStore for PgJobStore {
         let job_type = query.job_type.as_deref();
         let before = list_before(query.before);
         let statement = match query.resource_key.as_deref() {
-            Some(resource_key) => sqlx::query(LIST_RESOURCE)
+            Some(resource_key) => sqlx::query(self.sql.list_resource)
                 .bind(resource_key)
                 .bind(job_type)
                 .bind(JobQuery::wanted_statuses(&query.statuses))
@@ -233,7 +237,7 @@ impl JobStore for PgJobStore {
                 .bind(limit),
             None => {
                 let (scanned, indexed) = JobQuery::listing_branches(&query.statuses);
-                sqlx::query(LIST)
+                sqlx::query(self.sql.list)
                     .bind(scanned)
                     .bind(indexed)
                     .bind(before)
@@ -246,7 +250,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn claim(&self, params: &ClaimParams) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(CLAIM)
+        let rows = sqlx::query(self.sql.claim)
             .bind(params.now)
             .bind(&params.job_types)
             .bind(i64::from(params.limit))
@@ -260,7 +264,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn heartbeat(&self, params: &HeartbeatParams) -> Result<HeartbeatAck, StoreError> {
-        let row = sqlx::query(HEARTBEAT)
+        let row = sqlx::query(self.sql.heartbeat)
             .bind(params.id.as_uuid())
             .bind(params.lease.0)
             .bind(params.now)
@@ -290,7 +294,7 @@ impl JobStore for PgJobStore {
         let (finished, mut refused) = if batch.iter().any(Finish::continues_chain) {
             self.finish_with_chains(now, batch).await?
         } else {
-            let rows = finish_statement(FINISH, now, batch)
+            let rows = finish_statement(self.sql.finish, now, batch)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(translate)?;
@@ -302,7 +306,7 @@ impl JobStore for PgJobStore {
             .values()
             .any(|status| *status == JobStatus::Pending)
         {
-            sqlx::query(NOTIFY)
+            sqlx::query(self.sql.notify)
                 .execute(&self.pool)
                 .await
                 .map_err(translate)?;
@@ -328,7 +332,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn request_cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<Job, StoreError> {
-        let row = sqlx::query(REQUEST_CANCEL)
+        let row = sqlx::query(self.sql.request_cancel)
             .bind(id.as_uuid())
             .bind(now)
             .fetch_optional(&self.pool)
@@ -349,7 +353,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn rescue(&self, params: &RescueParams) -> Result<RescueReport, StoreError> {
-        let (stale_sql, pending_sql, scope) = rescue_statements(&params.scope);
+        let (stale_sql, pending_sql, scope) = self.sql.rescue(&params.scope);
         let mut stale = sqlx::query(stale_sql)
             .bind(params.now)
             .bind(params.stale_before)
@@ -376,7 +380,7 @@ impl JobStore for PgJobStore {
         let expired = expired.fetch_all(&self.pool).await.map_err(translate)?;
         let report = RescueReport::from_changes(stale, expired.into_iter().map(JobId::from_uuid));
         if !report.requeued.is_empty() {
-            sqlx::query(NOTIFY)
+            sqlx::query(self.sql.notify)
                 .execute(&self.pool)
                 .await
                 .map_err(translate)?;
@@ -398,7 +402,7 @@ impl JobStore for PgJobStore {
             .execute(&mut *transaction)
             .await
             .map_err(translate)?;
-        let deleted = sqlx::query(DELETE_FINISHED)
+        let deleted = sqlx::query(self.sql.delete_finished)
             .bind(finished_before)
             .bind(i64::from(limit))
             .execute(&mut *transaction)
@@ -412,8 +416,10 @@ impl JobStore for PgJobStore {
     async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
         let definition: String = sqlx::query_scalar(
             "SELECT indexdef FROM pg_indexes
-             WHERE indexname = 'folio_jobs_one_active' AND schemaname = current_schema()",
+             WHERE indexname = 'folio_jobs_one_active'
+               AND schemaname = COALESCE($1, current_schema())",
         )
+        .bind(self.schema.name())
         .fetch_optional(&self.pool)
         .await
         .map_err(translate)?
@@ -422,7 +428,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn register_worker(&self, worker: &WorkerInfo) -> Result<(), StoreError> {
-        sqlx::query(REGISTER_WORKER)
+        sqlx::query(self.sql.register_worker)
             .bind(&worker.id)
             .bind(&worker.host)
             .bind(Json(&worker.job_types))
@@ -435,7 +441,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn touch_worker(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE folio_workers SET last_seen = $2 WHERE id = $1")
+        let result = sqlx::query(self.sql.touch_worker)
             .bind(id)
             .bind(now)
             .execute(&self.pool)
@@ -445,7 +451,7 @@ impl JobStore for PgJobStore {
     }
 
     async fn remove_worker(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM folio_workers WHERE id = $1")
+        sqlx::query(self.sql.remove_worker)
             .bind(id)
             .execute(&self.pool)
             .await
@@ -454,13 +460,11 @@ impl JobStore for PgJobStore {
     }
 
     async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM folio_workers WHERE last_seen >= $1 ORDER BY last_seen DESC, id",
-        )
-        .bind(seen_since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(translate)?;
+        let rows = sqlx::query(self.sql.list_workers)
+            .bind(seen_since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(translate)?;
         rows.iter()
             .map(|row| {
                 Ok(WorkerInfo {
@@ -484,7 +488,11 @@ impl JobStore for PgJobStore {
     fn job_signal(&self) -> Option<Arc<Notify>> {
         let signal = self.signal.get_or_init(|| {
             let signal = Arc::new(Notify::new());
-            tokio::spawn(listener::listen(self.pool.clone(), Arc::downgrade(&signal)));
+            tokio::spawn(listener::listen(
+                self.pool.clone(),
+                self.sql.channel,
+                Arc::downgrade(&signal),
+            ));
             signal
         });
         Some(signal.clone())

@@ -114,7 +114,16 @@ impl TestDatabase {
 
     /// A migrated store on the database.
     pub async fn store(&self) -> PgJobStore {
-        PgJobStore::connect(&self.url, 16)
+        self.store_in(crate::Schema::default()).await
+    }
+
+    /// A migrated store on the database, its tables in `schema`.
+    pub async fn store_in(&self, schema: crate::Schema) -> PgJobStore {
+        let settings = crate::PoolSettings {
+            schema,
+            ..crate::PoolSettings::new(16)
+        };
+        PgJobStore::connect_with(&self.url, &settings)
             .await
             .expect("connect the test store")
     }

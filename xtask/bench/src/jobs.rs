@@ -14,6 +14,7 @@ use jobs_postgres::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 
 use crate::flags::{Flags, report};
+use crate::pickup::{TimedStore, Timeline};
 
 /// A no-op handler that records when each job started running.
 #[derive(Default)]
@@ -263,7 +264,15 @@ async fn drain_with_worker(
     // Drain with one worker.
     let handler = Arc::new(RecordingNoop::default());
     let config = bench_worker_config(flags, concurrency)?;
-    let worker = Worker::new(store.clone(), clock.clone(), config).handler(handler.clone());
+    let timeline = Arc::new(Timeline::default());
+    if let Some(signal) = store.job_signal() {
+        timeline.watch(signal);
+    }
+    let timed: Arc<dyn JobStore> = Arc::new(TimedStore {
+        inner: store.clone(),
+        timeline: timeline.clone(),
+    });
+    let worker = Worker::new(timed, clock.clone(), config).handler(handler.clone());
     let metrics = worker.metrics();
     let shutdown = CancellationToken::new();
     let drain_started = Instant::now();
@@ -281,9 +290,10 @@ async fn drain_with_worker(
 
     // Pickup latency: the same worker, idle now, and jobs enqueued one at a time.
     let lock = LockService::new(store.clone(), clock, RecoveryPolicy::default());
-    let (pickups, inserts) = pickup_latencies(&lock, &handler, &metrics, n_jobs, n_pickups).await?;
+    let pickups = pickup_latencies(&lock, &handler, &timeline, &metrics, n_jobs, n_pickups).await?;
     shutdown.cancel();
     running.await??;
+    let ms = |sorted: &[f64], fraction| (percentile(sorted, fraction) * 1000.0).round() / 1000.0;
 
     Ok(serde_json::json!({
         "bench": "jobs",
@@ -296,9 +306,16 @@ async fn drain_with_worker(
         "jobs_per_finish": finishes_per_batch,
         "worker_cpu_ms_per_1k": worker_cpu,
         "db_cpu_ms_per_1k": other_cpu,
-        "pickup_p50_ms": (percentile(&pickups, 0.5) * 1000.0).round() / 1000.0,
-        "pickup_p99_ms": (percentile(&pickups, 0.99) * 1000.0).round() / 1000.0,
-        "pickup_insert_p50_ms": (percentile(&inserts, 0.5) * 1000.0).round() / 1000.0,
+        "pickup_p50_ms": ms(&pickups.total, 0.5),
+        "pickup_p99_ms": ms(&pickups.total, 0.99),
+        // Where a pickup's time goes (medians; the steps need not add up to the total's).
+        "pickup_steps_p50_ms": {
+            "insert": ms(&pickups.insert, 0.5),
+            "notify": ms(&pickups.notify, 0.5),
+            "wake": ms(&pickups.wake, 0.5),
+            "claim": ms(&pickups.claim, 0.5),
+            "start": ms(&pickups.start, 0.5),
+        },
     }))
 }
 
@@ -319,42 +336,84 @@ fn bench_worker_config(flags: &Flags, concurrency: usize) -> Result<WorkerConfig
     })
 }
 
+/// Pickup latencies in milliseconds, each sorted: enqueue to handler start (`total`), and its
+/// steps: the insert's round trip, then on to the store's job signal (`notify`), on to the
+/// claim that took the job (`wake`), the claim's round trip, and on to the handler's start.
+#[derive(Default)]
+struct Pickups {
+    total: Vec<f64>,
+    insert: Vec<f64>,
+    notify: Vec<f64>,
+    wake: Vec<f64>,
+    claim: Vec<f64>,
+    start: Vec<f64>,
+}
+
 /// Enqueues `n_pickups` jobs one at a time, each once the one before has completed, to the
-/// worker that drained `drained` jobs: the times from enqueue to handler start and the
-/// enqueues' own times, in milliseconds, sorted.
+/// worker that drained `drained` jobs.
 async fn pickup_latencies(
     lock: &LockService,
     handler: &RecordingNoop,
+    timeline: &Timeline,
     metrics: &jobs_core::runtime::WorkerMetrics,
     drained: usize,
     n_pickups: usize,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+) -> Result<Pickups> {
     handler
         .record
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut enqueued = HashMap::new();
-    let mut inserts = Vec::with_capacity(n_pickups);
+    timeline.record();
+    let mut enqueued = Vec::with_capacity(n_pickups);
     for i in 0..n_pickups {
         let before = Instant::now();
         let payload = serde_json::json!({});
-        match lock
+        let id = match lock
             .acquire(&format!("pickup-{i}"), app::handlers::BENCH_NOOP, payload)
             .await?
         {
-            Acquire::Created(job) => enqueued.insert(job.id, before),
+            Acquire::Created(job) => job.id,
             Acquire::Busy(_) => bail!("pickup key {i} busy"),
         };
-        inserts.push(before.elapsed().as_secs_f64() * 1000.0);
+        enqueued.push((id, before, Instant::now()));
         wait_completed(metrics, (drained + i + 1) as u64).await?;
     }
-    let mut pickups: Vec<f64> = {
-        let started = handler.started.lock().unwrap();
-        enqueued
-            .iter()
-            .map(|(id, before)| started[id].duration_since(*before).as_secs_f64() * 1000.0)
-            .collect()
-    };
-    pickups.sort_by(f64::total_cmp);
-    inserts.sort_by(f64::total_cmp);
-    Ok((pickups, inserts))
+    let started = handler.started.lock().unwrap();
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1000.0;
+    let mut pickups = Pickups::default();
+    for (id, before, inserted) in enqueued {
+        let handler_start = started[&id];
+        pickups.total.push(ms(before, handler_start));
+        pickups.insert.push(ms(before, inserted));
+        // The steps after the insert, where the marks exist (a store without a signal has
+        // none: its worker polls).
+        let signalled = timeline.signalled.first_after(before);
+        let claim_started = timeline
+            .claim_started
+            .first_after(signalled.unwrap_or(before));
+        let claim_returned = claim_started.and_then(|at| timeline.claim_returned.first_after(at));
+        if let Some(signalled) = signalled {
+            pickups.notify.push(ms(inserted, signalled));
+        }
+        if let (Some(signalled), Some(claim_started)) = (signalled, claim_started) {
+            pickups.wake.push(ms(signalled, claim_started));
+        }
+        if let (Some(claim_started), Some(claim_returned)) = (claim_started, claim_returned) {
+            pickups.claim.push(ms(claim_started, claim_returned));
+            pickups.start.push(ms(claim_returned, handler_start));
+        }
+    }
+    for steps in [
+        &mut pickups.total,
+        &mut pickups.insert,
+        &mut pickups.notify,
+        &mut pickups.wake,
+        &mut pickups.claim,
+        &mut pickups.start,
+    ] {
+        if steps.is_empty() {
+            steps.push(f64::NAN);
+        }
+        steps.sort_by(f64::total_cmp);
+    }
+    Ok(pickups)
 }

@@ -28,6 +28,7 @@ mod flags;
 mod guidelines;
 mod jobs;
 mod ocr;
+mod pickup;
 mod quality;
 mod recovery;
 

@@ -22,13 +22,36 @@ mod conformance {
     jobs_core::conformance_cases!(conformance_case);
 }
 
+/// The schema the suite runs in a second time: an embedder's, not the search path's.
+const EMBEDDER_SCHEMA: &str = "embedder_jobs";
+
+macro_rules! conformance_case_in_schema {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let database = TestDatabase::create().await;
+            let schema = jobs_postgres::Schema::named(EMBEDDER_SCHEMA).unwrap();
+            let store = Arc::new(database.store_in(schema).await);
+            jobs_core::conformance::$name(store).await;
+            schema::assert_nothing_in_public(&database).await;
+            database.drop().await;
+        }
+    };
+}
+
+/// The whole suite again with the tables in a schema of the embedder's choice.
+mod conformance_in_schema {
+    use super::*;
+    jobs_core::conformance_cases!(conformance_case_in_schema);
+}
+
 macro_rules! conformance_transaction_case {
     ($name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let database = TestDatabase::create().await;
             let store = Arc::new(database.store().await);
-            let transactions = Arc::new(transactions::Pool(store.pool().clone()));
+            let transactions = Arc::new(transactions::Pool(store.clone()));
             jobs_core::conformance::$name(store, transactions).await;
             database.drop().await;
         }
@@ -40,16 +63,19 @@ mod conformance_transaction {
     jobs_core::conformance_transaction_cases!(conformance_transaction_case);
 }
 
-/// The caller's side of `jobs_postgres::in_transaction` for the transaction cases: transactions
+/// The caller's side of `PgJobStore::in_transaction` for the transaction cases: transactions
 /// begun on the store's pool.
 mod transactions {
     use async_trait::async_trait;
     use jobs_core::conformance::{OpenTransaction, Transactions};
     use jobs_core::{InTransaction, Insert, NewJob, StoreError};
 
-    pub(crate) struct Pool(pub(crate) sqlx::Pool<sqlx::Postgres>);
+    pub(crate) struct Pool(pub(crate) std::sync::Arc<jobs_postgres::PgJobStore>);
 
-    struct Open(sqlx::Transaction<'static, sqlx::Postgres>);
+    struct Open(
+        std::sync::Arc<jobs_postgres::PgJobStore>,
+        sqlx::Transaction<'static, sqlx::Postgres>,
+    );
 
     fn backend(error: sqlx::Error) -> StoreError {
         StoreError::Backend(Box::new(error))
@@ -58,26 +84,124 @@ mod transactions {
     #[async_trait]
     impl Transactions for Pool {
         async fn begin(&self) -> Box<dyn OpenTransaction> {
-            Box::new(Open(self.0.begin().await.expect("begin a transaction")))
+            let transaction = self.0.pool().begin().await.expect("begin a transaction");
+            Box::new(Open(self.0.clone(), transaction))
         }
     }
 
     #[async_trait]
     impl InTransaction for Open {
         async fn insert(&mut self, job: NewJob) -> Result<Insert, StoreError> {
-            jobs_postgres::in_transaction(&mut self.0).insert(job).await
+            self.0.in_transaction(&mut self.1).insert(job).await
         }
     }
 
     #[async_trait]
     impl OpenTransaction for Open {
         async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-            self.0.commit().await.map_err(backend)
+            self.1.commit().await.map_err(backend)
         }
 
         async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-            self.0.rollback().await.map_err(backend)
+            self.1.rollback().await.map_err(backend)
         }
+    }
+}
+
+/// Stores in different schemas of one database are apart: jobs, the one-active rule,
+/// notifications, migrations.
+mod schema {
+    use jobs_core::conformance::{Fixture, TEST_TYPE, signalled};
+    use jobs_core::{Acquire, AcquireRequest, JobStore};
+    use jobs_postgres::Schema;
+
+    use super::*;
+
+    /// Nothing of the store's went to the search path's schema.
+    pub(crate) async fn assert_nothing_in_public(database: &TestDatabase) {
+        let pool = sqlx::PgPool::connect(database.url()).await.unwrap();
+        let public: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND relname LIKE 'folio%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(public, Vec::<String>::new(), "relations in public");
+        pool.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_in_two_schemas_of_one_database_share_nothing() {
+        let database = TestDatabase::create().await;
+        let public = Arc::new(database.store().await);
+        let acme = Arc::new(database.store_in(Schema::named("acme").unwrap()).await);
+        assert_eq!(acme.schema().channel(), "acme.folio_jobs");
+        let (public_fx, acme_fx) = (Fixture::new(public.clone()), Fixture::new(acme.clone()));
+        let public_signal = public.job_signal().unwrap();
+        let acme_signal = acme.job_signal().unwrap();
+        // Both listening (each fires once as it connects: past before the checks below).
+        jobs_core::testing::eventually(jobs_core::conformance::WAIT, "two listeners", || async {
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            )
+            .fetch_one(public.pool())
+            .await
+            .unwrap();
+            (listening == 2).then_some(())
+        })
+        .await;
+
+        // One active job per (resource, type) and schema: the same key is free in each.
+        let in_public = public_fx.create("book-1").await;
+        assert!(signalled(&acme_signal, async { drop(acme_fx.create("book-1").await) }).await);
+        let in_acme = acme.list(&jobs_core::JobQuery::default()).await.unwrap();
+        assert_eq!(in_acme.len(), 1);
+        assert_ne!(in_acme[0].id, in_public.id);
+        assert!(matches!(
+            acme.get(in_public.id).await,
+            Err(jobs_core::StoreError::NotFound(_))
+        ));
+        // An insert in one schema wakes only that schema's workers.
+        assert!(
+            !signalled(&public_signal, async {
+                drop(acme_fx.create("book-2").await)
+            })
+            .await,
+            "an insert in acme woke the search path's workers"
+        );
+
+        // A caller's transaction on a connection whose search path is `public` still
+        // writes to the store's schema.
+        let mut transaction = public.pool().begin().await.unwrap();
+        let request = AcquireRequest::new("book-3", TEST_TYPE, serde_json::json!({}));
+        let answer = acme_fx
+            .lock
+            .acquire_in(&mut acme.in_transaction(&mut transaction), request)
+            .await
+            .unwrap();
+        transaction.commit().await.unwrap();
+        let Acquire::Created(job) = answer else {
+            panic!("book-3 was busy in acme")
+        };
+        assert_eq!(acme.get(job.id).await.unwrap().resource_key, "book-3");
+        assert!(public.get(job.id).await.is_err());
+
+        // Each schema keeps its own migration history; migrating again changes nothing.
+        acme.migrate().await.unwrap();
+        let histories: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT table_schema::text, count(*) FROM information_schema.tables
+             WHERE table_name = 'folio_schema_migrations' GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(public.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            histories,
+            [("acme".to_owned(), 1), ("public".to_owned(), 1)]
+        );
+        database.drop().await;
     }
 }
 
@@ -144,7 +268,7 @@ mod listener {
         let store = Arc::new(database.store().await);
         let pool = store.pool().clone();
         let signal = store.job_signal().expect("Postgres signals new jobs");
-        let fx = Fixture::new(store);
+        let fx = Fixture::new(store.clone());
         wait_for_listener(&pool, None).await;
         // Notifications arrive (and the one wake-up of the listener's connect is past).
         assert!(signalled(&signal, async { drop(fx.create("plain").await) }).await);
@@ -158,10 +282,7 @@ mod listener {
             serde_json::json!({}),
         );
         fx.lock
-            .acquire_in(
-                &mut jobs_postgres::in_transaction(&mut transaction),
-                request,
-            )
+            .acquire_in(&mut store.in_transaction(&mut transaction), request)
             .await
             .unwrap();
         // Given time to (wrongly) arrive before the commit.
@@ -197,8 +318,8 @@ mod restart {
             .await
             .unwrap();
         let settings = PoolSettings {
-            max_connections: 4,
             acquire_timeout: Duration::from_secs(2),
+            ..PoolSettings::new(4)
         };
         let store = Arc::new(
             PgJobStore::connect_with(&cluster.url(), &settings)
@@ -275,8 +396,8 @@ mod restart {
             .unwrap();
         assert!(!folder.exists(), "{} is left", folder.display());
         let settings = PoolSettings {
-            max_connections: 1,
             acquire_timeout: Duration::from_millis(500),
+            ..PoolSettings::new(1)
         };
         assert!(PgJobStore::connect_with(&url, &settings).await.is_err());
     }
