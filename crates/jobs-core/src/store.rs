@@ -454,6 +454,15 @@ pub trait JobStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<u64, StoreError>;
 
+    /// Reclaims the room of the row versions that claims and ends left behind, so claims and
+    /// inserts stop stepping over them (Postgres: `VACUUM (SKIP_LOCKED)` of the jobs table,
+    /// skipped while another vacuum holds it). Changes no job. A worker calls it when its
+    /// queue runs dry after [`WorkerConfig::compact_after`](crate::runtime::WorkerConfig::compact_after)
+    /// claims. Does nothing unless overridden.
+    async fn compact(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The definition of the one-active-job index, read back from the database.
     async fn active_index(&self) -> Result<ActiveIndex, StoreError>;
 

@@ -65,6 +65,7 @@ statements! {
     rescue_pending_scoped: RESCUE_PENDING_SCOPED,
     notify: NOTIFY,
     delete_finished: DELETE_FINISHED,
+    compact: COMPACT,
     register_worker: REGISTER_WORKER,
     touch_worker: TOUCH_WORKER,
     remove_worker: REMOVE_WORKER,
@@ -301,6 +302,12 @@ WHERE id = ANY (ARRAY(
     ORDER BY finished_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED))";
+
+/// [`jobs_core::JobStore::compact`]: a vacuum of the jobs table, which also removes the
+/// entries of ended row versions from its indexes (the claim index's among them, which
+/// every claim walks from its oldest end). `SKIP_LOCKED`: when autovacuum or another
+/// worker is at it, this one has nothing to add.
+pub(crate) const COMPACT: &str = "VACUUM (SKIP_LOCKED) folio_jobs";
 
 /// The transaction-level advisory lock that lets one retention delete run at a time across
 /// every worker. Two at once could deadlock: each locks its own batch, then clearing the

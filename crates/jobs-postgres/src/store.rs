@@ -413,6 +413,15 @@ impl JobStore for PgJobStore {
         Ok(deleted)
     }
 
+    async fn compact(&self) -> Result<(), StoreError> {
+        // VACUUM runs outside a transaction block: the simple protocol, one statement.
+        sqlx::raw_sql(self.sql.compact)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
     async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
         let definition: String = sqlx::query_scalar(
             "SELECT indexdef FROM pg_indexes

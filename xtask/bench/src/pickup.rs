@@ -129,6 +129,10 @@ impl JobStore for TimedStore {
         self.inner.delete_finished(finished_before, limit).await
     }
 
+    async fn compact(&self) -> Result<(), StoreError> {
+        self.inner.compact().await
+    }
+
     async fn active_index(&self) -> Result<ActiveIndex, StoreError> {
         self.inner.active_index().await
     }

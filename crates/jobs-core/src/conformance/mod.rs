@@ -146,6 +146,8 @@ macro_rules! conformance_cases {
         $callback!(retention_deletes_chains_whose_jobs_name_each_other);
         $callback!(concurrent_retention_deletes_take_each_job_once);
         $callback!(runtime_deletes_finished_jobs_past_the_retention);
+        $callback!(compact_changes_no_job);
+        $callback!(runtime_compacts_the_store_when_its_queue_runs_dry_after_compact_after_claims);
         // errors, listing, schema
         $callback!(unknown_job_is_not_found_for_every_operation);
         $callback!(list_returns_newest_first_with_filters);

@@ -435,3 +435,54 @@ pub async fn runtime_deletes_finished_jobs_past_the_retention(store: Arc<dyn Job
         old.len() as u64
     );
 }
+
+/// A compaction of the store changes no job, in any status.
+pub async fn compact_changes_no_job(store: Arc<dyn JobStore>) {
+    let fx = Fixture::new(store.clone());
+    ended(&fx, "book-completed", FinishOutcome::Completed).await;
+    ended(&fx, "book-failed", FinishOutcome::Failed(failure())).await;
+    fx.running("book-running").await;
+    fx.create("book-pending").await;
+    let before = every_job(&store).await;
+    assert_eq!(before.len(), 4);
+    store.compact().await.unwrap();
+    assert_eq!(every_job(&store).await, before);
+}
+
+/// A worker compacts the store once its claims come back empty after `compact_after`
+/// claims, not before, and counts it.
+pub async fn runtime_compacts_the_store_when_its_queue_runs_dry_after_compact_after_claims(
+    store: Arc<dyn JobStore>,
+) {
+    let config = WorkerConfig {
+        compact_after: 3,
+        ..fast_config()
+    };
+    let worker = RunningWorker::start(store.clone(), config);
+    let metrics = worker.metrics.clone();
+    let compactions = || {
+        metrics
+            .compactions
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let completed = |job: &Job| job.status == JobStatus::Completed;
+    for index in 0..5 {
+        let job = worker
+            .enqueue(&format!("book-{index}"), StepsPayload::default())
+            .await;
+        worker.wait_for(job.id, "a job", completed).await;
+        if index < 2 {
+            assert_eq!(compactions(), 0, "compacted after {} claims", index + 1);
+        }
+    }
+    eventually(WAIT, "a compaction", || async {
+        (compactions() == 1).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(
+        compactions(),
+        1,
+        "two claims since the compaction are below compact_after"
+    );
+}

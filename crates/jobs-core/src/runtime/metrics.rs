@@ -47,6 +47,8 @@ pub struct WorkerMetrics {
     pub rescued_failed: AtomicU64,
     /// Finished jobs this worker deleted past the retention.
     pub retention_deleted: AtomicU64,
+    /// Compactions of the store this worker ran ([`crate::JobStore::compact`]).
+    pub compactions: AtomicU64,
     /// Jobs running now: a gauge, the only field that also goes down.
     pub running: AtomicU64,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
@@ -117,6 +119,11 @@ impl WorkerMetrics {
                 "folio_worker_scheduled_total",
                 "Ticks of periodic jobs this worker enqueued.",
                 &self.scheduled,
+            ),
+            (
+                "folio_worker_compactions_total",
+                "Compactions of the job store after the queue ran dry.",
+                &self.compactions,
             ),
         ];
         for (name, help, value) in counters {

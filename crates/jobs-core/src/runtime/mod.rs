@@ -94,6 +94,12 @@ pub struct WorkerConfig {
     pub job_retention: Option<Duration>,
     /// Most finished jobs one retention delete removes (one short transaction).
     pub retention_batch: u32,
+    /// After this many claims since its last compaction, a worker whose claim comes back
+    /// empty compacts the store ([`JobStore::compact`]) in the background; 0 never does.
+    /// Until something reclaims them, every claimed job leaves an entry in the claim index
+    /// that each later claim steps over (on Postgres, a pickup after a drain of 100,000 jobs
+    /// took twice as long until autovacuum came by).
+    pub compact_after: u64,
 }
 
 impl Default for WorkerConfig {
@@ -129,6 +135,7 @@ impl Default for WorkerConfig {
             finish_batch: 512,
             job_retention: Some(Self::DEFAULT_JOB_RETENTION),
             retention_batch: 500,
+            compact_after: 10_000,
         }
     }
 }
@@ -220,9 +227,48 @@ struct Runtime {
     finisher: mpsc::Sender<(Finish, oneshot::Sender<Result<JobStatus, StoreError>>)>,
     running: Mutex<HashMap<JobId, Running>>,
     schedules: Vec<Schedule>,
+    compaction: Compaction,
+}
+
+/// When the worker last compacted the store, and whether it is compacting now.
+#[derive(Default)]
+struct Compaction {
+    /// The worker's claim count at its last compaction.
+    claimed_at: std::sync::atomic::AtomicU64,
+    running: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
+    /// Compacts the store in the background when [`WorkerConfig::compact_after`] claims
+    /// were made since the last compaction and none is running. Called when a claim came
+    /// back empty: the queue ran dry, so the pause costs no job its pickup.
+    fn compact_if_due(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let every = self.config.compact_after;
+        let claimed = self.metrics.claimed.load(Ordering::Relaxed);
+        if every == 0
+            || claimed.saturating_sub(self.compaction.claimed_at.load(Ordering::Relaxed)) < every
+            || self.compaction.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.compaction.claimed_at.store(claimed, Ordering::Relaxed);
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match runtime.store.compact().await {
+                Ok(()) => {
+                    tracing::debug!(elapsed = ?started.elapsed(), "compacted the job store");
+                    WorkerMetrics::inc(&runtime.metrics.compactions);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "compacting the job store failed");
+                }
+            }
+            runtime.compaction.running.store(false, Ordering::Release);
+        });
+    }
+
     /// Adds a claimed job to the running set.
     fn register(&self, job: Job) -> Running {
         let running = Running {
@@ -348,6 +394,7 @@ impl Worker {
             metrics: self.metrics.clone(),
             finisher: finisher_tx,
             running: Mutex::new(HashMap::new()),
+            compaction: Compaction::default(),
             schedules: self.schedules.clone(),
         });
         (runtime, finisher)
@@ -466,6 +513,9 @@ impl Worker {
                 tracker.spawn(execute(runtime.clone(), handler, running, permit).instrument(span));
             }
             drop(permits);
+            if got == 0 {
+                runtime.compact_if_due();
+            }
             if got == wanted {
                 backlog.notify_waiters();
             } else {

@@ -205,6 +205,32 @@ mod schema {
     }
 }
 
+/// `compact` vacuums the store's jobs table, in its schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_vacuums_the_jobs_table_of_the_stores_schema() {
+    use jobs_core::JobStore;
+    let database = TestDatabase::create().await;
+    let store = database
+        .store_in(jobs_postgres::Schema::named("acme").unwrap())
+        .await;
+    let vacuums = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT vacuum_count FROM pg_stat_user_tables
+             WHERE schemaname = 'acme' AND relname = 'folio_jobs'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(vacuums().await, 0);
+    store.compact().await.unwrap();
+    jobs_core::testing::eventually(jobs_core::conformance::WAIT, "a vacuum", || async {
+        (vacuums().await == 1).then_some(())
+    })
+    .await;
+    database.drop().await;
+}
+
 mod listener {
     use jobs_core::JobStore;
     use jobs_core::conformance::{Fixture, WAIT, signalled};
