@@ -51,9 +51,12 @@ fn check_packages(log: Option<&std::fs::File>) -> Result<()> {
     for library in LIBRARIES {
         let version = package_version(library)?;
         let name = format!("{library}-{version}");
+        // `-m`: the files get the time of the unpacking. A package stores one fixed time
+        // for every file (so it is reproducible), and with it cargo took a changed library
+        // for the one it had already checked and kept the old build.
         let mut unpack = Command::new("tar");
         unpack
-            .arg("-xzf")
+            .arg("-mxzf")
             .arg(packages.join(format!("{name}.crate")))
             .arg("-C")
             .arg(&workspace);
