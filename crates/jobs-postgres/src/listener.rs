@@ -11,10 +11,10 @@ use tokio::sync::Notify;
 /// a longer pause would only delay the reconnect after the server is back.
 pub(crate) const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Listens on `channel` (the store's [`crate::Schema::channel`]) and fires `signal` on each notification, reconnecting
-/// with backoff when the connection drops (a server restart, a terminated backend). After
-/// every (re)connect it fires once, since notifications sent while disconnected are lost.
-/// Ends when the last worker drops the signal.
+/// Listens on `channel` (the store's [`crate::Schema::channel`]) and fires `signal` on each
+/// notification, reconnecting with backoff when the connection drops (a server restart, a
+/// terminated backend). After every (re)connect it fires once, since notifications sent
+/// while disconnected are lost. Ends when the last worker drops the signal.
 pub(crate) async fn listen(pool: PgPool, channel: &'static str, signal: Weak<Notify>) {
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;

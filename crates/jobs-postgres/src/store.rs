@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use crate::error::{is_refusal, translate};
 use crate::rows::{finished_statuses, job_from_row, jobs_from_rows, json_value, parse_status};
-use crate::sql::Statements;
 use crate::sql::*;
 use crate::{PgJobStore, bulk, listener};
 

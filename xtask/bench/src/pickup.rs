@@ -22,7 +22,8 @@ impl Marks {
         self.0.lock().unwrap().push(at);
     }
 
-    /// The first mark at or after `after`.
+    /// The first mark at or after `after`. Marks are pushed in time order: one task pushes
+    /// the signals, and only claims that took a job push theirs, one job at a time.
     pub(crate) fn first_after(&self, after: Instant) -> Option<Instant> {
         let marks = self.0.lock().unwrap();
         let index = marks.partition_point(|mark| *mark < after);
