@@ -627,12 +627,20 @@ pub fn render_page(page: &PagePlan, png: &Path) -> io::Result<()> {
     run_tool(&mut command).map(drop)
 }
 
-/// The page's text as tesseract reads it (one thread, as the `ocr` job runs it).
+/// The page's text as the `ocr` job reads it: tesseract with one thread and its `txt` and
+/// `tsv` outputs, made into the page's text by [`ocr::page_text`].
 pub fn recognize_page(png: &Path) -> io::Result<String> {
+    let base = png.with_extension("");
     let mut command = Command::new("tesseract");
-    command.arg(png).args(["stdout", "-l", "eng"]);
+    command
+        .arg(png)
+        .arg(&base)
+        .args(["-l", "eng", "txt", "tsv"]);
     command.env("OMP_THREAD_LIMIT", "1");
-    run_tool(&mut command)
+    run_tool(&mut command)?;
+    let txt = std::fs::read_to_string(base.with_extension("txt"))?;
+    let tsv = std::fs::read_to_string(base.with_extension("tsv"))?;
+    Ok(ocr::page_text(&txt, &tsv))
 }
 
 fn run_tool(command: &mut Command) -> io::Result<String> {

@@ -5,7 +5,8 @@
 //!   ([`OcrError::affects_every_page`]).
 //! - [`TesseractEngine`]: the `tesseract` CLI (Debian `tesseract-ocr`), one process per page
 //!   with `OMP_THREAD_LIMIT=1`, a timeout, killed on cancel; failures classified by exit
-//!   status and signal.
+//!   status and signal; a two-column page that tesseract reads partly straight across
+//!   its gutter is read column by column ([`page_text`]).
 //! - [`OpenAiEngine`]: any OpenAI-compatible chat-completions endpoint through
 //!   `chat-client`, the page sent as a data URL; failures classified by HTTP status and
 //!   transport error type.
@@ -20,6 +21,7 @@
 //! aws-sdk-s3; it sees storage only through `dyn BlobStore` and jobs through `jobs-core`.
 
 pub mod bench;
+mod columns;
 mod engine;
 mod error;
 mod handler;
@@ -36,4 +38,4 @@ pub use handler::{
 };
 pub use openai::{DEFAULT_PROMPT as OPENAI_DEFAULT_PROMPT, OpenAiConfig, OpenAiEngine};
 pub use page_jobs::PageRetryPolicy;
-pub use tesseract::{TesseractConfig, TesseractEngine, word_quality};
+pub use tesseract::{TesseractConfig, TesseractEngine, page_text, word_quality};

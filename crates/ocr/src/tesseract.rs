@@ -276,13 +276,21 @@ async fn read_outputs(base: &Path) -> Result<Recognized, OcrError> {
     let text = read_output(base, "txt").await?;
     let tsv = read_output(base, "tsv").await?;
     let hocr = read_output(base, "hocr").await?;
-    let (confidence, words) = word_quality(&String::from_utf8_lossy(&tsv));
+    let tsv = String::from_utf8_lossy(&tsv);
+    let (confidence, words) = word_quality(&tsv);
     Ok(Recognized {
-        text: clean_text(&String::from_utf8_lossy(&text)),
+        text: page_text(&String::from_utf8_lossy(&text), &tsv),
         hocr: Some(String::from_utf8_lossy(&hocr).into_owned()),
         confidence,
         words: Some(words),
     })
+}
+
+/// A page's text from the `txt` and `tsv` outputs of one tesseract run: the `txt`, unless
+/// tesseract read rows of two columns straight across their gutter, then the TSV's words
+/// column by column ([`crate::columns`]).
+pub fn page_text(txt: &str, tsv: &str) -> String {
+    clean_text(&crate::columns::reflow(tsv).unwrap_or_else(|| txt.to_owned()))
 }
 
 /// `base` with `extension`; a missing file is an [`OcrError::ExitStatus`] of 0.

@@ -101,6 +101,21 @@ pub fn german_page() -> FixturePage {
     }
 }
 
+/// A two-column page (`two-columns.png`, made by `generate-two-columns.sh`), numbered 44:
+/// tesseract reads the lower rows of its columns straight across the gutter. Its text is
+/// the left column, then the right one, then the footer.
+pub fn two_column_page() -> FixturePage {
+    let dir = fixtures_dir();
+    FixturePage {
+        number: 44,
+        png: Bytes::from(
+            std::fs::read(dir.join("two-columns.png")).expect("fixture png is readable"),
+        ),
+        text: std::fs::read_to_string(dir.join("two-columns.txt"))
+            .expect("fixture text is readable"),
+    }
+}
+
 /// Letter size at 300 dpi, in pixels.
 pub const FULL_PAGE_SIZE: (u32, u32) = (2550, 3300);
 

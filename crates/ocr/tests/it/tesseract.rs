@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ocr::testing::{
     character_error_rate, fixture_pages, german_page, require_tesseract,
-    require_tesseract_languages,
+    require_tesseract_languages, two_column_page,
 };
 use ocr::{OcrEngine, OcrError, PageImage, TesseractConfig, TesseractEngine};
 use tokio_util::sync::CancellationToken;
@@ -207,6 +207,36 @@ async fn one_run_gives_the_text_its_hocr_and_its_word_confidence() {
     let confidence = recognized.confidence.unwrap();
     assert!(confidence > 85.0, "{confidence}");
     assert!(!recognized.needs_review(60.0));
+}
+
+#[tokio::test]
+async fn a_two_column_page_reads_column_by_column_where_tesseract_reads_rows_across() {
+    require_tesseract().await;
+    let page = two_column_page();
+    let recognized = TesseractEngine::default()
+        .recognize_page(
+            &PageImage::new(page.number, page.png.clone()),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    // Read straight across, a row of both columns is one line ("1. Write the ratio.
+    // 2. Multiply as whole numbers."): most of the lower half lands out of order.
+    let rate = character_error_rate(&page.text, &recognized.text);
+    assert!(
+        rate < 0.03,
+        "CER {rate:.4}
+{}",
+        recognized.text
+    );
+    assert!(
+        recognized
+            .text
+            .lines()
+            .all(|line| !line.contains("ratio. 2.")),
+        "{}",
+        recognized.text
+    );
 }
 
 #[tokio::test]
