@@ -818,6 +818,15 @@ pub fn reader_answer(book: &Book, sent: &str, previous_topic: Option<&str>) -> V
     }) else {
         return Vec::new();
     };
+    // A part of a sentence over a page break is whole lines of `sent` (a word of it may
+    // well stand anywhere else on the page).
+    let lines: Vec<&str> = sent.lines().collect();
+    let whole_lines = |part: &str| {
+        let part = squash(part);
+        (0..lines.len()).any(|start| {
+            (start..lines.len()).any(|end| squash(&lines[start..=end].join(" ")) == part)
+        })
+    };
     let mut topics: Vec<Topic> = Vec::new();
     let mut push = |title: &str, text: &str, kind: GuidelineKind| {
         let title = if seen.contains(&squash(title)) {
@@ -844,7 +853,7 @@ pub fn reader_answer(book: &Book, sent: &str, previous_topic: Option<&str>) -> V
                 if let Some(part) = (1..words.len())
                     .rev()
                     .map(|count| words[..count].join(" "))
-                    .find(|part| seen.contains(&squash(part)))
+                    .find(|part| whole_lines(part))
                 {
                     push(&truth.topic, &part, truth.kind);
                 }
@@ -853,7 +862,7 @@ pub fn reader_answer(book: &Book, sent: &str, previous_topic: Option<&str>) -> V
             // The end of a sentence the page before started.
             if let Some(part) = (1..words.len())
                 .map(|from| words[from..].join(" "))
-                .find(|part| seen.contains(&squash(part)))
+                .find(|part| whole_lines(part))
             {
                 push(&truth.topic, &part, truth.kind);
             }
