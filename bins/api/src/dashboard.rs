@@ -20,14 +20,16 @@ use std::sync::OnceLock;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY as CSP_HEADER, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY as CSP_HEADER, CONTENT_TYPE, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
+
+use crate::conditional::{self, Etag};
 
 /// The policy of every dashboard response: scripts, styles and connections only from
 /// this origin, no inline code, images also from `blob:` (page images are fetched with
@@ -82,57 +84,28 @@ const FILES: &[(&str, &str, &[u8])] = &[
 struct Asset {
     content_type: &'static str,
     body: &'static [u8],
-    etag: HeaderValue,
+    etag: Etag,
 }
 
 impl Asset {
     fn new(content_type: &'static str, body: &'static [u8]) -> Self {
-        let digest = Sha256::digest(body);
-        let hex: String = digest
-            .iter()
-            .take(16)
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        let etag = HeaderValue::from_str(&format!("\"{hex}\""))
-            .unwrap_or_else(|error| unreachable!("a hex etag is a valid header: {error}"));
         Self {
             content_type,
             body,
-            etag,
+            etag: Etag::of(body),
         }
     }
 
     /// The file, or `304` when `If-None-Match` names its validator.
     fn respond(&self, headers: &HeaderMap) -> Response {
-        let cache = [
-            (ETAG, self.etag.clone()),
-            (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ];
-        if not_modified(headers, &self.etag) {
-            return (StatusCode::NOT_MODIFIED, cache).into_response();
-        }
-        (
-            cache,
-            [(CONTENT_TYPE, HeaderValue::from_static(self.content_type))],
-            self.body,
+        conditional::respond(
+            headers,
+            self.etag.clone(),
+            &[(CACHE_CONTROL, conditional::REVALIDATE)],
+            HeaderValue::from_static(self.content_type),
+            Bytes::from_static(self.body),
         )
-            .into_response()
     }
-}
-
-/// Whether `If-None-Match` matches `etag` (weak comparison, as RFC 9110 asks for this
-/// header; `*` matches any).
-fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let Ok(etag) = etag.to_str() else {
-        return false;
-    };
-    headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
 fn index_asset() -> &'static Asset {
@@ -205,23 +178,6 @@ async fn security_headers(mut response: Response) -> Response {
 mod tests {
     use super::*;
 
-    fn if_none_match(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
-        headers
-    }
-
-    #[test]
-    fn if_none_match_compares_weakly_and_accepts_lists_and_star() {
-        let etag = HeaderValue::from_static("\"abc\"");
-        assert!(not_modified(&if_none_match("\"abc\""), &etag));
-        assert!(not_modified(&if_none_match("W/\"abc\""), &etag));
-        assert!(not_modified(&if_none_match("\"x\", \"abc\""), &etag));
-        assert!(not_modified(&if_none_match("*"), &etag));
-        assert!(!not_modified(&if_none_match("\"abd\""), &etag));
-        assert!(!not_modified(&HeaderMap::new(), &etag));
-    }
-
     #[test]
     fn every_embedded_file_has_a_distinct_name_and_a_strong_etag() {
         let mut names: Vec<&str> = FILES.iter().map(|(name, _, _)| *name).collect();
@@ -230,7 +186,10 @@ mod tests {
         assert_eq!(names.len(), FILES.len());
         for name in names {
             let asset = asset_named(name).unwrap();
-            let etag = asset.etag.to_str().unwrap();
+            let response = asset.respond(&HeaderMap::new());
+            let etag = response.headers()[axum::http::header::ETAG]
+                .to_str()
+                .unwrap();
             assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
         }
     }

@@ -17,6 +17,7 @@
 //! `dyn BlobStore` in its [`AppState`] (the binary opens them through `app`).
 
 mod auth;
+mod conditional;
 mod dashboard;
 pub mod dto;
 mod error;

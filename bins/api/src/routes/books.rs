@@ -2,9 +2,9 @@
 
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
-use axum::http::StatusCode;
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG};
-use axum::response::{IntoResponse, Response};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use blob_store::BlobError;
 use books::{BookId, IngestError, Manifest, OcrStatus, StagedInput, layout};
 use futures::{StreamExt, TryStreamExt};
@@ -12,6 +12,7 @@ use ingest::{INGEST_JOB_TYPE, IngestPayload, TextLayersChoice};
 use jobs_core::{Acquire, ChainStep};
 use ocr::{OCR_JOB_TYPE, OcrPayload};
 
+use crate::conditional::{self, Etag};
 use crate::dto::{
     Book, BookList, BookPath, BookSummary, CreateBook, Job, Page, PageList, PageListQuery,
     PagePath, UPLOAD_MEDIA_TYPES, UpdateBook, UploadAccepted, UploadForm, UploadOcr, UploadQuery,
@@ -126,6 +127,7 @@ pub(crate) async fn list_books(
     params(BookPath),
     responses(
         (status = 200, description = "The book", body = Book),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -134,10 +136,11 @@ pub(crate) async fn list_books(
 pub(crate) async fn get_book(
     State(state): State<AppState>,
     Path(book): Path<String>,
-) -> Result<axum::Json<Book>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let book_id = book_id(&book)?;
     let manifest = state.books().manifest(&book_id).await?;
-    Ok(axum::Json(Book::from(&manifest)))
+    Ok(conditional::json(&headers, &Book::from(&manifest), false))
 }
 
 /// Changes a book: its OCR language. Pages already read keep their text; the next `ocr`
@@ -527,6 +530,7 @@ pub(crate) async fn manifest_page(
     params(PagePath),
     responses(
         (status = 200, description = "The page", body = Page),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -535,9 +539,14 @@ pub(crate) async fn manifest_page(
 pub(crate) async fn get_page(
     State(state): State<AppState>,
     Path((book, page)): Path<(String, String)>,
-) -> Result<axum::Json<Page>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (book_id, page) = manifest_page(&state, &book, &page).await?;
-    Ok(axum::Json(Page::new(&book_id, &page)))
+    Ok(conditional::json(
+        &headers,
+        &Page::new(&book_id, &page),
+        false,
+    ))
 }
 
 /// The page's normalized PNG.
@@ -546,6 +555,7 @@ pub(crate) async fn get_page(
     params(PagePath),
     responses(
         (status = 200, description = "The PNG", content_type = "image/png"),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`: no such book or page", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -554,8 +564,18 @@ pub(crate) async fn get_page(
 pub(crate) async fn get_page_image(
     State(state): State<AppState>,
     Path((book, page)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (book_id, page) = manifest_page(&state, &book, &page).await?;
+    // The manifest knows the image's digest: a current copy costs no storage read.
+    let etag = Etag::quoted(&page.sha256);
+    let cache = [(
+        CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=60"),
+    )];
+    if etag.matches(&headers) {
+        return Ok(conditional::not_modified(etag, &cache));
+    }
     let key = layout::book_key(&book_id, &page.image);
     let blob = state
         .books()
@@ -563,15 +583,13 @@ pub(crate) async fn get_page_image(
         .get(&key)
         .await
         .map_err(|error| missing_blob(error, &book_id, page.page, "image"))?;
-    Ok((
-        [
-            (CONTENT_TYPE, "image/png".to_owned()),
-            (ETAG, format!("\"{}\"", page.sha256)),
-            (CACHE_CONTROL, "private, max-age=60".to_owned()),
-        ],
+    Ok(conditional::respond(
+        &headers,
+        etag,
+        &cache,
+        HeaderValue::from_static("image/png"),
         blob.bytes,
-    )
-        .into_response())
+    ))
 }
 
 /// The page's preview: a JPEG 200 pixels wide, for page grids. Read without the manifest
@@ -591,7 +609,7 @@ pub(crate) async fn get_page_image(
 pub(crate) async fn get_page_thumbnail(
     State(state): State<AppState>,
     Path((book, page)): Path<(String, String)>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let book_id = book_id(&book)?;
     let page = page_number(&page)?;
@@ -606,19 +624,16 @@ pub(crate) async fn get_page_thumbnail(
         }
         Err(error) => return Err(error.into()),
     };
-    let etag = format!("\"{}\"", blob.etag.as_str().trim_matches('"'));
-    let cache = [
-        (ETAG, etag.clone()),
-        (CACHE_CONTROL, "private, max-age=86400".to_owned()),
-    ];
-    let current = headers
-        .get(axum::http::header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag));
-    if current {
-        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
-    }
-    Ok((cache, [(CONTENT_TYPE, "image/jpeg".to_owned())], blob.bytes).into_response())
+    Ok(conditional::respond(
+        &headers,
+        Etag::quoted(blob.etag.as_str()),
+        &[(
+            CACHE_CONTROL,
+            HeaderValue::from_static("private, max-age=86400"),
+        )],
+        HeaderValue::from_static("image/jpeg"),
+        blob.bytes,
+    ))
 }
 
 fn missing_blob(error: BlobError, book_id: &BookId, page: u32, what: &str) -> ApiError {
@@ -637,6 +652,7 @@ fn missing_blob(error: BlobError, book_id: &BookId, page: u32, what: &str) -> Ap
     params(PagePath),
     responses(
         (status = 200, description = "The recognized text", body = String, content_type = "text/plain"),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`: no such book or page, or OCR not done", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -645,6 +661,7 @@ fn missing_blob(error: BlobError, book_id: &BookId, page: u32, what: &str) -> Ap
 pub(crate) async fn get_page_text(
     State(state): State<AppState>,
     Path((book, page)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (book_id, page) = manifest_page(&state, &book, &page).await?;
     let text_path = match (&page.ocr.status, &page.ocr.text) {
@@ -667,7 +684,13 @@ pub(crate) async fn get_page_text(
         .get(&layout::book_key(&book_id, &text_path))
         .await
         .map_err(|error| missing_blob(error, &book_id, page.page, "text"))?;
-    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], blob.bytes).into_response())
+    Ok(conditional::respond(
+        &headers,
+        Etag::of(&blob.bytes),
+        &[(CACHE_CONTROL, conditional::REVALIDATE)],
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+        blob.bytes,
+    ))
 }
 
 /// The page's hOCR (tesseract's XHTML: every word with its box and confidence); 404 while
@@ -678,6 +701,7 @@ pub(crate) async fn get_page_text(
     params(PagePath),
     responses(
         (status = 200, description = "The hOCR", body = String, content_type = "text/html"),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`: no such book or page, OCR not done, or no hOCR from its engine", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -686,6 +710,7 @@ pub(crate) async fn get_page_text(
 pub(crate) async fn get_page_hocr(
     State(state): State<AppState>,
     Path((book, page)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (book_id, page) = manifest_page(&state, &book, &page).await?;
     let path = match (&page.ocr.status, &page.ocr.hocr) {
@@ -704,14 +729,19 @@ pub(crate) async fn get_page_hocr(
         .get(&layout::book_key(&book_id, &path))
         .await
         .map_err(|error| missing_blob(error, &book_id, page.page, "hOCR"))?;
-    Ok((
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'"),
+    Ok(conditional::respond(
+        &headers,
+        Etag::of(&blob.bytes),
+        &[
+            (CACHE_CONTROL, conditional::REVALIDATE),
+            (
+                CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox; default-src 'none'"),
+            ),
         ],
+        HeaderValue::from_static("text/html; charset=utf-8"),
         blob.bytes,
-    )
-        .into_response())
+    ))
 }
 
 /// Runs OCR again for one page (e.g. a failed one): starts an `ocr` job with payload

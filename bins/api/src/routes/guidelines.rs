@@ -2,11 +2,12 @@
 //! and one page's extracted guidelines.
 
 use axum::extract::State;
-use axum::http::header::{ACCEPT, CONTENT_TYPE, VARY};
+use axum::http::header::{ACCEPT, CACHE_CONTROL, VARY};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use books::{GuidelinesStatus, layout};
 
+use crate::conditional::{self, Etag};
 use crate::dto::{BookPath, FinalGuidelines, PageGuidelines, PagePath};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, book_id};
@@ -73,6 +74,7 @@ fn prefers_markdown(headers: &HeaderMap) -> bool {
                 (FinalGuidelines = "application/json"),
                 (String = "text/markdown"),
             )),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`: no such book, or its guidelines are not finalized", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -110,13 +112,25 @@ pub(crate) async fn get_guidelines(
                 error.into()
             }
         })?;
-    let vary = [(VARY, HeaderValue::from_static("accept"))];
     if markdown {
-        return Ok((vary, [(CONTENT_TYPE, MARKDOWN)], blob.bytes).into_response());
+        return Ok(conditional::respond(
+            &headers,
+            Etag::of(&blob.bytes),
+            &[
+                (CACHE_CONTROL, conditional::REVALIDATE),
+                (VARY, HeaderValue::from_static("accept")),
+            ],
+            HeaderValue::from_static(MARKDOWN),
+            blob.bytes,
+        ));
     }
     let document: extraction::FinalGuidelines = serde_json::from_slice(&blob.bytes)
         .map_err(|error| ApiError::Internal(anyhow::Error::new(error).context(path)))?;
-    Ok((vary, axum::Json(FinalGuidelines::from(&document))).into_response())
+    Ok(conditional::json(
+        &headers,
+        &FinalGuidelines::from(&document),
+        true,
+    ))
 }
 
 /// One page's extracted guidelines.
@@ -125,6 +139,7 @@ pub(crate) async fn get_guidelines(
     params(PagePath),
     responses(
         (status = 200, description = "The page's guidelines", body = PageGuidelines),
+        (status = 304, description = "Not modified: the `If-None-Match` ETag is current"),
         (status = 404, description = "`not_found`: no such book or page, or not extracted yet", body = ErrorBody),
         (status = 422, description = "`invalid_request`: bad book id or page number", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
@@ -133,7 +148,8 @@ pub(crate) async fn get_guidelines(
 pub(crate) async fn get_page_guidelines(
     State(state): State<AppState>,
     Path((book, page)): Path<(String, String)>,
-) -> Result<axum::Json<PageGuidelines>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (book_id, page) = manifest_page(&state, &book, &page).await?;
     let path = layout::page_guidelines_path(page.page);
     let blob = state
@@ -153,7 +169,11 @@ pub(crate) async fn get_page_guidelines(
         })?;
     let document: extraction::PageGuidelines = serde_json::from_slice(&blob.bytes)
         .map_err(|error| ApiError::Internal(anyhow::Error::new(error).context(path)))?;
-    Ok(axum::Json(PageGuidelines::from(&document)))
+    Ok(conditional::json(
+        &headers,
+        &PageGuidelines::from(&document),
+        false,
+    ))
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl OcrEngine for FixtureTextEngine {
 }
 
 /// The product's handlers over the app's storage, with offline engines.
-fn handlers(app: &TestApp) -> Vec<Arc<dyn JobHandler>> {
+pub(crate) fn handlers(app: &TestApp) -> Vec<Arc<dyn JobHandler>> {
     let books = Books::new(app.blob_store.clone());
     vec![
         Arc::new(OcrHandler::new(
@@ -348,7 +348,7 @@ async fn completed(app: &TestApp, id: &Value) -> Value {
 
 /// Follows the chain from `first` to its end (each completed job's `next_job_id`, read
 /// once it has completed), checking the links both ways; the jobs in order.
-async fn follow_chain(app: &TestApp, first: &Value) -> Vec<Value> {
+pub(crate) async fn follow_chain(app: &TestApp, first: &Value) -> Vec<Value> {
     let mut jobs = vec![completed(app, &first["id"]).await];
     loop {
         let current = jobs.last().unwrap().clone();

@@ -8,6 +8,7 @@ mod books;
 mod chains;
 mod cli;
 mod concurrency;
+mod conditional;
 mod connections;
 mod dashboard;
 mod dashboard_assets;
