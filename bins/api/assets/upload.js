@@ -1,20 +1,54 @@
-// Bulk upload of pages: drag-and-drop of many files (or the file picker) onto the book,
-// one multipart request per batch with a progress per file, and the server's reasons
-// per rejected file (a batch is all or nothing).
+// Bulk upload of pages: drag-and-drop of many files (or the file picker) onto the book.
+// The files are put in natural order of their names (p2 before p10) and sent in bounded
+// batches, one multipart request each and one after the other, with a progress per file
+// and one for the whole drop. A file the server refuses for its content is shown with its
+// reason, and the rest of its batch is sent again without it: the others go on.
 //
-// Each batch is one line once it is stored ("Added 24 pages · OCR started"), its files
-// behind a disclosure, so the page grid stays near the top; a rejected batch stays open
-// with each file's reason.
+// Each drop is one line once it is stored ("Stored 24 files: 24 pages · making pages"),
+// its files behind a disclosure, so the page grid stays near the top; a drop with refused
+// files stays open with each one's reason.
 
 import { getJson, upload, seg } from './api.js';
 import { h, setText, plural, pageRanges, errorText } from './ui.js';
 
 /** What the server takes (its rejection lists png, jpeg, webp, tiff, bmp, gif): no PDF yet. */
 const ACCEPT = 'image/png,image/jpeg,image/webp,image/tiff,image/bmp,image/gif,application/pdf,.png,.jpg,.jpeg,.webp,.tif,.tiff,.bmp,.gif,.pdf';
-/** A batch of at most this many files shows its files while it is sent. */
+/** A drop of at most this many files shows its files while it is sent. */
 const OPEN_WHILE_SENDING = 4;
-/** Batches kept in the log. */
+/** Drops kept in the log. */
 const BATCHES_KEPT = 5;
+/** Files in one request: well under the server's cap of files per upload (300). */
+export const BATCH_FILES = 50;
+/** Bytes in one request (a bigger file goes alone): well under --max-upload-bytes. */
+export const BATCH_BYTES = 64 * 1024 * 1024;
+
+const names = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+
+/** `files` in natural order of their names: p2 before p10, then as given. */
+export function naturalOrder(files) {
+  return files
+    .map((file, index) => ({ file, index }))
+    .sort((a, b) => names.compare(a.file.name, b.file.name) || a.index - b.index)
+    .map(({ file }) => file);
+}
+
+/** `items` (each with a `file`) cut into runs of at most BATCH_FILES files and BATCH_BYTES. */
+export function batches(items) {
+  const out = [];
+  let current = [];
+  let bytes = 0;
+  for (const item of items) {
+    if (current.length && (current.length >= BATCH_FILES || bytes + item.file.size > BATCH_BYTES)) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(item);
+    bytes += item.file.size;
+  }
+  if (current.length) out.push(current);
+  return out;
+}
 
 function size(bytes) {
   if (bytes < 1024) return `${bytes} B`;
@@ -91,8 +125,9 @@ export function uploadPanel(bookId, scope, onUploaded) {
   scope.listen(window, 'dragover', swallow);
   scope.listen(window, 'drop', swallow);
 
-  async function send(files) {
-    if (!files.length) return;
+  async function send(dropped) {
+    if (!dropped.length) return;
+    const files = naturalOrder(dropped);
     const ocr = ocrAfter.checked;
     const chain = ocr && processAll.checked;
     const totalBytes = files.reduce((sum, file) => sum + file.size, 0) || 1;
@@ -118,72 +153,125 @@ export function uploadPanel(bookId, scope, onUploaded) {
     uploads.prepend(batch);
     while (uploads.children.length > BATCHES_KEPT) uploads.lastElementChild.remove();
 
+    const refused = [];
+    const numbers = [];
+    let storedFiles = 0;
+    let doneBytes = 0;
+    let then = [];
+    let failure = null;
+    const runs = batches(rows);
+    for (const [at, run] of runs.entries()) {
+      let pending = run;
+      while (pending.length && !failure) {
+        const label = runs.length > 1 ? ` (batch ${at + 1} of ${runs.length})` : '';
+        setText(summary, `Sending ${plural(files.length, 'file')} (${size(totalBytes)})${label}…`);
+        try {
+          const answer = await sendBatch(pending, ocr, chain, summary, (sent) => {
+            overall.value = Math.round(Math.min(1, (doneBytes + sent) / totalBytes) * 100);
+          });
+          const stored = answer?.upload?.files || [];
+          pending.forEach(({ bar, status, row }, index) => {
+            bar.value = 100;
+            row.classList.add('added');
+            const file = stored[index];
+            const pages = file ? Array.from({ length: file.pages }, (_, n) => file.first_page + n) : [];
+            numbers.push(...pages);
+            setText(status, pages.length ? `Pages ${pageRanges(pages)}` : 'Stored');
+          });
+          storedFiles += pending.length;
+          then = (answer?.job?.then || []).map((type) => (type === 'ocr' ? 'OCR' : type));
+          if (scope.alive) onUploaded(answer);
+          pending = [];
+        } catch (error) {
+          const reasons = rejections(error, pending);
+          if (!reasons.size) {
+            failure = error;
+            break;
+          }
+          // The refused files are out; the rest of the batch goes again.
+          for (const [item, reason] of reasons) {
+            item.row.classList.add('rejected');
+            item.bar.value = 0;
+            setText(item.status, 'Refused');
+            item.row.append(h('span', { class: 'rejection-reason' }, reason.message || reason.reason || reason.code || 'refused'));
+            refused.push(item);
+          }
+          pending = pending.filter((item) => !reasons.has(item));
+        }
+      }
+      if (failure) break;
+      doneBytes += run.reduce((sum, { file }) => sum + file.size, 0);
+    }
+    if (failure) {
+      for (const { row, bar, status } of rows) {
+        if (row.classList.contains('added') || row.classList.contains('rejected')) continue;
+        row.classList.add('not-added');
+        bar.value = 0;
+        setText(status, 'Not added');
+      }
+    }
+
+    overall.remove();
+    const parts = [];
+    if (storedFiles) {
+      let text = `Stored ${plural(storedFiles, 'file')}: ${plural(numbers.length, 'page')}`;
+      if (numbers.length) text += ` (${numbers.length === 1 ? 'p.' : 'pp.'} ${pageRanges(numbers)})`;
+      text += ' · making pages';
+      if (then.length) text += `, then ${then.join(' → ')}`;
+      parts.push(text);
+    }
+    if (refused.length) {
+      parts.push(`${plural(refused.length, 'file')} refused, not added (${refused.slice(0, 3).map(({ file }) => file.name).join(', ')}${refused.length > 3 ? ', …' : ''})`);
+    }
+    if (failure) {
+      const left = files.length - storedFiles - refused.length;
+      parts.push(`${plural(left, 'file')} not added: ${errorText(failure)}`);
+    }
+    if (!storedFiles && !failure) parts.push('nothing was added');
+    setText(summary, `${parts.join('. ')}.`);
+    const clean = !failure && !refused.length;
+    summary.classList.add(clean ? 'ok' : storedFiles ? 'partly' : 'error');
+    if (!clean) summary.setAttribute('role', 'alert');
+    // The refused files first, so their reasons show without scrolling through the rest.
+    const list = details.querySelector('.upload-files');
+    for (const { row } of refused.slice().reverse()) list.prepend(row);
+    // A stored drop is one line; its files stay one click away. One with refused or
+    // unsent files stays open, showing why.
+    details.open = !clean;
+    batch.classList.replace('sending', clean ? 'done' : storedFiles ? 'partly' : 'failed');
+  }
+
+  /** One batch as a multipart request; `onSent(bytes)` as its bytes go out. */
+  function sendBatch(items, ocr, chain, summary, onSent) {
     const form = new FormData();
-    for (const file of files) form.append('files', file, file.name);
+    for (const { file } of items) form.append('files', file, file.name);
+    const bytes = items.reduce((sum, { file }) => sum + file.size, 0);
     const onProgress = (loaded, total) => {
-      const sent = total ? (loaded / total) * totalBytes : 0;
+      const sent = total ? (loaded / total) * bytes : 0;
       let before = 0;
-      for (const { file, bar, status } of rows) {
+      for (const { file, bar, status } of items) {
         const share = file.size ? Math.min(1, Math.max(0, (sent - before) / file.size)) : sent >= before ? 1 : 0;
         before += file.size;
         bar.value = Math.round(share * 100);
         setText(status, share >= 1 ? 'Sent' : share > 0 ? `Sending ${Math.round(share * 100)}%` : 'Waiting');
       }
-      overall.value = Math.round(Math.min(1, sent / totalBytes) * 100);
-      if (total && loaded >= total) setText(summary, `Checking ${plural(files.length, 'file')}…`);
+      onSent(sent);
+      if (total && loaded >= total) setText(summary, `Checking ${plural(items.length, 'file')}…`);
     };
-    try {
-      const answer = await sendWhenIngestEnds(`/v1/books/${seg(bookId)}/pages?ocr=${ocr}${chain ? '&then=guidelines,finalize' : ''}`, form, onProgress, summary);
-      const stored = answer?.upload?.files || [];
-      const pages = stored.reduce((total, file) => total + (file.pages || 0), 0);
-      rows.forEach(({ bar, status, row }, index) => {
-        bar.value = 100;
-        row.classList.add('added');
-        const file = stored[index];
-        setText(status, file ? `Pages ${pageRanges(Array.from({ length: file.pages }, (_, n) => file.first_page + n))}` : 'Stored');
-      });
-      const numbers = stored.flatMap((file) => Array.from({ length: file.pages }, (_, n) => file.first_page + n));
-      let text = `Stored ${plural(stored.length, 'file')}: ${plural(pages, 'page')}`;
-      if (numbers.length) text += ` (${numbers.length === 1 ? 'p.' : 'pp.'} ${pageRanges(numbers)})`;
-      text += ' · making pages';
-      const then = (answer?.job?.then || []).map((type) => (type === 'ocr' ? 'OCR' : type));
-      if (then.length) text += `, then ${then.join(' → ')}`;
-      setText(summary, `${text}.`);
-      summary.classList.add('ok');
-      // A stored batch is one line; its files stay one click away.
-      overall.remove();
-      details.open = false;
-      batch.classList.replace('sending', 'done');
-      if (scope.alive) onUploaded(answer);
-    } catch (error) {
-      const rejected = (error.details && Array.isArray(error.details.rejected) && error.details.rejected) || [];
-      const byIndex = new Map();
-      for (const file of rejected) {
-        if (Number.isInteger(file.index)) byIndex.set(file.index, file);
-      }
-      rows.forEach(({ bar, status, row, file }, index) => {
-        const reason = byIndex.get(index) || rejected.find((entry) => !Number.isInteger(entry.index) && (entry.name ?? entry.file) === file.name);
-        if (reason) {
-          row.classList.add('rejected');
-          setText(status, 'Rejected');
-          row.append(h('span', { class: 'rejection-reason' }, reason.message || reason.reason || reason.code || 'rejected'));
-        } else {
-          row.classList.add('not-added');
-          setText(status, 'Not added');
-        }
-        bar.value = 0;
-      });
-      overall.remove();
-      details.open = true;
-      batch.classList.replace('sending', 'failed');
-      summary.classList.add('error');
-      summary.setAttribute('role', 'alert');
-      if (rejected.length) {
-        setText(summary, `${rejected.length} of ${plural(files.length, 'file')} rejected; nothing was added. Fix or remove ${rejected.length === 1 ? 'it' : 'them'} and upload the batch again.`);
-      } else {
-        setText(summary, `Nothing was added: ${errorText(error)}`);
-      }
-    }
+    const path = `/v1/books/${seg(bookId)}/pages?ocr=${ocr}${chain ? '&then=guidelines,finalize' : ''}`;
+    return sendWhenIngestEnds(path, form, onProgress, summary);
+  }
+
+  /** The items of a batch the server refused, with its reason each (by index, else name). */
+  function rejections(error, items) {
+    const rejected = (error.details && Array.isArray(error.details.rejected) && error.details.rejected) || [];
+    const reasons = new Map();
+    items.forEach((item, index) => {
+      const reason = rejected.find((entry) => entry.index === index)
+        || rejected.find((entry) => !Number.isInteger(entry.index) && (entry.name ?? entry.file) === item.file.name);
+      if (reason) reasons.set(item, reason);
+    });
+    return reasons;
   }
 
   /**

@@ -580,11 +580,12 @@ async fn a_page_read_with_low_confidence_carries_a_review_badge_and_its_own_filt
 }
 
 #[tokio::test]
-async fn a_rejected_batch_lists_each_bad_file_with_its_reason_and_adds_no_page() {
+async fn a_refused_file_is_shown_with_its_reason_and_the_rest_of_its_batch_is_added() {
     let dashboard = Dashboard::start(None).await;
     dashboard.goto("/").await;
     dashboard.create_book_with_form("Rejections").await;
     let fixtures = ocr::testing::fixture_pages();
+    dashboard.set_ocr_after_upload(false).await;
     dashboard
         .drop_files(&[
             ("page-001.png", fixtures[0].png.to_vec()),
@@ -593,7 +594,7 @@ async fn a_rejected_batch_lists_each_bad_file_with_its_reason_and_adds_no_page()
         .await;
     let reason = dashboard
         .wait_for(
-            "the rejected file with its reason",
+            "the refused file with its reason",
             UI_DEADLINE,
             "#uploads .upload.rejected[data-file-name=\"notes.txt\"] .rejection-reason",
             "(e) => e.length === 1 && e[0].textContent.trim() ? e[0].textContent : null",
@@ -603,13 +604,132 @@ async fn a_rejected_batch_lists_each_bad_file_with_its_reason_and_adds_no_page()
         reason.as_str().unwrap().contains("unsupported format"),
         "{reason}"
     );
-    dashboard.screenshot("rejected-upload").await;
-    let tiles = dashboard.tiles().await;
+    let tiles = dashboard
+        .wait_tiles("the other file's page", JOB_DEADLINE, |tiles| {
+            tiles.len() == 1
+        })
+        .await;
+    assert_eq!(tiles[0].page, 1, "{tiles:?}");
+    let summary = dashboard
+        .wait_for(
+            "the drop's summary",
+            UI_DEADLINE,
+            "#uploads .upload-batch.partly .upload-summary",
+            "(e) => e.length === 1 ? e[0].textContent : null",
+        )
+        .await;
+    let summary = text(&summary);
     assert!(
-        tiles.is_empty(),
-        "nothing of a rejected batch is added: {tiles:?}"
+        summary.contains("Stored 1 file") && summary.contains("1 file refused"),
+        "{summary}"
+    );
+    dashboard.screenshot("refused-file").await;
+    dashboard.finish().await;
+}
+
+/// A drop of 1,000 files in shuffled order: sent in bounded batches, stored as pages in the
+/// natural order of their names (p2 before p10), the one corrupt file refused with its
+/// reason and the 999 others stored.
+#[tokio::test]
+async fn a_thousand_files_dropped_in_any_order_become_pages_in_natural_name_order() {
+    let dashboard = Dashboard::start(None).await;
+    dashboard.goto("/").await;
+    let book = dashboard.create_book_with_form("A thousand files").await;
+    dashboard.set_ocr_after_upload(false).await;
+    let png = small_png();
+    let mut files: Vec<(String, Vec<u8>)> = (1..=1000)
+        .map(|n| (format!("p{n}.png"), png.clone()))
+        .collect();
+    // p500.png: a PNG signature, then nothing a decoder can read.
+    files[499].1 = b"\x89PNG\r\n\x1a\nthis is no image at all".to_vec();
+    // A fixed shuffle (an LCG), so a failure repeats.
+    let mut state = 25_u64;
+    for index in (1..files.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        files.swap(index, (state >> 33) as usize % (index + 1));
+    }
+    assert_ne!(files[0].0, "p1.png");
+    let dropped: Vec<(&str, Vec<u8>)> = files
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.clone()))
+        .collect();
+    dashboard.drop_files(&dropped).await;
+    let reason = dashboard
+        .wait_for(
+            "the corrupt file refused with its reason",
+            JOB_DEADLINE,
+            "#uploads .upload.rejected[data-file-name=\"p500.png\"] .rejection-reason",
+            "(e) => e.length === 1 && e[0].textContent.trim() ? e[0].textContent : null",
+        )
+        .await;
+    dashboard.screenshot("thousand-files-sending").await;
+    let summary = dashboard
+        .wait_for(
+            "the drop's summary",
+            JOB_DEADLINE,
+            "#uploads .upload-batch.partly .upload-summary",
+            "(e) => e.length === 1 ? e[0].textContent : null",
+        )
+        .await;
+    let summary = text(&summary);
+    assert!(
+        summary.contains("Stored 999 files: 999 pages (pp. 1")
+            && summary.contains("1 file refused"),
+        "{summary}; p500.png: {reason}"
+    );
+    let manifest = dashboard
+        .api
+        .eventually_value("the 999 pages made", || async {
+            let manifest = dashboard.api.get(&format!("/v1/books/{book}")).await;
+            (manifest["pages"].as_array().map_or(0, Vec::len) == 999).then_some(manifest)
+        })
+        .await;
+    let names: Vec<String> = manifest["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|page| text(&page["source_name"]))
+        .collect();
+    let expected: Vec<String> = (1..=1000)
+        .filter(|n| *n != 500)
+        .map(|n| format!("p{n}.png"))
+        .collect();
+    assert_eq!(
+        names, expected,
+        "pages 1-999 in natural order of the file names"
+    );
+    dashboard.screenshot("thousand-files-stored").await;
+    let requests = dashboard
+        .api
+        .requests_since(0)
+        .into_iter()
+        // An upload's answers: 202 stored, 422 a file refused, 409 an ingest still running.
+        .filter(|request| {
+            request.path == format!("/v1/books/{book}/pages")
+                && [202, 409, 422].contains(&request.status)
+        })
+        .count();
+    assert!(
+        (20..=60).contains(&requests),
+        "bounded batches of at most 50 files (a refused batch is sent again without its \
+         refused file, and one waiting for the previous ingest is sent again): {requests} \
+         uploads"
     );
     dashboard.finish().await;
+}
+
+/// A 64 x 64 grey PNG.
+fn small_png() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::GrayImage::from_pixel(64, 64, image::Luma([200]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
 }
 
 #[tokio::test]
@@ -1671,12 +1791,6 @@ impl Dashboard {
             html.as_str().unwrap_or_default(),
             tail.join("\n")
         )
-    }
-
-    /// The page tiles.
-    async fn tiles(&self) -> Vec<Tile> {
-        let value = self.js(TILES_SCRIPT, vec![]).await;
-        tiles_of(&value)
     }
 
     /// Polls the page tiles until `done` holds; returns them.
