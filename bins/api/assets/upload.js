@@ -1,5 +1,6 @@
 // Bulk upload of pages: drag-and-drop of many files (or the file picker) onto the book.
-// The files are put in natural order of their names (p2 before p10) and sent in bounded
+// The files are put in natural order of their names (p2 before p10) in a list that can be
+// reordered (drag a row, or its up and down buttons) until "Upload" sends them in bounded
 // batches, one multipart request each and one after the other, with a progress per file
 // and one for the whole drop. A file the server refuses for its content is shown with its
 // reason, and the rest of its batch is sent again without it: the others go on.
@@ -65,7 +66,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
   const dropzone = h('div', { id: 'dropzone', class: 'dropzone' },
     h('p', { class: 'dropzone-text' }, h('strong', {}, 'Drop page images or PDFs here'), h('span', { class: 'muted' }, ' or choose files:')),
     input,
-    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP or GIF images, one per page, or PDFs, one page per PDF page (a page with a text layer keeps its text). Pages are numbered in the order the files are given.'),
+    h('p', { class: 'hint' }, 'PNG, JPEG, WebP, TIFF, BMP or GIF images, one per page, or PDFs, one page per PDF page (a page with a text layer keeps its text). Pages are numbered in the order of the list that opens, by name (p2 before p10); change it before you upload.'),
   );
   const ocrAfter = h('input', { type: 'checkbox', id: 'ocr-after-upload', checked: true });
   // The whole pipeline from one upload: OCR, then guidelines, then finalize as a chain.
@@ -89,10 +90,100 @@ export function uploadPanel(bookId, scope, onUploaded) {
     uploads,
   );
 
+  // Files chosen or dropped wait here, in the order they will be numbered, until sent.
+  let staged = [];
+  const stagedList = h('ol', { id: 'staged-files', class: 'staged-files', 'aria-label': 'Files to upload, in page order' });
+  const stagedSummary = h('p', { class: 'staged-summary' });
+  const sendButton = h('button', { type: 'button', id: 'upload-send', class: 'primary' }, 'Upload');
+  const clearButton = h('button', { type: 'button', id: 'upload-clear' }, 'Clear');
+  const stagedPanel = h('div', { class: 'staged', hidden: true },
+    stagedSummary, stagedList, h('div', { class: 'staged-actions' }, sendButton, clearButton));
+  uploads.before(stagedPanel);
+
+  function stage(files) {
+    if (!files.length) return;
+    staged = staged.concat(naturalOrder(files));
+    renderStaged();
+    sendButton.focus();
+  }
+
+  function move(from, to) {
+    if (from === to || to < 0 || to >= staged.length) return;
+    const [file] = staged.splice(from, 1);
+    staged.splice(to, 0, file);
+    renderStaged();
+  }
+
+  function renderStaged() {
+    stagedPanel.hidden = staged.length === 0;
+    const bytes = staged.reduce((sum, file) => sum + file.size, 0);
+    setText(stagedSummary, `${plural(staged.length, 'file')} (${size(bytes)}), numbered in this order: drag a file to move it.`);
+    setText(sendButton, `Upload ${plural(staged.length, 'file')}`);
+    stagedList.replaceChildren(...staged.map((file, index) => h('li', {
+      class: 'staged-file', draggable: 'true', dataset: { index: String(index), fileName: file.name },
+    },
+    h('span', { class: 'grip', 'aria-hidden': 'true' }, '⠿'),
+    h('span', { class: 'upload-name', title: file.name }, file.name),
+    h('span', { class: 'upload-size muted' }, size(file.size)),
+    h('button', { type: 'button', class: 'move', dataset: { move: '-1' }, disabled: index === 0, 'aria-label': `Move ${file.name} up` }, '↑'),
+    h('button', { type: 'button', class: 'move', dataset: { move: '1' }, disabled: index === staged.length - 1, 'aria-label': `Move ${file.name} down` }, '↓'))));
+  }
+
+  const rowOf = (event) => event.target.closest?.('li.staged-file');
+  let dragged = null;
+  stagedList.addEventListener('click', (event) => {
+    const button = event.target.closest('button.move');
+    const row = button && rowOf(event);
+    if (!row) return;
+    const from = Number(row.dataset.index);
+    move(from, from + Number(button.dataset.move));
+    stagedList.querySelector(`li[data-index="${from + Number(button.dataset.move)}"] button.move[data-move="${button.dataset.move}"]`)?.focus();
+  });
+  stagedList.addEventListener('dragstart', (event) => {
+    const row = rowOf(event);
+    if (!row) return;
+    dragged = Number(row.dataset.index);
+    row.classList.add('dragged');
+    if (event.dataTransfer) {
+      event.dataTransfer.effectAllowed = 'move';
+      event.dataTransfer.setData('text/plain', row.dataset.fileName);
+    }
+  });
+  stagedList.addEventListener('dragover', (event) => {
+    if (dragged === null || !rowOf(event)) return;
+    event.preventDefault();
+    if (event.dataTransfer) event.dataTransfer.dropEffect = 'move';
+  });
+  stagedList.addEventListener('drop', (event) => {
+    const row = rowOf(event);
+    if (dragged === null || !row) return;
+    event.preventDefault();
+    // Onto the upper half of a row: before it; the lower half: after it.
+    const box = row.getBoundingClientRect();
+    const target = Number(row.dataset.index) + (event.clientY > box.top + box.height / 2 ? 1 : 0);
+    const from = dragged;
+    dragged = null;
+    move(from, target > from ? target - 1 : target);
+  });
+  stagedList.addEventListener('dragend', () => {
+    dragged = null;
+    stagedList.querySelector('.dragged')?.classList.remove('dragged');
+  });
+  sendButton.addEventListener('click', () => {
+    const files = staged;
+    staged = [];
+    renderStaged();
+    send(files);
+  });
+  clearButton.addEventListener('click', () => {
+    staged = [];
+    renderStaged();
+  });
+
   input.addEventListener('change', () => {
     const files = [...input.files];
     input.value = '';
-    send(files);
+    stage(files);
   });
 
   let depth = 0;
@@ -116,7 +207,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
     depth = 0;
     dragging(false);
     const files = event.dataTransfer ? [...event.dataTransfer.files] : [];
-    send(files);
+    stage(files);
   });
   // A file dropped next to the zone must not make the browser leave the dashboard.
   const swallow = (event) => {
@@ -125,9 +216,9 @@ export function uploadPanel(bookId, scope, onUploaded) {
   scope.listen(window, 'dragover', swallow);
   scope.listen(window, 'drop', swallow);
 
-  async function send(dropped) {
-    if (!dropped.length) return;
-    const files = naturalOrder(dropped);
+  /** Sends `files` as pages in this order. */
+  async function send(files) {
+    if (!files.length) return;
     const ocr = ocrAfter.checked;
     const chain = ocr && processAll.checked;
     const totalBytes = files.reduce((sum, file) => sum + file.size, 0) || 1;

@@ -529,7 +529,7 @@ async fn a_page_read_with_low_confidence_carries_a_review_badge_and_its_own_filt
     let clean = ocr::testing::fixture_pages()[0].png.to_vec();
     let blurred = crate::ocr_quality::degraded(&clean);
     dashboard
-        .drop_files(&[("clean.png", clean), ("blurred.png", blurred)])
+        .drop_files(&[("p1-clean.png", clean), ("p2-blurred.png", blurred)])
         .await;
     dashboard
         .wait_tiles("both pages done", JOB_DEADLINE, |tiles| {
@@ -624,6 +624,66 @@ async fn a_refused_file_is_shown_with_its_reason_and_the_rest_of_its_batch_is_ad
         "{summary}"
     );
     dashboard.screenshot("refused-file").await;
+    dashboard.finish().await;
+}
+
+/// Dropped files wait in natural order of their names, can be reordered by dragging (or
+/// with a row's buttons), and become pages in the order shown when sent.
+#[tokio::test]
+async fn dropped_files_wait_in_natural_order_and_a_drag_changes_their_page_numbers() {
+    let dashboard = Dashboard::start(None).await;
+    dashboard.goto("/").await;
+    let book = dashboard.create_book_with_form("Reordered").await;
+    dashboard.set_ocr_after_upload(false).await;
+    let png = small_png();
+    dashboard
+        .drop_to_stage(&[
+            ("p10.png", png.clone()),
+            ("p2.png", png.clone()),
+            ("p1.png", png.clone()),
+        ])
+        .await;
+    assert_eq!(
+        dashboard.staged_names().await,
+        ["p1.png", "p2.png", "p10.png"]
+    );
+    dashboard.screenshot("files-waiting").await;
+    dashboard.drag_staged("p10.png", "p1.png").await;
+    assert_eq!(
+        dashboard.staged_names().await,
+        ["p10.png", "p1.png", "p2.png"]
+    );
+    dashboard
+        .click("button[aria-label=\"Move p2.png up\"]")
+        .await;
+    assert_eq!(
+        dashboard.staged_names().await,
+        ["p10.png", "p2.png", "p1.png"]
+    );
+    dashboard.screenshot("files-reordered").await;
+    dashboard.send_staged().await;
+    let manifest = dashboard
+        .api
+        .eventually_value("the 3 pages made", || async {
+            let manifest = dashboard.api.get(&format!("/v1/books/{book}")).await;
+            (manifest["pages"].as_array().map_or(0, Vec::len) == 3).then_some(manifest)
+        })
+        .await;
+    let names: Vec<String> = manifest["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|page| text(&page["source_name"]))
+        .collect();
+    assert_eq!(
+        names,
+        ["p10.png", "p2.png", "p1.png"],
+        "pages in the order shown"
+    );
+    assert!(
+        dashboard.staged_names().await.is_empty(),
+        "nothing left waiting"
+    );
     dashboard.finish().await;
 }
 
@@ -2017,11 +2077,72 @@ impl Dashboard {
             .map(|path| path.display().to_string())
             .collect();
         input.send_keys(&paths.join("\n")).await.unwrap();
+        self.send_staged().await;
+    }
+
+    /// Clicks "Upload" under the list of files waiting to be sent.
+    async fn send_staged(&self) {
+        self.wait_for(
+            "the upload button",
+            UI_DEADLINE,
+            "button#upload-send",
+            "(e) => e.length === 1 && e[0].offsetParent !== null",
+        )
+        .await;
+        self.click("button#upload-send").await;
+    }
+
+    /// The names of the files waiting to be sent, in page order.
+    async fn staged_names(&self) -> Vec<String> {
+        let names = self
+            .js(
+                "return [...document.querySelectorAll('#staged-files li.staged-file')]\
+                   .map((row) => row.dataset.fileName);",
+                vec![],
+            )
+            .await;
+        names.as_array().unwrap().iter().map(text).collect()
+    }
+
+    /// Drags the waiting file `name` onto the upper half of the waiting file `onto` (so it
+    /// goes before it), as a person's drag and drop fires its events.
+    async fn drag_staged(&self, name: &str, onto: &str) {
+        let moved = self
+            .js(
+                "const [name, onto] = arguments;\
+                 const row = (file) => document.querySelector(`#staged-files li[data-file-name=\"${file}\"]`);\
+                 const from = row(name);\
+                 const to = row(onto);\
+                 const transfer = new DataTransfer();\
+                 const box = to.getBoundingClientRect();\
+                 const at = {clientX: box.left + 20, clientY: box.top + 2};\
+                 from.dispatchEvent(new DragEvent('dragstart', {bubbles: true, cancelable: true, dataTransfer: transfer}));\
+                 const over = new DragEvent('dragover', {bubbles: true, cancelable: true, dataTransfer: transfer, ...at});\
+                 to.dispatchEvent(over);\
+                 const drop = new DragEvent('drop', {bubbles: true, cancelable: true, dataTransfer: transfer, ...at});\
+                 to.dispatchEvent(drop);\
+                 from.dispatchEvent(new DragEvent('dragend', {bubbles: true, dataTransfer: transfer}));\
+                 return [over.defaultPrevented, drop.defaultPrevented];",
+                vec![json!(name), json!(onto)],
+            )
+            .await;
+        assert_eq!(
+            moved,
+            json!([true, true]),
+            "the list takes the drag of {name}"
+        );
+    }
+
+    /// Drops files on `#dropzone` (see [`Self::drop_to_stage`]) and sends them.
+    async fn drop_files(&self, files: &[(&str, Vec<u8>)]) {
+        self.drop_to_stage(files).await;
+        self.send_staged().await;
     }
 
     /// Drops files on `#dropzone`: `dragenter`, `dragover` and `drop` with a
-    /// `DataTransfer` of `File`s made in the page from the bytes.
-    async fn drop_files(&self, files: &[(&str, Vec<u8>)]) {
+    /// `DataTransfer` of `File`s made in the page from the bytes. They wait in the list of
+    /// files to upload.
+    async fn drop_to_stage(&self, files: &[(&str, Vec<u8>)]) {
         self.wait_for(
             "the drop zone",
             UI_DEADLINE,
