@@ -118,6 +118,7 @@
 mod backoff;
 mod clock;
 mod job;
+pub mod keys;
 mod lock;
 pub mod runtime;
 pub mod schedule;
@@ -144,6 +145,7 @@ pub use job::{
     ChainStep, Job, JobError, JobId, JobStatus, Lease, NewJob, Progress, UnknownJobStatus, codes,
     storable_text, truncate_to_micros,
 };
+pub use keys::{KeptAnswer, KeyClaim, KeyedRequest};
 pub use lock::{Acquire, AcquireRequest, LockError, LockService, RecoveryPolicy};
 pub use schedule::{CatchUp, Schedule, ScheduleError, Tick};
 pub use state::{IllegalTransition, Transition};

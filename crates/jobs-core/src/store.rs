@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::job::{Job, JobError, JobId, JobStatus, Lease, NewJob, Progress};
+use crate::keys::{KeptAnswer, KeyClaim, KeyedRequest};
 use crate::state::IllegalTransition;
 
 /// What [`JobStore::insert`] did.
@@ -478,6 +479,36 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Workers seen at or after `seen_since`, most recently seen first.
     async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError>;
+
+    /// Claims `request.key` for `request` ([request keys](crate::keys)):
+    /// [`KeyClaim::Claimed`] when the key is new, or held without an answer by the same
+    /// request (key, request and fingerprint) claimed before `stale_before` (a request whose
+    /// process died: this one takes over, and the old claim can no longer answer or release
+    /// it); [`KeyClaim::Running`] while the same request holds it otherwise;
+    /// [`KeyClaim::Answered`] with the kept answer once it has one; [`KeyClaim::Mismatch`]
+    /// when another request (request or fingerprint) has it. Race-free: of concurrent claims
+    /// of a new key exactly one is `Claimed`. `now` is kept as the claim's time.
+    async fn claim_key(
+        &self,
+        request: &KeyedRequest<'_>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError>;
+
+    /// Keeps `answer` for `key` if `claim` still holds it; whether it did.
+    async fn answer_key(
+        &self,
+        key: &str,
+        claim: &str,
+        answer: &KeptAnswer,
+    ) -> Result<bool, StoreError>;
+
+    /// Lets go of `key` without an answer if `claim` still holds it (the request failed in a
+    /// way a repeat may not), so the next request with it runs.
+    async fn release_key(&self, key: &str, claim: &str) -> Result<(), StoreError>;
+
+    /// Deletes the keys claimed before `claimed_before`, answered or not; how many.
+    async fn delete_keys(&self, claimed_before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// How many claims a worker should keep in flight at once. Stores whose claims run side
     /// by side (Postgres, with `SKIP LOCKED`) gain from a second claim while the first one's

@@ -1,6 +1,6 @@
 //! Where a store's tables are: the connection's search path (the default), or a schema named
 //! by the embedder. Every statement is written against the unqualified tables
-//! (`folio_jobs`, `folio_workers`) and rendered once per named schema, qualified, with a
+//! (`folio_jobs`, `folio_workers`, `folio_request_keys`) and rendered once per named schema, qualified, with a
 //! notification channel of that schema's own.
 
 use std::collections::HashMap;
@@ -87,8 +87,8 @@ impl Schema {
     }
 }
 
-/// `template` with each table (`folio_jobs`, `folio_workers`) qualified by `schema` and the
-/// notification channel (the quoted `'folio_jobs'`) named after it. Other `folio_` names
+/// `template` with each table (`folio_jobs`, `folio_workers`, `folio_request_keys`) qualified
+/// by `schema` and the notification channel (the quoted `'folio_jobs'`) named after it. Other `folio_` names
 /// (indexes in comments and plans) stay as they are.
 pub(crate) fn qualify(template: &str, schema: &str) -> String {
     let mut out = String::with_capacity(template.len() + 64);
@@ -106,7 +106,7 @@ pub(crate) fn qualify(template: &str, schema: &str) -> String {
             "folio_jobs" if preceded == Some('\'') => {
                 out.push_str(&format!("{schema}.{name}"));
             }
-            "folio_jobs" | "folio_workers"
+            "folio_jobs" | "folio_workers" | "folio_request_keys"
                 if !preceded.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') =>
             {
                 out.push_str(&format!("\"{schema}\".{name}"));
@@ -161,8 +161,9 @@ mod tests {
     fn every_statement_of_a_schema_names_only_its_tables() {
         let statements = Schema::named("acme").unwrap().statements();
         for sql in statements.all() {
-            let unqualified =
-                sql.matches("folio_jobs").count() + sql.matches("folio_workers").count();
+            let unqualified = sql.matches("folio_jobs").count()
+                + sql.matches("folio_workers").count()
+                + sql.matches("folio_request_keys").count();
             let qualified =
                 sql.matches("\"acme\".folio_").count() + sql.matches("'acme.folio_jobs'").count();
             let other = sql.matches("folio_jobs_").count();

@@ -70,6 +70,11 @@ statements! {
     touch_worker: TOUCH_WORKER,
     remove_worker: REMOVE_WORKER,
     list_workers: LIST_WORKERS,
+    claim_key: CLAIM_KEY,
+    get_key: GET_KEY,
+    answer_key: ANSWER_KEY,
+    release_key: RELEASE_KEY,
+    delete_keys: DELETE_KEYS,
     list: LIST,
     list_resource: LIST_RESOURCE,
 }
@@ -102,6 +107,32 @@ impl Statements {
         }
     }
 }
+
+/// Claims a request key: inserts it, or takes over a stale claim of the same request
+/// without an answer (`$6`: claims before it are stale); the claim when it is this one's.
+pub(crate) const CLAIM_KEY: &str = "
+INSERT INTO folio_request_keys AS held (key, request, fingerprint, claim, claimed_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (key) DO UPDATE SET claim = EXCLUDED.claim, claimed_at = EXCLUDED.claimed_at
+WHERE held.status IS NULL AND held.claimed_at < $6
+  AND held.request = EXCLUDED.request AND held.fingerprint = EXCLUDED.fingerprint
+RETURNING held.claim";
+
+/// A request key's request, fingerprint and answer.
+pub(crate) const GET_KEY: &str = "
+SELECT request, fingerprint, status, content_type, body FROM folio_request_keys WHERE key = $1";
+
+/// Keeps the answer of a request key its claim still holds.
+pub(crate) const ANSWER_KEY: &str = "
+UPDATE folio_request_keys SET status = $3, content_type = $4, body = $5
+WHERE key = $1 AND claim = $2 AND status IS NULL";
+
+/// Lets go of a request key its claim still holds, without an answer.
+pub(crate) const RELEASE_KEY: &str =
+    "DELETE FROM folio_request_keys WHERE key = $1 AND claim = $2 AND status IS NULL";
+
+/// Deletes the request keys claimed before `$1`.
+pub(crate) const DELETE_KEYS: &str = "DELETE FROM folio_request_keys WHERE claimed_at < $1";
 
 /// A job by id.
 pub(crate) const GET: &str = "SELECT * FROM folio_jobs WHERE id = $1";

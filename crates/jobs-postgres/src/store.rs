@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobs_core::{
     ActiveIndex, ChainStep, ClaimParams, Finish, HeartbeatAck, HeartbeatParams, Insert, Job, JobId,
-    JobQuery, JobStatus, JobStore, NewJob, RescueParams, RescueReport, StoreError, Transition,
-    WorkerInfo, parse_active_index,
+    JobQuery, JobStatus, JobStore, KeptAnswer, KeyClaim, KeyedRequest, NewJob, RescueParams,
+    RescueReport, StoreError, Transition, WorkerInfo, parse_active_index,
 };
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Json;
@@ -456,6 +456,99 @@ impl JobStore for PgJobStore {
             .await
             .map_err(translate)?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn claim_key(
+        &self,
+        request: &KeyedRequest<'_>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError> {
+        // A key released between the two statements is claimed on the next round.
+        for _ in 0..3 {
+            let claimed: Option<String> = sqlx::query_scalar(self.sql.claim_key)
+                .bind(request.key)
+                .bind(request.request)
+                .bind(request.fingerprint)
+                .bind(request.claim)
+                .bind(now)
+                .bind(stale_before)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(translate)?;
+            if claimed.is_some() {
+                return Ok(KeyClaim::Claimed);
+            }
+            let Some(row) = sqlx::query(self.sql.get_key)
+                .bind(request.key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(translate)?
+            else {
+                continue;
+            };
+            let answer = match row.try_get::<Option<i32>, _>("status").map_err(translate)? {
+                Some(status) => Some(KeptAnswer {
+                    status: u16::try_from(status)
+                        .map_err(|_| StoreError::Corrupt(format!("key status {status}")))?,
+                    content_type: row
+                        .try_get::<Option<String>, _>("content_type")
+                        .map_err(translate)?
+                        .unwrap_or_default(),
+                    body: row
+                        .try_get::<Option<Vec<u8>>, _>("body")
+                        .map_err(translate)?
+                        .unwrap_or_default(),
+                }),
+                None => None,
+            };
+            return Ok(request.meets(
+                row.try_get("request").map_err(translate)?,
+                row.try_get("fingerprint").map_err(translate)?,
+                answer,
+            ));
+        }
+        Err(StoreError::Corrupt(format!(
+            "request key {} was released three times while being claimed",
+            request.key
+        )))
+    }
+
+    async fn answer_key(
+        &self,
+        key: &str,
+        claim: &str,
+        answer: &KeptAnswer,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(self.sql.answer_key)
+            .bind(key)
+            .bind(claim)
+            .bind(i32::from(answer.status))
+            .bind(&answer.content_type)
+            .bind(&answer.body)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn release_key(&self, key: &str, claim: &str) -> Result<(), StoreError> {
+        sqlx::query(self.sql.release_key)
+            .bind(key)
+            .bind(claim)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn delete_keys(&self, claimed_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query(self.sql.delete_keys)
+            .bind(claimed_before)
+            .execute(&self.pool)
+            .await
+            .map_err(translate)?;
+        Ok(result.rows_affected())
     }
 
     async fn remove_worker(&self, id: &str) -> Result<(), StoreError> {

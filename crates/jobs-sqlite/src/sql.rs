@@ -213,6 +213,33 @@ WHERE next_job_id IN (SELECT value FROM json_each(?1))
 pub(crate) const DELETE_JOBS: &str =
     "DELETE FROM folio_jobs WHERE id IN (SELECT value FROM json_each(?1))";
 
+/// Claims a request key: inserts it, or takes over a stale claim of the same request
+/// without an answer (`?6`: claims before it are stale); the claim when it is this one's.
+pub(crate) const CLAIM_KEY: &str = "
+INSERT INTO folio_request_keys (key, request, fingerprint, claim, claimed_at)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (key) DO UPDATE SET claim = excluded.claim, claimed_at = excluded.claimed_at
+WHERE folio_request_keys.status IS NULL AND folio_request_keys.claimed_at < ?6
+  AND folio_request_keys.request = excluded.request
+  AND folio_request_keys.fingerprint = excluded.fingerprint
+RETURNING claim";
+
+/// A request key's request, fingerprint and answer.
+pub(crate) const GET_KEY: &str = "
+SELECT request, fingerprint, status, content_type, body FROM folio_request_keys WHERE key = ?1";
+
+/// Keeps the answer of a request key its claim still holds.
+pub(crate) const ANSWER_KEY: &str = "
+UPDATE folio_request_keys SET status = ?3, content_type = ?4, body = ?5
+WHERE key = ?1 AND claim = ?2 AND status IS NULL";
+
+/// Lets go of a request key its claim still holds, without an answer.
+pub(crate) const RELEASE_KEY: &str =
+    "DELETE FROM folio_request_keys WHERE key = ?1 AND claim = ?2 AND status IS NULL";
+
+/// Deletes the request keys claimed before `?1`.
+pub(crate) const DELETE_KEYS: &str = "DELETE FROM folio_request_keys WHERE claimed_at < ?1";
+
 pub(crate) const REGISTER_WORKER: &str = "
 INSERT INTO folio_workers (id, host, job_types, started_at, last_seen)
 VALUES (?1, ?2, ?3, ?4, ?5)

@@ -9,7 +9,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use jobs_core::{
     ActiveIndex, ClaimParams, Finish, HeartbeatAck, HeartbeatParams, Insert, Job, JobId, JobQuery,
-    JobStatus, JobStore, NewJob, RescueParams, RescueReport, StoreError, WorkerInfo, async_trait,
+    JobStatus, JobStore, KeptAnswer, KeyClaim, KeyedRequest, NewJob, RescueParams, RescueReport,
+    StoreError, WorkerInfo, async_trait,
 };
 use tokio::sync::Notify;
 
@@ -152,6 +153,32 @@ impl JobStore for TimedStore {
 
     async fn list_workers(&self, seen_since: DateTime<Utc>) -> Result<Vec<WorkerInfo>, StoreError> {
         self.inner.list_workers(seen_since).await
+    }
+
+    async fn claim_key(
+        &self,
+        request: &KeyedRequest<'_>,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError> {
+        self.inner.claim_key(request, now, stale_before).await
+    }
+
+    async fn answer_key(
+        &self,
+        key: &str,
+        claim: &str,
+        answer: &KeptAnswer,
+    ) -> Result<bool, StoreError> {
+        self.inner.answer_key(key, claim, answer).await
+    }
+
+    async fn release_key(&self, key: &str, claim: &str) -> Result<(), StoreError> {
+        self.inner.release_key(key, claim).await
+    }
+
+    async fn delete_keys(&self, claimed_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.delete_keys(claimed_before).await
     }
 
     fn parallel_claims(&self) -> usize {

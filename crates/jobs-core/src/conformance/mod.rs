@@ -36,6 +36,7 @@ mod errors;
 mod fencing;
 mod finish;
 mod heartbeat;
+mod keys;
 mod list;
 mod model;
 mod registry;
@@ -56,6 +57,7 @@ pub use errors::*;
 pub use fencing::*;
 pub use finish::*;
 pub use heartbeat::*;
+pub use keys::*;
 pub use list::*;
 pub use model::*;
 pub use registry::*;
@@ -184,6 +186,14 @@ macro_rules! conformance_cases {
         // typed jobs
         $callback!(typed_job_resumes_from_its_typed_checkpoint);
         $callback!(typed_job_with_a_payload_that_does_not_decode_fails_at_once);
+        // request keys
+        $callback!(a_new_key_is_claimed_and_a_repeat_while_it_runs_is_told_so);
+        $callback!(an_answered_key_gives_its_answer_to_a_repeat_of_the_same_request);
+        $callback!(a_used_key_with_another_body_or_path_is_a_mismatch);
+        $callback!(a_released_key_runs_again_and_only_its_claim_releases_or_answers_it);
+        $callback!(a_stale_claim_is_taken_over_and_can_no_longer_answer);
+        $callback!(concurrent_claims_of_one_key_give_it_to_exactly_one);
+        $callback!(keys_claimed_before_a_time_are_deleted_and_later_ones_kept);
         // model
         $callback!(random_operations_match_the_reference_model);
     };
