@@ -170,7 +170,7 @@ export async function getBlob(path, options = {}) {
  * 2xx answer; rejects with ApiError (with `details`, e.g. `rejected`) otherwise. A 401
  * asks for the token and sends the whole batch again.
  */
-export async function upload(path, formData, onProgress) {
+export async function upload(path, formData, onProgress, headers = {}) {
   for (;;) {
     const sentWith = currentToken();
     const result = await new Promise((resolve, reject) => {
@@ -178,6 +178,7 @@ export async function upload(path, formData, onProgress) {
       xhr.open('POST', path);
       xhr.responseType = 'text';
       if (sentWith) xhr.setRequestHeader('Authorization', `Bearer ${sentWith}`);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
       xhr.upload.addEventListener('progress', (event) => {
         if (onProgress) onProgress(event.loaded, event.lengthComputable ? event.total : 0);
       });

@@ -25,6 +25,13 @@ export const BATCH_BYTES = 64 * 1024 * 1024;
 
 const names = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
 
+/** A fresh idempotency key (a random UUID where the browser has one). */
+function newKey() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
 /** `files` in natural order of their names: p2 before p10, then as given. */
 export function naturalOrder(files) {
   return files
@@ -350,7 +357,8 @@ export function uploadPanel(bookId, scope, onUploaded) {
       if (total && loaded >= total) setText(summary, `Checking ${plural(items.length, 'file')}…`);
     };
     const path = `/v1/books/${seg(bookId)}/pages?ocr=${ocr}${chain ? '&then=guidelines,finalize' : ''}`;
-    return sendWhenIngestEnds(path, form, onProgress, summary);
+    // One key per batch: however often it is sent again, its pages are stored once.
+    return sendWhenIngestEnds(path, form, onProgress, summary, newKey());
   }
 
   /** The items of a batch the server refused, with its reason each (by index, else name). */
@@ -366,16 +374,27 @@ export function uploadPanel(bookId, scope, onUploaded) {
   }
 
   /**
-   * Sends the upload; while another upload's pages of this book are being made (409
-   * `job_active` naming an `ingest` job) it waits for that job to end and sends again.
+   * Sends the upload with its idempotency `key`; while another upload's pages of this
+   * book are being made (409 `job_active` naming an `ingest` job) it waits for that job to
+   * end and sends again. A connection lost on the way, or the same batch still running
+   * on the server (409 `idempotency_in_flight`), is sent again with the same key, a few
+   * times: the server answers a repeat with the first answer, so no page is stored twice.
    */
-  async function sendWhenIngestEnds(path, form, onProgress, summary) {
+  async function sendWhenIngestEnds(path, form, onProgress, summary, key) {
+    let retries = 0;
     for (;;) {
       try {
-        return await upload(path, form, onProgress);
+        return await upload(path, form, onProgress, { 'Idempotency-Key': key });
       } catch (error) {
+        if (!scope.alive) throw error;
+        if ((error.code === 'network' || error.code === 'idempotency_in_flight') && retries < 5) {
+          retries += 1;
+          setText(summary, error.code === 'network' ? 'Connection lost: sending again…' : 'The server is still storing this batch: asking again…');
+          await new Promise((resolve) => setTimeout(resolve, 1000 * retries));
+          continue;
+        }
         const job = error.code === 'job_active' ? error.details?.job : null;
-        if (!job || job.type !== 'ingest' || !scope.alive) throw error;
+        if (!job || job.type !== 'ingest') throw error;
         setText(summary, 'Waiting for the pages of the previous upload to be made…');
         for (;;) {
           await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -55,6 +55,11 @@ pub enum ErrorCode {
     /// Other uploads hold the memory for decoding images; try again after `Retry-After`
     /// seconds (503).
     ServerBusy,
+    /// A request with this `Idempotency-Key` is still running; send it again after
+    /// `Retry-After` seconds to get its answer (409).
+    IdempotencyInFlight,
+    /// This `Idempotency-Key` was used for another request (another body or path) (422).
+    IdempotencyMismatch,
     /// Something failed on the server (500, 503); the body says no more.
     Internal,
 }
@@ -165,6 +170,15 @@ pub enum ApiError {
         /// Sent as `Retry-After` in whole seconds (at least 1).
         retry_after: std::time::Duration,
     },
+    /// 409 `idempotency_in_flight`, with `Retry-After`.
+    #[error("a request with this Idempotency-Key is still running: send it again shortly")]
+    IdempotencyInFlight,
+    /// 422 `idempotency_mismatch`.
+    #[error(
+        "this Idempotency-Key was used for another request (another body or path) in the \
+         last 24 hours: use a new key for a new request"
+    )]
+    IdempotencyMismatch,
     /// A backend is unreachable or overloaded: 503 `internal`.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -208,7 +222,9 @@ impl ApiError {
             | Self::JobNotResumable { .. }
             | Self::JobTerminal(_)
             | Self::OcrIncomplete(_)
-            | Self::GuidelinesIncomplete(_) => StatusCode::CONFLICT,
+            | Self::GuidelinesIncomplete(_)
+            | Self::IdempotencyInFlight => StatusCode::CONFLICT,
+            Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RejectedFiles(rejected) if all_unsupported(rejected) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -249,6 +265,8 @@ impl ApiError {
             Self::Misdirected(_) => ErrorCode::Misdirected,
             Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::Busy { .. } => ErrorCode::ServerBusy,
+            Self::IdempotencyInFlight => ErrorCode::IdempotencyInFlight,
+            Self::IdempotencyMismatch => ErrorCode::IdempotencyMismatch,
             Self::Timeout | Self::Unavailable(_) | Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -289,6 +307,7 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         let retry_after = match &self {
             Self::Busy { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            Self::IdempotencyInFlight => Some(1),
             _ => None,
         };
         let body = ErrorBody {

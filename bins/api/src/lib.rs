@@ -24,6 +24,7 @@ mod error;
 mod events;
 mod extract;
 mod feeds;
+mod idempotency;
 pub mod languages;
 mod metrics;
 mod observe;

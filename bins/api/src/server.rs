@@ -332,6 +332,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     let mut state = AppState::builder(job_store.clone(), blob_store.clone(), cli.api_config())
         .shutdown(shutdown.clone());
     let (sweep_store, sweep_jobs) = (blob_store.clone(), job_store.clone());
+    let key_store = job_store.clone();
     match crate::languages::installed() {
         Some(languages) => {
             tracing::info!(languages = %languages.join(","), "tesseract languages installed")
@@ -377,9 +378,15 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     // The api's own request folders, and stored uploads whose ingest never started.
     let sweeper =
         app::handlers::spawn_sweeper(sweep_store, sweep_jobs, &cli.worker, shutdown.clone());
+    let purge = crate::idempotency::spawn_key_purge(
+        key_store,
+        Arc::new(jobs_core::SystemClock),
+        shutdown.clone(),
+    );
     let served = serve(listener, state.build(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = sweeper.await;
+    let _ = purge.await;
     if let Some(worker) = worker {
         worker
             .await

@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
-use crate::{auth, observe, site};
+use crate::{auth, idempotency, observe, site};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -40,7 +40,11 @@ const MULTIPART_OVERHEAD: usize = 8 * 1024 * 1024;
         description = "Books, bulk page uploads and durable background jobs (OCR, guidelines \
                        extraction, finalization) with live \
                        progress. Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`; \
-                       with a token configured, every `/v1` route needs `Authorization: Bearer TOKEN`."
+                       with a token configured, every `/v1` route needs `Authorization: Bearer TOKEN`. \
+                       Every POST takes an `Idempotency-Key` header (1-255 visible ASCII \
+                       characters): a repeat of the same request gets the first answer \
+                       (`Idempotency-Replayed: true`), 409 `idempotency_in_flight` while the first \
+                       runs, 422 `idempotency_mismatch` for another request under the key."
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -182,11 +186,20 @@ pub(crate) fn router(state: AppState) -> (Router, Vec<(String, String)>) {
     let upload_limit = usize::try_from(config.ingest_limits.max_request_bytes)
         .unwrap_or(usize::MAX)
         .saturating_add(MULTIPART_OVERHEAD);
+    // Inside the timeout, so a body that does not arrive in time is a 408 there too.
+    let idempotent = |body, timeout| {
+        from_fn_with_state(
+            (state.clone(), idempotency::Limits { body, timeout }),
+            idempotency::idempotent,
+        )
+    };
     let uploads = upload_routes()
         .layer(DefaultBodyLimit::max(upload_limit))
+        .layer(idempotent(upload_limit, config.upload_timeout))
         .layer(from_fn_with_state(config.upload_timeout, observe::timeout));
     let v1 = v1_routes()
         .layer(DefaultBodyLimit::max(config.json_body_limit))
+        .layer(idempotent(config.json_body_limit, config.request_timeout))
         .layer(from_fn_with_state(config.request_timeout, observe::timeout));
     let v1 = uploads
         .merge(v1)

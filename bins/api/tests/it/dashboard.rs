@@ -662,19 +662,7 @@ async fn dropped_files_wait_in_natural_order_and_a_drag_changes_their_page_numbe
     );
     dashboard.screenshot("files-reordered").await;
     dashboard.send_staged().await;
-    let manifest = dashboard
-        .api
-        .eventually_value("the 3 pages made", || async {
-            let manifest = dashboard.api.get(&format!("/v1/books/{book}")).await;
-            (manifest["pages"].as_array().map_or(0, Vec::len) == 3).then_some(manifest)
-        })
-        .await;
-    let names: Vec<String> = manifest["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|page| text(&page["source_name"]))
-        .collect();
+    let names = dashboard.api.page_sources(&book, 3).await;
     assert_eq!(
         names,
         ["p10.png", "p2.png", "p1.png"],
@@ -739,19 +727,7 @@ async fn a_thousand_files_dropped_in_any_order_become_pages_in_natural_name_orde
             && summary.contains("1 file refused"),
         "{summary}; p500.png: {reason}"
     );
-    let manifest = dashboard
-        .api
-        .eventually_value("the 999 pages made", || async {
-            let manifest = dashboard.api.get(&format!("/v1/books/{book}")).await;
-            (manifest["pages"].as_array().map_or(0, Vec::len) == 999).then_some(manifest)
-        })
-        .await;
-    let names: Vec<String> = manifest["pages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|page| text(&page["source_name"]))
-        .collect();
+    let names = dashboard.api.page_sources(&book, 999).await;
     let expected: Vec<String> = (1..=1000)
         .filter(|n| *n != 500)
         .map(|n| format!("p{n}.png"))
@@ -2742,6 +2718,23 @@ impl ApiProcess {
         Fut: std::future::Future<Output = Option<T>>,
     {
         crate::support::eventually(JOB_DEADLINE, what, check).await
+    }
+
+    /// Waits until book `id` has `count` pages; the file each came from, in page order.
+    async fn page_sources(&self, id: &str, count: usize) -> Vec<String> {
+        let path = format!("/v1/books/{id}");
+        let manifest = self
+            .eventually_value(&format!("{count} pages in book {id}"), || async {
+                let manifest = self.get(&path).await;
+                (manifest["pages"].as_array().map_or(0, Vec::len) == count).then_some(manifest)
+            })
+            .await;
+        manifest["pages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|page| text(&page["source_name"]))
+            .collect()
     }
 
     /// Polls the job until it has `status`; its JSON.

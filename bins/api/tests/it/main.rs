@@ -16,6 +16,7 @@ mod e2e;
 mod events;
 mod guidelines;
 mod hostile;
+mod idempotency;
 mod jobs;
 mod ocr_quality;
 mod openapi;

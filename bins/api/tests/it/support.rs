@@ -235,7 +235,14 @@ pub(crate) async fn into_bytes(response: Response<Body>) -> (StatusCode, Vec<u8>
 
 /// A multipart/form-data body with one `files` field per file.
 pub(crate) fn multipart(files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "folio-test-boundary-7d1f";
+    multipart_with_boundary(files, "folio-test-boundary-7d1f")
+}
+
+/// [`multipart`] with its own boundary, as each sending of a real client draws one.
+pub(crate) fn multipart_with_boundary(
+    files: &[(&str, &[u8])],
+    boundary: &str,
+) -> (String, Vec<u8>) {
     let mut body = Vec::new();
     for (name, bytes) in files {
         body.extend_from_slice(
