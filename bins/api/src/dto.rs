@@ -784,6 +784,7 @@ impl Page {
                 confidence: ocr.confidence,
                 words: ocr.words,
                 needs_review: ocr.needs_review,
+                rotation: ocr.rotation,
             },
         }
     }
@@ -818,6 +819,12 @@ pub struct PageOcr {
     /// Whether a person should look at the page: its confidence is under the worker's
     /// `--ocr-review-below` (default 60), or tesseract found no word on it.
     pub needs_review: bool,
+    /// How far the page was found turned, counter-clockwise in degrees (0, 90, 180, 270;
+    /// a page turned 90 degrees clockwise is 270), when tesseract looked: it reads a page
+    /// again with orientation detection when it read it badly upright. Null when it did
+    /// not look. The image stays as uploaded; the hOCR's boxes are in its coordinates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<u16>,
 }
 
 /// A book's pages: `GET /v1/books/{book_id}/pages`.

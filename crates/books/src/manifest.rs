@@ -119,6 +119,12 @@ pub struct OcrState {
     /// `--ocr-review-below`, or the engine found no words on it.
     #[serde(default)]
     pub needs_review: bool,
+    /// How far the page was found turned, counter-clockwise in degrees (0, 90, 180, 270),
+    /// when the engine looked: tesseract reads a page again with orientation detection when
+    /// it read it badly upright, and records the angle when that reading is kept. The image
+    /// stays as uploaded; the hOCR boxes are in its coordinates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<u16>,
 }
 
 impl Default for OcrState {
@@ -135,6 +141,7 @@ impl Default for OcrState {
             confidence: None,
             words: None,
             needs_review: false,
+            rotation: None,
         }
     }
 }

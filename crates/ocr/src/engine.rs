@@ -49,6 +49,10 @@ pub struct Recognized {
     pub confidence: Option<f64>,
     /// Words found, from engines that count them.
     pub words: Option<u64>,
+    /// How far the page was found turned, counter-clockwise in degrees (0, 90, 180, 270),
+    /// when the engine looked (tesseract looks at pages it read badly upright: a page
+    /// turned 90 degrees clockwise is 270); `None` when it did not.
+    pub rotation: Option<u16>,
 }
 
 impl Recognized {

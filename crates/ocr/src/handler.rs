@@ -218,6 +218,7 @@ struct PageDone {
     confidence: Option<f64>,
     words: Option<u64>,
     needs_review: bool,
+    rotation: Option<u16>,
 }
 
 #[async_trait::async_trait]
@@ -276,6 +277,7 @@ impl PageWork for OcrWork {
             confidence: recognized.confidence,
             words: recognized.words,
             needs_review,
+            rotation: recognized.rotation,
         };
         // The hOCR first: a page whose text is stored always has its hOCR beside it.
         let mut outputs = Vec::with_capacity(2);
@@ -310,6 +312,7 @@ impl PageWork for OcrWork {
                 entry.ocr.confidence = done.confidence;
                 entry.ocr.words = done.words;
                 entry.ocr.needs_review = done.needs_review;
+                entry.ocr.rotation = done.rotation;
             }
         })
     }
@@ -331,6 +334,7 @@ impl PageWork for OcrWork {
                 entry.ocr.confidence = None;
                 entry.ocr.words = None;
                 entry.ocr.needs_review = false;
+                entry.ocr.rotation = None;
             }
         }))
     }

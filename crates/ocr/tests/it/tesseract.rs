@@ -239,6 +239,92 @@ async fn a_two_column_page_reads_column_by_column_where_tesseract_reads_rows_acr
     );
 }
 
+/// `png` turned clockwise by `quarters` quarter turns.
+fn turned(png: &[u8], quarters: u8) -> Bytes {
+    let image = image::load_from_memory(png).unwrap();
+    let image = match quarters {
+        1 => image.rotate90(),
+        2 => image.rotate180(),
+        _ => image.rotate270(),
+    };
+    let mut out = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    Bytes::from(out)
+}
+
+#[tokio::test]
+async fn a_page_turned_upside_down_is_read_upright_with_its_rotation_and_boxes_on_the_image() {
+    require_tesseract().await;
+    let page = &fixture_pages()[0];
+    let engine = TesseractEngine::default();
+    let cancel = CancellationToken::new();
+    let upside_down = turned(&page.png, 2);
+    let recognized = engine
+        .recognize_page(&PageImage::new(1, upside_down.clone()), &cancel)
+        .await
+        .unwrap();
+    let rate = character_error_rate(&page.text, &recognized.text);
+    assert!(rate < 0.03, "CER {rate:.4}\n{}", recognized.text);
+    assert_eq!(recognized.rotation, Some(180));
+    assert!(recognized.confidence.unwrap() > 85.0, "{recognized:?}");
+    // Read upright without the second look, the page is garbage.
+    let plain = TesseractEngine::new(TesseractConfig {
+        upright_below: None,
+        ..TesseractConfig::default()
+    })
+    .recognize_page(&PageImage::new(1, upside_down.clone()), &cancel)
+    .await
+    .unwrap();
+    assert!(
+        character_error_rate(&page.text, &plain.text) > 0.5,
+        "{}",
+        plain.text
+    );
+    assert_eq!(plain.rotation, None);
+    // The boxes are on the image as uploaded: the first word is at its lower right.
+    let hocr = recognized.hocr.unwrap();
+    let image = image::load_from_memory(&upside_down).unwrap();
+    let first_word = hocr.split("class='ocrx_word'").nth(1).unwrap();
+    let bbox: Vec<u32> = first_word
+        .split("bbox ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(first_word.contains(">Chapter<"), "{first_word}");
+    assert!(
+        bbox[0] > image.width() / 2 && bbox[1] > image.height() / 2,
+        "{bbox:?} on {}x{}",
+        image.width(),
+        image.height()
+    );
+
+    // A page turned a quarter is read right as it comes; one read upright is not looked at.
+    for quarters in [1, 3] {
+        let recognized = engine
+            .recognize_page(&PageImage::new(1, turned(&page.png, quarters)), &cancel)
+            .await
+            .unwrap();
+        let rate = character_error_rate(&page.text, &recognized.text);
+        assert!(
+            rate < 0.03,
+            "{quarters}: CER {rate:.4}\n{}",
+            recognized.text
+        );
+    }
+    let upright = engine
+        .recognize_page(&PageImage::new(1, page.png.clone()), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(upright.rotation, None);
+}
+
 #[tokio::test]
 async fn a_german_page_read_with_deu_has_under_three_percent_character_errors() {
     require_tesseract_languages(&["deu"]).await;
