@@ -1978,11 +1978,16 @@ impl Dashboard {
         input.send_keys(title).await.unwrap();
         self.click("form#create-book button[type=submit], form#create-book button:not([type])")
             .await;
+        // The heading shows the id until the book is read, then its title.
         self.wait_for(
-            "the new book's view",
+            "the new book's view with its title",
             UI_DEADLINE,
             "h1#book-title",
-            "(e) => e.length === 1 && location.pathname.startsWith('/books/') && e[0].textContent.length > 0",
+            &format!(
+                "(e) => e.length === 1 && location.pathname.startsWith('/books/') && \
+                 e[0].textContent === {}",
+                json!(title)
+            ),
         )
         .await;
         let title_shown = self
