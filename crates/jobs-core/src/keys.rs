@@ -31,6 +31,27 @@ pub struct KeptAnswer {
     pub body: Vec<u8>,
 }
 
+impl KeptAnswer {
+    /// The answer a store keeps in a key's columns: `None` while its request runs (no
+    /// status yet).
+    pub fn from_columns(
+        status: Option<i64>,
+        content_type: Option<String>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Option<Self>, crate::StoreError> {
+        let Some(status) = status else {
+            return Ok(None);
+        };
+        let status = u16::try_from(status)
+            .map_err(|_| crate::StoreError::Corrupt(format!("request key status {status}")))?;
+        Ok(Some(Self {
+            status,
+            content_type: content_type.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+        }))
+    }
+}
+
 /// What [`JobStore::claim_key`](crate::JobStore::claim_key) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {

@@ -619,21 +619,11 @@ impl JobStore for SqliteJobStore {
             else {
                 continue;
             };
-            let answer = match row.try_get::<Option<i64>, _>("status").map_err(translate)? {
-                Some(status) => Some(KeptAnswer {
-                    status: u16::try_from(status)
-                        .map_err(|_| StoreError::Corrupt(format!("key status {status}")))?,
-                    content_type: row
-                        .try_get::<Option<String>, _>("content_type")
-                        .map_err(translate)?
-                        .unwrap_or_default(),
-                    body: row
-                        .try_get::<Option<Vec<u8>>, _>("body")
-                        .map_err(translate)?
-                        .unwrap_or_default(),
-                }),
-                None => None,
-            };
+            let answer = KeptAnswer::from_columns(
+                row.try_get::<Option<i64>, _>("status").map_err(translate)?,
+                row.try_get("content_type").map_err(translate)?,
+                row.try_get("body").map_err(translate)?,
+            )?;
             return Ok(request.meets(
                 row.try_get("request").map_err(translate)?,
                 row.try_get("fingerprint").map_err(translate)?,
