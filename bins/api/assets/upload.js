@@ -257,14 +257,18 @@ export function uploadPanel(bookId, scope, onUploaded) {
     let doneBytes = 0;
     let then = [];
     let failure = null;
+    let optionsSent = false;
     const runs = batches(rows);
     for (const [at, run] of runs.entries()) {
+      // Only the last batch starts OCR (and the chain): the job then reads every page of
+      // the drop, where a job per batch would start before the next batches' pages exist.
+      const last = at === runs.length - 1;
       let pending = run;
       while (pending.length && !failure) {
         const label = runs.length > 1 ? ` (batch ${at + 1} of ${runs.length})` : '';
         setText(summary, `Sending ${plural(files.length, 'file')} (${size(totalBytes)})${label}…`);
         try {
-          const answer = await sendBatch(pending, ocr, chain, summary, (sent) => {
+          const answer = await sendBatch(pending, last && ocr, last && chain, summary, (sent) => {
             overall.value = Math.round(Math.min(1, (doneBytes + sent) / totalBytes) * 100);
           });
           const stored = answer?.upload?.files || [];
@@ -277,6 +281,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
             setText(status, pages.length ? `Pages ${pageRanges(pages)}` : 'Stored');
           });
           storedFiles += pending.length;
+          optionsSent ||= last;
           then = (answer?.job?.then || []).map((type) => (type === 'ocr' ? 'OCR' : type));
           if (scope.alive) onUploaded(answer);
           pending = [];
@@ -316,6 +321,7 @@ export function uploadPanel(bookId, scope, onUploaded) {
       if (numbers.length) text += ` (${numbers.length === 1 ? 'p.' : 'pp.'} ${pageRanges(numbers)})`;
       text += ' · making pages';
       if (then.length) text += `, then ${then.join(' → ')}`;
+      else if (ocr && !optionsSent) text += '; OCR not started (the last batch was not stored): use Run OCR';
       parts.push(text);
     }
     if (refused.length) {

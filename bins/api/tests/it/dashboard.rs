@@ -756,6 +756,45 @@ async fn a_thousand_files_dropped_in_any_order_become_pages_in_natural_name_orde
     dashboard.finish().await;
 }
 
+/// A drop of more files than one batch with "OCR after upload": only the last batch starts
+/// OCR, so one job reads every page of the drop.
+#[tokio::test]
+async fn a_drop_of_two_batches_with_ocr_after_upload_starts_one_ocr_job_for_all_its_pages() {
+    let dashboard = Dashboard::start(None).await;
+    dashboard.goto("/").await;
+    let book = dashboard.create_book_with_form("Two batches").await;
+    dashboard.set_ocr_after_upload(true).await;
+    let png = small_png();
+    let files: Vec<(String, Vec<u8>)> = (1..=60)
+        .map(|n| (format!("p{n}.png"), png.clone()))
+        .collect();
+    let dropped: Vec<(&str, Vec<u8>)> = files
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.clone()))
+        .collect();
+    dashboard.drop_files(&dropped).await;
+    assert_eq!(dashboard.api.page_sources(&book, 60).await.len(), 60);
+    let pages = dashboard
+        .api
+        .eventually_value("every page read", || async {
+            let book = dashboard.api.get(&format!("/v1/books/{book}")).await;
+            let pages = book["pages"].as_array().cloned().unwrap_or_default();
+            (pages.len() == 60 && pages.iter().all(|page| page["ocr"]["status"] == "done"))
+                .then_some(pages)
+        })
+        .await;
+    assert_eq!(pages.len(), 60);
+    let jobs = dashboard.api.get(&format!("/v1/books/{book}/jobs")).await;
+    let ocr_jobs = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["type"] == "ocr")
+        .count();
+    assert_eq!(ocr_jobs, 1, "{jobs}");
+    dashboard.finish().await;
+}
+
 /// A 64 x 64 grey PNG.
 fn small_png() -> Vec<u8> {
     let mut bytes = Vec::new();
