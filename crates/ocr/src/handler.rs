@@ -161,7 +161,64 @@ impl JobHandler for OcrHandler {
             return Err(HandlerError::terminal(error.code(), error_chain(&error)));
         }
         tracing::info!(book.id = %book_id, pages = checkpoint.pages.len(), remaining = checkpoint.remaining().len(), engine = self.engine.name(), language = manifest.language.as_deref().unwrap_or("(worker default)"), "ocr started");
-        let work = Arc::new(OcrWork {
+        let config = PageJobConfig {
+            concurrency: self.config.concurrency,
+            manifest_flush_every: self.config.manifest_flush_every,
+            retry: self.config.retry,
+            on_failure: OnPageFailure::Record,
+            storage_wait: self.config.storage_wait,
+            makes_pages: false,
+        };
+        let (mut manifest, mut checkpoint) = (manifest, checkpoint);
+        loop {
+            let summary = run_pages(
+                &context,
+                &self.books,
+                &book_id,
+                &manifest,
+                checkpoint,
+                Arc::new(self.work(&book_id, &manifest)),
+                &config,
+            )
+            .await?;
+            // Pages an upload added while the job ran (its chain's ocr step joined this
+            // job): a job for every page not done reads them too before it ends.
+            let added: Vec<u32> = if payload.pages.is_some() {
+                Vec::new()
+            } else {
+                manifest = ride_out_storage(
+                    self.config.storage_wait,
+                    &context.cancellation_token(),
+                    is_storage_unavailable,
+                    || self.books.manifest(&book_id),
+                )
+                .await
+                .map_err(books_error)?;
+                let planned: BTreeSet<u32> = summary.checkpoint.pages.iter().copied().collect();
+                manifest
+                    .pages
+                    .iter()
+                    .filter(|page| {
+                        page.ocr.status == OcrStatus::Pending && !planned.contains(&page.page)
+                    })
+                    .map(|page| page.page)
+                    .collect()
+            };
+            if added.is_empty() {
+                tracing::info!(book.id = %book_id, done = summary.checkpoint.done.len(), failed = summary.failed.len(), "ocr finished");
+                return Ok(());
+            }
+            tracing::info!(book.id = %book_id, pages = added.len(), "ocr continues with pages added meanwhile");
+            checkpoint = summary.checkpoint;
+            checkpoint.pages.extend(added);
+        }
+    }
+}
+
+impl OcrHandler {
+    /// One page's work for the pages of `manifest`.
+    fn work(&self, book_id: &BookId, manifest: &Manifest) -> OcrWork {
+        OcrWork {
             books: self.books.clone(),
             store: self.books.store().clone(),
             engine: self.engine.clone(),
@@ -174,27 +231,7 @@ impl JobHandler for OcrHandler {
                 .iter()
                 .map(|page| (page.page, page.image.clone()))
                 .collect(),
-        });
-        let config = PageJobConfig {
-            concurrency: self.config.concurrency,
-            manifest_flush_every: self.config.manifest_flush_every,
-            retry: self.config.retry,
-            on_failure: OnPageFailure::Record,
-            storage_wait: self.config.storage_wait,
-            makes_pages: false,
-        };
-        let summary = run_pages(
-            &context,
-            &self.books,
-            &book_id,
-            &manifest,
-            checkpoint,
-            work,
-            &config,
-        )
-        .await?;
-        tracing::info!(book.id = %book_id, done = summary.checkpoint.done.len(), failed = summary.failed.len(), "ocr finished");
-        Ok(())
+        }
     }
 }
 

@@ -97,6 +97,41 @@ async fn a_new_job_for_every_page_not_done_recognizes_only_the_failed_pages() {
     assert_eq!(manifest.page(3).unwrap().ocr.attempts, 2);
 }
 
+/// An upload while the book's OCR runs: its chain's ocr step joins the running job, which
+/// reads the added pages too before it ends.
+#[tokio::test]
+async fn pages_added_while_a_job_for_every_page_runs_are_read_before_it_ends() {
+    let harness = Harness::with_pages(3).await;
+    let engine = Arc::new(ScriptedEngine::new().with_delay(Duration::from_millis(700)));
+    let worker = harness.start_worker(engine.clone(), job_config(1, 1));
+    let job = harness.enqueue(json!({})).await;
+    harness
+        .wait_for(job.id, "the job running", |job| {
+            job.status == JobStatus::Running
+        })
+        .await;
+    harness
+        .books
+        .ingest_pages(
+            &harness.book_id,
+            ocr::testing::fixture_uploads(2),
+            &books::IngestLimits::default(),
+        )
+        .await
+        .unwrap();
+    let job = harness.wait_terminal(job.id).await;
+    worker.stop().await;
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let manifest = harness.manifest().await;
+    assert_eq!(done_pages(&manifest), BTreeSet::from([1, 2, 3, 4, 5]));
+    assert_eq!(
+        engine.calls().keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2, 3, 4, 5])
+    );
+    assert_eq!(job.progress.total, Some(5));
+    assert_eq!(checkpoint_of(&job).pages, vec![1, 2, 3, 4, 5]);
+}
+
 #[tokio::test]
 async fn a_page_retry_recognizes_only_the_page_it_names() {
     let harness = Harness::with_pages(12).await;
