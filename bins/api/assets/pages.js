@@ -271,6 +271,12 @@ export function pageGrid(bookId, scope, actions) {
   return { element, update, open: (number) => viewer.open(number) };
 }
 
+/** What OCR found of a page scanned turned (`ocr.rotation`, degrees counter-clockwise). */
+function turnedText(rotation) {
+  const turned = { 90: 'a quarter turn to the left', 180: 'upside down', 270: 'a quarter turn to the right' }[rotation];
+  return turned ? `scanned ${turned}, read upright` : '';
+}
+
 /** The page viewer: the image beside its OCR text, and the page's guidelines. */
 function pageViewer(bookId, scope, cachedImage, currentBook) {
   const title = h('h2', { id: 'page-viewer-title' });
@@ -349,7 +355,9 @@ function pageViewer(bookId, scope, cachedImage, currentBook) {
     setText(title, `Page ${page.page}`);
     const status = page.ocr?.status || 'pending';
     updateStatusBadge(badge, status, `OCR ${status}`);
-    setText(source, page.source_name || '');
+    setText(source, [page.source_name, turnedText(page.ocr?.rotation)].filter(Boolean).join(' · '));
+    // An upside-down scan is shown upright, like its text (a quarter turn would not fit).
+    img.classList.toggle('upright-180', page.ocr?.rotation === 180);
     setAttr(source, 'title', page.source_name || null);
     const { pages, index } = neighbours();
     prev.disabled = index <= 0;

@@ -576,6 +576,50 @@ async fn a_page_read_with_low_confidence_carries_a_review_badge_and_its_own_filt
         "the filter shows the page to review only"
     );
     dashboard.screenshot("needs-review").await;
+
+    // A page scanned upside down reads upright, and the viewer says how it was scanned.
+    let upside_down = image::load_from_memory(&ocr::testing::fixture_pages()[0].png)
+        .unwrap()
+        .rotate180();
+    let mut png = Vec::new();
+    upside_down
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    dashboard
+        .js(
+            "const filter = document.querySelector('#page-filter'); \
+         filter.value = 'all'; filter.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+    dashboard.drop_files(&[("p3-upside-down.png", png)]).await;
+    dashboard
+        .wait_tiles("page 3 done", JOB_DEADLINE, |tiles| {
+            tiles.len() == 3 && tiles.iter().all(|tile| tile.status == "done")
+        })
+        .await;
+    dashboard.click("#pages .page-tile[data-page=\"3\"]").await;
+    let shown = dashboard
+        .wait_for(
+            "the viewer of page 3 with its text read upright",
+            UI_DEADLINE,
+            "dialog#page-viewer[open]",
+            "(e) => e.length === 1 && e[0].querySelector('#page-text')?.textContent.includes('Chapter 1') \
+             ? e[0].querySelector('.viewer-source').textContent : null",
+        )
+        .await;
+    assert_eq!(
+        text(&shown),
+        "p3-upside-down.png · scanned upside down, read upright"
+    );
+    let upright = dashboard
+        .js(
+            "return getComputedStyle(document.querySelector('#page-image')).transform",
+            vec![],
+        )
+        .await;
+    assert_ne!(text(&upright), "none", "the image is shown upright too");
+    dashboard.screenshot("upside-down-page").await;
     dashboard.finish().await;
 }
 
