@@ -140,14 +140,7 @@ impl JobHandler for OcrHandler {
     async fn run(&self, context: JobContext) -> Result<(), HandlerError> {
         let payload: OcrPayload = context.payload()?;
         let book_id = page_jobs::book_of(&context)?;
-        let manifest = ride_out_storage(
-            self.config.storage_wait,
-            &context.cancellation_token(),
-            is_storage_unavailable,
-            || self.books.manifest(&book_id),
-        )
-        .await
-        .map_err(books_error)?;
+        let manifest = self.manifest(&context, &book_id).await?;
         let checkpoint = match context.checkpoint::<OcrCheckpoint>()? {
             Some(checkpoint) => checkpoint,
             None => Self::plan(&manifest, &payload)?,
@@ -186,14 +179,7 @@ impl JobHandler for OcrHandler {
             let added: Vec<u32> = if payload.pages.is_some() {
                 Vec::new()
             } else {
-                manifest = ride_out_storage(
-                    self.config.storage_wait,
-                    &context.cancellation_token(),
-                    is_storage_unavailable,
-                    || self.books.manifest(&book_id),
-                )
-                .await
-                .map_err(books_error)?;
+                manifest = self.manifest(&context, &book_id).await?;
                 let planned: BTreeSet<u32> = summary.checkpoint.pages.iter().copied().collect();
                 manifest
                     .pages
@@ -216,6 +202,22 @@ impl JobHandler for OcrHandler {
 }
 
 impl OcrHandler {
+    /// The book's manifest, unavailable storage waited out.
+    async fn manifest(
+        &self,
+        context: &JobContext,
+        book_id: &BookId,
+    ) -> Result<Manifest, HandlerError> {
+        ride_out_storage(
+            self.config.storage_wait,
+            &context.cancellation_token(),
+            is_storage_unavailable,
+            || self.books.manifest(book_id),
+        )
+        .await
+        .map_err(books_error)
+    }
+
     /// One page's work for the pages of `manifest`.
     fn work(&self, book_id: &BookId, manifest: &Manifest) -> OcrWork {
         OcrWork {

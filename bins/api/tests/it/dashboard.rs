@@ -705,6 +705,15 @@ async fn dropped_files_wait_in_natural_order_and_a_drag_changes_their_page_numbe
         ["p10.png", "p2.png", "p1.png"]
     );
     dashboard.screenshot("files-reordered").await;
+    // At phone width the list fits without sideways scrolling.
+    dashboard.emulate_phone(true).await;
+    dashboard.screenshot("files-waiting-phone-width").await;
+    let layout = dashboard.js(OVERFLOW_SCRIPT, vec![]).await;
+    assert!(
+        layout["overflow"].as_f64().unwrap() <= 0.0,
+        "no sideways scrolling at phone width: {layout}"
+    );
+    dashboard.emulate_phone(false).await;
     dashboard.send_staged().await;
     let names = dashboard.api.page_sources(&book, 3).await;
     assert_eq!(
